@@ -1,0 +1,1 @@
+"""What training, serving and operations must agree on: feature schema, artifact contract, store."""

@@ -1,0 +1,184 @@
+"""The artifact contract: what a published model version directory holds and how it is checked.
+
+A version directory `<root>/<model>/<N>/` holds the native artifact of its family, an ONNX copy of
+the same model for fast serving, a small labelled golden set, and `metadata.json` (written last),
+which lists the sha256 of every other file.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+from pathlib import Path
+
+from don_core.schema import FEATURE_SCHEMA, schema_fingerprint
+
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+ONNX_FILE = "model.onnx"
+GOLDEN_FILE = "golden.json"
+
+# family -> its native artifact (a file for sklearn, a SavedModel directory for tensorflow)
+NATIVE_ARTIFACT = {"sklearn": "model.joblib", "tensorflow": "saved_model"}
+# CLI short names of the families
+FAMILY_ALIASES = {"rf": "sklearn", "tf": "tensorflow"}
+
+REQUIRED_KEYS = (
+    "format_version", "model", "version", "family", "created", "feature_schema",
+    "feature_schema_sha256", "training_data", "hyperparameters", "libraries", "metrics", "files",
+)
+_TRACKED_LIBRARIES = ("numpy", "scikit-learn", "tensorflow-cpu", "tensorflow", "keras", "onnx",
+                      "onnxruntime", "skl2onnx", "joblib")
+
+
+class ArtifactError(Exception):
+    """A version directory that must not be served: corrupt, incomplete or for other features."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_tree(directory: Path) -> dict[str, str]:
+    """sha256 of every regular file below `directory` except metadata.json and dot-files."""
+    directory = Path(directory)
+    files = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if path.is_file() and rel != METADATA_FILE and not _hidden(rel):
+            files[rel] = file_sha256(path)
+    return files
+
+
+def _hidden(rel: str) -> bool:
+    # Dot-files are store bookkeeping (e.g. the s3 version claim), never part of a model.
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+def library_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _TRACKED_LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_metadata(*, model: str, version: int, family: str, files: dict[str, str],
+                   training_data: dict, hyperparameters: dict, metrics: dict,
+                   target_range_ppb: tuple[float, float], created: str | None = None) -> dict:
+    if family not in NATIVE_ARTIFACT:
+        raise ValueError(f"unknown model family {family!r}")
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": model,
+        "version": int(version),
+        "family": family,
+        "created": created or utc_now(),
+        "artifacts": {"native": NATIVE_ARTIFACT[family], "onnx": ONNX_FILE, "golden": GOLDEN_FILE},
+        "feature_schema": FEATURE_SCHEMA,
+        "feature_schema_sha256": schema_fingerprint(),
+        "training_data": training_data,
+        "target_range_ppb": [float(target_range_ppb[0]), float(target_range_ppb[1])],
+        "hyperparameters": hyperparameters,
+        "libraries": library_versions(),
+        "metrics": metrics,
+        "files": dict(sorted(files.items())),
+    }
+
+
+def dump_metadata(metadata: dict) -> bytes:
+    return (json.dumps(metadata, indent=2, sort_keys=False) + "\n").encode()
+
+
+def check_metadata(metadata: dict) -> None:
+    """Structural check of a metadata document; raises ArtifactError naming what is wrong."""
+    missing = [key for key in REQUIRED_KEYS if key not in metadata]
+    if missing:
+        raise ArtifactError(f"metadata.json lacks {', '.join(missing)}")
+    if metadata["format_version"] != FORMAT_VERSION:
+        raise ArtifactError(f"metadata format_version {metadata['format_version']!r} is not "
+                            f"{FORMAT_VERSION}; this release cannot read it")
+    if metadata["family"] not in NATIVE_ARTIFACT:
+        raise ArtifactError(f"unknown model family {metadata['family']!r}")
+    if not isinstance(metadata["version"], int) or metadata["version"] < 1:
+        raise ArtifactError(f"version {metadata['version']!r} is not a positive integer")
+    if metadata["feature_schema_sha256"] != schema_fingerprint() or \
+            metadata["feature_schema"] != FEATURE_SCHEMA:
+        raise ArtifactError("feature schema of this version does not match this release's "
+                            f"({FEATURE_SCHEMA['n_features']} bands, {FEATURE_SCHEMA['dtype']})")
+
+
+def read_metadata(version_dir: Path) -> dict:
+    path = Path(version_dir) / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing; not a published model version") from None
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: unreadable ({exc})") from None
+    check_metadata(metadata)
+    return metadata
+
+
+def verify_version_dir(version_dir: Path, expected_model: str | None = None) -> dict:
+    """Check metadata, feature schema and every file's sha256; return the metadata.
+
+    Refuses missing, altered and unlisted files: what is served is exactly what was trained.
+    """
+    version_dir = Path(version_dir)
+    metadata = read_metadata(version_dir)
+    if expected_model and metadata["model"] != expected_model:
+        raise ArtifactError(f"{version_dir} holds model {metadata['model']!r}, "
+                            f"not {expected_model!r}")
+    actual = hash_tree(version_dir)
+    listed = metadata["files"]
+    for rel, digest in listed.items():
+        if rel not in actual:
+            raise ArtifactError(f"{version_dir}: file {rel} listed in metadata.json is missing")
+        if actual[rel] != digest:
+            raise ArtifactError(f"{version_dir}: file {rel} fails its sha256 check "
+                                f"(expected {digest[:12]}..., found {actual[rel][:12]}...)")
+    unlisted = sorted(set(actual) - set(listed))
+    if unlisted:
+        raise ArtifactError(f"{version_dir}: files not listed in metadata.json: "
+                            f"{', '.join(unlisted[:5])}")
+    native = Path(version_dir) / NATIVE_ARTIFACT[metadata["family"]]
+    if not native.exists():
+        raise ArtifactError(f"{version_dir}: native artifact {native.name} is missing")
+    return metadata
+
+
+def write_golden(path: Path, spectra, targets_ppb, ids) -> None:
+    """The labelled spectra kept with a version, for load-time checks and canary analysis."""
+    doc = {
+        "description": "held-out labelled spectra (ppb); compare model versions on the same rows",
+        "ids": [str(i) for i in ids],
+        "instances": [[float(v) for v in row] for row in spectra],
+        "targets_ppb": [float(t) for t in targets_ppb],
+    }
+    Path(path).write_text(json.dumps(doc))
+
+
+def read_golden(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

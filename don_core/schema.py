@@ -1,0 +1,30 @@
+"""The feature schema: the one definition of what a spectrum and a label look like."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+N_BANDS = 448
+BAND_COLUMNS: tuple[str, ...] = tuple(str(i) for i in range(N_BANDS))
+ID_COLUMN = "hsi_id"
+TARGET_COLUMN = "vomitoxin_ppb"
+DTYPE = "float32"
+TARGET_UNIT = "ppb"
+
+# Accept/reject limits a grain buyer applies (ppb); evaluation reports the decision at each.
+DECISION_THRESHOLDS_PPB: tuple[int, ...] = (1000, 5000)
+
+FEATURE_SCHEMA: dict = {
+    "n_features": N_BANDS,
+    "columns": list(BAND_COLUMNS),
+    "dtype": DTYPE,
+    "id_column": ID_COLUMN,
+    "target": TARGET_COLUMN,
+    "target_unit": TARGET_UNIT,
+}
+
+
+def schema_fingerprint(schema: dict = FEATURE_SCHEMA) -> str:
+    """Stable hash of a schema, so a version trained on other features is refused at load."""
+    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
