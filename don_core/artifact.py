@@ -76,15 +76,17 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_metadata(*, model: str, version: int, family: str, files: dict[str, str],
-                   training_data: dict, hyperparameters: dict, metrics: dict,
-                   target_range_ppb: tuple[float, float], created: str | None = None) -> dict:
+def build_metadata(*, model: str, family: str, training_data: dict, hyperparameters: dict,
+                   metrics: dict, target_range_ppb: tuple[float, float],
+                   version: int | None = None, files: dict[str, str] | None = None,
+                   created: str | None = None) -> dict:
+    """The metadata document; the store fills in `version` and `files` when it publishes."""
     if family not in NATIVE_ARTIFACT:
         raise ValueError(f"unknown model family {family!r}")
     return {
         "format_version": FORMAT_VERSION,
         "model": model,
-        "version": int(version),
+        "version": version,
         "family": family,
         "created": created or utc_now(),
         "artifacts": {"native": NATIVE_ARTIFACT[family], "onnx": ONNX_FILE, "golden": GOLDEN_FILE},
@@ -95,7 +97,7 @@ def build_metadata(*, model: str, version: int, family: str, files: dict[str, st
         "hyperparameters": hyperparameters,
         "libraries": library_versions(),
         "metrics": metrics,
-        "files": dict(sorted(files.items())),
+        "files": dict(sorted((files or {}).items())),
     }
 
 

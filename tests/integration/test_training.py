@@ -1,0 +1,202 @@
+"""The training job as users and the Kubernetes Job run it: the CLI, in subprocesses."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from don_core.artifact import read_golden, verify_version_dir
+from don_core.schema import N_BANDS
+from tests.conftest import REPO, run_training
+from training_job import onnx_export
+
+
+def test_both_families_publish_complete_versions(model_store):
+    for model, family, versions in (("don-rf", "sklearn", [1, 2]), ("don-tf", "tensorflow", [1])):
+        listed = sorted(int(p.name) for p in (model_store / model).iterdir())
+        assert listed == versions
+        meta = verify_version_dir(model_store / model / "1", expected_model=model)
+        assert meta["family"] == family
+        assert meta["training_data"]["rows"] == 300
+        assert len(meta["training_data"]["sha256"]) == 64
+        cv = meta["metrics"]["cv"]
+        assert cv["folds"] * cv["repeats"] == len(cv["per_fold"]) == 3     # --quick
+        for figure in ("r2", "rmse_ppb", "mae_ppb", "r2_log1p", "spearman",
+                       "balanced_accuracy_1000", "balanced_accuracy_5000", "auc_1000",
+                       "false_accept_rate_1000"):
+            assert {"mean", "sd", "median"} <= set(cv["summary"][figure]), figure
+        assert meta["metrics"]["holdout"]["rows"] == 60
+        assert meta["libraries"]["scikit-learn"] and meta["libraries"]["onnxruntime"]
+        assert meta["hyperparameters"]["seed"] in (1, 2)
+        golden = read_golden(model_store / model / "1" / "golden.json")
+        assert len(golden["instances"]) == 60 and len(golden["instances"][0]) == N_BANDS
+
+
+def test_sklearn_artifact_loads_without_this_project(model_store, tmp_path):
+    """model.joblib must load where only sklearn is installed (KServe's sklearn server)."""
+    version = model_store / "don-rf" / "1"
+    script = f"""
+import sys, json, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in ('don_core', 'training_job', 'model_server', 'ops'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import joblib, numpy as np
+model = joblib.load({str(version / 'model.joblib')!r})
+golden = json.load(open({str(version / 'golden.json')!r}))
+print(json.dumps(model.predict(np.array(golden['instances'])).tolist()))
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                         text=True, check=True)
+    predictions = np.array(json.loads(out.stdout))
+    assert predictions.shape == (60,) and (predictions >= 0).all()
+    onnx = onnx_export.onnx_predict(version / "model.onnx",
+                                    np.array(read_golden(version / "golden.json")["instances"]))
+    assert np.allclose(onnx, predictions, rtol=1e-3, atol=1.0)
+
+
+def test_tensorflow_saved_model_has_the_serving_signature(model_store):
+    import tensorflow as tf
+    version = model_store / "don-tf" / "1"
+    loaded = tf.saved_model.load(str(version / "saved_model"))
+    signature = loaded.signatures["serving_default"]
+    spec = signature.structured_input_signature[1]["spectra"]
+    assert spec.shape.as_list() == [None, N_BANDS] and spec.dtype == tf.float32
+    golden = np.array(read_golden(version / "golden.json")["instances"], dtype=np.float32)
+    ppb = signature(spectra=tf.constant(golden))["ppb"].numpy()
+    assert ppb.shape == (60,) and (ppb >= 0).all()
+    meta = verify_version_dir(version)
+    low, high = meta["target_range_ppb"]
+    assert ppb.max() <= high * 1.001          # clipped to the training range: no wild extrapolation
+    # even absurd inputs stay inside the training range
+    absurd = signature(spectra=tf.constant(np.full((2, N_BANDS), 50.0, np.float32)))["ppb"]
+    assert float(tf.reduce_max(absurd)) <= high * 1.001
+    assert np.allclose(onnx_export.onnx_predict(version / "model.onnx", golden), ppb,
+                       rtol=1e-3, atol=1.0)
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_for_a_seed(model_store, tmp_path):
+    for model, family in (("don-rf", "rf"), ("don-tf", "tf")):
+        run_training("train", "--data", "synthetic:300", "--store", str(tmp_path), "--model", model,
+                     "--family", family, "--seed", "1", "--quick")
+        first = verify_version_dir(model_store / model / "1")
+        again = verify_version_dir(tmp_path / model / "1")
+        # Same folds, same models; only the last bits of multi-threaded tree sums may differ.
+        for a, b in zip(again["metrics"]["cv"]["per_fold"], first["metrics"]["cv"]["per_fold"]):
+            assert a == pytest.approx(b, rel=1e-9), family
+        golden = np.array(read_golden(model_store / model / "1" / "golden.json")["instances"])
+        assert np.allclose(onnx_export.onnx_predict(model_store / model / "1" / "model.onnx",
+                                                       golden),
+                              onnx_export.onnx_predict(tmp_path / model / "1" / "model.onnx",
+                                                       golden), rtol=1e-6), family
+
+
+def test_cli_lists_and_shows_versions(model_store):
+    table = run_training("versions", "--store", str(model_store), "--model", "don-rf").stdout
+    assert "VERSION" in table and str(model_store / "don-rf" / "2") in table
+    rows = json.loads(run_training("versions", "--store", str(model_store), "--model", "don-rf",
+                                   "--json").stdout)
+    assert [r["version"] for r in rows] == [1, 2]
+    shown = json.loads(run_training("show", "--store", str(model_store), "--model", "don-rf").stdout)
+    assert shown["version"] == 2
+    one = json.loads(run_training("show", "--store", str(model_store), "--model", "don-rf",
+                                  "--version", "1").stdout)
+    assert one["version"] == 1
+    empty = run_training("versions", "--store", str(model_store), "--model", "don-x").stdout
+    assert "no published versions" in empty
+
+
+def test_cli_reads_every_option_from_the_environment(tmp_path):
+    env = {"DON_DATA": "synthetic:120", "DON_STORE": str(tmp_path), "DON_MODEL": "env-model",
+           "DON_FAMILY": "rf", "DON_SEED": "7", "DON_QUICK": "true"}
+    out = run_training("train", env=env)
+    assert out.stdout.strip().splitlines()[-1] == str(tmp_path / "env-model" / "1")
+    assert "fold 3/3" in out.stderr              # progress, and --quick from DON_QUICK
+    meta = verify_version_dir(tmp_path / "env-model" / "1")
+    assert meta["hyperparameters"]["seed"] == 7 and meta["training_data"]["rows"] == 120
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--data", "{bad}"], 2, "row 3, column '10'"),
+    (["--data", "/nonexistent.csv"], 2, "no such file"),
+    (["--data", "synthetic:abc"], 2, "synthetic:ROWS"),
+    (["--data", "synthetic:50", "--model", "Bad/Name"], 1, "model name"),
+    (["--data", "synthetic:50", "--store", "gs://x"], 1, "only a filesystem path or s3"),
+])
+def test_failures_exit_non_zero_with_one_line_and_publish_nothing(tmp_path, args, code, message):
+    bad = tmp_path / "bad.csv"
+    from training_job.synthetic import generate, to_csv
+    ds = generate(20)
+    lines = to_csv(ds.X, ds.y, ds.ids).decode().splitlines()
+    cells = lines[2].split(",")
+    cells[11] = "n/a"
+    lines[2] = ",".join(cells)
+    bad.write_text("\n".join(lines))
+    store = tmp_path / "store"
+    defaults = {"--store": str(store), "--model": "don-rf", "--family": "rf"}
+    argv = [a.replace("{bad}", str(bad)) for a in args]
+    for key, value in defaults.items():
+        if key not in argv:
+            argv += [key, value]
+    out = run_training("train", *argv, "--quick", check=False)
+    assert out.returncode == code, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (store / "don-rf").exists() or not any((store / "don-rf").iterdir())
+
+
+def test_missing_required_options_are_named():
+    out = run_training("train", "--family", "rf", check=False)
+    assert out.returncode == 2
+    assert "--data, --store, --model required" in out.stderr
+
+
+@pytest.mark.slow
+def test_concurrent_training_jobs_get_distinct_versions(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-m", "training_job", "train", "--data",
+                               "synthetic:120", "--store", str(tmp_path), "--model", "don-rf",
+                               "--family", "rf", "--seed", str(seed), "--quick"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for seed in (1, 2, 3)]
+    outputs = [p.communicate(timeout=300)[0].strip().splitlines()[-1] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(Path(o).name for o in outputs) == ["1", "2", "3"]
+    seeds = {verify_version_dir(Path(o))["hyperparameters"]["seed"] for o in outputs}
+    assert seeds == {1, 2, 3}
+
+
+@pytest.mark.s3
+def test_train_from_and_into_s3(s3_bucket, s3_env, tmp_path):
+    from don_core.store import open_store, s3_client
+    from training_job.synthetic import generate, to_csv
+    ds = generate(150, seed=4)
+    s3_client().put_object(Bucket=s3_bucket, Key="lab/corn.csv", Body=to_csv(ds.X, ds.y, ds.ids))
+    root = f"s3://{s3_bucket}/models"
+    out = run_training("train", "--data", f"s3://{s3_bucket}/lab/corn.csv", "--store", root,
+                       "--model", "don-rf", "--family", "rf", "--quick", env=s3_env)
+    assert out.stdout.strip().splitlines()[-1] == f"{root}/don-rf/1"
+    store = open_store(root)
+    assert store.list_versions("don-rf") == [1]
+    meta = store.fetch("don-rf", 1, tmp_path / "v1")
+    assert verify_version_dir(meta)["training_data"]["sha256"] == ds.sha256
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["rf", "tf"])
+def test_trains_on_the_real_data(real_data_path, tmp_path, family):
+    out = run_training("train", "--data", str(real_data_path), "--store", str(tmp_path),
+                       "--model", f"don-{family}", "--family", family, "--quick")
+    assert "duplicated hsi_id" in out.stderr
+    meta = verify_version_dir(tmp_path / f"don-{family}" / "1")
+    assert meta["training_data"]["rows"] == 500
+    summary = meta["metrics"]["cv"]["summary"]
+    # Far above chance on the real spectra even with the --quick evaluation.
+    assert summary["auc_1000"]["median"] > 0.7, summary["auc_1000"]
+    assert summary["balanced_accuracy_1000"]["median"] > 0.6

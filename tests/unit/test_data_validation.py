@@ -1,0 +1,161 @@
+"""Every kind of bad input is refused before training, naming file, row and column."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from don_core.schema import BAND_COLUMNS, N_BANDS
+from training_job.data import DataError, load_dataset, parse_csv
+from training_job.synthetic import generate, to_csv
+
+HEADER = ["hsi_id", *BAND_COLUMNS, "vomitoxin_ppb"]
+
+
+def rows_csv(rows: list[list[str]], header: list[str] = HEADER, newline: str = "\n") -> bytes:
+    return newline.join(",".join(r) for r in [header, *rows]).encode() + newline.encode()
+
+
+def good_row(i: int = 0, target: str = "120") -> list[str]:
+    return [f"id{i}", *("0.5" for _ in range(N_BANDS)), target]
+
+
+def check_error(raw: bytes, *fragments: str) -> str:
+    with pytest.raises(DataError) as info:
+        parse_csv(raw, name="lab.csv")
+    message = str(info.value)
+    assert message.startswith("lab.csv"), message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_good_file_loads_with_lf_and_crlf():
+    raw = rows_csv([good_row(0), good_row(1, "0")])
+    for data in (raw, raw.replace(b"\n", b"\r\n"), b"\xef\xbb\xbf" + raw):
+        ds = parse_csv(data, name="lab.csv")
+        assert ds.X.shape == (2, N_BANDS) and ds.y.tolist() == [120.0, 0.0]
+        assert ds.ids == ["id0", "id1"]
+        assert not ds.warnings
+
+
+def test_id_column_is_optional_and_columns_may_be_reordered():
+    header = ["vomitoxin_ppb", *reversed(BAND_COLUMNS)]
+    row = ["7", *(str(i / 1000) for i in reversed(range(N_BANDS)))]
+    ds = parse_csv(rows_csv([row], header=header), name="lab.csv")
+    assert ds.y.tolist() == [7.0]
+    assert ds.X[0, 5] == pytest.approx(0.005)
+
+
+def test_empty_file():
+    check_error(b"", "file is empty")
+    check_error(b"\r\n\r\n", "file is empty")
+
+
+def test_header_only():
+    check_error(rows_csv([]), "no data rows")
+
+
+def test_wrong_header_numbers_in_first_row():
+    check_error(rows_csv([good_row()], header=good_row()), "row 1", "wrong header")
+
+
+def test_missing_target_column():
+    header = ["hsi_id", *BAND_COLUMNS, "don"]
+    check_error(rows_csv([good_row()], header=header), "row 1", "vomitoxin_ppb")
+
+
+def test_missing_band_columns_are_named():
+    header = [c for c in HEADER if c not in ("17", "300")]
+    row = good_row()[:len(header)]
+    check_error(rows_csv([row], header=header), "row 1", "'17'", "'300'", "2 of 448")
+
+
+def test_extra_column_is_named():
+    header = [*HEADER, "notes"]
+    check_error(rows_csv([[*good_row(), "x"]], header=header), "row 1", "'notes'")
+
+
+def test_duplicate_column():
+    header = [*HEADER[:-1], "5", "vomitoxin_ppb"]
+    check_error(rows_csv([[*good_row()[:-1], "0.5", "1"]], header=header), "'5' appears twice")
+
+
+def test_non_numeric_cell_names_row_and_column():
+    row = good_row()
+    row[1 + 42] = "abc"
+    check_error(rows_csv([good_row(), row]), "row 3", "column '42'", "'abc' is not a number")
+
+
+def test_empty_cell():
+    row = good_row()
+    row[-1] = ""
+    check_error(rows_csv([row]), "row 2", "column 'vomitoxin_ppb'", "empty cell")
+
+
+@pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-Infinity"])
+def test_nan_and_inf(bad):
+    row = good_row()
+    row[10] = bad
+    check_error(rows_csv([row]), "row 2", "column '9'", "not a finite number")
+
+
+def test_negative_target():
+    check_error(rows_csv([good_row(0, "-5")]), "row 2", "vomitoxin_ppb", "negative")
+
+
+def test_short_row():
+    check_error(rows_csv([good_row()[:-3]]), "row 2", "cells")
+
+
+def test_several_problems_are_counted():
+    rows = [good_row(i, "-1") for i in range(4)]
+    message = check_error(rows_csv(rows), "row 2")
+    assert "3 more problems" in message
+
+
+def test_duplicate_ids_warn_but_load():
+    ds = parse_csv(rows_csv([good_row(1), good_row(1), good_row(2)]), name="lab.csv")
+    assert ds.rows == 3
+    assert len(ds.warnings) == 1 and "'id1'" in ds.warnings[0]
+
+
+def test_missing_local_file(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset(str(tmp_path / "absent.csv"))
+
+
+def test_synthetic_round_trips_through_the_lab_format():
+    ds = generate(50, seed=3)
+    again = parse_csv(to_csv(ds.X, ds.y, ds.ids), name="synthetic.csv")
+    assert np.allclose(again.X, ds.X, atol=1e-9) and np.array_equal(again.y, ds.y)
+
+
+def test_synthetic_is_seeded_realistic_and_heavy_tailed():
+    a, b, c = generate(400, seed=1), generate(400, seed=1), generate(400, seed=2)
+    assert np.array_equal(a.X, b.X) and a.sha256 == b.sha256
+    assert not np.array_equal(a.X, c.X)
+    assert 0.2 <= a.X.min() and a.X.max() <= 1.1
+    assert 0.10 < np.mean(a.y == 0) < 0.25          # a point mass at zero, like the lab data
+    assert a.y.max() > 10 * np.median(a.y)          # heavy right tail
+    # DON is linked to the spectra: some band correlates clearly with log1p(ppb).
+    corr = [abs(np.corrcoef(a.X[:, i], np.log1p(a.y))[0, 1]) for i in range(0, N_BANDS, 8)]
+    assert max(corr) > 0.2
+
+
+def test_real_files_lf_and_spreadsheet_crlf_agree(real_data_path):
+    lf = load_dataset(str(real_data_path))
+    crlf = load_dataset(str(real_data_path.with_name("corn_hsi_don_excel_crlf.csv")))
+    assert lf.X.shape == crlf.X.shape == (500, N_BANDS)
+    assert np.allclose(lf.X, crlf.X, atol=1e-8) and np.array_equal(lf.y, crlf.y)
+    assert lf.sha256 != crlf.sha256                  # different bytes, same data
+    assert any("duplicated hsi_id" in w for w in lf.warnings)
+
+
+def test_data_from_s3(s3_bucket):
+    from don_core.store import s3_client
+    ds = generate(20, seed=0)
+    s3_client().put_object(Bucket=s3_bucket, Key="data/lab.csv", Body=to_csv(ds.X, ds.y, ds.ids))
+    loaded = load_dataset(f"s3://{s3_bucket}/data/lab.csv")
+    assert loaded.rows == 20 and loaded.sha256 == ds.sha256
+    with pytest.raises(DataError, match="cannot read"):
+        load_dataset(f"s3://{s3_bucket}/data/absent.csv")

@@ -1,0 +1,128 @@
+"""`python -m training_job train|versions|show`. Every option can also come from a DON_* variable
+(what a Kubernetes Job sets); a failure exits non-zero with a one-line cause on stderr."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+def _env(name: str, default=None):
+    return os.environ.get(name, default)
+
+
+def _flag(name: str) -> bool:
+    return _env(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="python -m training_job",
+                                   description="Train, evaluate and publish DON models.")
+    sub = root.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="validate data, evaluate with repeated CV, publish a "
+                                         "new immutable version")
+    train.add_argument("--data", default=_env("DON_DATA"),
+                       help="CSV path, s3://bucket/key, or synthetic[:ROWS] [DON_DATA]")
+    _store_and_model(train)
+    train.add_argument("--family", choices=["rf", "tf"], default=_env("DON_FAMILY"),
+                       help="rf: scikit-learn RandomForest, tf: TensorFlow MLP [DON_FAMILY]")
+    train.add_argument("--seed", type=int, default=int(_env("DON_SEED", "0")),
+                       help="seed of folds and models [DON_SEED, default 0]")
+    train.add_argument("--quick", action="store_true", default=_flag("DON_QUICK"),
+                       help="3-fold x 1 evaluation instead of 5 x 5; the final model is "
+                            "unchanged [DON_QUICK]")
+
+    versions = sub.add_parser("versions", help="list published versions of a model")
+    _store_and_model(versions)
+    versions.add_argument("--json", action="store_true", help="machine-readable output")
+
+    show = sub.add_parser("show", help="print one version's metadata.json")
+    _store_and_model(show)
+    show.add_argument("--version", type=int, default=None, help="default: the latest")
+    return root
+
+
+def _store_and_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=_env("DON_STORE"),
+                   help="model store root: a path (PVC mount) or s3://bucket/prefix [DON_STORE]")
+    p.add_argument("--model", default=_env("DON_MODEL"), help="model name, e.g. don-rf "
+                                                                "[DON_MODEL]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = parser().parse_args(argv)
+    missing = [f"--{k}" for k in ("data", "store", "model", "family")
+               if hasattr(args, k) and not getattr(args, k)]
+    if missing:
+        print(f"error: {', '.join(missing)} required (or the DON_* variable)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return COMMANDS[args.command](args)
+    except Exception as exc:  # one line for the Job's log; DON_DEBUG=1 for the traceback
+        from don_core.artifact import ArtifactError
+        from don_core.store import StoreError
+        from training_job.data import DataError
+        if _flag("DON_DEBUG"):
+            raise
+        bad_input = isinstance(exc, (DataError, ValueError))
+        known = isinstance(exc, (DataError, StoreError, ArtifactError, ValueError))
+        cause = str(exc) if known else f"{type(exc).__name__}: {exc}"
+        print(f"error: {cause.splitlines()[0] if cause else type(exc).__name__}", file=sys.stderr)
+        return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
+
+
+def cmd_train(args) -> int:
+    from training_job.train import train
+    _, uri, _ = train(data=args.data, store=args.store, model=args.model, family=args.family,
+                      seed=args.seed, quick=args.quick)
+    print(uri)
+    return 0
+
+
+def cmd_versions(args) -> int:
+    from don_core.store import open_store
+    store = open_store(args.store)
+    rows = []
+    for version in store.list_versions(args.model):
+        meta = store.read_metadata(args.model, version)
+        cv = meta["metrics"]["cv"]["summary"]
+        rows.append({"version": version, "family": meta["family"], "created": meta["created"],
+                     "rows": meta["training_data"]["rows"], "cv": meta["metrics"]["cv"]["scheme"],
+                     "r2_median": cv["r2"]["median"],
+                     "balanced_accuracy_1000_median": cv["balanced_accuracy_1000"]["median"],
+                     "uri": store.uri(args.model, version)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no published versions of {args.model} in {args.store}")
+        return 0
+    print(f"{'VERSION':>7}  {'FAMILY':<10}  {'CREATED':<20}  {'ROWS':>5}  {'R2':>6}  "
+          f"{'BA@1000':>7}  URI")
+    for r in rows:
+        print(f"{r['version']:>7}  {r['family']:<10}  {r['created']:<20}  {r['rows']:>5}  "
+              f"{_fmt(r['r2_median'])}  {_fmt(r['balanced_accuracy_1000_median'], 7)}  {r['uri']}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from don_core.store import StoreError, open_store
+    store = open_store(args.store)
+    version = args.version or store.latest(args.model)
+    if version is None:
+        raise StoreError(f"no published versions of {args.model} in {args.store}")
+    meta = store.read_metadata(args.model, version)
+    print(json.dumps(meta, indent=2))
+    return 0
+
+
+def _fmt(value, width: int = 6) -> str:
+    return f"{value:>{width}.3f}" if value is not None else f"{'n/a':>{width}}"
+
+
+COMMANDS = {"train": cmd_train, "versions": cmd_versions, "show": cmd_show}

@@ -1,0 +1,101 @@
+"""The training job: validate data, evaluate honestly, fit on all rows, export, publish."""
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
+                               write_golden)
+from don_core.store import check_model_name, open_store
+from training_job import evaluate, onnx_export, synthetic
+from training_job.data import Dataset, load_dataset
+from training_job.families import rf, tf
+from training_job.metrics import regression_metrics
+
+FAMILIES = {"sklearn": rf, "tensorflow": tf}
+
+
+def load_data(src: str) -> Dataset:
+    """A CSV path (PVC), `s3://bucket/key`, or `synthetic[:ROWS]` (the embedded default)."""
+    if src == "synthetic" or src.startswith("synthetic:"):
+        rows = src.partition(":")[2]
+        if rows and not rows.isdigit():
+            raise ValueError(f"--data {src!r}: expected synthetic or synthetic:ROWS")
+        return synthetic.generate(int(rows) if rows else synthetic.DEFAULT_ROWS)
+    return load_dataset(src)
+
+
+def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quick: bool = False,
+          progress: Callable[[str], None] | None = None) -> tuple[int, str, dict]:
+    """Returns (version, version URI, metadata)."""
+    say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    family = FAMILY_ALIASES.get(family, family)
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}: choose rf or tf")
+    check_model_name(model)
+    target_store = open_store(store)
+    module = FAMILIES[family]
+    params = dict(module.DEFAULTS)
+    started = time.monotonic()
+
+    dataset = load_data(data)
+    for warning in dataset.warnings:
+        say(f"warning: {warning}")
+    say(f"[data] {dataset.source}: {dataset.rows} rows, sha256 {dataset.sha256[:12]}...")
+    X, y = dataset.X, dataset.y
+
+    scheme = evaluate.QUICK if quick else evaluate.FULL
+    say(f"[cv] {family}: {scheme['folds']} folds x {scheme['repeats']} repeats"
+        + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
+    cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
+                                 progress=lambda m: say(f"[cv] {m}"), **scheme)
+
+    train_rows, holdout_rows = evaluate.holdout_split(y, seed)
+    say(f"[holdout] fitting on {len(train_rows)} rows, scoring {len(holdout_rows)}")
+    holdout_model = module.build(seed, **params).fit(X[train_rows], y[train_rows])
+    holdout = regression_metrics(y[holdout_rows], holdout_model.predict(X[holdout_rows]))
+
+    say(f"[final] fitting on all {len(y)} rows")
+    final = module.build(seed, **params).fit(X, y)
+    print(evaluate.format_table({family: cv}), flush=True)
+
+    golden = holdout_rows[:evaluate.GOLDEN_MAX_ROWS]
+    with tempfile.TemporaryDirectory(prefix="don-train-") as tmp:
+        out = Path(tmp) / "version"
+        out.mkdir()
+        module.export(final, out)
+        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [dataset.ids[i] for i in golden])
+        export_check = _check_exports(module, final, out, X)
+        metadata = build_metadata(
+            model=model, family=family,
+            training_data={"source": dataset.source, "sha256": dataset.sha256,
+                           "rows": dataset.rows, "warnings": dataset.warnings},
+            target_range_ppb=(float(y.min()), float(y.max())),
+            hyperparameters={"seed": seed, **params},
+            metrics={"cv": cv,
+                     "holdout": {"rows": int(len(holdout_rows)),
+                                 "fraction": evaluate.HOLDOUT_FRACTION, "figures": holdout},
+                     "export_check": export_check,
+                     "training_seconds": round(time.monotonic() - started, 1)})
+        version = target_store.publish(model, out, metadata)
+    uri = target_store.uri(model, version)
+    say(f"[publish] {model} version {version} -> {uri}")
+    return version, uri, target_store.read_metadata(model, version)
+
+
+def _check_exports(module, fitted, directory: Path, X: np.ndarray) -> dict:
+    """The written native artifact and the ONNX copy must both reproduce the fitted model."""
+    rng = np.random.default_rng(0)
+    probe = np.vstack([X, X[rng.integers(0, len(X), 200)] * rng.normal(1, 0.02, (200, X.shape[1]))])
+    expected = fitted.predict(probe)
+    native = onnx_export.check_match(expected, module.load_native(directory)(probe), "native")
+    onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(directory / ONNX_FILE,
+                                                                          probe), "onnx")
+    return {"rows": int(len(probe)), "max_relative_error_native": native,
+            "max_relative_error_onnx": onnx_err, "rtol": onnx_export.RTOL,
+            "atol_ppb": onnx_export.ATOL_PPB}
