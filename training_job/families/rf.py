@@ -24,7 +24,7 @@ DEFAULTS = {
     "spectral": "none",        # none | snv | sg1 (SNV / Savitzky-Golay 1st derivative)
     "pca_components": 10,
     "n_estimators": 300,
-    "min_samples_leaf": 2,
+    "min_samples_leaf": 1,
     "max_features": 1.0,
     "target": "sqrt",          # sqrt | log1p | raw (chosen by benchmarks/preprocessing.py)
 }

@@ -1,0 +1,328 @@
+"""Serving benchmark: our model server against plain KServe on the same model version, in one run.
+
+For each family it starts on loopback (1) our server, (2) the plain baseline (a kserve.Model
+calling pipeline.predict / keras_model.predict), (3) a no-op kserve.Model (the framework's floor),
+all pinned to one CPU with wrk on the other, and drives each in turn with wrk: V1 JSON requests
+of 1 and 100 spectra at 1, 8 and 32 connections, every cell repeated over interleaved rounds.
+It prints throughput, p50 and p99 per cell (median of the rounds) and the ratios, then checks:
+  * 1-row requests at 8 connections: >= 10x the plain baseline and >= 75% of the no-op floor;
+  * 100-row requests at 8 connections: >= 2.5x the plain baseline.
+Also shown (not goals): our server with --workers 2, and V2 binary tensors of 100 rows.
+
+Usage: python benchmarks/serve.py [--store ROOT | --rf DIR --tf DIR] [--duration S] [--rounds N]
+Without a store it trains both families with the training CLI into a temporary store (the real
+data if ../shared/data is present, else synthetic data). Needs `wrk` (Debian: apt-get install wrk).
+Exit status 0 when every goal is met, 1 when one is missed, 2 when it cannot run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO / ".." / "shared" / "data" / "corn_hsi_don.csv"
+sys.path.insert(0, str(REPO))
+
+GOAL_PLAIN_1ROW = 10.0
+GOAL_FLOOR_1ROW = 0.75
+GOAL_PLAIN_100ROW = 2.5
+LUA = """
+local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
+wrk.body = f:read("*a")
+f:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = os.getenv("WRK_CTYPE")
+local hl = os.getenv("WRK_HLEN")
+if hl ~= nil and hl ~= "" then wrk.headers["Inference-Header-Content-Length"] = hl end
+"""
+
+
+class BenchError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise BenchError("wrk (HTTP load generator) not found on PATH; install it: "
+                         "`apt-get install wrk` (Debian/Ubuntu) or `brew install wrk` (macOS)")
+    return path
+
+
+class Server:
+    """One server process on loopback, pinned to a CPU when asked."""
+
+    def __init__(self, label: str, argv: list[str], log_dir: Path, cpu: str | None):
+        self.label = label
+        self.http = free_port()
+        grpc = free_port()
+        cmd = [*argv, "--http_port", str(self.http), "--grpc_port", str(grpc)]
+        if cpu is not None:
+            cmd = ["taskset", "-c", cpu, *cmd]
+        self.log_path = log_dir / f"{label.replace(' ', '_')}.log"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+            env.pop(var, None)  # the same settings for every server: no trace export
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=open(self.log_path, "wb"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.http}{path}"
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"{self.label} exited ({self.proc.returncode}); see "
+                                 f"{self.log_path}:\n{self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url("/v2/health/ready"), timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise BenchError(f"{self.label} not ready after {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * _UNITS[unit]
+
+
+def run_wrk(wrk: str, url: str, body: Path, connections: int, seconds: float, cpu: str | None,
+            content_type: str = "application/json", header_length: int | None = None) -> dict:
+    script = body.parent / "post.lua"
+    script.write_text(LUA)
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s",
+           "-s", str(script), url]
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu, *cmd]
+    env = {**os.environ, "WRK_BODY": str(body), "WRK_CTYPE": content_type,
+           "WRK_HLEN": "" if header_length is None else str(header_length)}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
+    if out.returncode != 0:
+        raise BenchError(f"wrk failed: {out.stderr or out.stdout}")
+    text = out.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", text, re.M))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + \
+        (sum(int(g) for g in sock.groups()) if sock else 0)
+    return {"rps": rps, "p50": _ms(pct["50"]), "p99": _ms(pct["99"]), "errors": errors}
+
+
+def payloads(version_dir: Path, work: Path) -> dict[int, Path]:
+    golden = json.loads((version_dir / "golden.json").read_text())
+    rows = np.asarray(golden["instances"], dtype=np.float64)
+    bodies = {}
+    for n in (1, 100):
+        batch = np.resize(rows, (n, rows.shape[1]))
+        path = work / f"v1_{n}.json"
+        path.write_text(json.dumps({"instances": batch.tolist()}))
+        bodies[n] = path
+    return bodies
+
+
+def binary_payload(version_dir: Path, work: Path, n: int = 100) -> tuple[Path, int]:
+    rows = np.asarray(json.loads((version_dir / "golden.json").read_text())["instances"])
+    batch = np.resize(rows, (n, rows.shape[1])).astype("<f4")
+    head = json.dumps({"inputs": [{"name": "spectra", "shape": list(batch.shape),
+                                   "datatype": "FP32",
+                                   "parameters": {"binary_data_size": batch.nbytes}}],
+                       "outputs": [{"name": "ppb", "parameters": {"binary_data": True}}]}).encode()
+    path = work / f"v2_{n}.bin"
+    path.write_bytes(head + batch.tobytes())
+    return path, len(head)
+
+
+def train_store(root: Path) -> Path:
+    data = str(REAL_DATA) if REAL_DATA.is_file() else "synthetic:500"
+    for model, family in (("don-rf", "rf"), ("don-tf", "tf")):
+        print(f"training {model} ({family}) on {data} into {root} ...", flush=True)
+        proc = subprocess.run([sys.executable, "-m", "training_job", "train", "--data", data,
+                               "--store", str(root), "--model", model, "--family", family,
+                               "--quick"],  # quick evaluation; the final model is the same
+                              cwd=REPO, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BenchError(f"training {model} failed:\n{proc.stderr[-3000:]}")
+    return root
+
+
+def latest_version(store: Path, model: str) -> Path:
+    versions = sorted((int(p.name), p) for p in (store / model).iterdir() if p.name.isdigit())
+    if not versions:
+        raise BenchError(f"no version of {model} in {store}")
+    return versions[-1][1]
+
+
+def bench_family(family: str, version_dir: Path, args, wrk: str, work: Path) -> dict:
+    """All three servers up at once (idle ones cost nothing); cells interleaved over rounds so
+    that background load drifting during the run hits every server alike; median per cell."""
+    name = "don-rf" if family == "sklearn" else "don-tf"
+    bodies = payloads(version_dir, work)
+    server_cpu, load_cpu = ("0", "1") if args.pin else (None, None)
+    py = sys.executable
+    ours = [py, "-m", "model_server", "--model_name", name, "--model_dir", str(version_dir),
+            "--enable_grpc", "false"]
+    baseline = [py, str(REPO / "benchmarks" / "baseline_server.py"), "--model_name", name,
+                "--enable_grpc", "false"]
+    setups = {"ours": ours,
+              "plain": [*baseline, "--mode", "plain", "--model_dir", str(version_dir)],
+              "noop": [*baseline, "--mode", "noop"]}
+    results: dict = {}
+    samples: dict = {}
+    servers = {label: Server(f"{family} {label}", argv, work, server_cpu)
+               for label, argv in setups.items()}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        urls = {label: server.url(f"/v1/models/{name}:predict")
+                for label, server in servers.items()}
+        for url in urls.values():
+            run_wrk(wrk, url, bodies[1], 8, 2, load_cpu)  # warm-up
+        for round_no in range(args.rounds):
+            for rows in (1, 100):
+                for conc in (1, 8, 32):
+                    for label, url in urls.items():
+                        res = run_wrk(wrk, url, bodies[rows], conc, args.duration, load_cpu)
+                        samples.setdefault((label, rows, conc), []).append(res)
+                        _show(family, f"{label} (round {round_no + 1})", rows, conc, res)
+        path, hlen = binary_payload(version_dir, work)
+        res = run_wrk(wrk, servers["ours"].url(f"/v2/models/{name}/infer"), path, 8,
+                      args.duration, load_cpu, "application/octet-stream", hlen)
+        results[("ours v2 binary", 100, 8)] = res
+        _show(family, "ours v2 binary", 100, 8, res)
+    finally:
+        for server in servers.values():
+            server.stop()
+    for key, runs in samples.items():
+        results[key] = {field: float(np.median([r[field] for r in runs]))
+                        for field in ("rps", "p50", "p99")}
+        results[key]["errors"] = sum(r["errors"] for r in runs)
+    # Several processes use both cores, so this one is not pinned (wrk shares them).
+    server = Server(f"{family} ours --workers 2", [*ours, "--workers", "2"], work, None)
+    try:
+        server.wait_ready()
+        url = server.url(f"/v1/models/{name}:predict")
+        run_wrk(wrk, url, bodies[1], 8, 2, None)
+        for rows in (1, 100):
+            res = run_wrk(wrk, url, bodies[rows], 32, args.duration, None)
+            results[("ours --workers 2", rows, 32)] = res
+            _show(family, "ours --workers 2", rows, 32, res)
+    finally:
+        server.stop()
+    return results
+
+
+def _show(family: str, label: str, rows: int, conc: int, res: dict) -> None:
+    print(f"  {family:10} {label:18} rows={rows:<3} c={conc:<2} {res['rps']:9.1f} req/s  "
+          f"p50 {res['p50']:7.2f} ms  p99 {res['p99']:7.2f} ms  errors {res['errors']}",
+          flush=True)
+
+
+def _ratio(a: float, b: float, digits: int = 1) -> str:
+    return f"{a / b:.{digits}f}" if b > 0 else "inf"
+
+
+def report(family: str, results: dict) -> list[tuple[str, bool, str]]:
+    print(f"\n== {family}: V1 JSON, req/s (p50 / p99 ms), median of the rounds ==")
+    print(f"{'rows':>4} {'conc':>4} | {'ours':>24} | {'plain kserve.Model':>24} | "
+          f"{'no-op kserve.Model':>24} | {'ours/plain':>10} | {'ours/no-op':>10}")
+    for rows in (1, 100):
+        for conc in (1, 8, 32):
+            cells = [results[(k, rows, conc)] for k in ("ours", "plain", "noop")]
+            text = [f"{c['rps']:8.1f} ({c['p50']:6.2f}/{c['p99']:6.2f})" for c in cells]
+            print(f"{rows:>4} {conc:>4} | {text[0]:>24} | {text[1]:>24} | {text[2]:>24} | "
+                  f"{_ratio(cells[0]['rps'], cells[1]['rps']):>9}x | "
+                  f"{_ratio(cells[0]['rps'] * 100, cells[2]['rps'], 0):>9}%")
+    for key in (("ours --workers 2", 1, 32), ("ours --workers 2", 100, 32),
+                ("ours v2 binary", 100, 8)):
+        r = results[key]
+        print(f"{key[0]:>17}, rows={key[1]}, c={key[2]}: {r['rps']:.1f} req/s "
+              f"(p50 {r['p50']:.2f} / p99 {r['p99']:.2f} ms)")
+    ours1, plain1, noop1 = (results[(k, 1, 8)]["rps"] for k in ("ours", "plain", "noop"))
+    ours100, plain100 = results[("ours", 100, 8)]["rps"], results[("plain", 100, 8)]["rps"]
+    errors = sum(r["errors"] for key, r in results.items() if key[0].startswith("ours"))
+    return [
+        (f"{family}: 1 row, c=8, >= {GOAL_PLAIN_1ROW:g}x plain", ours1 >= GOAL_PLAIN_1ROW * plain1,
+         f"{_ratio(ours1, plain1)}x"),
+        (f"{family}: 1 row, c=8, >= {GOAL_FLOOR_1ROW:.0%} of no-op floor",
+         ours1 >= GOAL_FLOOR_1ROW * noop1, f"{_ratio(ours1 * 100, noop1, 0)}%"),
+        (f"{family}: 100 rows, c=8, >= {GOAL_PLAIN_100ROW:g}x plain",
+         ours100 >= GOAL_PLAIN_100ROW * plain100, f"{_ratio(ours100, plain100)}x"),
+        (f"{family}: no failed request to our server", errors == 0, f"{errors} errors"),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", type=Path, help="model store holding don-rf and don-tf")
+    parser.add_argument("--rf", type=Path, help="a don-rf version directory")
+    parser.add_argument("--tf", type=Path, help="a don-tf version directory")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per cell")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="interleaved repetitions of every cell (the median is reported)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="do not pin server and load generator to separate CPUs")
+    args = parser.parse_args()
+    args.pin = args.pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    try:
+        wrk = find_wrk()
+        with tempfile.TemporaryDirectory(prefix="don-bench-") as tmp:
+            work = Path(tmp)
+            dirs = {"sklearn": args.rf, "tensorflow": args.tf}
+            if not all(dirs.values()):
+                store = args.store or train_store(work / "store")
+                dirs = {f: d or latest_version(store, m) for (f, d), m in
+                        zip(dirs.items(), ("don-rf", "don-tf"))}
+            print(f"model versions: {', '.join(f'{f}={d}' for f, d in dirs.items())}; "
+                  f"{args.duration:g} s per cell, median of {args.rounds} interleaved rounds; "
+                  f"servers and wrk pinned to separate CPUs: {args.pin}", flush=True)
+            checks = []
+            for family, version_dir in dirs.items():
+                results = bench_family(family, version_dir, args, wrk, work)
+                checks += report(family, results)
+    except BenchError as exc:
+        print(f"benchmark cannot run: {exc}", file=sys.stderr)
+        return 2
+    print("\n== goals ==")
+    for text, ok, value in checks:
+        print(f"  [{'PASS' if ok else 'FAIL'}] {text}: {value}")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

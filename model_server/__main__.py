@@ -1,0 +1,96 @@
+"""`python -m model_server --model_name NAME --model_dir DIR [--http_port 8080] [--grpc_port 8081]`
+
+A KServe custom runtime: KServe's ModelServer (REST V1/V2 + gRPC) serving one DonModel.
+
+A version that fails verification is refused but the process stays up, live and not ready: the
+readiness probe keeps traffic away, the liveness probe does not restart it (a restart cannot fix
+an immutable, corrupt version and CrashLoopBackOff would hide the reason behind back-off), and
+/status and the log say why, where the rollout operator and a person can read it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+
+from don_core import telemetry
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from kserve.model_server import parser as kserve_parser
+
+    parser = argparse.ArgumentParser(
+        prog="python -m model_server", parents=[kserve_parser],
+        description="Serve one DON model version (KServe V1, V2 and gRPC).")
+    parser.add_argument("--model_dir", default=os.environ.get("DON_MODEL_DIR", "/mnt/models"),
+                        help="one version directory of the model store")
+    parser.add_argument("--max_batch_rows", type=int,
+                        default=int(os.environ.get("DON_MAX_BATCH_ROWS", "10000")),
+                        help="refuse requests with more spectra than this (413)")
+    parser.add_argument("--no_onnx", action="store_true",
+                        help="serve the native artifact even when model.onnx matches it")
+    parser.add_argument("--onnx_rtol", type=float, default=1e-3,
+                        help="relative tolerance of the ONNX check on the golden rows")
+    parser.add_argument("--onnx_atol", type=float, default=0.5,
+                        help="absolute tolerance (ppb) of the ONNX check on the golden rows")
+    parser.add_argument("--log_level", default=os.environ.get("DON_LOG_LEVEL", "INFO"))
+    # Our own metrics and spans record latency; KServe's extra log line per request is waste.
+    parser.set_defaults(enable_latency_logging=False)
+    return parser
+
+
+def _log_config_file(level: str, quiet: tuple[str, ...]) -> str:
+    """KServe configures logging again in each worker process from a file: hand it ours."""
+    fd, path = tempfile.mkstemp(prefix="don-log-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(telemetry.logging_config(level, quiet), fh)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from model_server.model import QUIET_LOGGERS
+
+    telemetry.configure_logging(args.log_level, QUIET_LOGGERS)
+    log = logging.getLogger("model_server")
+
+    import kserve.model_server as kserve_server
+    from kserve import ModelServer
+
+    from model_server.model import DonModel, ServeOptions
+    from model_server.routes import install
+
+    if args.log_config_file is None:
+        args.log_config_file = _log_config_file(args.log_level, QUIET_LOGGERS)
+    kserve_server.args.log_config_file = args.log_config_file  # read by the worker processes
+    install()  # also sets up tracing from OTEL_* in this process
+    options = ServeOptions(max_batch_rows=args.max_batch_rows, use_onnx=not args.no_onnx,
+                           onnx_rtol=args.onnx_rtol, onnx_atol=args.onnx_atol)
+    model = DonModel(args.model_name, args.model_dir, options)
+    # With --workers N each worker loads its own copy; this process needs one only for gRPC.
+    if args.workers <= 1 or args.enable_grpc:
+        model.load()
+    if args.workers <= 1 and not model.ready:
+        log.error("model %s is NOT ready; serving health endpoints only (see /status)",
+                  args.model_name, extra={"reason": model.reason})
+    server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port,
+                         workers=args.workers, enable_grpc=args.enable_grpc,
+                         enable_docs_url=args.enable_docs_url,
+                         enable_latency_logging=args.enable_latency_logging,
+                         access_log_format=args.access_log_format,
+                         event_loop=args.event_loop,
+                         timeout_keep_alive=args.timeout_keep_alive)
+    # Registered even when refused, so the server answers "not ready" instead of exiting
+    # (ModelServer.start(models) would raise NoModelReady, and start() would mark it ready).
+    server.register_model(model)
+    model.enable_latency_logging = args.enable_latency_logging
+    server.start([])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

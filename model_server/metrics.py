@@ -1,0 +1,102 @@
+"""Prometheus metrics labelled with model name and version, so a canary can be compared with stable.
+
+Label children are bound once per (protocol, outcome): a labels() lookup per request is measurable
+at thousands of requests per second. Predicted values go into a numpy-backed histogram (one
+searchsorted per batch instead of one observe() per row).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+
+OUTCOMES = ("success", "client_error", "server_error")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# ppb: dense around the 1,000 and 5,000 ppb decision thresholds
+PPB_BUCKETS = (0.0, 50.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 1500.0, 2500.0, 5000.0, 7500.0,
+               10000.0, 25000.0, 50000.0, 100000.0)
+ROW_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+REQUESTS = Counter("don_requests", "Inference requests by outcome",
+                   ["model", "version", "protocol", "outcome"])
+LATENCY = Histogram("don_request_duration_seconds", "Inference request latency (server side)",
+                    ["model", "version", "protocol"], buckets=LATENCY_BUCKETS)
+BATCH_ROWS = Histogram("don_batch_rows", "Spectra per inference request",
+                       ["model", "version"], buckets=ROW_BUCKETS)
+MODEL_INFO = Gauge("don_model_info", "The model version this process serves (value 1)",
+                   ["model", "version", "family", "backend"])
+MODEL_READY = Gauge("don_model_ready", "1 when the model is loaded, verified and warmed up",
+                    ["model", "version"])
+
+
+class PredictionHistogram:
+    """Histogram of predicted ppb values (drift), filled a whole batch at a time."""
+
+    def __init__(self, model: str, version: str):
+        self._labels = [model, version]
+        self._counts = np.zeros(len(PPB_BUCKETS) + 1, dtype=np.int64)
+        self._sum = 0.0
+        self._lock = threading.Lock()  # gRPC handlers run in threads
+
+    def observe(self, ppb: np.ndarray) -> None:
+        idx = np.searchsorted(PPB_BUCKETS, ppb, side="left")
+        counts = np.bincount(idx, minlength=len(self._counts))
+        total = float(ppb.sum())
+        with self._lock:
+            self._counts += counts
+            self._sum += total
+
+    def collect(self):
+        with self._lock:
+            cumulative = np.cumsum(self._counts)
+            total = self._sum
+        family = HistogramMetricFamily("don_prediction_ppb", "Predicted DON (ppb), for drift",
+                                       labels=["model", "version"])
+        buckets = [(str(b), int(c)) for b, c in zip(PPB_BUCKETS, cumulative[:-1])]
+        buckets.append(("+Inf", int(cumulative[-1])))
+        family.add_metric(self._labels, buckets, total)
+        yield family
+
+
+class ServingMetrics:
+    """The metrics of one served model version."""
+
+    def __init__(self, model: str, version: str, family: str, backend: str):
+        self.model, self.version = model, version
+        MODEL_INFO.labels(model, version, family, backend).set(1)
+        self._requests = {(p, o): REQUESTS.labels(model, version, p, o)
+                          for p in ("v1", "v2", "grpc") for o in OUTCOMES}
+        self._latency = {p: LATENCY.labels(model, version, p) for p in ("v1", "v2", "grpc")}
+        self._rows = BATCH_ROWS.labels(model, version)
+        self.predictions = PredictionHistogram(model, version)
+        _register_predictions(self.predictions)
+
+    def request(self, protocol: str, outcome: str, seconds: float) -> None:
+        self._requests[(protocol, outcome)].inc()
+        self._latency[protocol].observe(seconds)
+
+    def batch(self, ppb: np.ndarray) -> None:
+        self._rows.observe(len(ppb))
+        self.predictions.observe(ppb)
+
+    def set_ready(self, ready: bool) -> None:
+        MODEL_READY.labels(self.model, self.version).set(1 if ready else 0)
+
+
+_REGISTERED: list[PredictionHistogram] = []
+
+
+def _register_predictions(histogram: PredictionHistogram) -> None:
+    """One drift histogram per process: a model loaded again replaces the previous one."""
+    while _REGISTERED:
+        REGISTRY.unregister(_REGISTERED.pop())
+    REGISTRY.register(histogram)
+    _REGISTERED.append(histogram)
+
+
+def outcome_of(status: int) -> str:
+    if status < 400:
+        return "success"
+    return "client_error" if status < 500 else "server_error"

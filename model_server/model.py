@@ -1,0 +1,229 @@
+"""The served model: a kserve.Model that loads one verified version directory of either family."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, ArtifactError,
+                               read_golden, verify_version_dir)
+from don_core import telemetry
+from don_core.schema import N_BANDS
+from model_server import codec
+from model_server.backends import NATIVE_BACKENDS, BackendError, OnnxBackend
+from model_server.metrics import ServingMetrics
+
+log = logging.getLogger("model_server")
+QUIET_LOGGERS = ("uvicorn.access", "kserve.trace")  # one line per request costs ~15% throughput
+
+# The one model this process serves; the fast REST routes and the status endpoint read it.
+_CURRENT: "DonModel | None" = None
+
+
+def current_model() -> "DonModel | None":
+    return _CURRENT
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    max_batch_rows: int = 10_000
+    use_onnx: bool = True
+    # ONNX vs native on the golden rows: |onnx - native| <= atol + rtol * |native| (ppb).
+    # float32 ONNX against the float64 pipeline differs by float rounding only, far below this.
+    onnx_rtol: float = 1e-3
+    onnx_atol: float = 0.5
+
+
+class DonModel(Model):
+    def __init__(self, name: str, model_dir: str | Path, options: ServeOptions = ServeOptions()):
+        super().__init__(name)
+        self.model_dir = Path(model_dir)
+        self.options = options
+        self.state = "loading"
+        self.reason: str | None = None
+        self.metadata: dict = {}
+        self.version = "unknown"
+        self.family = "unknown"
+        self.backend = None
+        self.backend_name = "none"
+        self.onnx_check: dict = {}
+        self.load_seconds: float | None = None
+        self.loaded_at: float | None = None
+        self.metrics: ServingMetrics | None = None
+
+    # KServe copies the model into each worker process (--workers N); an ONNX Runtime session
+    # cannot be pickled, so a worker gets the recipe and loads (and checks) the version itself.
+    def __getstate__(self):
+        return {"name": self.name, "model_dir": str(self.model_dir), "options": self.options}
+
+    def __setstate__(self, state):
+        self.__init__(state["name"], state["model_dir"], state["options"])
+        from model_server.routes import install  # the worker's own (fresh) FastAPI app
+        telemetry.configure_logging(None, QUIET_LOGGERS)
+        app = install()
+        # Load in a thread: KServe's parent pings each worker and replaces one that does not
+        # answer within 5 s. The worker's startup waits for the load, so it accepts no
+        # connection before its model is ready (the other workers take them meanwhile).
+        loader = threading.Thread(target=self.load, name="load-model", daemon=True)
+        loader.start()
+
+        async def wait_for_model():
+            while loader.is_alive():
+                await asyncio.sleep(0.05)
+
+        app.router.on_startup.append(wait_for_model)
+
+    def load(self) -> bool:
+        global _CURRENT
+        _CURRENT = self
+        started = time.perf_counter()
+        try:
+            self._load()
+        except (ArtifactError, BackendError, OSError, ValueError) as exc:
+            self.state, self.reason, self.ready = "refused", str(exc), False
+            log.error("refusing to serve %s: %s", self.model_dir, exc,
+                      extra={"model": self.name, "model_dir": str(self.model_dir)})
+            return False
+        self.load_seconds = round(time.perf_counter() - started, 3)
+        self.loaded_at = time.time()
+        self.state, self.ready = "ready", True
+        self.metrics.set_ready(True)
+        log.info("serving %s version %s (%s) via %s, loaded in %.2f s", self.name, self.version,
+                 self.family, self.backend_name, self.load_seconds,
+                 extra={"model": self.name, "version": self.version, "family": self.family,
+                        "backend": self.backend_name, "onnx_check": self.onnx_check})
+        return True
+
+    def _load(self) -> None:
+        metadata = verify_version_dir(self.model_dir)
+        self.metadata = metadata
+        self.version = str(metadata["version"])
+        self.family = metadata["family"]
+        artifacts = metadata.get("artifacts") or {}
+        native_path = self.model_dir / artifacts.get("native", NATIVE_ARTIFACT[self.family])
+        native = NATIVE_BACKENDS[self.family](native_path)
+        golden = read_golden(self.model_dir / artifacts.get("golden", GOLDEN_FILE))
+        rows = np.asarray(golden["instances"], dtype=np.float64).reshape(-1, N_BANDS)
+        if len(rows) == 0:
+            raise ArtifactError(f"{self.model_dir}: golden set is empty; nothing to check against")
+        reference = native.predict(rows)
+        if not np.isfinite(reference).all():
+            raise ArtifactError(f"{self.model_dir}: native model predicts non-finite values on "
+                                "its own golden rows")
+        self.backend, self.backend_name = native, native.name
+        onnx_path = self.model_dir / artifacts.get("onnx", ONNX_FILE)
+        if self.options.use_onnx:
+            self._try_onnx(onnx_path, rows, reference)
+        self._warm_up(rows)
+        if self.metrics is None:
+            self.metrics = ServingMetrics(self.name, self.version, self.family, self.backend_name)
+
+    def _try_onnx(self, path: Path, rows: np.ndarray, reference: np.ndarray) -> None:
+        """Use ONNX Runtime if the file loads and matches the native model on the golden rows."""
+        if not path.is_file():
+            self.onnx_check = {"used": False, "reason": f"{path.name} is absent"}
+            log.warning("no %s in %s; serving the native model", path.name, self.model_dir)
+            return
+        try:
+            onnx = OnnxBackend(path)
+            fast = onnx.predict(rows)
+        except BackendError as exc:
+            self.onnx_check = {"used": False, "reason": str(exc)}
+            log.warning("ONNX fast path unavailable, serving the native model: %s", exc)
+            return
+        diff = np.abs(fast.astype(np.float64) - reference)
+        allowed = self.options.onnx_atol + self.options.onnx_rtol * np.abs(reference)
+        worst = float(diff.max()) if diff.size else 0.0
+        self.onnx_check = {"rows": int(len(rows)), "max_abs_diff_ppb": worst,
+                           "rtol": self.options.onnx_rtol, "atol_ppb": self.options.onnx_atol}
+        if fast.shape != reference.shape or not (diff <= allowed).all():
+            self.onnx_check.update(used=False, reason="ONNX predictions differ from the native "
+                                                      "model beyond tolerance")
+            log.warning("ONNX copy disagrees with the native model on the golden rows (max "
+                        "|diff| %.4g ppb); serving the native model", worst,
+                        extra={"onnx_check": self.onnx_check})
+            return
+        self.onnx_check["used"] = True
+        self.backend, self.backend_name = onnx, onnx.name
+
+    def _warm_up(self, rows: np.ndarray) -> None:
+        """First calls allocate and compile; do them before reporting ready."""
+        batch = np.resize(rows, (100, N_BANDS))
+        for _ in range(3):
+            self.backend.predict(rows[:1])
+            self.backend.predict(batch)
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """ppb for a validated batch; never negative (the target is a concentration)."""
+        ppb = self.backend.predict(x)
+        ppb = np.maximum(ppb, 0.0, out=ppb if ppb.flags.writeable else None)
+        self.metrics.batch(ppb)
+        return ppb
+
+    # --- KServe's own data plane: only gRPC reaches it (our REST routes replace KServe's) ---
+    def predict(self, payload, headers=None):
+        started = time.perf_counter()
+        try:
+            if not isinstance(payload, InferRequest):
+                raise codec.ClientError(400, f"unsupported payload {type(payload).__name__}")
+            x = self._rows_from_infer_request(payload)
+        except codec.ClientError as exc:
+            self.metrics.request("grpc", "client_error", time.perf_counter() - started)
+            raise InvalidInput(exc.message) from None
+        ppb = self.infer(x)
+        self.metrics.request("grpc", "success", time.perf_counter() - started)
+        out = InferOutput(name=codec.OUTPUT_NAME, shape=[len(ppb)], datatype="FP32")
+        out.set_data_from_numpy(ppb.astype(np.float32))
+        return InferResponse(response_id=payload.id or "", model_name=self.name,
+                             model_version=self.version, infer_outputs=[out])
+
+    def _rows_from_infer_request(self, request: InferRequest) -> np.ndarray:
+        if len(request.inputs) != 1:
+            raise codec.ClientError(400, f"expected exactly one input tensor, got "
+                                         f"{len(request.inputs)}")
+        tensor = request.inputs[0]
+        if tensor.datatype not in ("FP32", "FP64"):
+            raise codec.ClientError(400, f"input datatype must be FP32 or FP64, got "
+                                         f"{tensor.datatype!r}")
+        shape = list(tensor.shape)
+        if len(shape) != 2 or shape[1] != N_BANDS:
+            raise codec.ClientError(400, f"input shape must be [n, {N_BANDS}], got {shape}")
+        try:
+            x = tensor.as_numpy()
+        except Exception as exc:  # kserve raises assorted errors for inconsistent tensors
+            raise codec.ClientError(400, f"input tensor does not match its shape: {exc}") from None
+        return codec.check_rows(np.asarray(x).reshape(shape), self.options.max_batch_rows)
+
+    def get_input_types(self):
+        return [{"name": codec.INPUT_NAME, "datatype": "FP32", "shape": [-1, N_BANDS]}]
+
+    def get_output_types(self):
+        return [{"name": codec.OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
+
+    def status(self) -> dict:
+        return {
+            "model": self.name,
+            "version": self.version,
+            "family": self.family,
+            "state": self.state,
+            "ready": self.ready,
+            "reason": self.reason,
+            "backend": self.backend_name,
+            "onnx_check": self.onnx_check,
+            "model_dir": str(self.model_dir),
+            "trained_model": self.metadata.get("model"),
+            "created": self.metadata.get("created"),
+            "load_seconds": self.load_seconds,
+            "loaded_at": self.loaded_at,
+            "pid": os.getpid(),
+            "max_batch_rows": self.options.max_batch_rows,
+        }

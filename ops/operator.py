@@ -1,0 +1,48 @@
+"""`python -m ops operator`: run the ModelRollout controller with kopf.
+
+Every object gets a kopf timer that calls `Engine.tick` every DON_OPERATOR_TICK seconds (default
+5); the rollout's own pace comes from the timestamps in its status, so the tick only bounds how
+quickly a due analysis or a pause/resume/promote/abort request is noticed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import kopf
+
+from ops.rollout import GROUP, PLURAL, VERSION
+from ops.rollout.controller import Engine
+from ops.rollout.kube import Kube, load_config
+
+
+def _emit(obj: dict, kind: str, reason: str, message: str) -> None:
+    kopf.event(obj, type=kind, reason=reason, message=message[:1000])
+
+
+def register(engine: Engine, tick: float) -> None:
+    @kopf.on.startup()
+    def configure(settings: kopf.OperatorSettings, **_):
+        # Keep kopf's own bookkeeping in annotations under our group, never in our status.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+        settings.posting.level = logging.WARNING  # our own Events say what happened
+        settings.watching.server_timeout = 60
+        settings.networking.request_timeout = 30
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=tick, backoff=max(tick, 1.0))
+    def reconcile(name: str, namespace: str, **_):
+        engine.tick(namespace, name)
+
+
+def main(namespaces: list[str], kubeconfig: str | None, tick: float | None,
+         liveness: str | None) -> None:
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it too
+    load_config(kubeconfig)
+    tick = float(tick or os.environ.get("DON_OPERATOR_TICK", "5"))
+    register(Engine(Kube(), _emit), tick)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # no line per successful tick
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
+             liveness_endpoint=liveness)

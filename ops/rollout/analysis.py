@@ -1,0 +1,77 @@
+"""Judge one analysis window: each figure against its threshold, then one verdict.
+
+Verdicts: Pass (every check passed), Fail (some check failed), Inconclusive (no check failed but
+some could not be made: too few requests, canary not serving the candidate yet, stable down).
+"""
+from __future__ import annotations
+
+PASS, FAIL, INCONCLUSIVE = "Pass", "Fail", "Inconclusive"
+
+
+def _check(name: str, value, threshold, passed: bool | None, note: str = "") -> dict:
+    result = PASS if passed else (INCONCLUSIVE if passed is None else FAIL)
+    check = {"name": name, "value": value, "threshold": threshold, "result": result}
+    if note:
+        check["note"] = note
+    return check
+
+
+def judge(analysis: dict, canary: dict, stable: dict | None, golden: dict | None,
+          expected_version: int | None) -> dict:
+    """`canary`/`stable`: metrics summaries (requests, successRate, p99LatencyMs) or {'error': ...};
+    `golden`: {'stable': {...}|{'error'}, 'canary': {...}|{'error'}} or None when disabled."""
+    checks = []
+    if "error" in canary:
+        checks.append(_check("metrics", None, None, None, canary["error"]))
+    else:
+        enough = canary["requests"] >= analysis["minRequests"]
+        note = "" if enough else (f"{canary['requests']} canary requests in the window, "
+                                  f"{analysis['minRequests']} needed")
+        rate = canary["successRate"]
+        checks.append(_check("successRate", rate, analysis["minSuccessRate"],
+                             (rate >= analysis["minSuccessRate"]) if enough else None, note))
+        p99 = canary["p99LatencyMs"]
+        checks.append(_check("p99LatencyMs", p99, analysis["maxP99LatencyMs"],
+                             (p99 <= analysis["maxP99LatencyMs"]) if enough and p99 is not None
+                             else None, note))
+    if golden is not None:
+        checks.extend(_golden_checks(analysis, golden, expected_version))
+    results = {c["result"] for c in checks}
+    verdict = FAIL if FAIL in results else (INCONCLUSIVE if INCONCLUSIVE in results else PASS)
+    failed = [c for c in checks if c["result"] != PASS]
+    summary = "; ".join(_describe(c) for c in failed) or "all checks passed"
+    return {"verdict": verdict, "checks": checks, "summary": summary,
+            "canary": canary, "stable": stable or {}}
+
+
+def _golden_checks(analysis: dict, golden: dict, expected_version: int | None) -> list[dict]:
+    canary, stable = golden.get("canary", {}), golden.get("stable", {})
+    if golden.get("unavailable"):
+        return [_check("goldenRelativeErrorIncrease", None, analysis["maxRelativeErrorIncrease"],
+                       None, canary.get("error", "golden set unavailable"))]
+    if "error" in canary:
+        # The canary failing to answer labelled spectra is a failure of the canary.
+        return [_check("goldenRelativeErrorIncrease", None, analysis["maxRelativeErrorIncrease"],
+                       False, canary["error"])]
+    served = canary.get("version")
+    if expected_version is not None and served is not None and str(served) != str(expected_version):
+        return [_check("canaryVersion", served, expected_version, None,
+                       f"canary endpoint serves version {served}, not {expected_version} yet")]
+    if "error" in stable:
+        return [_check("goldenRelativeErrorIncrease", None, analysis["maxRelativeErrorIncrease"],
+                       None, f"stable cannot answer the golden set: {stable['error']}")]
+    increase = golden["relativeIncrease"]
+    return [_check("goldenRelativeErrorIncrease", increase, analysis["maxRelativeErrorIncrease"],
+                   increase <= analysis["maxRelativeErrorIncrease"],
+                   f"log1p MAE canary {canary['mae']:.4f} vs stable {stable['mae']:.4f}")]
+
+
+def _describe(check: dict) -> str:
+    if check.get("note") and check["value"] is None:
+        return f"{check['name']}: {check['note']}"
+    value = check["value"]
+    shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+    relation = "below" if check["name"] == "successRate" else "above"
+    text = f"{check['name']} {shown} ({relation} limit {check['threshold']})" \
+        if check["result"] == FAIL else f"{check['name']}: {check.get('note') or shown}"
+    return text

@@ -1,0 +1,86 @@
+"""Golden-set quality: both versions answer the candidate's labelled spectra; compare their error.
+
+Error is the mean absolute error in log1p(ppb) space, the scale the models are trained on, so
+low-DON samples count as much as the rare high ones.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from don_core.artifact import GOLDEN_FILE, read_golden
+from don_core.store import open_store
+
+VERSION_HEADER = "X-Model-Version"
+_URI = re.compile(r"^(?P<root>.+)/(?P<model>[^/]+)/(?P<version>[0-9]+)/?$")
+_cache: dict[tuple[str, str, int], dict] = {}
+_lock = threading.Lock()
+
+
+class GoldenError(RuntimeError):
+    """The golden set cannot be read or a version cannot answer it."""
+
+
+def split_storage_uri(uri: str) -> tuple[str, str, int]:
+    """`<root>/<model>/<N>` -> (root, model, N)."""
+    match = _URI.match(uri or "")
+    if not match:
+        raise GoldenError(f"storage URI {uri!r} does not end in <model>/<version>")
+    return match["root"], match["model"], int(match["version"])
+
+
+def load_golden(store_root: str, model: str, version: int) -> dict:
+    """The verified golden.json of a published version (cached: versions are immutable)."""
+    key = (store_root, model, version)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+    with tempfile.TemporaryDirectory(prefix="golden-") as tmp:
+        try:
+            local = open_store(store_root).fetch(model, version, Path(tmp) / "v")
+            golden = read_golden(local / GOLDEN_FILE)
+        except Exception as exc:  # store and artifact errors alike: name the version
+            raise GoldenError(f"golden set of {model} version {version} in {store_root} is "
+                              f"unreadable: {exc}") from None
+    if not golden.get("instances") or len(golden["instances"]) != len(golden.get("targets_ppb", [])):
+        raise GoldenError(f"golden set of {model} version {version} is empty or malformed")
+    with _lock:
+        _cache[key] = golden
+    return golden
+
+
+def log_mae(predictions, targets) -> float:
+    p = np.clip(np.asarray(predictions, dtype=float), 0.0, None)
+    t = np.clip(np.asarray(targets, dtype=float), 0.0, None)
+    return float(np.mean(np.abs(np.log1p(p) - np.log1p(t))))
+
+
+def evaluate(base_url: str, model: str, golden: dict, timeout: float = 10.0,
+             headers: dict | None = None) -> dict:
+    """V1 predict on the golden instances: {'mae': ..., 'rows': n, 'version': served version}."""
+    url = f"{base_url.rstrip('/')}/v1/models/{model}:predict"
+    try:
+        response = requests.post(url, json={"instances": golden["instances"]}, timeout=timeout,
+                                 headers=headers or {})
+    except requests.RequestException as exc:
+        raise GoldenError(f"{url}: {exc}") from None
+    if response.status_code != 200:
+        raise GoldenError(f"{url} answered {response.status_code}: {response.text[:200]}")
+    try:
+        predictions = response.json()["predictions"]
+    except (ValueError, KeyError):
+        raise GoldenError(f"{url} answered without 'predictions'") from None
+    if len(predictions) != len(golden["targets_ppb"]):
+        raise GoldenError(f"{url} returned {len(predictions)} predictions for "
+                          f"{len(golden['targets_ppb'])} instances")
+    return {"mae": log_mae(predictions, golden["targets_ppb"]), "rows": len(predictions),
+            "version": response.headers.get(VERSION_HEADER)}
+
+
+def relative_increase(canary_mae: float, stable_mae: float) -> float:
+    return (canary_mae - stable_mae) / max(stable_mae, 1e-9)

@@ -1,0 +1,105 @@
+"""The Kubernetes calls the operator and the CLI make, in one place (kubeconfig or in-cluster)."""
+from __future__ import annotations
+
+import os
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from ops.rollout import GROUP, PLURAL, VERSION
+
+MERGE = "application/merge-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
+ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
+HTTPROUTE = ("gateway.networking.k8s.io", "v1", "httproutes")
+
+
+def load_config(kubeconfig: str | None = None) -> None:
+    """Explicit kubeconfig, else $KUBECONFIG / ~/.kube/config, else the in-cluster account."""
+    if kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
+        config.load_kube_config(config_file=kubeconfig)
+    else:
+        config.load_incluster_config()
+
+
+def current_namespace() -> str:
+    try:
+        return config.list_kube_config_contexts()[1]["context"].get("namespace") or "default"
+    except Exception:
+        path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+        return open(path).read().strip() if os.path.exists(path) else "default"
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient | None = None):
+        self.custom = client.CustomObjectsApi(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+
+    # ModelRollouts
+    def get_rollout(self, ns: str, name: str) -> dict:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+    def list_rollouts(self, ns: str | None) -> list[dict]:
+        if ns:
+            return self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]
+        return self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+
+    def create_rollout(self, ns: str, body: dict) -> dict:
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+
+    def patch_rollout(self, ns: str, name: str, patch: dict) -> dict:
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, patch,
+                                                          _content_type=MERGE)
+
+    def patch_rollout_status(self, ns: str, name: str, status: dict) -> dict:
+        return self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, ns, PLURAL, name, {"status": status}, _content_type=MERGE)
+
+    # InferenceServices
+    def get_isvc(self, ns: str, name: str) -> dict:
+        return self.custom.get_namespaced_custom_object(*ISVC[:2], ns, ISVC[2], name)
+
+    def patch_isvc(self, ns: str, name: str, patch: dict) -> dict:
+        return self.custom.patch_namespaced_custom_object(*ISVC[:2], ns, ISVC[2], name, patch,
+                                                          _content_type=MERGE)
+
+    # Deployment engine
+    def get_deployment(self, ns: str, name: str) -> dict:
+        return self.apps.read_namespaced_deployment(name, ns).to_dict()
+
+    def raw_deployment(self, ns: str, name: str) -> dict:
+        """The Deployment as the API spells it (camelCase), for patch builders."""
+        return self.apps.api_client.sanitize_for_serialization(
+            self.apps.read_namespaced_deployment(name, ns))
+
+    def patch_deployment(self, ns: str, name: str, patch: dict, strategic: bool = True) -> None:
+        self.apps.patch_namespaced_deployment(name, ns, patch,
+                                              _content_type=STRATEGIC if strategic else MERGE)
+
+    def scale_deployment(self, ns: str, name: str, replicas: int) -> None:
+        self.apps.patch_namespaced_deployment_scale(name, ns, {"spec": {"replicas": int(replicas)}},
+                                                   _content_type=MERGE)
+
+    def get_route(self, ns: str, name: str) -> dict:
+        return self.custom.get_namespaced_custom_object(*HTTPROUTE[:2], ns, HTTPROUTE[2], name)
+
+    def patch_route(self, ns: str, name: str, patch: dict) -> None:
+        self.custom.patch_namespaced_custom_object(*HTTPROUTE[:2], ns, HTTPROUTE[2], name, patch,
+                                                   _content_type=MERGE)
+
+    # Service discovery for direct scraping
+    def endpoint_urls(self, ns: str, service: str, path: str = "/metrics") -> list[str]:
+        """http://<pod-ip>:<port><path> for every ready address behind a Service."""
+        endpoints = self.core.read_namespaced_endpoints(service, ns)
+        urls = []
+        for subset in endpoints.subsets or []:
+            ports = subset.ports or []
+            port = next((p.port for p in ports if p.name in ("http", "http1", "metrics")),
+                        ports[0].port if ports else 80)
+            for address in subset.addresses or []:
+                urls.append(f"http://{address.ip}:{port}{path}")
+        return urls
+
+
+__all__ = ["ApiException", "Kube", "current_namespace", "load_config"]

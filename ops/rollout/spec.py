@@ -1,0 +1,108 @@
+"""A ModelRollout spec with every default filled in.
+
+The CRD's schema defaults are applied by the API server; the same defaults live here so that the
+operator also works on objects written before a default existed (a unit test keeps both in step).
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+
+DEFAULTS: dict = {
+    "mode": "Standard",
+    "steps": [10, 25, 50, 100],
+    "interval": "60s",
+    "paused": False,
+    "action": "",
+    "analysis": {"minSuccessRate": 0.99, "maxP99LatencyMs": 500, "maxRelativeErrorIncrease": 0.1,
+                 "failureLimit": 1, "minRequests": 10, "goldenSet": True},
+    "metrics": {"source": "Direct", "requestsMetric": "don_requests_total",
+                "latencyMetric": "don_request_duration_seconds"},
+    "endpoints": {"timeoutSeconds": 10},
+    "store": {},
+    "deployment": {"versionEnv": "DON_MODEL_VERSION"},
+}
+MODES = ("Knative", "Standard", "Deployment")
+_INTERVAL = re.compile(r"^([0-9]+)(s|m|h)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+class SpecError(ValueError):
+    """A spec the operator cannot act on; the message names the field."""
+
+
+def parse_interval(text: str) -> int:
+    match = _INTERVAL.match(str(text))
+    if not match:
+        raise SpecError(f"interval {text!r} must look like 30s, 5m or 1h")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def with_defaults(spec: dict) -> dict:
+    """A deep copy of `spec` with defaults merged in (one level deep for the sub-objects)."""
+    merged = copy.deepcopy(DEFAULTS)
+    for key, value in (spec or {}).items():
+        if isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key].update(copy.deepcopy(value))
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    raw: dict
+    target: str
+    mode: str
+    steps: tuple[int, ...]
+    interval_s: int
+
+    @property
+    def analysis(self) -> dict:
+        return self.raw["analysis"]
+
+    @property
+    def metrics(self) -> dict:
+        return self.raw["metrics"]
+
+    @property
+    def endpoints(self) -> dict:
+        return self.raw["endpoints"]
+
+    @property
+    def candidate(self) -> dict:
+        return self.raw.get("candidate") or {}
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.raw.get("paused"))
+
+    @property
+    def action(self) -> str:
+        return self.raw.get("action") or ""
+
+    @property
+    def model_name(self) -> str:
+        return self.endpoints.get("modelName") or self.target
+
+
+def parse_spec(spec: dict) -> RolloutSpec:
+    raw = with_defaults(spec)
+    target = raw.get("target")
+    if not target:
+        raise SpecError("spec.target (the InferenceService name) is required")
+    if raw["mode"] not in MODES:
+        raise SpecError(f"spec.mode {raw['mode']!r} is not one of {', '.join(MODES)}")
+    candidate = raw.get("candidate") or {}
+    if not candidate.get("version") and not candidate.get("storageUri"):
+        raise SpecError("spec.candidate needs a version or a storageUri")
+    steps = tuple(int(s) for s in raw["steps"])
+    if not steps or any(not 1 <= s <= 100 for s in steps):
+        raise SpecError(f"spec.steps {list(steps)} must be percentages between 1 and 100")
+    if list(steps) != sorted(set(steps)):
+        raise SpecError(f"spec.steps {list(steps)} must be strictly increasing")
+    if raw["metrics"].get("source") == "Prometheus" and not raw["metrics"].get("prometheusUrl"):
+        raise SpecError("spec.metrics.source is Prometheus but spec.metrics.prometheusUrl is unset")
+    return RolloutSpec(raw=raw, target=target, mode=raw["mode"], steps=steps,
+                       interval_s=parse_interval(raw["interval"]))

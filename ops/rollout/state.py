@@ -1,0 +1,144 @@
+"""The rollout state machine, free of I/O: status in, status changes and one decision out.
+
+Everything the operator needs to resume lives in the status: the step, the weight, when the next
+analysis is due (a timestamp, not an in-memory timer), the consecutive failed checks and whether
+the traffic for the current state has been applied. Status is written before traffic is moved,
+and moving traffic is idempotent, so a restart at any point neither repeats nor skips a step.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from ops.rollout.analysis import FAIL, INCONCLUSIVE, PASS
+
+ACTIVE = ("Pending", "Progressing", "Paused")
+TERMINAL = ("Promoted", "RolledBack", "Failed")
+HISTORY_LIMIT = 40
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def stamp(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_stamp(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            pass
+    return None
+
+
+def step_label(step: int, steps) -> str:
+    return f"{step}/{len(steps)}"
+
+
+def _conditions(phase: str, reason: str, message: str, moment: str) -> list[dict]:
+    running = phase in ACTIVE
+    succeeded = {"Promoted": "True", "RolledBack": "False", "Failed": "False"}.get(phase, "Unknown")
+    return [
+        {"type": "Progressing", "status": "True" if running else "False", "reason": reason,
+         "message": message, "lastTransitionTime": moment},
+        {"type": "Succeeded", "status": succeeded, "reason": reason, "message": message,
+         "lastTransitionTime": moment},
+    ]
+
+
+def transition(status: dict, *, phase: str, event: str, message: str, moment: dt.datetime,
+               **fields) -> dict:
+    """Status changes for a state change, with a history entry and fresh conditions."""
+    when = stamp(moment)
+    entry = {"time": when, "event": event, "phase": phase,
+             "step": fields.get("step", status.get("step")),
+             "weight": fields.get("weight", status.get("weight")), "message": message}
+    history = (list(status.get("history") or []) + [entry])[-HISTORY_LIMIT:]
+    return dict(fields, phase=phase, message=message, history=history,
+                conditions=_conditions(phase, event, message, when))
+
+
+def start(spec, moment: dt.datetime, stable_uri: str, candidate_uri: str,
+          stable_version, candidate_version) -> dict:
+    first = spec.steps[0]
+    return transition({}, phase="Progressing", event="Started", moment=moment,
+                      message=f"sending {first}% of traffic to the candidate",
+                      step=1, weight=first, stepLabel=step_label(1, spec.steps), failedChecks=0,
+                      stableStorageUri=stable_uri, candidateStorageUri=candidate_uri,
+                      stableVersion=stable_version, candidateVersion=candidate_version,
+                      stepStartedAt=stamp(moment),
+                      nextCheckAt=stamp(moment + dt.timedelta(seconds=spec.interval_s)),
+                      trafficApplied=False)
+
+
+def fail(status: dict, moment: dt.datetime, message: str) -> dict:
+    return transition(status, phase="Failed", event="Failed", moment=moment, message=message,
+                      weight=0 if status.get("weight") is None else status["weight"],
+                      trafficApplied=not status.get("weight"))
+
+
+def promote(status: dict, moment: dt.datetime, message: str) -> dict:
+    return transition(status, phase="Promoted", event="Promoted", moment=moment, message=message,
+                      weight=100, failedChecks=0, nextCheckAt=None, trafficApplied=False)
+
+
+def rollback(status: dict, moment: dt.datetime, message: str) -> dict:
+    return transition(status, phase="RolledBack", event="RolledBack", moment=moment,
+                      message=message, weight=0, nextCheckAt=None, trafficApplied=False)
+
+
+def pause(status: dict, moment: dt.datetime) -> dict:
+    return transition(status, phase="Paused", event="Paused", moment=moment,
+                      message=f"paused at {status.get('weight')}% on the candidate",
+                      nextCheckAt=None)
+
+
+def resume(status: dict, spec, moment: dt.datetime) -> dict:
+    return transition(status, phase="Progressing", event="Resumed", moment=moment,
+                      message=f"resumed at {status.get('weight')}% on the candidate",
+                      nextCheckAt=stamp(moment + dt.timedelta(seconds=spec.interval_s)))
+
+
+def due(status: dict, moment: dt.datetime) -> bool:
+    next_check = parse_stamp(status.get("nextCheckAt"))
+    return next_check is None or moment >= next_check
+
+
+def decide(status: dict, spec, result: dict, moment: dt.datetime) -> tuple[str, dict]:
+    """(decision, status changes) after an analysis: Advance, Promote, Hold or RollBack."""
+    verdict, summary = result["verdict"], result["summary"]
+    step = int(status.get("step") or 1)
+    next_check = stamp(moment + dt.timedelta(seconds=spec.interval_s))
+    analysis = dict(result, time=stamp(moment), step=step, weight=status.get("weight"))
+    if verdict == PASS:
+        if step >= len(spec.steps):
+            changes = promote(status, moment, f"candidate promoted after {step} steps: {summary}")
+            return "Promote", dict(changes, lastAnalysis=analysis)
+        weight = spec.steps[step]  # steps are 1-based in status, so this is the next one
+        changes = transition(status, phase="Progressing", event="Advanced", moment=moment,
+                             message=f"analysis passed; {weight}% of traffic to the candidate",
+                             step=step + 1, weight=weight,
+                             stepLabel=step_label(step + 1, spec.steps), failedChecks=0,
+                             stepStartedAt=stamp(moment), nextCheckAt=next_check,
+                             trafficApplied=False)
+        return "Advance", dict(changes, lastAnalysis=analysis)
+    if verdict == FAIL:
+        failed = int(status.get("failedChecks") or 0) + 1
+        limit = int(spec.analysis["failureLimit"])
+        if failed > limit:
+            changes = rollback(status, moment, f"rolled back after {failed} failed "
+                                               f"analyses: {summary}")
+            return "RollBack", dict(changes, failedChecks=failed, lastAnalysis=analysis)
+        changes = transition(status, phase="Progressing", event="Held", moment=moment,
+                             message=f"analysis failed ({failed}/{limit} tolerated): {summary}",
+                             failedChecks=failed, nextCheckAt=next_check)
+        return "Hold", dict(changes, lastAnalysis=analysis)
+    assert verdict == INCONCLUSIVE
+    changes = transition(status, phase="Progressing", event="Held", moment=moment,
+                         message=f"analysis inconclusive, holding at {status.get('weight')}%: "
+                                 f"{summary}", nextCheckAt=next_check)
+    return "Hold", dict(changes, lastAnalysis=analysis)

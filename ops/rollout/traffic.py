@@ -1,0 +1,135 @@
+"""How each serving engine moves traffic between the stable and the candidate version.
+
+- Knative (KServe Serverless): the predictor spec IS the candidate; `canaryTrafficPercent: x` keeps
+  100-x on the previously rolled-out revision. Promotion drops `canaryTrafficPercent`; rollback
+  restores the stable storageUri with `canaryTrafficPercent: 0`, so the previous (stable) revision
+  keeps all traffic and no revision ever serves the candidate again.
+- Standard (KServe raw deployment + Gateway API): `spec.canary[]` holds a copy of the stable
+  predictor pointing at the candidate with `trafficPercent: x`. Promotion writes the candidate into
+  `spec.predictor` and removes `spec.canary`; rollback removes `spec.canary`.
+- Deployment (the chart's plain engine): Deployments `<target>` (stable) and `<target>-canary`,
+  the canary already serving the candidate (the chart's `canary.version`; its env `versionEnv`
+  says which). Traffic follows HTTPRoute backend weights when a route is named, otherwise the
+  replica ratio. Promotion copies the canary's pod template into the stable Deployment (so the
+  stable serves exactly what was analysed) and scales the canary to zero.
+Every function here is idempotent: applying it twice gives the same object.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+# Where a predictor may keep its storageUri, in KServe's order of preference.
+_FRAMEWORK_KEYS = ("model", "sklearn", "onnx", "tensorflow", "triton", "xgboost", "lightgbm",
+                   "pytorch", "pmml", "paddle", "huggingface")
+
+
+class TrafficError(RuntimeError):
+    """The target object cannot carry this rollout; the message says what is missing."""
+
+
+def storage_key(predictor: dict) -> str:
+    for key in _FRAMEWORK_KEYS:
+        if isinstance(predictor.get(key), dict) and predictor[key].get("storageUri"):
+            return key
+    raise TrafficError("the InferenceService predictor has no storageUri "
+                       f"(looked in {', '.join(_FRAMEWORK_KEYS)})")
+
+
+def stable_storage_uri(isvc: dict) -> str:
+    predictor = isvc.get("spec", {}).get("predictor") or {}
+    return predictor[storage_key(predictor)]["storageUri"]
+
+
+def canary_predictor(predictor: dict, candidate_uri: str) -> dict:
+    """A copy of the stable predictor that serves the candidate."""
+    canary = copy.deepcopy(predictor)
+    canary.pop("canaryTrafficPercent", None)
+    canary[storage_key(canary)]["storageUri"] = candidate_uri
+    return canary
+
+
+def isvc_patch(mode: str, isvc: dict, phase: str, weight: int, stable_uri: str,
+               candidate_uri: str) -> dict:
+    """JSON merge patch that makes `isvc` carry `phase` at `weight` percent on the candidate."""
+    predictor = isvc.get("spec", {}).get("predictor") or {}
+    key = storage_key(predictor)
+    if mode == "Knative":
+        if phase == "Promoted":
+            return {"spec": {"predictor": {key: {"storageUri": candidate_uri},
+                                           "canaryTrafficPercent": None}}}
+        if phase in ("RolledBack", "Failed"):
+            return {"spec": {"predictor": {key: {"storageUri": stable_uri},
+                                           "canaryTrafficPercent": 0}}}
+        return {"spec": {"predictor": {key: {"storageUri": candidate_uri},
+                                       "canaryTrafficPercent": int(weight)}}}
+    if mode == "Standard":
+        if phase == "Promoted":
+            return {"spec": {"predictor": {key: {"storageUri": candidate_uri}}, "canary": None}}
+        if phase in ("RolledBack", "Failed"):
+            return {"spec": {"canary": None}}
+        return {"spec": {"canary": [{"trafficPercent": int(weight),
+                                     "predictor": canary_predictor(predictor, candidate_uri)}]}}
+    raise TrafficError(f"mode {mode!r} does not patch an InferenceService")
+
+
+def isvc_weight(mode: str, isvc: dict) -> int | None:
+    """Candidate percent the InferenceService currently asks for (None: no canary)."""
+    spec = isvc.get("spec", {})
+    if mode == "Knative":
+        return spec.get("predictor", {}).get("canaryTrafficPercent")
+    canary = spec.get("canary") or []
+    return canary[0].get("trafficPercent") if canary else None
+
+
+def replica_split(total: int, weight: int) -> tuple[int, int]:
+    """(stable, canary) replicas for `weight` percent on the canary; a canary gets >= 1 replica."""
+    if weight <= 0:
+        return total, 0
+    if weight >= 100:
+        return 0, total
+    if total == 1:
+        return 1, 1  # one replica cannot be split: run one of each while the canary is partial
+    canary = min(total - 1, max(1, math.ceil(total * weight / 100)))
+    return total - canary, canary
+
+
+def route_rules(route: dict, stable_service: str, canary_service: str, weight: int) -> list:
+    """The HTTPRoute's rules with backend weights set (100-weight stable, weight canary)."""
+    rules = copy.deepcopy(route.get("spec", {}).get("rules") or [])
+    found = set()
+    for rule in rules:
+        for ref in rule.get("backendRefs") or []:
+            if ref.get("name") == stable_service:
+                ref["weight"] = 100 - int(weight)
+                found.add("stable")
+            elif ref.get("name") == canary_service:
+                ref["weight"] = int(weight)
+                found.add("canary")
+    if found != {"stable", "canary"}:
+        raise TrafficError(f"HTTPRoute {route.get('metadata', {}).get('name')} needs backendRefs "
+                           f"to both {stable_service} and {canary_service}")
+    return rules
+
+
+def promotion_patch(canary: dict, version_label: str = "don-predictor.io/model-version") -> dict:
+    """JSON merge patch giving the stable Deployment the canary's pod spec (and version label).
+
+    Labels other than the version stay the stable's own: the Deployment's selector needs them.
+    """
+    template = canary.get("spec", {}).get("template", {})
+    patch: dict = {"spec": {"template": {"spec": copy.deepcopy(template.get("spec") or {})}}}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if version_label in labels:
+        patch["spec"]["template"]["metadata"] = {"labels": {version_label: labels[version_label]}}
+    return patch
+
+
+def deployment_version(deployment: dict, env_name: str) -> str | None:
+    pod = deployment.get("spec", {}).get("template", {}).get("spec", {})
+    for kind in ("containers", "initContainers"):
+        for container in pod.get(kind) or []:
+            for env in container.get("env") or []:
+                if env.get("name") == env_name:
+                    return env.get("value")
+    return None

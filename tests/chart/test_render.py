@@ -1,0 +1,475 @@
+"""The chart rendered over a matrix of values: schemas, security, secrets, policies, canary splits."""
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.fixtures_chart import (API_TOKEN, MATRIX, S3_KEY_ID, S3_SECRET, S3_VALUES, EVERYTHING_ON,
+                                  pod_specs, pod_templates, render_notes)
+
+pytestmark = pytest.mark.chart
+
+CASES = [c.name for c in MATRIX]
+KSERVE_KINDS = {"InferenceService": "serving.kserve.io_inferenceservices.yaml",
+                "ServingRuntime": "serving.kserve.io_servingruntimes.yaml",
+                "ClusterServingRuntime": "serving.kserve.io_clusterservingruntimes.yaml"}
+# Kinds with no schema in kubernetes-validate: KServe (checked against its CRDs below), our own
+# CRD's objects, and the Gateway API (checked structurally in the canary tests).
+NOT_CORE = set(KSERVE_KINDS) | {"HTTPRoute", "ModelRollout"}
+RELEASE_SELECTOR = {"app.kubernetes.io/name": "don-predictor", "app.kubernetes.io/instance": "don"}
+
+
+@pytest.fixture(scope="session")
+def kserve_validators(kserve_crd_dir: Path) -> dict[str, jsonschema.protocols.Validator]:
+    validators = {}
+    for kind, filename in KSERVE_KINDS.items():
+        crd = yaml.safe_load((kserve_crd_dir / filename).read_text())
+        for version in crd["spec"]["versions"]:
+            schema = version["schema"]["openAPIV3Schema"]
+            validators[f"{crd['spec']['group']}/{version['name']}/{kind}"] = jsonschema.Draft7Validator(schema)
+    return validators
+
+
+def all_containers(spec: dict) -> list[dict]:
+    return list(spec.get("initContainers", [])) + list(spec.get("containers", []))
+
+
+def kserve_containers(doc: dict) -> list[tuple[str, dict]]:
+    """(where, container) of the containers a KServe object defines."""
+    if doc["kind"] in ("ServingRuntime", "ClusterServingRuntime"):
+        return [(f"{doc['metadata']['name']}/{c['name']}", c) for c in doc["spec"]["containers"]]
+    found = [("predictor.model", doc["spec"]["predictor"]["model"])]
+    for i, canary in enumerate(doc["spec"].get("canary", [])):
+        found.append((f"canary[{i}].predictor.model", canary["predictor"]["model"]))
+    return found
+
+
+def kserve_pod_specs(doc: dict) -> list[dict]:
+    if doc["kind"] != "InferenceService":
+        return []
+    return [doc["spec"]["predictor"]] + [c["predictor"] for c in doc["spec"].get("canary", [])]
+
+
+# ---------- schemas ----------
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_object_validates_against_kubernetes_schemas(renders, case):
+    render = renders[case]
+    # kubernetes-validate's oldest schemas are 1.25: the 1.20 render is checked against them, and
+    # its two APIs that 1.25 no longer serves by the real 1.20 API server (tests/chart/test_apiserver.py).
+    kube = max(render.case.kube, "1.25", key=lambda v: tuple(map(int, v.split("."))))
+    legacy = {"batch/v1beta1", "policy/v1beta1"} if render.case.kube == "1.20" else set()
+    checked = 0
+    for doc in render.docs:
+        if doc["kind"] in NOT_CORE:
+            continue
+        try:
+            kubernetes_validate.validate(doc, kube, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            assert doc["apiVersion"] in legacy, f"{case}: no schema for {doc['apiVersion']} {doc['kind']}"
+            continue
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{case}: {doc['kind']} {doc['metadata']['name']} is invalid for Kubernetes "
+                        f"{kube}: {exc.message} at {list(exc.path)}")
+        checked += 1
+    assert checked >= 5
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kserve_objects_validate_against_kserve_crds(renders, case, kserve_validators):
+    for doc in renders[case].docs:
+        if doc["kind"] not in KSERVE_KINDS:
+            continue
+        validator = kserve_validators[f"{doc['apiVersion']}/{doc['kind']}"]
+        errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+        assert not errors, f"{case}: {doc['kind']} {doc['metadata']['name']}: " + "; ".join(
+            f"{list(e.path)}: {e.message}" for e in errors[:5])
+
+
+def test_kserve_validation_rejects_a_broken_inference_service(renders, kserve_validators):
+    """The CRD check is not vacuous: a wrong type in the predictor is caught."""
+    isvc = renders["defaults"].named("InferenceService", "don-rf")
+    broken = yaml.safe_load(yaml.safe_dump(isvc))
+    broken["spec"]["predictor"]["minReplicas"] = "one"
+    assert list(kserve_validators["serving.kserve.io/v1beta1/InferenceService"].iter_errors(broken))
+
+
+def test_chart_crds_validate_against_kubernetes_schemas(chart_dir):
+    crds = [d for path in sorted((chart_dir / "crds").glob("*.yaml"))
+            for d in yaml.safe_load_all(path.read_text()) if d]
+    assert [c["metadata"]["name"] for c in crds] == ["modelrollouts.rollouts.don-predictor.io"]
+    for crd in crds:
+        try:
+            kubernetes_validate.validate(crd, "1.30", strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"crds/: {crd['metadata']['name']}: {exc.message} at {list(exc.path)}")
+
+
+def test_kubernetes_validation_rejects_a_broken_object(renders):
+    pvc = yaml.safe_load(yaml.safe_dump(renders["defaults"].of_kind("PersistentVolumeClaim")[0]))
+    pvc["spec"]["accessModes"] = "ReadWriteOnce"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(pvc, "1.30", strict=True)
+
+
+# ---------- security ----------
+
+def assert_restricted_container(where: str, container: dict) -> None:
+    sc = container.get("securityContext", {})
+    assert sc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation must be false"
+    assert sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem must be true"
+    assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: capabilities must drop ALL"
+    assert sc.get("runAsNonRoot") is True, f"{where}: runAsNonRoot must be true"
+    assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{where}: seccomp RuntimeDefault"
+    assert not sc.get("privileged"), f"{where}: privileged"
+    resources = container.get("resources", {})
+    for part in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            assert resources.get(part, {}).get(resource), f"{where}: {part}.{resource} missing"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pods_meet_the_restricted_pod_security_standard(renders, case):
+    checked = 0
+    for doc in renders[case].docs:
+        for spec in pod_specs(doc) + kserve_pod_specs(doc):
+            psc = spec.get("securityContext", {})
+            name = f"{case}: {doc['kind']} {doc['metadata']['name']}"
+            assert psc.get("runAsNonRoot") is True, f"{name}: pod runAsNonRoot"
+            assert psc.get("runAsUser", 0) > 0, f"{name}: pod runAsUser must be non-zero"
+            assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{name}: pod seccomp"
+            for flag in ("hostNetwork", "hostPID", "hostIPC"):
+                assert not spec.get(flag), f"{name}: {flag}"
+            for volume in spec.get("volumes", []):
+                assert "hostPath" not in volume, f"{name}: hostPath volume {volume['name']}"
+            for container in all_containers(spec):
+                assert_restricted_container(f"{name}/{container['name']}", container)
+                checked += 1
+        if doc["kind"] in KSERVE_KINDS:
+            for where, container in kserve_containers(doc):
+                assert_restricted_container(f"{case}: {doc['kind']} {doc['metadata']['name']} {where}", container)
+                checked += 1
+    assert checked >= 3, f"{case}: found only {checked} containers"
+
+
+def test_security_check_catches_a_privileged_container():
+    container = {"name": "x", "securityContext": {"allowPrivilegeEscalation": True}}
+    with pytest.raises(AssertionError, match="allowPrivilegeEscalation"):
+        assert_restricted_container("x", container)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_object_carries_the_standard_labels(renders, case):
+    for doc in renders[case].docs:
+        labels = doc["metadata"].get("labels", {})
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by",
+                    "app.kubernetes.io/version", "helm.sh/chart"):
+            assert key in labels, f"{case}: {doc['kind']} {doc['metadata']['name']} lacks label {key}"
+
+
+# ---------- secrets ----------
+
+def test_no_secret_value_outside_secret_data(renders, tmp_path):
+    encoded = {base64.b64encode(v.encode()).decode() for v in (S3_KEY_ID, S3_SECRET, API_TOKEN)}
+    for case in ("knative-s3-everything", "deployment-s3-everything"):
+        render = renders[case]
+        assert render.of_kind("Secret"), f"{case}: expected the chart to create Secrets"
+        for doc in render.docs:
+            text = yaml.safe_dump(doc)
+            for plain in (S3_KEY_ID, S3_SECRET, API_TOKEN):
+                assert plain not in text, f"{case}: {doc['kind']} {doc['metadata']['name']} holds a secret in clear"
+            if doc["kind"] != "Secret":
+                for value in encoded:
+                    assert value not in text, f"{case}: {doc['kind']} {doc['metadata']['name']} holds a secret"
+        secret_data = {v for s in render.of_kind("Secret") for v in s["data"].values()}
+        assert encoded <= secret_data
+        # Credentials reach containers only through secretKeyRef.
+        for doc in render.docs:
+            for spec in pod_specs(doc) + kserve_pod_specs(doc):
+                for container in all_containers(spec) + ([spec["model"]] if "model" in spec else []):
+                    for env in container.get("env", []):
+                        if env["name"] in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+                            assert "value" not in env and env["valueFrom"]["secretKeyRef"]
+    notes = render_notes(tmp_path, *S3_VALUES, *EVERYTHING_ON)
+    assert "helm test" in notes and "don-predictor.io/client=true" in notes
+    for value in (S3_KEY_ID, S3_SECRET, API_TOKEN, *encoded):
+        assert value not in notes
+
+
+def test_existing_secrets_are_referenced_not_created(renders):
+    render = renders["standard-s3-existing-secrets"]
+    assert not render.of_kind("Secret")
+    sa = render.named("ServiceAccount", "don-don-predictor-predictor")
+    assert sa["secrets"] == [{"name": "team-s3"}]
+    isvc = render.named("InferenceService", "don-rf")
+    volumes = {v["name"]: v for v in isvc["spec"]["predictor"]["volumes"]}
+    assert volumes["api-token"]["secret"]["secretName"] == "team-token"
+    env = {e["name"]: e for e in isvc["spec"]["predictor"]["model"]["env"]}
+    assert env["DON_API_TOKEN_FILE"]["value"] == "/var/run/secrets/don/token"
+    job = render.of_kind("Job")[0]
+    job_env = {e["name"]: e for e in pod_specs(job)[0]["containers"][0]["env"]}
+    assert job_env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "team-s3"
+    assert job_env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"] == "http://otel.observability.svc.cluster.local:4318"
+
+
+def test_s3_secret_carries_kserve_annotations(renders):
+    secret = renders["knative-s3-everything"].named("Secret", "don-don-predictor-s3")
+    annotations = secret["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/s3-endpoint"] == "minio.storage.svc.cluster.local:9000"
+    assert annotations["serving.kserve.io/s3-usehttps"] == "0"
+    assert annotations["serving.kserve.io/s3-region"] == "us-east-1"
+
+
+# ---------- network policies ----------
+
+def selects(selector: dict, labels: dict) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        if expr["operator"] == "In" and labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_network_policies_deny_by_default_and_cover_every_pod(renders, case):
+    render = renders[case]
+    policies = render.of_kind("NetworkPolicy")
+    deny = [p for p in policies if p["metadata"]["name"].endswith("-default-deny")]
+    assert len(deny) == 1, f"{case}: one default-deny policy expected"
+    assert deny[0]["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny[0]["spec"] and "egress" not in deny[0]["spec"]
+    labelled = [(d["kind"], d["metadata"]["name"], t["metadata"]["labels"])
+                for d in render.docs for t in pod_templates(d)]
+    labelled += [("InferenceService", d["metadata"]["name"], p["labels"])
+                 for d in render.docs for p in kserve_pod_specs(d)]
+    assert labelled
+    for kind, name, labels in labelled:
+        assert selects(deny[0]["spec"]["podSelector"], labels), f"{case}: {kind} {name} escapes default-deny"
+        own = [p for p in policies if p is not deny[0] and selects(p["spec"]["podSelector"], labels)]
+        assert own, f"{case}: {kind} {name} has no policy of its own"
+        for policy in own:
+            for rule in policy["spec"].get("ingress", []):
+                assert rule.get("from"), f"{case}: {policy['metadata']['name']} admits ingress from anywhere"
+
+
+def test_predictor_ingress_needs_the_client_label(renders):
+    policy = renders["defaults"].named("NetworkPolicy", "don-don-predictor-predictor")
+    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+    assert {"don-predictor.io/client": "true"} in [p.get("podSelector", {}).get("matchLabels") for p in peers]
+    egress_ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule.get("ports", [])}
+    assert egress_ports == {53}, "pvc store, no tracing endpoint: only DNS egress"
+    s3 = renders["knative-s3-everything"].named("NetworkPolicy", "don-don-predictor-predictor")
+    s3_ports = {port["port"] for rule in s3["spec"]["egress"] for port in rule.get("ports", [])}
+    assert s3_ports == {53, 4317, 4318, 443}
+
+
+def test_training_job_has_its_own_policy(renders):
+    policy = renders["knative-s3-everything"].named("NetworkPolicy", "don-don-predictor-training")
+    assert "ingress" not in policy["spec"] and policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    job = renders["knative-s3-everything"].of_kind("Job")[0]
+    assert selects(policy["spec"]["podSelector"], job["spec"]["template"]["metadata"]["labels"])
+
+
+# ---------- serving: canary per mode, storage URIs ----------
+
+def test_defaults_render_two_inference_services(renders):
+    isvcs = renders["defaults"].of_kind("InferenceService")
+    assert sorted(i["metadata"]["name"] for i in isvcs) == ["don-rf", "don-tf"]
+    uris = {i["metadata"]["name"]: i["spec"]["predictor"]["model"]["storageUri"] for i in isvcs}
+    assert uris == {"don-rf": "pvc://don-model-store/don-rf/1", "don-tf": "pvc://don-model-store/don-tf/1"}
+    formats = {i["metadata"]["name"]: i["spec"]["predictor"]["model"]["modelFormat"]["name"] for i in isvcs}
+    assert formats == {"don-rf": "don-sklearn", "don-tf": "don-tensorflow"}
+    runtime = renders["defaults"].of_kind("ServingRuntime")[0]
+    assert {f["name"] for f in runtime["spec"]["supportedModelFormats"]} == {"don-sklearn", "don-tensorflow"}
+    assert runtime["spec"]["containers"][0]["args"] == [
+        "--model_name={{.Name}}", "--model_dir=/mnt/models", "--http_port=8080"]
+    assert all("canaryTrafficPercent" not in i["spec"]["predictor"] and "canary" not in i["spec"] for i in isvcs)
+
+
+def test_knative_canary_uses_canary_traffic_percent(renders):
+    isvc = renders["knative-canary"].named("InferenceService", "don-rf")
+    predictor = isvc["spec"]["predictor"]
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert predictor["canaryTrafficPercent"] == 20
+    assert predictor["model"]["storageUri"] == "pvc://don-model-store/don-rf/2"
+    assert "canary" not in isvc["spec"]
+    untouched = renders["knative-canary"].named("InferenceService", "don-tf")
+    assert "canaryTrafficPercent" not in untouched["spec"]["predictor"]
+
+
+def test_standard_canary_uses_spec_canary_with_weights(renders):
+    render = renders["standard-canary"]
+    for name, stable, canary, percent in (("don-rf", 1, 2, 25), ("don-tf", 1, 3, 5)):
+        isvc = render.named("InferenceService", name)
+        annotations = isvc["metadata"]["annotations"]
+        assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
+        assert annotations["serving.kserve.io/autoscalerClass"] == "hpa"
+        assert isvc["spec"]["predictor"]["model"]["storageUri"] == f"pvc://don-model-store/{name}/{stable}"
+        assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+        [entry] = isvc["spec"]["canary"]
+        assert entry["trafficPercent"] == percent
+        assert entry["predictor"]["model"]["storageUri"] == f"pvc://don-model-store/{name}/{canary}"
+        assert entry["predictor"]["labels"]["don-predictor.io/model-version"] == str(canary)
+        assert isvc["spec"]["predictor"]["scaleMetric"] == "cpu"
+    assert not render.of_kind("HorizontalPodAutoscaler"), "KServe owns the HPA in Standard mode"
+
+
+def test_s3_storage_uri(renders):
+    isvc = renders["knative-s3-everything"].named("InferenceService", "don-tf")
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://don-models/models/don-tf/2"
+    assert isvc["spec"]["predictor"]["serviceAccountName"] == "don-don-predictor-predictor"
+    assert isvc["spec"]["predictor"]["logger"] == {"mode": "all", "url": "http://logger.logging.svc.cluster.local"}
+
+
+def test_deployment_engine_replica_ratio_without_gateway_api(renders):
+    render = renders["deployment-canary-ratio"]
+    assert not render.of_kind("HTTPRoute") and not render.of_kind("InferenceService")
+    stable = render.named("Deployment", "don-rf")  # the ModelRollout operator's default names
+    canary = render.named("Deployment", "don-rf-canary")
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (2, 1)  # 25 %: 2 * 25/75 -> 1
+    assert canary["metadata"]["labels"]["don-predictor.io/model-version"] == "2"
+    mount = canary["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]
+    assert mount == {"name": "model", "mountPath": "/mnt/models", "subPath": "don-rf/2", "readOnly": True}
+    hpas = {h["spec"]["scaleTargetRef"]["name"] for h in render.of_kind("HorizontalPodAutoscaler")}
+    assert hpas == {"don-tf"}, "no HPA may change a replica-ratio split"
+    service = render.named("Service", "don-rf")
+    assert "don-predictor.io/track" not in service["spec"]["selector"]
+
+
+def test_deployment_engine_weights_with_gateway_api(renders):
+    render = renders["deployment-canary-gateway"]
+    route = render.named("HTTPRoute", "don-rf")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    backends = {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
+    assert backends == {"don-rf-stable": 70, "don-rf-canary": 30}
+    assert route["spec"]["parentRefs"] == [{"group": "", "kind": "Service", "name": "don-rf", "port": 80}]
+    for backend in backends:
+        render.named("Service", backend)
+    for deployment in ("don-rf", "don-rf-canary", "don-tf", "don-tf-canary"):
+        assert "replicas" not in render.named("Deployment", deployment)["spec"], "the HPA owns replicas"
+    assert len(render.of_kind("HorizontalPodAutoscaler")) == 4
+
+
+def test_deployment_engine_fetches_from_s3_with_an_init_container(renders):
+    deployment = renders["deployment-s3-everything"].named("Deployment", "don-rf-canary")
+    spec = deployment["spec"]["template"]["spec"]
+    [init] = spec["initContainers"]
+    assert init["image"] == "ghcr.io/acme/don-predictor/training-job:1.2.3"
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert init["args"][1:] == ["s3://don-models/models", "don-rf", "2", "/mnt/models/2"]
+    assert "--model_dir=/mnt/models/2" in spec["containers"][0]["args"]
+
+
+# ---------- capabilities: Kubernetes 1.20 test cluster vs 1.29+ ----------
+
+def test_api_versions_follow_the_cluster(renders):
+    new, old = renders["deployment-s3-everything"], renders["kube-1.20-deployment"]
+    assert {d["apiVersion"] for d in new.of_kind("HorizontalPodAutoscaler")} == {"autoscaling/v2"}
+    assert {d["apiVersion"] for d in old.of_kind("HorizontalPodAutoscaler")} == {"autoscaling/v2beta2"}
+    assert {d["apiVersion"] for d in new.of_kind("CronJob")} == {"batch/v1"}
+    assert {d["apiVersion"] for d in old.of_kind("CronJob")} == {"batch/v1beta1"}
+    assert {d["apiVersion"] for d in new.of_kind("PodDisruptionBudget")} == {"policy/v1"}
+    assert {d["apiVersion"] for d in old.of_kind("PodDisruptionBudget")} == {"policy/v1beta1"}
+    assert new.of_kind("HTTPRoute") and not old.of_kind("HTTPRoute")
+
+
+def test_operator_rbac_is_least_privilege(renders):
+    role = renders["knative-s3-everything"].of_kind("ClusterRole")[0]
+    rules = {(g, r): set(rule["verbs"]) for rule in role["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}
+    assert rules[("rollouts.don-predictor.io", "modelrollouts/status")] == {"get", "list", "watch", "patch", "update"}
+    assert rules[("serving.kserve.io", "inferenceservices")] == {"get", "list", "watch", "patch", "update"}
+    assert rules[("", "pods")] == {"get", "list"}
+    assert all("*" not in verbs for verbs in rules.values()) and all("*" not in k[1] for k in rules)
+    assert not any(r == "secrets" for _, r in rules), "the operator never reads Secrets"
+    operator = renders["knative-s3-everything"].named("Deployment", "don-don-predictor-operator")
+    assert operator["spec"]["template"]["spec"]["containers"][0]["command"] == ["python", "-m", "ops", "operator"]
+    assert not renders["defaults"].of_kind("ClusterRole"), "operator.enabled=false renders no RBAC"
+
+
+def test_training_job_environment(renders):
+    jobs = renders["knative-s3-everything"].of_kind("Job")
+    assert sorted(j["metadata"]["name"] for j in jobs) == ["don-don-predictor-train-rf-1", "don-don-predictor-train-tf-1"]
+    container = jobs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "training_job", "train"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DON_STORE"] == "s3://don-models/models"
+    assert env["DON_DATA"] == "s3://don-data/corn_hsi_don.csv"
+    assert env["DON_MODEL"] == "don-rf" and env["DON_FAMILY"] == "rf"
+    assert env["AWS_ENDPOINT_URL"] == "http://minio.storage.svc.cluster.local:9000"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://don-don-predictor-otel-collector.don.svc.cluster.local:4318"
+    backup = [c for c in renders["knative-s3-everything"].of_kind("CronJob") if c["metadata"]["name"].endswith("-backup")]
+    [backup_container] = pod_specs(backup[0])[0]["containers"]
+    assert backup_container["command"] == ["python", "-m", "ops", "backup", "--from", "/mnt/store",
+                                           "--to", "s3://don-backup/models"]
+
+
+def test_helm_test_pod_calls_every_model(renders):
+    pods = [d for d in renders["defaults"].docs if d["kind"] == "Pod"]
+    [pod] = pods
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert pod["metadata"]["labels"]["don-predictor.io/client"] == "true"
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert json.loads(env["DON_MODELS"]) == {
+        "don-rf": {"url": "http://don-rf.don.svc.cluster.local", "serviceEnv": ""},
+        "don-tf": {"url": "http://don-tf.don.svc.cluster.local", "serviceEnv": ""}}
+    script = pod["spec"]["containers"][0]["args"][0]
+    assert "range(448)" in script and "/v1/models/" in script
+    [deployment_pod] = renders["deployment-pvc"].of_kind("Pod")
+    deployment_env = {e["name"]: e["value"] for e in deployment_pod["spec"]["containers"][0]["env"]}
+    assert json.loads(deployment_env["DON_MODELS"])["don-rf"]["serviceEnv"] == "DON_RF"
+
+
+def test_helm_test_program_makes_a_real_inference_call(renders):
+    """Run the hook's embedded program against a real HTTP server on loopback that answers like
+    the model server, found through the injected <SERVICE>_SERVICE_HOST variables (no DNS)."""
+    [pod] = renders["deployment-pvc"].of_kind("Pod")
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, len(body["instances"][0])))
+            payload = json.dumps({"predictions": [812.5]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-Model-Version", "1")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = str(server.server_address[1])
+        run_env = {**os.environ, **env, "DON_RF_SERVICE_HOST": "127.0.0.1", "DON_RF_SERVICE_PORT": port,
+                   "DON_TF_SERVICE_HOST": "127.0.0.1", "DON_TF_SERVICE_PORT": port}
+        out = subprocess.run([sys.executable, "-c", container["args"][0]], env=run_env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "ok don-rf version=1 ppb=812.5" in out.stdout
+        assert sorted(seen) == [("/v1/models/don-rf:predict", 448), ("/v1/models/don-tf:predict", 448)]
+        # A server that answers nonsense fails the test.
+        run_env["DON_TF_SERVICE_PORT"] = "1"
+        failed = subprocess.run([sys.executable, "-c", container["args"][0]], env=run_env,
+                                capture_output=True, text=True, timeout=60)
+        assert failed.returncode == 1 and "FAIL don-tf" in failed.stderr
+    finally:
+        server.shutdown()

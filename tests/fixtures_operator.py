@@ -1,0 +1,244 @@
+"""pytest fixtures for the operator and backup tests (registered in tests/conftest.py).
+
+(The moto S3 server, ``s3_env`` and ``s3_bucket`` come from tests/conftest.py.)
+- ``tiny_store``: a local store of small but complete versions (real sklearn pipelines and golden
+  sets, published by don_core's store); fast, for tests about copying and rollouts.
+- ``rollout_store``, ``server_processes``/``model_servers``, ``operator_cluster``: the apiserver
+  tests' model store, real model-server processes (some with an injected fault) and the operator
+  process running against ``kube_apiserver``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+    import requests
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
+                         broken: bool = False) -> int:
+    """A small real sklearn version published with the store's own code.
+
+    Targets follow log1p(ppb) = 3 + 2*band10 + noise; the golden set is 30 held-out rows, so two
+    healthy versions score alike on it. `broken` trains on shuffled targets: a valid version that
+    predicts badly (a candidate that must fail the golden-set check).
+    """
+    import joblib
+    import numpy as np
+    from sklearn.compose import TransformedTargetRegressor
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from don_core.artifact import build_metadata, write_golden
+    from don_core.schema import N_BANDS
+    from don_core.store import open_store
+
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.2, 0.8, size=(230, N_BANDS))
+    y = np.expm1(3 + 2 * x[:, 10] + rng.normal(0, 0.3, size=len(x)))
+    train_y = rng.permutation(y[:200]) if broken else y[:200]
+    pipeline = make_pipeline(StandardScaler(), TransformedTargetRegressor(
+        regressor=Ridge(alpha=10.0), func=np.log1p, inverse_func=np.expm1))
+    staging = root.parent / f".tiny-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    joblib.dump(pipeline.fit(x[:200], train_y), staging / "model.joblib")
+    write_golden(staging / "golden.json", x[200:], y[200:], range(200, 230))
+    metadata = build_metadata(model=model, version=0, family="sklearn", files={},
+                              training_data={"source": "synthetic", "sha256": "0" * 64, "rows": 200},
+                              hyperparameters={"seed": seed, "broken": broken}, metrics={},
+                              target_range_ppb=(float(y.min()), float(y.max())))
+    for key in ("version", "files"):
+        metadata.pop(key)
+    try:
+        return open_store(str(root)).publish(model, staging, metadata)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@pytest.fixture
+def tiny_store(tmp_path) -> Path:
+    """A local store with don-rf versions 1 and 2 and don-tf version 1 (tiny real pipelines)."""
+    root = tmp_path / "pvc"
+    root.mkdir()
+    for model, seed in (("don-rf", 1), ("don-rf", 2), ("don-tf", 3)):
+        publish_tiny_version(root, model, seed)
+    return root
+
+
+# ---- real model servers and the operator, for the apiserver tests ---------------------------
+
+# Runs the real model server with one fault injected into DonModel.infer (the prediction path):
+# slow:SECONDS sleeps before every prediction; error:N fails every Nth prediction with an
+# exception, which the server answers with 500 and counts as a server_error.
+FAULTY_SERVER = """
+import itertools, os, sys, time
+import model_server.model as served
+kind, _, value = os.environ["DON_TEST_FAULT"].partition(":")
+original, calls = served.DonModel.infer, itertools.count(1)
+def infer(self, x):
+    if kind == "slow":
+        time.sleep(float(value))
+    elif kind == "error" and next(calls) % int(value) == 0:
+        raise RuntimeError("injected fault")
+    return original(self, x)
+served.DonModel.infer = infer
+from model_server.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class ServerProcess:
+    """A real `python -m model_server` process on loopback ports (optionally with a fault)."""
+
+    def __init__(self, model_dir: Path, model_name: str, log_dir: Path, fault: str | None = None):
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        command = [sys.executable] + (["-c", FAULTY_SERVER] if fault else ["-m", "model_server"])
+        command += ["--model_name", model_name, "--model_dir", str(model_dir),
+                    "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port)]
+        env = dict(os.environ, DON_TEST_FAULT=fault or "", OTEL_SDK_DISABLED="true")
+        self.log = open(log_dir / f"server-{self.http_port}.log", "wb")
+        self.process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self.model_name = model_name
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        import requests
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"model server exited with {self.process.returncode}; "
+                                   f"see {self.log.name}")
+            try:
+                if requests.get(f"{self.url}/v1/models/{self.model_name}", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"model server {self.url} not ready in {timeout} s; see {self.log.name}")
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.log.close()
+
+
+class OperatorProcess:
+    """`python -m ops operator` against a kubeconfig, restartable (for the resume test)."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path, tick: float = 0.3):
+        self.kubeconfig, self.log_dir, self.tick = kubeconfig, log_dir, tick
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        self.log = open(self.log_dir / f"operator-{self.starts}.log", "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ops", "operator", "--kubeconfig", str(self.kubeconfig),
+             "--tick", str(self.tick)], cwd=Path(__file__).resolve().parents[1],
+            env=dict(os.environ, KUBECONFIG=str(self.kubeconfig)),
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as when a node dies."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.log.close()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if not self.log.closed:
+            self.log.close()
+
+
+@pytest.fixture(scope="module")
+def rollout_store(tmp_path_factory) -> Path:
+    """Store with model `don`: v1 (stable), v2 (healthy candidate), v3 (broken candidate)."""
+    root = tmp_path_factory.mktemp("rollout-store")
+    for seed, broken in ((1, False), (2, False), (3, True)):
+        publish_tiny_version(root, "don", seed, broken)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server_processes(rollout_store, tmp_path_factory):
+    """Real model servers (started, maybe not ready yet): stable v1, healthy v2, slow v2,
+    erroring v2 and broken v3. Separate from `model_servers` so that they can boot while the
+    API server starts."""
+    logs = tmp_path_factory.mktemp("server-logs")
+    plan = {"stable": (1, None), "good": (2, None), "slow": (2, "slow:0.6"),
+            "error": (2, "error:3"), "worse": (3, None)}
+    servers = {name: ServerProcess(rollout_store / "don" / str(version), "don", logs, fault)
+               for name, (version, fault) in plan.items()}
+    try:
+        yield servers
+    finally:
+        for server in servers.values():
+            server.terminate()
+        for server in servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def model_servers(server_processes):
+    for server in server_processes.values():
+        server.wait_ready()
+    return server_processes
+
+
+@pytest.fixture(scope="module")
+def operator_cluster(kube_apiserver, kserve_isvc_crd, tmp_path_factory):
+    """The API server with the ModelRollout CRD installed and the operator running against it."""
+    from tests.fixtures_cluster import install_crds
+    crd = Path(__file__).resolve().parents[1] / "charts" / "don-predictor" / "crds" / "modelrollouts.yaml"
+    install_crds(kube_apiserver, [crd])
+    operator = OperatorProcess(kube_apiserver.kubeconfig, tmp_path_factory.mktemp("operator-logs"))
+    operator.start()
+    try:
+        yield kube_apiserver, operator
+    finally:
+        operator.stop()

@@ -1,0 +1,142 @@
+"""pytest fixtures for the server tests (registered in tests/conftest.py).
+
+Servers are real `python -m model_server` subprocesses on free loopback ports, started on the
+model versions of the shared `model_store` (trained by the training CLI), and killed in teardown.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from don_core.artifact import dump_metadata, hash_tree
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m model_server` on loopback; `wait` until ready (or only live, for refusals)."""
+
+    def __init__(self, model_name: str, model_dir: Path, log_path: Path, *args: str,
+                 env: dict | None = None):
+        self.model_name = model_name
+        self.model_dir = Path(model_dir)
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.log_path = log_path
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("OTEL_", "DON_API_TOKEN", "DON_RATE_LIMIT"))}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "model_server", "--model_name", model_name,
+             "--model_dir", str(model_dir), "--http_port", str(self.http_port),
+             "--grpc_port", str(self.grpc_port), *args],
+            cwd=REPO, env={**clean, "PYTHONPATH": str(REPO), **(env or {})},
+            stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, ready: bool = True, timeout: float = 180.0) -> "ServerProcess":
+        path = "/v2/health/ready" if ready else "/v2/health/live"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n"
+                                     f"{self.log()[-4000:]}")
+            try:
+                if requests.get(self.url(path), timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.25)
+        raise AssertionError(f"server not {'ready' if ready else 'live'} after {timeout} s:\n"
+                             f"{self.log()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def serving_store(request) -> Path:
+    """The shared trained store; DON_SERVER_TEST_STORE reuses an existing one while iterating."""
+    override = os.environ.get("DON_SERVER_TEST_STORE")
+    if override:
+        return Path(override)
+    return request.getfixturevalue("model_store")
+
+
+@pytest.fixture(scope="session")
+def start_server(tmp_path_factory):
+    """Factory: start_server(model_name, model_dir, *args, env=..., ready=True)."""
+    started: list[ServerProcess] = []
+    logs = tmp_path_factory.mktemp("server-logs")
+
+    def start(model_name: str, model_dir: Path, *args: str, env: dict | None = None,
+              ready: bool = True) -> ServerProcess:
+        server = ServerProcess(model_name, model_dir, logs / f"server-{len(started)}.log",
+                               *args, env=env)
+        started.append(server)
+        try:
+            return server.wait(ready=ready)
+        except AssertionError:
+            server.stop()
+            raise
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def rf_server(serving_store, start_server) -> ServerProcess:
+    return start_server("don-rf", serving_store / "don-rf" / "1")
+
+
+@pytest.fixture(scope="session")
+def tf_server(serving_store, start_server) -> ServerProcess:
+    return start_server("don-tf", serving_store / "don-tf" / "1")
+
+
+@pytest.fixture(scope="session")
+def golden_rows(serving_store) -> list[list[float]]:
+    golden = json.loads((serving_store / "don-rf" / "1" / "golden.json").read_text())
+    return golden["instances"]
+
+
+def copy_version(src: Path, dst: Path, mutate=None, rehash: bool = False) -> Path:
+    """A copy of a version directory, optionally altered; `rehash` re-signs metadata.json."""
+    shutil.copytree(src, dst)
+    if mutate is not None:
+        mutate(dst)
+    if rehash:
+        metadata = json.loads((dst / "metadata.json").read_text())
+        metadata["files"] = hash_tree(dst)
+        (dst / "metadata.json").write_bytes(dump_metadata(metadata))
+    return dst

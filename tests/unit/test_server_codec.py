@@ -1,0 +1,131 @@
+"""Request decoding and validation: every bad input is a ClientError naming the problem."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pytest
+
+from model_server import codec
+
+ROW = [0.5] * 448
+
+
+def v1(doc) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def test_v1_batch_decodes_to_rows():
+    x = codec.decode_v1(v1({"instances": [ROW, ROW]}), max_rows=10)
+    assert x.shape == (2, 448) and x.dtype.kind == "f"
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"", 400, "empty"),
+    (b"{", 400, "malformed JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (b'{"rows": []}', 400, '"instances"'),
+    (b'{"instances": 3}', 400, "list"),
+    (b'{"instances": []}', 400, "empty batch"),
+    (v1({"instances": [[0.5] * 447]}), 400, "448 bands, got 447"),
+    (v1({"instances": [ROW, [0.5] * 447]}), 400, "ragged"),
+    (v1({"instances": ROW}), 400, "dimension"),
+    (v1({"instances": [["a"] * 448]}), 400, "strings"),
+    (v1({"instances": [[True] * 448]}), 400, "booleans"),
+    (v1({"instances": [[None] * 448]}), 400, "null"),
+    (b'{"instances": [[NaN]]}', 400, "malformed JSON"),
+    (v1({"instances": [ROW] * 11}), 413, "limit of 10 rows"),
+])
+def test_v1_bad_input_is_named(body, status, words):
+    with pytest.raises(codec.ClientError) as err:
+        codec.decode_v1(body, max_rows=10)
+    assert err.value.status == status
+    assert words in err.value.message
+
+
+def test_non_finite_values_are_refused_with_their_rows():
+    x = np.full((3, 448), 0.5)
+    x[2, 7] = np.inf
+    with pytest.raises(codec.ClientError, match=r"non-finite .* row\(s\) \[2\]"):
+        codec.check_rows(x, max_rows=10)
+
+
+def v2_doc(rows, datatype="FP64", **extra):
+    return {"inputs": [{"name": "spectra", "shape": [len(rows), 448], "datatype": datatype,
+                        "data": rows}], **extra}
+
+
+def test_v2_json_nested_and_flat_data():
+    a = codec.decode_v2(v1(v2_doc([ROW, ROW], id="r1")), None, 10)
+    flat = v2_doc([ROW, ROW])
+    flat["inputs"][0]["data"] = ROW + ROW
+    b = codec.decode_v2(v1(flat), None, 10)
+    assert a.x.shape == b.x.shape == (2, 448) and a.id == "r1" and not a.binary_output
+
+
+def binary_request(x: np.ndarray, datatype="FP32", **params):
+    head = orjson.dumps({"inputs": [{"name": "spectra", "shape": list(x.shape),
+                                     "datatype": datatype,
+                                     "parameters": {"binary_data_size": x.nbytes}}],
+                         "parameters": params})
+    return head + x.tobytes(), str(len(head))
+
+
+def test_v2_binary_tensor_round_trip():
+    x = np.random.default_rng(0).random((5, 448)).astype("<f4")
+    body, length = binary_request(x, binary_data_output=True)
+    req = codec.decode_v2(body, length, 10)
+    np.testing.assert_array_equal(req.x, x)
+    assert req.binary_output
+    content, headers = codec.encode_v2(np.arange(5.0), "m", "3", "id-1", binary=True)
+    json_len = int(headers["Inference-Header-Content-Length"])
+    head = orjson.loads(content[:json_len])
+    assert head["model_version"] == "3" and head["outputs"][0]["parameters"] == {
+        "binary_data_size": 20}
+    np.testing.assert_array_equal(np.frombuffer(content[json_len:], "<f4"), np.arange(5.0))
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: d.update(inputs=[]), '"inputs"'),
+    (lambda d: d["inputs"].append(d["inputs"][0]), "exactly one input"),
+    (lambda d: d["inputs"][0].update(datatype="INT32"), "FP32 or FP64"),
+    (lambda d: d["inputs"][0].update(shape=[1, 447]), "shape must be [n, 448]"),
+    (lambda d: d["inputs"][0].update(shape="1,448"), "non-negative integers"),
+    (lambda d: d["inputs"][0].update(shape=[0, 448], data=[]), "empty batch"),
+    (lambda d: d["inputs"][0].update(shape=[2, 448]), "needs 896"),
+    (lambda d: d["inputs"][0].pop("data"), "neither"),
+    (lambda d: d.update(outputs=[{"name": "logits"}]), "unknown output"),
+    (lambda d: d.update(id=5), '"id" must be a string'),
+])
+def test_v2_bad_input_is_named(mutate, words):
+    doc = v2_doc([ROW])
+    mutate(doc)
+    with pytest.raises(codec.ClientError) as err:
+        codec.decode_v2(v1(doc), None, 10)
+    assert err.value.status == 400 and words in err.value.message
+
+
+def test_v2_binary_size_mismatches_are_refused():
+    x = np.zeros((2, 448), "<f4")
+    body, length = binary_request(x)
+    with pytest.raises(codec.ClientError, match="bytes of binary"):
+        codec.decode_v2(body[:-4], length, 10)
+    with pytest.raises(codec.ClientError, match="does not fit"):
+        codec.decode_v2(body, str(len(body) + 1), 10)
+    with pytest.raises(codec.ClientError, match="integer"):
+        codec.decode_v2(body, "abc", 10)
+    body64, length64 = binary_request(x, datatype="FP64")  # 4-byte floats declared as FP64
+    with pytest.raises(codec.ClientError, match="does not match shape and datatype"):
+        codec.decode_v2(body64, length64, 10)
+
+
+def test_v2_batch_limit():
+    with pytest.raises(codec.ClientError) as err:
+        codec.decode_v2(v1(v2_doc([ROW] * 3)), None, 2)
+    assert err.value.status == 413
+
+
+def test_v1_response_is_plain_json():
+    assert orjson.loads(codec.encode_v1(np.array([1.5, 0.0], "f4"))) == {
+        "predictions": [1.5, 0.0]}

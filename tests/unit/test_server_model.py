@@ -1,0 +1,119 @@
+"""DonModel loading: verification, the ONNX fast path checked against the native model, fallback."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from don_core.artifact import read_golden
+from model_server.backends import NATIVE_BACKENDS
+from model_server.model import DonModel, ServeOptions
+from tests.fixtures_server import copy_version
+
+
+@pytest.fixture(scope="module")
+def rf_dir(serving_store):
+    return serving_store / "don-rf" / "1"
+
+
+def loaded(model_dir, **options) -> DonModel:
+    model = DonModel("don-rf", model_dir, ServeOptions(**options))
+    model.load()
+    return model
+
+
+def golden(model_dir):
+    return np.asarray(read_golden(model_dir / "golden.json")["instances"])
+
+
+def test_serves_onnx_matching_native_on_golden_rows(rf_dir):
+    model = loaded(rf_dir)
+    assert model.ready and model.state == "ready"
+    assert model.backend_name == "onnxruntime" and model.onnx_check["used"]
+    rows = golden(rf_dir)
+    native = NATIVE_BACKENDS["sklearn"](rf_dir / "model.joblib").predict(rows)
+    fast = model.infer(rows)
+    # the tested tolerance: the defaults of ServeOptions
+    np.testing.assert_allclose(fast, native, rtol=ServeOptions.onnx_rtol,
+                               atol=ServeOptions.onnx_atol)
+    assert (fast >= 0).all()
+    assert model.status()["version"] == str(json.loads(
+        (rf_dir / "metadata.json").read_text())["version"])
+
+
+def test_predictions_are_never_negative(rf_dir):
+    model = loaded(rf_dir)
+
+    class Negative:
+        name = "test"
+
+        def predict(self, x):
+            return np.full(len(x), -5.0, dtype=np.float32)
+
+    model.backend = Negative()
+    assert (model.infer(golden(rf_dir)[:3]) == 0).all()
+
+
+def test_altered_file_is_refused(rf_dir, tmp_path):
+    def corrupt(d):
+        data = bytearray((d / "model.onnx").read_bytes())
+        data[-1] ^= 0xFF
+        (d / "model.onnx").write_bytes(bytes(data))
+
+    model = loaded(copy_version(rf_dir, tmp_path / "v", corrupt))
+    assert not model.ready and model.state == "refused"
+    assert "model.onnx fails its sha256 check" in model.reason
+
+
+def test_other_feature_schema_is_refused(rf_dir, tmp_path):
+    def other_schema(d):
+        meta = json.loads((d / "metadata.json").read_text())
+        meta["feature_schema"]["n_features"] = 447
+        (d / "metadata.json").write_text(json.dumps(meta))
+
+    model = loaded(copy_version(rf_dir, tmp_path / "v", other_schema))
+    assert not model.ready and "feature schema" in model.reason
+
+
+def test_unlisted_file_is_refused(rf_dir, tmp_path):
+    model = loaded(copy_version(rf_dir, tmp_path / "v",
+                                lambda d: (d / "extra.pkl").write_bytes(b"x")))
+    assert not model.ready and "not listed" in model.reason
+
+
+def test_onnx_that_disagrees_falls_back_to_native(serving_store, rf_dir, tmp_path):
+    other = serving_store / "don-rf" / "2" / "model.onnx"  # another seed: another forest
+    d = copy_version(rf_dir, tmp_path / "v",
+                     lambda d: (d / "model.onnx").write_bytes(other.read_bytes()), rehash=True)
+    model = loaded(d)
+    assert model.ready and model.backend_name == "sklearn"
+    assert model.onnx_check["used"] is False and model.onnx_check["max_abs_diff_ppb"] > 0.5
+
+
+def test_missing_or_broken_onnx_falls_back_to_native(rf_dir, tmp_path):
+    missing = loaded(copy_version(rf_dir, tmp_path / "a",
+                                  lambda d: (d / "model.onnx").unlink(), rehash=True))
+    broken = loaded(copy_version(rf_dir, tmp_path / "b",
+                                 lambda d: (d / "model.onnx").write_bytes(b"not onnx"),
+                                 rehash=True))
+    for model in (missing, broken):
+        assert model.ready and model.backend_name == "sklearn"
+    assert "absent" in missing.onnx_check["reason"]
+    assert "cannot load" in broken.onnx_check["reason"]
+
+
+def test_onnx_can_be_turned_off(rf_dir):
+    assert loaded(rf_dir, use_onnx=False).backend_name == "sklearn"
+
+
+def test_tensorflow_version_serves_onnx_checked_against_saved_model(serving_store):
+    tf_dir = serving_store / "don-tf" / "1"
+    model = DonModel("don-tf", tf_dir)
+    model.load()
+    assert model.ready and model.family == "tensorflow"
+    assert model.backend_name == "onnxruntime", model.onnx_check
+    rows = golden(tf_dir)
+    native = NATIVE_BACKENDS["tensorflow"](tf_dir / "saved_model").predict(rows)
+    np.testing.assert_allclose(model.infer(rows), np.maximum(native, 0),
+                               rtol=ServeOptions.onnx_rtol, atol=ServeOptions.onnx_atol)
