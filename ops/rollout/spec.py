@@ -14,7 +14,6 @@ DEFAULTS: dict = {
     "steps": [10, 25, 50, 100],
     "interval": "60s",
     "paused": False,
-    "action": "",
     "analysis": {"minSuccessRate": 0.99, "maxP99LatencyMs": 500, "maxRelativeErrorIncrease": 0.1,
                  "failureLimit": 1, "minRequests": 10, "goldenSet": True},
     "metrics": {"source": "Direct", "requestsMetric": "don_requests_total",
