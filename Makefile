@@ -43,6 +43,7 @@ e2e: install
 	$(PYTEST) -m e2e -v
 
 bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/serve.py
 
 ## Re-render manifests/ from the chart (tests/chart/test_manifests.py fails when it is stale).

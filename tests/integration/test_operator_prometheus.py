@@ -1,5 +1,6 @@
 """Canary analysis with metrics from a real Prometheus server (Debian's `prometheus` binary)
-scraping real model-server processes on loopback. Skips when no prometheus binary is installed."""
+scraping real model-server processes on loopback. Installs the Debian package when it is missing
+(as root); skips only where that is impossible."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import time
 import pytest
 import requests
 
+from ops.cluster import binaries
 from ops.rollout.controller import Engine
 from ops.rollout.spec import parse_spec
 from tests.fixtures_operator import ServerProcess, free_port, wait_http
@@ -33,9 +35,12 @@ def servers(rollout_store, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prometheus(servers, tmp_path_factory):
+    if not shutil.which("prometheus"):
+        try:
+            binaries.apt_install(["prometheus"])
+        except binaries.BuildError as exc:
+            pytest.skip(f"no prometheus binary (Debian package `prometheus`): {exc}")
     binary = shutil.which("prometheus")
-    if not binary:
-        pytest.skip("no prometheus binary (Debian package `prometheus`)")
     work = tmp_path_factory.mktemp("prometheus")
     targets = ", ".join(f"'127.0.0.1:{s.http_port}'" for s in servers.values())
     (work / "prometheus.yml").write_text(
