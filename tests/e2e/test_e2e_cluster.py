@@ -265,17 +265,16 @@ while time.time() < end:  # steady traffic so that every analysis window has req
 """
 
 
-def test_rollout_operator_in_cluster_promotes_the_canary(e2e_cluster, kube, store_dir):
-    """The operator runs as a pod from the chart and drives the deployment engine (replica ratio:
-    no Gateway API on Kubernetes 1.20) from version 1 to the canary version 2."""
+def _operator_with_canary(e2e_cluster, kube) -> None:
+    """The chart's operator Deployment, don-rf v1 stable + v2 canary (50 % by replicas), Services per
+    track (the chart creates them only with an HTTPRoute: how the operator tells the stable pods'
+    metrics from the canary's) and a pod sending steady traffic through the don-rf Service."""
     kube.helm("upgrade", RELEASE, str(CHART), *_base_values(e2e_cluster), "--set-string", "training.job.runId=2",
               "--set", "training.models={rf}", "--set", "models.rf.canary.version=2",
               "--set", "models.rf.canary.trafficPercent=50", "--set", "operator.enabled=true")
     operator = kube.get("deployments", selector="app.kubernetes.io/component=operator")["items"]
     assert len(operator) == 1
     kube.kubectl("rollout", "status", f"deployment/{operator[0]['metadata']['name']}", "--timeout=300s", timeout=320)
-    # Per-track Services (the chart creates them only with an HTTPRoute): how the operator tells the
-    # stable pods' metrics from the canary's.
     for track in ("stable", "canary"):
         kube.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"don-rf-{track}"},
                     "spec": {"selector": {"app.kubernetes.io/component": "predictor", "don-predictor.io/model": "don-rf",
@@ -284,8 +283,87 @@ def test_rollout_operator_in_cluster_promotes_the_canary(e2e_cluster, kube, stor
     load = _client_pod("don-e2e-load", e2e_cluster, LOAD_SCRIPT)
     load["spec"]["containers"][0]["env"] = [
         {"name": "BASE", "value": _service_base(kube, e2e_cluster, "don-rf")},
-        {"name": "MODEL", "value": "don-rf"}, {"name": "SECONDS", "value": "600"}]
+        {"name": "MODEL", "value": "don-rf"}, {"name": "SECONDS", "value": "900"}]
     kube.apply(load)
+
+
+def _wait_terminal(kube: Kube, names: list[str], seconds: float, on_poll=lambda: None) -> dict:
+    deadline = time.monotonic() + seconds
+    statuses: dict = {}
+    while time.monotonic() < deadline:
+        statuses = {n: kube.get("modelrollout", n).get("status") or {} for n in names}
+        on_poll()
+        if all(s.get("phase") in ("Promoted", "RolledBack", "Failed") for s in statuses.values()):
+            break
+        time.sleep(3)
+    return statuses
+
+
+KSERVE_ISVC_CRD = Path(__file__).resolve().parents[3] / "shared" / "kserve-crds" / "serving.kserve.io_inferenceservices.yaml"
+
+
+def test_rollout_operator_in_cluster_drives_inference_services(e2e_cluster, kube, store_dir):
+    """The in-cluster operator patches real InferenceService objects (the KServe CRD from
+    ../shared/kserve-crds) in both KServe modes, judging the canary from the model-server pods the
+    chart runs (v1 stable, v2 canary). KServe's controller cannot run here, so nothing reconciles
+    the InferenceServices into pods: what this checks is the operator's analysis and its patches
+    through the API server; KServe's own traffic split is checked on kind (test_kind_kserve.py)."""
+    if e2e_cluster.api is None:
+        pytest.skip("on kind, KServe itself reconciles InferenceServices: see test_kind_kserve.py")
+    if not KSERVE_ISVC_CRD.is_file():
+        pytest.skip(f"KServe CRD schemas are absent from {KSERVE_ISVC_CRD.parent}")
+    install_crds(e2e_cluster.api, [KSERVE_ISVC_CRD])
+    _operator_with_canary(e2e_cluster, kube)
+    urls = {track: f"http://{kube.get('service', f'don-rf-{track}')['spec']['clusterIP']}:80"
+            for track in ("stable", "canary")}
+    modes = {"Standard": "Standard", "Knative": "Serverless"}
+    seen_weights: dict[str, set] = {mode: set() for mode in modes}
+
+    def isvc(mode: str) -> dict:
+        return kube.get("inferenceservice", f"don-rf-{mode.lower()}")
+
+    def record() -> None:
+        for mode in modes:
+            spec = isvc(mode)["spec"]
+            if mode == "Standard":
+                seen_weights[mode] |= {c.get("trafficPercent") for c in spec.get("canary") or []}
+            elif "canaryTrafficPercent" in spec["predictor"]:
+                seen_weights[mode].add(spec["predictor"]["canaryTrafficPercent"])
+
+    for mode, annotation in modes.items():
+        kube.apply({
+            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": f"don-rf-{mode.lower()}",
+                         "annotations": {"serving.kserve.io/deploymentMode": annotation}},
+            "spec": {"predictor": {"minReplicas": 1, "model": {
+                "name": "kserve-container", "modelFormat": {"name": "don-sklearn"},
+                "runtime": "don-model-server", "storageUri": "pvc://don-model-store/don-rf/1"}}}})
+        kube.apply({
+            "apiVersion": "rollouts.don-predictor.io/v1alpha1", "kind": "ModelRollout",
+            "metadata": {"name": f"isvc-{mode.lower()}"},
+            "spec": {"target": f"don-rf-{mode.lower()}", "candidate": {"version": 2}, "mode": mode,
+                     "steps": [50, 100], "interval": "10s",
+                     "endpoints": {"stableUrl": urls["stable"], "canaryUrl": urls["canary"],
+                                   "modelName": "don-rf"},
+                     "analysis": {"minRequests": 5, "maxP99LatencyMs": 5000, "goldenSet": False}}})
+    names = [f"isvc-{mode.lower()}" for mode in modes]
+    statuses = _wait_terminal(kube, names, 300, record)
+    table = kube.kubectl("get", "modelrollouts").stdout
+    for mode in modes:
+        status = statuses[f"isvc-{mode.lower()}"]
+        assert status.get("phase") == "Promoted", (mode, status, table)
+        assert 50 in seen_weights[mode], (mode, seen_weights[mode])
+        spec = isvc(mode)["spec"]
+        assert spec["predictor"]["model"]["storageUri"] == "pvc://don-model-store/don-rf/2", spec
+        assert not spec.get("canary") and "canaryTrafficPercent" not in spec["predictor"], spec
+    for name in names:
+        kube.kubectl("delete", "modelrollout", name, "--wait=false", check=False)
+
+
+def test_rollout_operator_in_cluster_promotes_the_canary(e2e_cluster, kube, store_dir):
+    """The operator runs as a pod from the chart and drives the deployment engine (replica ratio:
+    no Gateway API on Kubernetes 1.20) from version 1 to the canary version 2."""
+    _operator_with_canary(e2e_cluster, kube)
     try:
         kube.apply({
             "apiVersion": "rollouts.don-predictor.io/v1alpha1", "kind": "ModelRollout",
@@ -296,13 +374,7 @@ def test_rollout_operator_in_cluster_promotes_the_canary(e2e_cluster, kube, stor
                      # (which reads <store>/<model>/<version>/golden.json) is off in-cluster here.
                      "analysis": {"minRequests": 5, "maxP99LatencyMs": 5000, "goldenSet": False}},
         })
-        deadline = time.monotonic() + 480
-        status: dict = {}
-        while time.monotonic() < deadline:
-            status = kube.get("modelrollout", "don-rf-v2").get("status") or {}
-            if status.get("phase") in ("Promoted", "RolledBack", "Failed"):
-                break
-            time.sleep(5)
+        status = _wait_terminal(kube, ["don-rf-v2"], 480)["don-rf-v2"]
         table = kube.kubectl("get", "modelrollouts").stdout
         assert status.get("phase") == "Promoted", (status, table)
         stable = kube.get("deployment", "don-rf")
