@@ -119,3 +119,9 @@ def s3_bucket(s3_env):
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3_client().create_bucket(Bucket=name)
     return name
+
+
+def pytest_collection_modifyitems(items):
+    """The local cluster behind the e2e suite is session-scoped and heavy (kubelet, containerd,
+    pods): run those tests last so that it is up only at the end and never slows the others."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
