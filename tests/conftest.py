@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.net import free_port, wait_for_http
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
 
@@ -57,31 +59,6 @@ def model_store(tmp_path_factory) -> Path:
         run_training("train", "--data", "synthetic:300", "--store", str(root), "--model", model,
                      "--family", family, "--seed", str(seed), "--quick")
     return root
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
-    import time
-    import urllib.error
-    import urllib.request
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {process.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
 @pytest.fixture(scope="session")

@@ -11,34 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
-    import requests
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {process.returncode}")
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
+from tests.net import free_port, wait_for_http
 
 
 def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
@@ -130,19 +110,10 @@ class ServerProcess:
         self.model_name = model_name
 
     def wait_ready(self, timeout: float = 90.0) -> None:
-        import requests
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"model server exited with {self.process.returncode}; "
-                                   f"see {self.log.name}")
-            try:
-                if requests.get(f"{self.url}/v1/models/{self.model_name}", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"model server {self.url} not ready in {timeout} s; see {self.log.name}")
+        try:
+            wait_for_http(f"{self.url}/v1/models/{self.model_name}", timeout, self.process, ok_only=True)
+        except (RuntimeError, TimeoutError) as exc:
+            raise type(exc)(f"model server: {exc}; see {self.log.name}") from None
 
     def terminate(self) -> None:
         if self.process.poll() is None:

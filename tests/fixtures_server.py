@@ -9,24 +9,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from don_core.artifact import dump_metadata, hash_tree
+from tests.net import free_port, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServerProcess:
@@ -59,19 +51,12 @@ class ServerProcess:
 
     def wait(self, ready: bool = True, timeout: float = 180.0) -> "ServerProcess":
         path = "/v2/health/ready" if ready else "/v2/health/live"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n"
-                                     f"{self.log()[-4000:]}")
-            try:
-                if requests.get(self.url(path), timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.25)
-        raise AssertionError(f"server not {'ready' if ready else 'live'} after {timeout} s:\n"
-                             f"{self.log()[-4000:]}")
+        try:
+            wait_for_http(self.url(path), timeout, self.proc, ok_only=True)
+        except (RuntimeError, TimeoutError) as exc:
+            raise AssertionError(f"server not {'ready' if ready else 'live'}: {exc}:\n"
+                                 f"{self.log()[-4000:]}") from None
+        return self
 
     def stop(self) -> None:
         if self.proc.poll() is None:

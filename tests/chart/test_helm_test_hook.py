@@ -3,67 +3,31 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures_server import ServerProcess
 
 pytestmark = [pytest.mark.chart, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"model server exited: {proc.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"model server on {port} not ready after {timeout} s")
-
-
 @pytest.fixture(scope="module")
-def served_models(model_store):
+def served_models(model_store, tmp_path_factory):
     """Both models served by `python -m model_server`, as the chart's Deployments run it."""
-    servers, ports = [], {}
+    logs = tmp_path_factory.mktemp("hook-servers")
+    servers = {name: ServerProcess(name, model_store / name / "1", logs / f"{name}.log")
+               for name in ("don-rf", "don-tf")}
     try:
-        for name in ("don-rf", "don-tf"):
-            http_port, grpc_port = free_port(), free_port()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "model_server", f"--model_name={name}",
-                 f"--model_dir={model_store / name / '1'}", f"--http_port={http_port}",
-                 f"--grpc_port={grpc_port}"],
-                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                start_new_session=True, env={**os.environ, "OTEL_SDK_DISABLED": "true"})
-            servers.append(proc)
-            ports[name] = http_port
-        for proc, port in zip(servers, ports.values()):
-            wait_ready(port, proc)
-        yield ports
+        for server in servers.values():
+            server.wait()
+        yield {name: server.http_port for name, server in servers.items()}
     finally:
-        for proc in servers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
+        for server in servers.values():
+            server.stop()
 
 
 def test_hook_program_predicts_with_both_models(renders, served_models):

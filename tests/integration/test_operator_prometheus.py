@@ -14,7 +14,8 @@ import requests
 from ops.cluster import binaries
 from ops.rollout.controller import Engine
 from ops.rollout.spec import parse_spec
-from tests.fixtures_operator import ServerProcess, free_port, wait_http
+from tests.fixtures_operator import ServerProcess
+from tests.net import free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,7 @@ def prometheus(servers, tmp_path_factory):
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{url}/-/ready", process=process)
+        wait_for_http(f"{url}/-/ready", process=process)
         deadline = time.monotonic() + 30  # the first scrape comes a few seconds after start
         while time.monotonic() < deadline:
             up = requests.get(f"{url}/api/v1/query", params={"query": "up == 1"}, timeout=5).json()

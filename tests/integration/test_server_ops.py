@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from tests.fixtures_server import copy_version, free_port
+from tests.fixtures_server import copy_version
+from tests.net import free_port
 
 ROW = [0.5] * 448
 PREDICT = "/v1/models/don-rf:predict"
