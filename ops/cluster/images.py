@@ -26,6 +26,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from don_core.artifact import file_sha256
+
 from . import binaries
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,20 +66,12 @@ def _images_dir() -> Path:
     return d
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _tar_dir(src: Path, dest: Path) -> str:
     """Deterministic-enough layer tarball of a directory; returns its sha256 (the layer diff_id)."""
     partial = dest.with_suffix(".partial")
     subprocess.run(["tar", "--numeric-owner", "--sort=name", "--mtime=@0", "-C", str(src), "-cf",
                     str(partial), "."], check=True)
-    digest = _sha256_file(partial)
+    digest = file_sha256(partial)
     (dest.parent / (dest.name + ".sha256")).write_text(digest)
     partial.replace(dest)
     return digest
