@@ -166,7 +166,8 @@ def verify_version_dir(version_dir: Path, expected_model: str | None = None) -> 
 def write_golden(path: Path, spectra, targets_ppb, ids) -> None:
     """The labelled spectra kept with a version, for load-time checks and canary analysis."""
     doc = {
-        "description": "held-out labelled spectra (ppb); compare model versions on the same rows",
+        "description": "labelled spectra (ppb) from the hold-out split; the final model is fitted "
+                       "on them too, so they check serving, not generalisation",
         "ids": [str(i) for i in ids],
         "instances": [[float(v) for v in row] for row in spectra],
         "targets_ppb": [float(t) for t in targets_ppb],

@@ -130,7 +130,7 @@ class LocalStore(Store):
         staging = model_dir / f".staging-{uuid.uuid4().hex}"
         try:
             shutil.copytree(src_dir, staging, ignore=shutil.ignore_patterns(METADATA_FILE))
-            for attempt in range(_MAX_PUBLISH_ATTEMPTS):
+            for _attempt in range(_MAX_PUBLISH_ATTEMPTS):
                 number = version if version is not None else (self._highest(model_dir) + 1)
                 (staging / METADATA_FILE).write_bytes(dump_metadata(dict(metadata, version=number)))
                 _fsync_tree(staging)
@@ -268,7 +268,7 @@ class S3Store(Store):
             raise StoreError(f"cannot write to {self.root}: {_s3_reason(exc)}") from None
 
     def _install(self, model, src_dir, version, metadata):
-        for attempt in range(_MAX_PUBLISH_ATTEMPTS):
+        for _attempt in range(_MAX_PUBLISH_ATTEMPTS):
             number = version if version is not None else \
                 max(self._numbers(model, with_metadata=False), default=0) + 1
             if self._claim(model, number):

@@ -17,12 +17,14 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, ArtifactError,
                                read_golden, verify_version_dir)
 from don_core import telemetry
+from don_core.export_check import MIN_AGREEMENT, agreement, probe_rows
 from don_core.schema import N_BANDS
 from model_server import codec
 from model_server.backends import NATIVE_BACKENDS, BackendError, OnnxBackend
 from model_server.metrics import ServingMetrics
 
 log = logging.getLogger("model_server")
+PROBE_EXTRA_ROWS = 300  # perturbed golden rows for the ONNX check: ~3 rows may flip a split
 QUIET_LOGGERS = ("uvicorn.access", "kserve.trace")  # one line per request costs ~15% throughput
 
 # The one model this process serves; the fast REST routes and the status endpoint read it.
@@ -37,8 +39,9 @@ def current_model() -> "DonModel | None":
 class ServeOptions:
     max_batch_rows: int = 10_000
     use_onnx: bool = True
-    # ONNX vs native on the golden rows: |onnx - native| <= atol + rtol * |native| (ppb).
-    # float32 ONNX against the float64 pipeline differs by float rounding only, far below this.
+    # ONNX vs native on the golden rows and rows near them: |onnx - native| <= atol + rtol *
+    # |native| (ppb) on 99% of rows. float32 ONNX against the float64 pipeline differs by float
+    # rounding only, far below this, apart from a rare tree split flip.
     onnx_rtol: float = 1e-3
     onnx_atol: float = 0.5
 
@@ -115,24 +118,24 @@ class DonModel(Model):
         rows = np.asarray(golden["instances"], dtype=np.float64).reshape(-1, N_BANDS)
         if len(rows) == 0:
             raise ArtifactError(f"{self.model_dir}: golden set is empty; nothing to check against")
-        reference = native.predict(rows)
-        if not np.isfinite(reference).all():
+        if not np.isfinite(native.predict(rows)).all():
             raise ArtifactError(f"{self.model_dir}: native model predicts non-finite values on "
                                 "its own golden rows")
         self.backend, self.backend_name = native, native.name
         onnx_path = self.model_dir / artifacts.get("onnx", ONNX_FILE)
         if self.options.use_onnx:
-            self._try_onnx(onnx_path, rows, reference)
+            self._try_onnx(onnx_path, native, rows)
         self._warm_up(rows)
         if self.metrics is None:
             self.metrics = ServingMetrics(self.name, self.version, self.family, self.backend_name)
 
-    def _try_onnx(self, path: Path, rows: np.ndarray, reference: np.ndarray) -> None:
-        """Use ONNX Runtime if the file loads and matches the native model on the golden rows."""
+    def _try_onnx(self, path: Path, native, golden: np.ndarray) -> None:
+        """Use ONNX Runtime if the file loads and matches the native model near the golden rows."""
         if not path.is_file():
             self.onnx_check = {"used": False, "reason": f"{path.name} is absent"}
             log.warning("no %s in %s; serving the native model", path.name, self.model_dir)
             return
+        rows = probe_rows(golden, extra=PROBE_EXTRA_ROWS)
         try:
             onnx = OnnxBackend(path)
             fast = onnx.predict(rows)
@@ -140,16 +143,18 @@ class DonModel(Model):
             self.onnx_check = {"used": False, "reason": str(exc)}
             log.warning("ONNX fast path unavailable, serving the native model: %s", exc)
             return
-        diff = np.abs(fast.astype(np.float64) - reference)
-        allowed = self.options.onnx_atol + self.options.onnx_rtol * np.abs(reference)
-        worst = float(diff.max()) if diff.size else 0.0
-        self.onnx_check = {"rows": int(len(rows)), "max_abs_diff_ppb": worst,
+        reference = native.predict(rows)
+        if fast.shape != reference.shape:  # a wrong graph; broadcasting must not hide it
+            fast = np.full(reference.shape, np.nan)
+        agreed, diff = agreement(reference, fast, self.options.onnx_rtol, self.options.onnx_atol)
+        worst = float(np.nanmax(diff)) if np.isfinite(diff).any() else None
+        self.onnx_check = {"rows": int(len(rows)), "agreement": agreed, "max_abs_diff_ppb": worst,
                            "rtol": self.options.onnx_rtol, "atol_ppb": self.options.onnx_atol}
-        if fast.shape != reference.shape or not (diff <= allowed).all():
+        if agreed < MIN_AGREEMENT:
             self.onnx_check.update(used=False, reason="ONNX predictions differ from the native "
                                                       "model beyond tolerance")
-            log.warning("ONNX copy disagrees with the native model on the golden rows (max "
-                        "|diff| %.4g ppb); serving the native model", worst,
+            log.warning("ONNX copy agrees with the native model on only %.1f%% of probe rows (max "
+                        "|diff| %s ppb); serving the native model", 100 * agreed, worst,
                         extra={"onnx_check": self.onnx_check})
             return
         self.onnx_check["used"] = True

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.net import free_port, wait_for_http
+from tests.fixtures_server import ServerProcess
 
 
 def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
@@ -74,62 +74,6 @@ def tiny_store(tmp_path) -> Path:
 
 # ---- real model servers and the operator, for the apiserver tests ---------------------------
 
-# Runs the real model server with one fault injected into DonModel.infer (the prediction path):
-# slow:SECONDS sleeps before every prediction; error:N fails every Nth prediction with an
-# exception, which the server answers with 500 and counts as a server_error.
-FAULTY_SERVER = """
-import itertools, os, sys, time
-import model_server.model as served
-kind, _, value = os.environ["DON_TEST_FAULT"].partition(":")
-original, calls = served.DonModel.infer, itertools.count(1)
-def infer(self, x):
-    if kind == "slow":
-        time.sleep(float(value))
-    elif kind == "error" and next(calls) % int(value) == 0:
-        raise RuntimeError("injected fault")
-    return original(self, x)
-served.DonModel.infer = infer
-from model_server.__main__ import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-class ServerProcess:
-    """A real `python -m model_server` process on loopback ports (optionally with a fault)."""
-
-    def __init__(self, model_dir: Path, model_name: str, log_dir: Path, fault: str | None = None):
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        command = [sys.executable] + (["-c", FAULTY_SERVER] if fault else ["-m", "model_server"])
-        command += ["--model_name", model_name, "--model_dir", str(model_dir),
-                    "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port)]
-        env = dict(os.environ, DON_TEST_FAULT=fault or "", OTEL_SDK_DISABLED="true")
-        self.log = open(log_dir / f"server-{self.http_port}.log", "wb")
-        self.process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env,
-                                        stdout=self.log, stderr=subprocess.STDOUT)
-        self.model_name = model_name
-
-    def wait_ready(self, timeout: float = 90.0) -> None:
-        try:
-            wait_for_http(f"{self.url}/v1/models/{self.model_name}", timeout, self.process, ok_only=True)
-        except (RuntimeError, TimeoutError) as exc:
-            raise type(exc)(f"model server: {exc}; see {self.log.name}") from None
-
-    def terminate(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.log.close()
-
-
 class OperatorProcess:
     """`python -m ops operator` against a kubeconfig, restartable (for the resume test)."""
 
@@ -183,7 +127,8 @@ def server_processes(rollout_store, tmp_path_factory):
     logs = tmp_path_factory.mktemp("server-logs")
     plan = {"stable": (1, None), "good": (2, None), "slow": (2, "slow:0.6"),
             "error": (2, "error:3"), "worse": (3, None)}
-    servers = {name: ServerProcess(rollout_store / "don" / str(version), "don", logs, fault)
+    servers = {name: ServerProcess("don", rollout_store / "don" / str(version), logs / f"{name}.log",
+                                   fault=fault)
                for name, (version, fault) in plan.items()}
     try:
         yield servers
@@ -197,7 +142,7 @@ def server_processes(rollout_store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_servers(server_processes):
     for server in server_processes.values():
-        server.wait_ready()
+        server.wait(timeout=90)
     return server_processes
 
 

@@ -21,22 +21,45 @@ from tests.net import free_port, wait_for_http
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Runs the real model server with one fault injected into DonModel.infer (the prediction path):
+# slow:SECONDS sleeps before every prediction; error:N fails every Nth prediction with an
+# exception, which the server answers with 500 and counts as a server_error.
+FAULTY_SERVER = """
+import itertools, os, sys, time
+import model_server.model as served
+kind, _, value = os.environ["DON_TEST_FAULT"].partition(":")
+original, calls = served.DonModel.infer, itertools.count(1)
+def infer(self, x):
+    if kind == "slow":
+        time.sleep(float(value))
+    elif kind == "error" and next(calls) % int(value) == 0:
+        raise RuntimeError("injected fault")
+    return original(self, x)
+served.DonModel.infer = infer
+from model_server.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 class ServerProcess:
-    """`python -m model_server` on loopback; `wait` until ready (or only live, for refusals)."""
+    """`python -m model_server` on loopback (optionally with a FAULTY_SERVER fault); `wait` until
+    ready (or only live, for refusals)."""
 
     def __init__(self, model_name: str, model_dir: Path, log_path: Path, *args: str,
-                 env: dict | None = None):
+                 env: dict | None = None, fault: str | None = None):
         self.model_name = model_name
         self.model_dir = Path(model_dir)
         self.http_port, self.grpc_port = free_port(), free_port()
         self.log_path = log_path
         clean = {k: v for k, v in os.environ.items()
                  if not k.startswith(("OTEL_", "DON_API_TOKEN", "DON_RATE_LIMIT"))}
+        program = ["-c", FAULTY_SERVER] if fault else ["-m", "model_server"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "model_server", "--model_name", model_name,
+            [sys.executable, *program, "--model_name", model_name,
              "--model_dir", str(model_dir), "--http_port", str(self.http_port),
              "--grpc_port", str(self.grpc_port), *args],
-            cwd=REPO, env={**clean, "PYTHONPATH": str(REPO), **(env or {})},
+            cwd=REPO, env={**clean, "PYTHONPATH": str(REPO), "DON_TEST_FAULT": fault or "",
+                           **(env or {})},
             stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
@@ -57,6 +80,11 @@ class ServerProcess:
             raise AssertionError(f"server not {'ready' if ready else 'live'}: {exc}:\n"
                                  f"{self.log()[-4000:]}") from None
         return self
+
+    def terminate(self) -> None:
+        """Ask it to stop without waiting (stop several servers in parallel, then `stop` each)."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

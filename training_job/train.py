@@ -11,6 +11,7 @@ import numpy as np
 
 from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
                                write_golden)
+from don_core.export_check import probe_rows
 from don_core.store import check_model_name, open_store
 from training_job import evaluate, onnx_export, synthetic
 from training_job.data import Dataset, load_dataset
@@ -90,8 +91,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
 
 def _check_exports(module, fitted, directory: Path, X: np.ndarray) -> dict:
     """The written native artifact and the ONNX copy must both reproduce the fitted model."""
-    rng = np.random.default_rng(0)
-    probe = np.vstack([X, X[rng.integers(0, len(X), 200)] * rng.normal(1, 0.02, (200, X.shape[1]))])
+    probe = probe_rows(X, extra=200)
     expected = fitted.predict(probe)
     native = onnx_export.check_match(expected, module.load_native(directory)(probe), "native")
     onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(directory / ONNX_FILE,

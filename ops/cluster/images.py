@@ -36,7 +36,8 @@ SUITE = "bookworm"
 BASE_PACKAGES = "python3-minimal,libpython3.11-stdlib"
 SITE = "/opt/don/lib"
 # The chart's default tag is its appVersion, which follows the project version.
-IMAGE_TAG = os.environ.get("DON_IMAGE_TAG") or tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+IMAGE_TAG = (os.environ.get("DON_IMAGE_TAG")
+             or tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"])
 
 
 @dataclass(frozen=True)

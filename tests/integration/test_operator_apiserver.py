@@ -165,10 +165,10 @@ def test_healthy_candidate_is_promoted_through_every_step_standard_mode(
     cluster, _ = operator_cluster
     stable, good = model_servers["stable"], model_servers["good"]
     create_isvc(kube, namespace, "Standard")
-    body = rollout("don-v2", mode="Standard", version=2, stable_url=stable.url,
-                   canary_url=good.url, store=rollout_store, interval="2s")
+    body = rollout("don-v2", mode="Standard", version=2, stable_url=stable.base,
+                   canary_url=good.base, store=rollout_store, interval="2s")
     watcher = Watcher(kube, namespace, "don-v2", "Standard")
-    with Traffic(stable.url, good.url, golden_rows(rollout_store, 2)):
+    with Traffic(stable.base, good.base, golden_rows(rollout_store, 2)):
         kube.create_rollout(namespace, body)
         watcher.until(lambda s: s.get("phase") == "Progressing" and s.get("step") == 2)
         table = kubectl(cluster, "get", "modelrollouts", "-n", namespace)
@@ -202,9 +202,9 @@ def test_healthy_candidate_knative_mode_uses_canary_traffic_percent(
     stable, good = model_servers["stable"], model_servers["good"]
     create_isvc(kube, namespace, "Knative")
     watcher = Watcher(kube, namespace, "don-v2", "Knative")
-    with Traffic(stable.url, good.url, golden_rows(rollout_store, 2)):
+    with Traffic(stable.base, good.base, golden_rows(rollout_store, 2)):
         kube.create_rollout(namespace, rollout("don-v2", mode="Knative", version=2, steps=(20, 100),
-                                               stable_url=stable.url, canary_url=good.url,
+                                               stable_url=stable.base, canary_url=good.base,
                                                store=rollout_store))
         during = watcher.until(lambda s: s.get("weight") == 20 and s.get("trafficApplied"))
         predictor = watcher.isvc()["spec"]["predictor"]
@@ -231,9 +231,9 @@ def test_bad_candidate_is_rolled_back(kube, namespace, operator_cluster, model_s
     version = 3 if canary == "worse" else 2
     create_isvc(kube, namespace, mode)
     watcher = Watcher(kube, namespace, f"don-{canary}", mode)
-    with Traffic(stable.url, bad.url, golden_rows(rollout_store, version)):
+    with Traffic(stable.base, bad.base, golden_rows(rollout_store, version)):
         kube.create_rollout(namespace, rollout(f"don-{canary}", mode=mode, version=version,
-                                               stable_url=stable.url, canary_url=bad.url,
+                                               stable_url=stable.base, canary_url=bad.base,
                                                store=rollout_store, **analysis))
         final = watcher.until(lambda s: terminal(s) and s.get("trafficApplied"))
     status = final["status"]
@@ -259,9 +259,9 @@ def test_operator_killed_mid_rollout_resumes_without_repeating_or_skipping(
     stable, good = model_servers["stable"], model_servers["good"]
     create_isvc(kube, namespace, "Standard")
     watcher = Watcher(kube, namespace, "don-v2", "Standard")
-    with Traffic(stable.url, good.url, golden_rows(rollout_store, 2)):
+    with Traffic(stable.base, good.base, golden_rows(rollout_store, 2)):
         kube.create_rollout(namespace, rollout("don-v2", mode="Standard", version=2, interval="3s",
-                                               stable_url=stable.url, canary_url=good.url,
+                                               stable_url=stable.base, canary_url=good.base,
                                                store=rollout_store))
         watcher.until(lambda s: s.get("step") == 2 and s.get("trafficApplied"))
         operator.kill()
@@ -292,7 +292,7 @@ def test_cli_start_pause_resume_promote_and_abort(kube, namespace, operator_clus
     stable, good = model_servers["stable"], model_servers["good"]
     create_isvc(kube, namespace, "Standard")
     started = cli(cluster, "-n", namespace, "start", "--target", "don", "--version", "2",
-                  "--interval", "1h", "--stable-url", stable.url, "--canary-url", good.url,
+                  "--interval", "1h", "--stable-url", stable.base, "--canary-url", good.base,
                   "--model-name", "don", "--store-root", str(rollout_store))
     assert started.returncode == 0, started.stderr
     watcher = Watcher(kube, namespace, "don-v2", "Standard")
@@ -314,7 +314,7 @@ def test_cli_start_pause_resume_promote_and_abort(kube, namespace, operator_clus
 
     # a second rollout (version 3) on the now-promoted service, aborted by hand
     assert cli(cluster, "-n", namespace, "start", "--target", "don", "--version", "3",
-               "--interval", "1h", "--stable-url", stable.url, "--canary-url", good.url,
+               "--interval", "1h", "--stable-url", stable.base, "--canary-url", good.base,
                "--model-name", "don", "--store-root", str(rollout_store)).returncode == 0
     aborted = Watcher(kube, namespace, "don-v3", "Standard")
     aborted.until(lambda s: s.get("phase") == "Progressing" and s.get("trafficApplied"))
@@ -340,7 +340,7 @@ def test_deployment_engine_splits_replicas_and_promotes(kube, namespace, operato
                          "args": ["--model_name=don", f"--model_dir=/mnt/models/{version}"],
                          "env": [{"name": "DON_MODEL_VERSION", "value": version}]}]}}}})
     body = rollout("don-v2", mode="Deployment", version=2, steps=(25, 50, 100),
-                   stable_url=stable.url, canary_url=good.url, store=rollout_store)
+                   stable_url=stable.base, canary_url=good.base, store=rollout_store)
     replicas_seen = []
 
     def record(status):
@@ -350,7 +350,7 @@ def test_deployment_engine_splits_replicas_and_promotes(kube, namespace, operato
             replicas_seen.append(pair)
         return terminal(status) and status.get("trafficApplied")
 
-    with Traffic(stable.url, good.url, golden_rows(rollout_store, 2)):
+    with Traffic(stable.base, good.base, golden_rows(rollout_store, 2)):
         kube.create_rollout(namespace, body)
         final = Watcher(kube, namespace, "don-v2", "Deployment").until(record)
     assert final["status"]["phase"] == "Promoted", final["status"]["message"]
@@ -378,8 +378,8 @@ def test_deployment_engine_refuses_a_canary_without_the_candidate(kube, namespac
                          "name": "model-server", "image": "don-predictor/model-server:test",
                          "env": [{"name": "DON_MODEL_VERSION", "value": version}]}]}}}})
     kube.create_rollout(namespace, rollout("don-v2", mode="Deployment", version=2,
-                                           stable_url=model_servers["stable"].url,
-                                           canary_url=model_servers["good"].url, store=rollout_store))
+                                           stable_url=model_servers["stable"].base,
+                                           canary_url=model_servers["good"].base, store=rollout_store))
     final = Watcher(kube, namespace, "don-v2", "Deployment").until(terminal)
     assert final["status"]["phase"] == "Failed"
     assert "don-canary runs version 1" in final["status"]["message"]

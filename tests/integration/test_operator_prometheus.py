@@ -14,7 +14,7 @@ import requests
 from ops.cluster import binaries
 from ops.rollout.controller import Engine
 from ops.rollout.spec import parse_spec
-from tests.fixtures_operator import ServerProcess
+from tests.fixtures_server import ServerProcess
 from tests.net import free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
@@ -23,11 +23,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def servers(rollout_store, tmp_path_factory):
     logs = tmp_path_factory.mktemp("prom-server-logs")
-    pair = {"stable": ServerProcess(rollout_store / "don" / "1", "don", logs),
-            "canary": ServerProcess(rollout_store / "don" / "2", "don", logs, fault="error:4")}
+    pair = {"stable": ServerProcess("don", rollout_store / "don" / "1", logs / "stable.log"),
+            "canary": ServerProcess("don", rollout_store / "don" / "2", logs / "canary.log",
+                                    fault="error:4")}
     try:
         for server in pair.values():
-            server.wait_ready()
+            server.wait(timeout=90)
         yield pair
     finally:
         for server in pair.values():
@@ -77,7 +78,7 @@ def test_prometheus_source_judges_the_erroring_canary(servers, prometheus, rollo
     spec = parse_spec({"target": "don", "candidate": {"version": 2}, "interval": "10s",
                        "metrics": {"source": "Prometheus", "prometheusUrl": prometheus},
                        "analysis": {"minRequests": 5, "maxP99LatencyMs": 300},
-                       "endpoints": {"stableUrl": stable.url, "canaryUrl": canary.url,
+                       "endpoints": {"stableUrl": stable.base, "canaryUrl": canary.base,
                                      "modelName": "don"},
                        "store": {"root": str(rollout_store), "model": "don"}})
     status = {"stableVersion": 1, "candidateVersion": 2, "candidateStorageUri": "pvc://m/don/2"}
@@ -85,7 +86,7 @@ def test_prometheus_source_judges_the_erroring_canary(servers, prometheus, rollo
     deadline = time.monotonic() + 6  # several scrapes of steady traffic
     while time.monotonic() < deadline:
         for server in (stable, canary):
-            session.post(f"{server.url}/v1/models/don:predict", json={"instances": [rows[0]]}, timeout=5)
+            session.post(f"{server.base}/v1/models/don:predict", json={"instances": [rows[0]]}, timeout=5)
         time.sleep(0.02)
     time.sleep(1.5)  # one more scrape after the last request
     result, snapshot = Engine(kube=None, emit=None).analyse("default", spec, status)

@@ -149,13 +149,13 @@ def test_two_worker_processes_serve_a_trained_version(serving_store, start_serve
     server = start_server("don-rf", serving_store / "don-rf" / "2", "--workers", "2",
                           "--enable_grpc", "false")
     deadline = time.monotonic() + 120
-    with requests.Session() as session:  # each worker loads its own copy; wait for both
-        while time.monotonic() < deadline:
-            answers = [requests.post(server.url(PREDICT), json={"instances": [ROW, ROW]})
-                       for _ in range(6)]
-            if all(r.status_code == 200 for r in answers):
-                break
-            time.sleep(0.5)
+    # Each worker loads its own copy; a new connection per request reaches both, so wait for both.
+    while time.monotonic() < deadline:
+        answers = [requests.post(server.url(PREDICT), json={"instances": [ROW, ROW]})
+                   for _ in range(6)]
+        if all(r.status_code == 200 for r in answers):
+            break
+        time.sleep(0.5)
     assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
     assert {r.headers["X-Model-Version"] for r in answers} == {"2"}
     assert all(len(r.json()["predictions"]) == 2 for r in answers)

@@ -99,7 +99,7 @@ def bad_requests(name):
         (v2, v2doc(data=["a"] * 448), json_type, 400, "numbers"),
         (v2, v2doc(shape=[0, 448], data=[]), json_type, 400, "empty batch"),
         (v2, v2doc(), {"Inference-Header-Content-Length": "99999"}, 400, "does not fit"),
-        (f"/v1/models/other:predict", json.dumps({"instances": [ROW]}), json_type, 404,
+        ("/v1/models/other:predict", json.dumps({"instances": [ROW]}), json_type, 404,
          "not served here"),
     ]
 

@@ -8,7 +8,6 @@ unclipped MLP extrapolates wildly on a heavy-tailed target.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
