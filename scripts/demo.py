@@ -1,8 +1,9 @@
 """`make demo`: the whole system on one machine, no cluster. Trains both model families on the
 embedded synthetic data into a local model store, serves each version with the model server, and
-calls both over KServe V1 and V2 with held-out spectra.
+calls both over KServe V1 and V2: on the default synthetic data with fresh spectra the models
+never saw, on other data with rows of the version's golden set.
 
-  python -m scripts.demo [--store DIR] [--data SRC] [--full] [--once]
+  python -m scripts.demo [--store DIR] [--data SRC] [--port N] [--full] [--once]
 """
 from __future__ import annotations
 
@@ -16,9 +17,26 @@ import time
 import urllib.request
 from pathlib import Path
 
-from don_core.artifact import read_golden
+import numpy as np
 
-MODELS = (("don-rf", "rf", 8080), ("don-tf", "tf", 8090))
+from don_core.artifact import read_golden
+from training_job import synthetic
+
+MODELS = (("don-rf", "rf"), ("don-tf", "tf"))
+UNSEEN_SEED = 2026  # training uses synthetic seed 0; this seed's spectra are new to the models
+
+
+def example_rows(data: str, version_dir: Path) -> tuple[list, list, str]:
+    """Three spectra to call the models with, their true ppb, and what they are."""
+    if data.split(":")[0] == "synthetic":
+        fresh = synthetic.generate(60, seed=UNSEEN_SEED)
+        order = np.argsort(fresh.y)
+        picks = order[[len(order) // 4, len(order) // 2, len(order) - 3]]  # low, middle, high
+        return (fresh.X[picks].tolist(), fresh.y[picks].tolist(),
+                "three fresh synthetic spectra the model never saw")
+    golden = read_golden(version_dir / "golden.json")
+    return (golden["instances"][:3], golden["targets_ppb"][:3],
+            "three golden-set rows (in the training data: this shows serving, not accuracy)")
 
 
 def post(url: str, body: dict) -> tuple[dict, str]:
@@ -49,6 +67,8 @@ def main() -> int:
     parser.add_argument("--store", default=".demo-store", help="local model store directory")
     parser.add_argument("--data", default="synthetic",
                         help="training data: synthetic (default), a CSV path or s3://bucket/key")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="serve don-rf on PORT and don-tf on PORT+1 (default 8080)")
     parser.add_argument("--full", action="store_true",
                         help="full 5x5 repeated CV (slower) instead of the quick 3-fold check")
     parser.add_argument("--once", action="store_true",
@@ -58,7 +78,7 @@ def main() -> int:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
     versions = {}
-    for model, family, _ in MODELS:
+    for model, family in MODELS:
         print(f"\n=== training {model} ({family}) on {args.data} ===", flush=True)
         cmd = [sys.executable, "-m", "training_job", "train", "--data", args.data, "--store",
                str(store), "--model", model, "--family", family]
@@ -69,9 +89,10 @@ def main() -> int:
             return out.returncode
         versions[model] = Path(out.stdout.strip().splitlines()[-1])
 
+    ports = {model: args.port + i for i, (model, _) in enumerate(MODELS)}
     servers = []
     try:
-        for model, _, port in MODELS:
+        for model, port in ports.items():
             print(f"\n=== serving {versions[model]} on http://127.0.0.1:{port} ===", flush=True)
             proc = subprocess.Popen([sys.executable, "-m", "model_server", "--model_name", model,
                                      "--model_dir", str(versions[model]), "--http_port", str(port),
@@ -79,19 +100,19 @@ def main() -> int:
             servers.append(proc)
             wait_ready(f"http://127.0.0.1:{port}/v2/models/{model}/ready", proc)
 
-        for model, _, port in MODELS:
-            golden = read_golden(versions[model] / "golden.json")
-            rows, truth = golden["instances"][:3], golden["targets_ppb"][:3]
+        for model, port in ports.items():
+            rows, truth, what = example_rows(args.data, versions[model])
             v1, v1_version = post(f"http://127.0.0.1:{port}/v1/models/{model}:predict",
                                   {"instances": rows})
             v2, _ = post(f"http://127.0.0.1:{port}/v2/models/{model}/infer",
                          {"inputs": [{"name": "spectra", "shape": [len(rows), len(rows[0])],
                                       "datatype": "FP32", "data": rows}]})
-            print(f"\n{model} version {v1_version} (V1 and V2), three held-out spectra:")
+            print(f"\n{model} version {v1_version} (V1 and V2), {what}:")
             for t, p1, p2 in zip(truth, v1["predictions"], v2["outputs"][0]["data"]):
                 print(f"  true {t:>9.0f} ppb   V1 {p1:>9.0f} ppb   V2 {p2:>9.0f} ppb")
-        print("\nTry it yourself:\n  curl -s http://127.0.0.1:8080/v2/models/don-rf | python -m json.tool"
-              "\n  curl -s http://127.0.0.1:8080/metrics | grep don_requests_total"
+        rf_port = ports["don-rf"]
+        print(f"\nTry it yourself:\n  curl -s http://127.0.0.1:{rf_port}/v2/models/don-rf | python -m json.tool"
+              f"\n  curl -s http://127.0.0.1:{rf_port}/metrics | grep don_requests_total"
               f"\n  python -m training_job versions --store {store} --model don-rf")
         if not args.once:
             print("\nServing until Ctrl-C ...", flush=True)
