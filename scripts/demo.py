@@ -28,7 +28,7 @@ UNSEEN_SEED = 2026  # training uses synthetic seed 0; this seed's spectra are ne
 
 def example_rows(data: str, version_dir: Path) -> tuple[list, list, str]:
     """Three spectra to call the models with, their true ppb, and what they are."""
-    if data.split(":")[0] == "synthetic":
+    if synthetic.is_source(data):
         fresh = synthetic.generate(60, seed=UNSEEN_SEED)
         order = np.argsort(fresh.y)
         picks = order[[len(order) // 4, len(order) // 2, len(order) - 3]]  # low, middle, high

@@ -17,6 +17,11 @@ DEFAULT_ROWS = 500
 ZERO_FRACTION = 0.176
 
 
+def is_source(src: str) -> bool:
+    """Whether a --data value names the embedded default (`synthetic` or `synthetic:ROWS`)."""
+    return src == "synthetic" or src.startswith("synthetic:")
+
+
 def generate(rows: int = DEFAULT_ROWS, seed: int = 0) -> Dataset:
     if rows < 10:
         raise ValueError("synthetic data needs at least 10 rows")

@@ -23,7 +23,7 @@ FAMILIES = {"sklearn": rf, "tensorflow": tf}
 
 def load_data(src: str) -> Dataset:
     """A CSV path (PVC), `s3://bucket/key`, or `synthetic[:ROWS]` (the embedded default)."""
-    if src == "synthetic" or src.startswith("synthetic:"):
+    if synthetic.is_source(src):
         rows = src.partition(":")[2]
         if rows and not rows.isdigit():
             raise ValueError(f"--data {src!r}: expected synthetic or synthetic:ROWS")
