@@ -261,7 +261,8 @@ def _requested_outputs(doc: dict) -> tuple[list[RequestedOutput], bool]:
         if not isinstance(out, dict) or not isinstance(out.get("name"), str):
             raise ClientError(400, f'each requested output must be an object with a "name", '
                                    f"got {out!r}")
-        out_params = out.get("parameters") or {}
+        out_params = out.get("parameters")
+        out_params = {} if out_params is None else out_params
         if not isinstance(out_params, dict):
             raise ClientError(400, f"parameters of output {out['name']!r} must be a JSON object")
         wanted.append(RequestedOutput(out["name"],
