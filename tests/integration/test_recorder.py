@@ -23,6 +23,7 @@ from don_core.records import (KSERVE_REQUEST_EVENT_TYPE, KSERVE_RESPONSE_EVENT_T
                               spectrum_sha256)
 from ops.recorder import db
 from ops.recorder.server import Settings, make_server
+from ops.rollout import live_accuracy
 from tests.conftest import REPO
 from tests.net import free_port, wait_for_http
 
@@ -263,6 +264,12 @@ def test_lab_results_join_predictions_into_live_accuracy(recorder, tmp_path):
     assert week["maeLog1p"] == pytest.approx(_by_hand(TRUTH + [6000.0], PRED + [7000.0])["mae"])
     v3 = json.load(urllib.request.urlopen(recorder.url + "/v1/accuracy?version=3"))["results"][0]
     assert (v3["matched"], v3["r2Log1p"], v3["thresholds"]["1000"]["balancedAccuracy"]) == (1, None, None)
+
+    # The rollout operator's optional gate reads the same JSON.
+    gate = live_accuracy.check({"recorderUrl": recorder.url, "window": "1d", "minMatched": 1}, "don-rf", 2, 3, 10)
+    assert gate["result"] == "Pass" and "no matched sample above 1000 ppb" in gate["note"]
+    gate = live_accuracy.check({"recorderUrl": recorder.url, "window": "1d", "minMatched": 1}, "don-rf", 2, 2, 10)
+    assert (gate["result"], gate["value"]) == ("Pass", 0.0)
 
     metrics = urllib.request.urlopen(recorder.url + "/metrics").read().decode()
     labels = 'model="don-rf",threshold_ppb="1000",version="2",window="1d"'
