@@ -168,9 +168,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes | None:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            self.close_connection = True
-            self._error(411, "send the body with a Content-Length, not chunked")
-            return None
+            return self._chunked()
         try:
             length = int(self.headers.get("Content-Length", ""))
             if length < 0:
@@ -184,6 +182,28 @@ class Handler(BaseHTTPRequestHandler):
             self._error(413, f"body of {length} bytes is over the limit of {MAX_BODY}")
             return None
         return self.rfile.read(length)
+
+    def _chunked(self) -> bytes | None:
+        parts, size = [], 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                length = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                self._error(400, "malformed chunked body")
+                return None
+            size += length
+            if size > MAX_BODY:
+                self.close_connection = True
+                self._error(413, f"body is over the limit of {MAX_BODY} bytes")
+                return None
+            if length == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(self.rfile.read(length))
+            self.rfile.readline(1024)  # the CRLF after each chunk
 
     def _discard(self) -> None:
         """Read a small refused body so the client sees our answer, not a broken pipe."""
