@@ -15,7 +15,7 @@ from don_core.export_check import probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
 from training_job import calibration, evaluate, onnx_export, synthetic
-from training_job.data import Dataset, load_dataset
+from training_job.data import Dataset, check_trainable, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
 
@@ -43,6 +43,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         raise ValueError(f"unknown family {family!r}: choose rf or tf")
     check_model_name(model)
     target_store = open_store(store)
+    target_store.check_writable(model)     # before hours of fitting, not after
     module = FAMILIES[family]
     params = dict(module.DEFAULTS)
     started = time.monotonic()
@@ -54,6 +55,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     X, y = dataset.X, dataset.y
 
     scheme = evaluate.QUICK if quick else evaluate.FULL
+    check_trainable(dataset, scheme["folds"])
     say(f"[cv] {family}: {scheme['folds']} folds x {scheme['repeats']} repeats"
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
