@@ -14,7 +14,7 @@ from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_met
 from don_core.export_check import probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
-from training_job import calibration, evaluate, onnx_export, synthetic
+from training_job import calibration, drift, evaluate, onnx_export, synthetic
 from training_job.data import Dataset, check_trainable, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
@@ -93,6 +93,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
                      "holdout": {"rows": int(len(holdout_rows)),
                                  "fraction": evaluate.HOLDOUT_FRACTION, "figures": holdout},
                      "export_check": export_check,
+                     "drift": drift.export(X, out, seed),
                      "training_seconds": round(time.monotonic() - started, 1)})
         version = target_store.publish(model, out, metadata)
     uri = target_store.uri(model, version)
