@@ -14,6 +14,16 @@ OUTPUT_NAME = "ppb"
 INPUT_NAME = "spectra"
 HEADER_LENGTH = "inference-header-content-length"
 _V2_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+# Outputs a caller may ask for by name (V2 "outputs", V1 "outputs"); naming none gets exactly
+# OUTPUT_NAME, today's response. name -> V2 datatype.
+OUTLIER_SCORE = "outlier_score"
+OUT_OF_DISTRIBUTION = "out_of_distribution"
+OUTPUT_DATATYPES = {OUTPUT_NAME: "FP32", OUTLIER_SCORE: "FP32", OUT_OF_DISTRIBUTION: "BOOL"}
+# The caller's identifier per row (a lab's lot or sample id), stored with the prediction record:
+# V2 an optional BYTES input tensor of this name, shape [n]; V1 a "sample_ids" list.
+SAMPLE_ID_INPUT = "sample_id"
+V1_SAMPLE_IDS = "sample_ids"
+MAX_SAMPLE_ID_CHARS = 256
 
 
 class ClientError(Exception):
@@ -79,8 +89,9 @@ def _kind_name(x: np.ndarray) -> str:
     return "null or nested values" if x.dtype.kind == "O" else f"dtype {x.dtype}"
 
 
-def decode_v1(body: bytes, max_rows: int) -> np.ndarray:
-    """`{"instances": [[448 numbers], ...]}` -> float64 array [n, 448]."""
+def decode_v1(body: bytes, max_rows: int) -> "Request":
+    """`{"instances": [[448 numbers], ...]}` -> float64 array [n, 448]; optional `"sample_ids":
+    [str | null, ...]` (one per instance) and `"outputs": [names]` (extra outputs)."""
     doc = parse_json(body)
     if "instances" not in doc:
         raise ClientError(400, 'V1 request needs an "instances" list of spectra '
@@ -96,22 +107,67 @@ def decode_v1(body: bytes, max_rows: int) -> np.ndarray:
     if len(instances) > max_rows:  # refuse before converting a huge batch
         raise ClientError(413, f"batch of {len(instances)} rows is above this server's limit "
                                f"of {max_rows} rows per request; split it")
-    return check_rows(_numeric_array(instances, '"instances"'), max_rows)
+    x = check_rows(_numeric_array(instances, '"instances"'), max_rows)
+    sample_ids = doc.get(V1_SAMPLE_IDS)
+    if sample_ids is not None:
+        if not isinstance(sample_ids, list):
+            raise ClientError(400, f'"{V1_SAMPLE_IDS}" must be a list of strings (or nulls), '
+                                   "one per instance")
+        sample_ids = check_sample_ids(sample_ids, len(x), f'"{V1_SAMPLE_IDS}"')
+    outputs = doc.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+            raise ClientError(400, '"outputs" must be a list of output names, e.g. '
+                                   f'["{OUTLIER_SCORE}"]')
+        outputs = known_outputs(outputs)
+    return Request(x, None, False, tuple(outputs or ()), sample_ids)
 
 
-class V2Request:
-    """A decoded V2 inference request: the batch plus what the caller asked about the response."""
+class Request:
+    """A decoded inference request (V1 or V2): the batch, the caller's sample ids and what the
+    caller asked about the response (`outputs` empty: just ppb, today's response)."""
 
-    __slots__ = ("x", "id", "binary_output")
+    __slots__ = ("x", "id", "binary_output", "outputs", "sample_ids")
 
-    def __init__(self, x: np.ndarray, request_id: str | None, binary_output: bool):
+    def __init__(self, x: np.ndarray, request_id: str | None, binary_output: bool,
+                 outputs: tuple[str, ...] = (), sample_ids: list[str | None] | None = None):
         self.x = x
         self.id = request_id
         self.binary_output = binary_output
+        self.outputs = outputs
+        self.sample_ids = sample_ids
 
 
-def decode_v2(body: bytes, header_length: str | None, max_rows: int) -> V2Request:
-    """JSON V2 request, or the binary tensor extension (JSON header + raw little-endian tensors)."""
+V2Request = Request
+
+
+def known_outputs(names: list[str]) -> list[str]:
+    for name in names:
+        if name not in OUTPUT_DATATYPES:
+            raise ClientError(400, f"unknown output {name!r}; this model's outputs are "
+                                   f"{', '.join(OUTPUT_DATATYPES)}")
+    if len(set(names)) != len(names):
+        raise ClientError(400, f"output names repeated in {names}")
+    return names
+
+
+def check_sample_ids(ids: list, n: int, what: str) -> list[str | None]:
+    if len(ids) != n:
+        raise ClientError(400, f"{what} has {len(ids)} entries for {n} spectra; send one per "
+                               "spectrum (null where there is none)")
+    for i, value in enumerate(ids):
+        if value is not None and not isinstance(value, str):
+            raise ClientError(400, f"{what}[{i}] must be a string or null, not "
+                                   f"{type(value).__name__}")
+        if value is not None and len(value) > MAX_SAMPLE_ID_CHARS:
+            raise ClientError(400, f"{what}[{i}] is longer than {MAX_SAMPLE_ID_CHARS} characters")
+    return ids
+
+
+def decode_v2(body: bytes, header_length: str | None, max_rows: int) -> Request:
+    """JSON V2 request, or the binary tensor extension (JSON header + raw little-endian tensors,
+    in the order of the inputs). One spectra tensor [n, 448] and optionally a BYTES tensor
+    `sample_id` [n]."""
     binary = b""
     if header_length is not None:
         try:
@@ -127,11 +183,36 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int) -> V2Reques
     if not isinstance(inputs, list) or not inputs:
         raise ClientError(400, f'V2 request needs "inputs": a list with one tensor '
                                f'"{INPUT_NAME}" of shape [n, {N_BANDS}]')
-    if len(inputs) != 1:
-        raise ClientError(400, f"expected exactly one input tensor, got {len(inputs)}")
-    tensor = inputs[0]
-    if not isinstance(tensor, dict):
-        raise ClientError(400, "each input must be a JSON object")
+    spectra, sample_ids, offset = [], None, 0
+    for tensor in inputs:
+        if not isinstance(tensor, dict):
+            raise ClientError(400, "each input must be a JSON object")
+        params = tensor.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ClientError(400, "input parameters must be a JSON object")
+        chunk = None
+        if "binary_data_size" in params:
+            size = params["binary_data_size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ClientError(400, "binary_data_size must be a non-negative integer")
+            chunk, offset = binary[offset:offset + size], offset + size
+        if tensor.get("name") == SAMPLE_ID_INPUT and sample_ids is None:
+            sample_ids = (tensor, chunk)
+        else:
+            spectra.append((tensor, chunk))
+    if len(spectra) != 1:
+        raise ClientError(400, f"expected exactly one input tensor of spectra (and optionally "
+                               f"a BYTES tensor {SAMPLE_ID_INPUT!r}), got {len(inputs)} inputs")
+    if offset != len(binary):
+        raise ClientError(400, f"binary_data_size of the inputs adds up to {offset} but "
+                               f"{len(binary)} bytes of binary data follow the JSON header")
+    x = _spectra(*spectra[0], max_rows)
+    ids = _sample_id_tensor(*sample_ids, len(x)) if sample_ids is not None else None
+    outputs, binary_output = _requested_outputs(doc)
+    return Request(x, _request_id(doc), binary_output, outputs, ids)
+
+
+def _spectra(tensor: dict, chunk: bytes | None, max_rows: int) -> np.ndarray:
     shape = _shape(tensor.get("shape"))
     datatype = tensor.get("datatype")
     if datatype not in _V2_DTYPES:
@@ -142,22 +223,56 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int) -> V2Reques
         raise ClientError(413, f"batch of {shape[0]} rows is above this server's limit of "
                                f"{max_rows} rows per request; split it")
     count = shape[0] * shape[1]
-    params = tensor.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ClientError(400, "input parameters must be a JSON object")
-    if "binary_data_size" in params:
-        x = _binary_tensor(params["binary_data_size"], binary, _V2_DTYPES[datatype], count)
+    if chunk is not None:
+        x = _binary_tensor(len(chunk), chunk, _V2_DTYPES[datatype], count)
     else:
-        if binary:
-            raise ClientError(400, "binary data sent but no input declares binary_data_size")
         if "data" not in tensor:
             raise ClientError(400, 'input has neither "data" nor parameters.binary_data_size')
         x = _numeric_array(tensor["data"], "input data")
         if x.size != count:
             raise ClientError(400, f"input data holds {x.size} numbers but shape {shape} "
                                    f"needs {count}")
-    return V2Request(check_rows(x.reshape(shape), max_rows), _request_id(doc),
-                     _binary_output_requested(doc))
+    return check_rows(x.reshape(shape), max_rows)
+
+
+def _sample_id_tensor(tensor: dict, chunk: bytes | None, n: int) -> list[str | None]:
+    what = f"input {SAMPLE_ID_INPUT!r}"
+    if tensor.get("datatype") != "BYTES":
+        raise ClientError(400, f"{what} must have datatype BYTES, got {tensor.get('datatype')!r}")
+    shape = _shape(tensor.get("shape"))
+    if shape not in ([n], [n, 1]):
+        raise ClientError(400, f"{what} must have shape [{n}] (one id per spectrum), got {shape}")
+    if chunk is not None:
+        ids = _binary_bytes(chunk, n, what)
+    else:
+        data = tensor.get("data")
+        if isinstance(data, list) and len(data) == n and all(isinstance(d, list) and len(d) == 1
+                                                             for d in data):
+            data = [d[0] for d in data]  # shape [n, 1] sent nested
+        if not isinstance(data, list):
+            raise ClientError(400, f'{what} needs "data": a list of {n} strings')
+        ids = data
+    return check_sample_ids(ids, n, what)
+
+
+def _binary_bytes(chunk: bytes, n: int, what: str) -> list[str]:
+    """BYTES elements of the binary extension: a 4-byte little-endian length, then the bytes."""
+    ids, pos = [], 0
+    while pos < len(chunk):
+        if pos + 4 > len(chunk):
+            raise ClientError(400, f"{what}: truncated binary BYTES element")
+        size = int.from_bytes(chunk[pos:pos + 4], "little")
+        value = chunk[pos + 4:pos + 4 + size]
+        if len(value) != size:
+            raise ClientError(400, f"{what}: truncated binary BYTES element")
+        try:
+            ids.append(value.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ClientError(400, f"{what}[{len(ids)}] is not UTF-8 text") from None
+        pos += 4 + size
+    if len(ids) != n:
+        raise ClientError(400, f"{what} has {len(ids)} entries for {n} spectra")
+    return ids
 
 
 def _shape(shape) -> list[int]:
@@ -187,46 +302,57 @@ def _request_id(doc: dict) -> str | None:
     return rid
 
 
-def _binary_output_requested(doc: dict) -> bool:
+def _requested_outputs(doc: dict) -> tuple[tuple[str, ...], bool]:
+    """(names the caller asked for, empty for the default; whether to answer in binary)."""
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise ClientError(400, '"parameters" must be a JSON object')
     wanted = bool(params.get("binary_data_output", False))
     outputs = doc.get("outputs")
     if outputs is None:
-        return wanted
+        return (), wanted
     if not isinstance(outputs, list):
         raise ClientError(400, '"outputs" must be a list')
+    names = []
     for out in outputs:
-        if not isinstance(out, dict) or out.get("name") != OUTPUT_NAME:
-            name = out.get("name") if isinstance(out, dict) else out
-            raise ClientError(400, f"unknown output {name!r}; this model has one output "
-                                   f"{OUTPUT_NAME!r}")
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            raise ClientError(400, f"each requested output must be an object with a \"name\", "
+                                   f"got {out!r}"[:200])
+        names.append(out["name"])
         out_params = out.get("parameters") or {}
         if isinstance(out_params, dict) and "binary_data" in out_params:
             wanted = bool(out_params["binary_data"])
-    return wanted
+    return tuple(known_outputs(names)), wanted
 
 
-def encode_v1(ppb: np.ndarray) -> bytes:
-    return orjson.dumps({"predictions": ppb}, option=orjson.OPT_SERIALIZE_NUMPY)
+def encode_v1(ppb: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> bytes:
+    """`{"predictions": [ppb, ...]}`, plus one list per extra output the caller asked for."""
+    return orjson.dumps({"predictions": ppb, **(extra or {})},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def encode_v2(ppb: np.ndarray, model_name: str, version: str, request_id: str | None,
-              binary: bool) -> tuple[bytes, dict[str, str]]:
-    """The V2 response body and the headers the binary extension needs."""
-    out = {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [int(ppb.shape[0])]}
-    ppb = np.ascontiguousarray(ppb, dtype="<f4")
-    if binary:
-        raw = ppb.tobytes()
-        out["parameters"] = {"binary_data_size": len(raw)}
-    else:
-        out["data"] = ppb
-    doc = {"model_name": model_name, "model_version": version, "outputs": [out]}
+def encode_v2(outputs: np.ndarray | dict[str, np.ndarray], model_name: str, version: str,
+              request_id: str | None, binary: bool) -> tuple[bytes, dict[str, str]]:
+    """The V2 response body and the headers the binary extension needs. `outputs`: name ->
+    values in the order to answer (a bare array is the default ppb output)."""
+    if not isinstance(outputs, dict):
+        outputs = {OUTPUT_NAME: outputs}
+    tensors, raws = [], []
+    for name, values in outputs.items():
+        datatype = OUTPUT_DATATYPES[name]
+        out = {"name": name, "datatype": datatype, "shape": [int(values.shape[0])]}
+        values = np.ascontiguousarray(values, dtype=np.bool_ if datatype == "BOOL" else "<f4")
+        if binary:
+            raw = values.tobytes()  # BOOL: one byte per element
+            out["parameters"] = {"binary_data_size": len(raw)}
+            raws.append(raw)
+        else:
+            out["data"] = values
+        tensors.append(out)
+    doc = {"model_name": model_name, "model_version": version, "outputs": tensors}
     if request_id is not None:
         doc["id"] = request_id
     head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
     if not binary:
         return head, {}
-    return head + raw, {"Inference-Header-Content-Length": str(len(head))}
-
+    return head + b"".join(raws), {"Inference-Header-Content-Length": str(len(head))}

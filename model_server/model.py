@@ -17,11 +17,13 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, ArtifactError,
                                read_golden, verify_version_dir)
 from don_core import telemetry
+from don_core.drift import SCORE_LIMIT, DriftReference, read_reference
 from don_core.export_check import MIN_AGREEMENT, agreement, probe_rows
 from don_core.schema import N_BANDS
 from model_server import codec
 from model_server.backends import NATIVE_BACKENDS, BackendError, OnnxBackend
 from model_server.metrics import ServingMetrics
+from model_server.records import RecordOptions, RecordSender
 
 log = logging.getLogger("model_server")
 PROBE_EXTRA_ROWS = 300  # perturbed golden rows for the ONNX check: ~3 rows may flip a split
@@ -44,6 +46,7 @@ class ServeOptions:
     # rounding only, far below this, apart from a rare tree split flip.
     onnx_rtol: float = 1e-3
     onnx_atol: float = 0.5
+    records: RecordOptions | None = None  # where prediction records go; None: off
 
 
 class DonModel(Model):
@@ -62,6 +65,8 @@ class DonModel(Model):
         self.load_seconds: float | None = None
         self.loaded_at: float | None = None
         self.metrics: ServingMetrics | None = None
+        self.drift: DriftReference | None = None
+        self.records: RecordSender | None = None
 
     # KServe copies the model into each worker process (--workers N); an ONNX Runtime session
     # cannot be pickled, so a worker gets the recipe and loads (and checks) the version itself.
@@ -125,9 +130,21 @@ class DonModel(Model):
         onnx_path = self.model_dir / artifacts.get("onnx", ONNX_FILE)
         if self.options.use_onnx:
             self._try_onnx(onnx_path, native, rows)
+        self.drift = self._drift_reference(artifacts)
         self._warm_up(rows)
         if self.metrics is None:
             self.metrics = ServingMetrics(self.name, self.version, self.family, self.backend_name)
+        if self.options.records is not None and self.records is None:
+            self.records = RecordSender(self.options.records, self.name, self.version,
+                                        self.metrics)
+
+    def _drift_reference(self, artifacts: dict) -> DriftReference | None:
+        name = artifacts.get("drift")
+        if name is None:  # published before versions carried one
+            log.warning("version has no drift reference; outlier scores are off",
+                        extra={"model": self.name, "version": self.version})
+            return None
+        return read_reference(self.model_dir / name)
 
     def _try_onnx(self, path: Path, native, golden: np.ndarray) -> None:
         """Use ONNX Runtime if the file loads and matches the native model near the golden rows."""
@@ -166,6 +183,8 @@ class DonModel(Model):
         for _ in range(3):
             self.backend.predict(rows[:1])
             self.backend.predict(batch)
+            if self.drift is not None:
+                self.drift.score(batch)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """ppb for a validated batch; never negative (the target is a concentration)."""
@@ -174,28 +193,60 @@ class DonModel(Model):
         self.metrics.batch(ppb)
         return ppb
 
+    def outliers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(outlier score, out-of-distribution flag) per row, counted in the metrics; None when
+        the version has no drift reference."""
+        if self.drift is None:
+            return None
+        score = self.drift.score(x)[0]
+        flagged = score > SCORE_LIMIT
+        self.metrics.outliers(score, int(np.count_nonzero(flagged)))
+        return score, flagged
+
     # --- KServe's own data plane: only gRPC reaches it (our REST routes replace KServe's) ---
     def predict(self, payload, headers=None):
         started = time.perf_counter()
         try:
             if not isinstance(payload, InferRequest):
                 raise codec.ClientError(400, f"unsupported payload {type(payload).__name__}")
-            x = self._rows_from_infer_request(payload)
+            x, sample_ids = self._rows_from_infer_request(payload)
+            names = tuple(codec.known_outputs([o.name for o in payload.request_outputs or []]))
+            if self.drift is None and any(n != codec.OUTPUT_NAME for n in names):
+                raise codec.ClientError(400, f"version {self.version} has no drift reference; "
+                                             f"ask for {codec.OUTPUT_NAME} only")
         except codec.ClientError as exc:
             self.metrics.request("grpc", "client_error", time.perf_counter() - started)
             raise InvalidInput(exc.message) from None
         ppb = self.infer(x)
+        outliers = self.outliers(x)
+        if self.records is not None:
+            headers = headers or {}
+            self.records.submit(x, ppb, outliers, payload.id or headers.get("x-request-id"),
+                                None, None, sample_ids)
         self.metrics.request("grpc", "success", time.perf_counter() - started)
-        out = InferOutput(name=codec.OUTPUT_NAME, shape=[len(ppb)], datatype="FP32")
-        out.set_data_from_numpy(ppb.astype(np.float32))
+        available = {codec.OUTPUT_NAME: ppb}
+        if outliers is not None:
+            available[codec.OUTLIER_SCORE], available[codec.OUT_OF_DISTRIBUTION] = outliers
+        outputs = []
+        for name in names or (codec.OUTPUT_NAME,):
+            datatype = codec.OUTPUT_DATATYPES[name]
+            out = InferOutput(name=name, shape=[len(ppb)], datatype=datatype)
+            out.set_data_from_numpy(available[name].astype(
+                np.bool_ if datatype == "BOOL" else np.float32))
+            outputs.append(out)
         return InferResponse(response_id=payload.id or "", model_name=self.name,
-                             model_version=self.version, infer_outputs=[out])
+                             model_version=self.version, infer_outputs=outputs)
 
-    def _rows_from_infer_request(self, request: InferRequest) -> np.ndarray:
-        if len(request.inputs) != 1:
-            raise codec.ClientError(400, f"expected exactly one input tensor, got "
+    def _rows_from_infer_request(self, request: InferRequest):
+        """(spectra [n, 448], sample ids or None) from one spectra input and an optional BYTES
+        input named codec.SAMPLE_ID_INPUT."""
+        ids_inputs = [t for t in request.inputs if t.name == codec.SAMPLE_ID_INPUT]
+        spectra = [t for t in request.inputs if t.name != codec.SAMPLE_ID_INPUT]
+        if len(spectra) != 1 or len(ids_inputs) > 1:
+            raise codec.ClientError(400, f"expected exactly one input tensor of spectra (and "
+                                         f"optionally {codec.SAMPLE_ID_INPUT!r}), got "
                                          f"{len(request.inputs)}")
-        tensor = request.inputs[0]
+        tensor = spectra[0]
         if tensor.datatype not in ("FP32", "FP64"):
             raise codec.ClientError(400, f"input datatype must be FP32 or FP64, got "
                                          f"{tensor.datatype!r}")
@@ -206,7 +257,20 @@ class DonModel(Model):
             x = tensor.as_numpy()
         except Exception as exc:  # kserve raises assorted errors for inconsistent tensors
             raise codec.ClientError(400, f"input tensor does not match its shape: {exc}") from None
-        return codec.check_rows(np.asarray(x).reshape(shape), self.options.max_batch_rows)
+        x = codec.check_rows(np.asarray(x).reshape(shape), self.options.max_batch_rows)
+        sample_ids = None
+        if ids_inputs:
+            ids = ids_inputs[0]
+            if ids.datatype != "BYTES":
+                raise codec.ClientError(400, f"input {codec.SAMPLE_ID_INPUT!r} must be BYTES")
+            try:
+                values = np.asarray(ids.as_numpy(), dtype=object).reshape(-1).tolist()
+                values = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
+            except Exception as exc:  # undecodable or inconsistent tensor
+                raise codec.ClientError(400, f"input {codec.SAMPLE_ID_INPUT!r}: {exc}") from None
+            sample_ids = codec.check_sample_ids(values, len(x), f"input "
+                                                                f"{codec.SAMPLE_ID_INPUT!r}")
+        return x, sample_ids
 
     def get_input_types(self):
         return [{"name": codec.INPUT_NAME, "datatype": "FP32", "shape": [-1, N_BANDS]}]
@@ -231,4 +295,6 @@ class DonModel(Model):
             "loaded_at": self.loaded_at,
             "pid": os.getpid(),
             "max_batch_rows": self.options.max_batch_rows,
+            "drift": None if self.drift is None else {
+                "t2_limit": self.drift.t2_limit, "q_limit": self.drift.q_limit, **self.drift.info},
         }

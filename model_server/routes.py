@@ -137,19 +137,64 @@ async def _answer(request: Request, model, protocol: str, tracer) -> Response:
         body = await _read_body(request, MAX_BODY_BYTES)
     with _span(tracer, "validate"):
         if protocol == "v1":
-            x, request_id, binary = codec.decode_v1(body, limit), None, False
+            req = codec.decode_v1(body, limit)
         else:
             req = codec.decode_v2(body, header_length, limit)
-            x, request_id, binary = req.x, req.id, req.binary_output
+        x = req.x
+        if model.drift is None and any(name in DRIFT_OUTPUTS for name in req.outputs):
+            raise codec.ClientError(400, f"version {model.version} of {model.name} has no drift "
+                                         "reference (trained before outlier scores existed); "
+                                         f"ask for {codec.OUTPUT_NAME} only")
     with _span(tracer, "predict", attributes={"batch.rows": int(x.shape[0])}):
         ppb = model.infer(x)
+        outliers = model.outliers(x)
+    if model.records is not None:
+        model.records.submit(x, ppb, outliers, req.id or headers.get("x-request-id"),
+                             _trace_id(headers), _caller(request), req.sample_ids)
     out_headers = {"X-Model-Version": model.version}
+    outputs = _outputs(req.outputs, ppb, outliers)
     if protocol == "v1":
-        return Response(codec.encode_v1(ppb), media_type=JSON, headers=out_headers)
-    content, extra = codec.encode_v2(ppb, model.name, model.version, request_id, binary)
+        outputs.pop(codec.OUTPUT_NAME, None)  # always there, as "predictions"
+        return Response(codec.encode_v1(ppb, outputs), media_type=JSON, headers=out_headers)
+    content, extra = codec.encode_v2(outputs, model.name, model.version, req.id,
+                                     req.binary_output)
     out_headers.update(extra)
-    return Response(content, media_type="application/octet-stream" if binary else JSON,
-                    headers=out_headers)
+    return Response(content, media_type="application/octet-stream" if req.binary_output
+                    else JSON, headers=out_headers)
+
+
+DRIFT_OUTPUTS = (codec.OUTLIER_SCORE, codec.OUT_OF_DISTRIBUTION)
+_HEX = set("0123456789abcdef")
+
+
+def _outputs(names: tuple[str, ...], ppb, outliers) -> dict:
+    """The outputs a caller named, in its order; none named: ppb alone (today's response)."""
+    if not names:
+        return {codec.OUTPUT_NAME: ppb}
+    available = {codec.OUTPUT_NAME: ppb}
+    if outliers is not None:
+        available[codec.OUTLIER_SCORE], available[codec.OUT_OF_DISTRIBUTION] = outliers
+    return {name: available[name] for name in names}
+
+
+def _trace_id(headers) -> str | None:
+    """The active span's trace id, else the caller's W3C traceparent's, for the record."""
+    if telemetry.tracing_enabled():
+        trace_id = telemetry.current_trace_ids()[0]
+        if trace_id:
+            return trace_id
+    parent = headers.get("traceparent")
+    if parent:
+        parts = parent.split("-")
+        if len(parts) >= 3 and len(parts[1]) == 32 and set(parts[1]) <= _HEX:
+            return parts[1]
+    return None
+
+
+def _caller(request: Request) -> str | None:
+    """Who called: the client address (a pod IP in the cluster)."""
+    client = request.client
+    return client.host if client else None
 
 
 async def v1_predict(model_name: str, request: Request) -> Response:

@@ -13,7 +13,7 @@ from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_met
                                write_golden)
 from don_core.export_check import probe_rows
 from don_core.store import check_model_name, open_store
-from training_job import evaluate, onnx_export, synthetic
+from training_job import drift, evaluate, onnx_export, synthetic
 from training_job.data import Dataset, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
@@ -82,6 +82,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
                      "holdout": {"rows": int(len(holdout_rows)),
                                  "fraction": evaluate.HOLDOUT_FRACTION, "figures": holdout},
                      "export_check": export_check,
+                     "drift": drift.export(X, out, seed),
                      "training_seconds": round(time.monotonic() - started, 1)})
         version = target_store.publish(model, out, metadata)
     uri = target_store.uri(model, version)

@@ -17,8 +17,9 @@ def v1(doc) -> bytes:
 
 
 def test_v1_batch_decodes_to_rows():
-    x = codec.decode_v1(v1({"instances": [ROW, ROW]}), max_rows=10)
-    assert x.shape == (2, 448) and x.dtype.kind == "f"
+    req = codec.decode_v1(v1({"instances": [ROW, ROW]}), max_rows=10)
+    assert req.x.shape == (2, 448) and req.x.dtype.kind == "f"
+    assert req.outputs == () and req.sample_ids is None
 
 
 @pytest.mark.parametrize("body, status, words", [
@@ -129,3 +130,82 @@ def test_v2_batch_limit():
 def test_v1_response_is_plain_json():
     assert orjson.loads(codec.encode_v1(np.array([1.5, 0.0], "f4"))) == {
         "predictions": [1.5, 0.0]}
+
+
+def test_v1_sample_ids_and_outputs():
+    req = codec.decode_v1(v1({"instances": [ROW, ROW], "sample_ids": ["lot-1", None],
+                              "outputs": ["outlier_score", "out_of_distribution"]}), 10)
+    assert req.sample_ids == ["lot-1", None]
+    assert req.outputs == ("outlier_score", "out_of_distribution")
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"sample_ids": "lot-1"}, "list of strings"),
+    ({"sample_ids": ["lot-1"]}, "1 entries for 2 spectra"),
+    ({"sample_ids": ["a", 7]}, "[1] must be a string or null"),
+    ({"sample_ids": ["a", "x" * 257]}, "longer than 256"),
+    ({"outputs": "outlier_score"}, "list of output names"),
+    ({"outputs": ["logits"]}, "unknown output 'logits'"),
+])
+def test_v1_bad_sample_ids_and_outputs_are_named(extra, words):
+    with pytest.raises(codec.ClientError) as err:
+        codec.decode_v1(v1({"instances": [ROW, ROW], **extra}), 10)
+    assert err.value.status == 400 and words in err.value.message
+
+
+def _bytes_tensor(values: list[str]) -> bytes:
+    return b"".join(len(v.encode()).to_bytes(4, "little") + v.encode() for v in values)
+
+
+def test_v2_sample_id_tensor_json_and_binary():
+    doc = v2_doc([ROW, ROW], outputs=[{"name": "ppb"}, {"name": "outlier_score"}])
+    doc["inputs"].append({"name": "sample_id", "shape": [2], "datatype": "BYTES",
+                          "data": ["lot-1", "lot-2"]})
+    req = codec.decode_v2(v1(doc), None, 10)
+    assert req.sample_ids == ["lot-1", "lot-2"] and req.outputs == ("ppb", "outlier_score")
+    # binary extension: the sample ids first, then the spectra, in the order of the inputs
+    x = np.full((2, 448), 0.5, "<f4")
+    ids = _bytes_tensor(["lot-é", ""])
+    head = orjson.dumps({"inputs": [
+        {"name": "sample_id", "shape": [2, 1], "datatype": "BYTES",
+         "parameters": {"binary_data_size": len(ids)}},
+        {"name": "spectra", "shape": [2, 448], "datatype": "FP32",
+         "parameters": {"binary_data_size": x.nbytes}}]})
+    req = codec.decode_v2(head + ids + x.tobytes(), str(len(head)), 10)
+    assert req.sample_ids == ["lot-é", ""]
+    np.testing.assert_array_equal(req.x, x)
+    with pytest.raises(codec.ClientError, match="truncated binary BYTES"):
+        bad = head.replace(b'"binary_data_size":%d' % len(ids),
+                           b'"binary_data_size":%d' % (len(ids) - 1))
+        codec.decode_v2(bad + ids[:-1] + x.tobytes(), str(len(bad)), 10)
+
+
+@pytest.mark.parametrize("tensor, words", [
+    ({"datatype": "FP32", "shape": [1], "data": [1.0]}, "must have datatype BYTES"),
+    ({"datatype": "BYTES", "shape": [2], "data": ["a", "b"]}, "must have shape [1]"),
+    ({"datatype": "BYTES", "shape": [1], "data": [5]}, "must be a string or null"),
+    ({"datatype": "BYTES", "shape": [1], "data": "a"}, "list of 1 strings"),
+])
+def test_v2_bad_sample_id_tensor_is_named(tensor, words):
+    doc = v2_doc([ROW])
+    doc["inputs"].append({"name": "sample_id", **tensor})
+    with pytest.raises(codec.ClientError) as err:
+        codec.decode_v2(v1(doc), None, 10)
+    assert err.value.status == 400 and words in err.value.message
+
+
+def test_v2_named_outputs_are_encoded_in_order():
+    outputs = {"out_of_distribution": np.array([True, False]),
+               "ppb": np.array([1.5, 2.0]), "outlier_score": np.array([3.0, 0.5])}
+    doc = orjson.loads(codec.encode_v2(outputs, "m", "1", None, binary=False)[0])
+    assert [(o["name"], o["datatype"], o["data"]) for o in doc["outputs"]] == [
+        ("out_of_distribution", "BOOL", [True, False]), ("ppb", "FP32", [1.5, 2.0]),
+        ("outlier_score", "FP32", [3.0, 0.5])]
+    content, headers = codec.encode_v2(outputs, "m", "1", None, binary=True)
+    json_len = int(headers["Inference-Header-Content-Length"])
+    sizes = [o["parameters"]["binary_data_size"] for o in orjson.loads(content[:json_len])[
+        "outputs"]]
+    assert sizes == [2, 8, 8] and len(content) == json_len + 18
+    assert content[json_len:json_len + 2] == b"\x01\x00"
+    assert orjson.loads(codec.encode_v1(np.array([1.0]), {"outlier_score": np.array([0.2])})) \
+        == {"predictions": [1.0], "outlier_score": [0.2]}
