@@ -192,3 +192,24 @@ def test_recorder_down_fails_no_prediction(serving_store, start_server, golden_r
     assert failed > 0 and full > 0 and failed + full == 200, (failed, full)
     assert metric(server, "don_records_sent_total", model="don-rf") == 0
     assert metric(server, "don_requests_total", outcome="success", protocol="v1") >= 40
+
+
+def test_version_without_drift_reference_still_serves(serving_store, start_server, golden_rows,
+                                                      tmp_path):
+    from tests.fixtures_server import copy_version
+
+    def drop_drift(d):
+        (d / "drift.json").unlink()
+        meta = json.loads((d / "metadata.json").read_text())
+        del meta["artifacts"]["drift"]
+        (d / "metadata.json").write_text(json.dumps(meta))
+
+    old = copy_version(serving_store / "don-rf" / "1", tmp_path / "1", drop_drift, rehash=True)
+    server = start_server("don-rf", old)
+    rows = np.asarray(golden_rows[:2]).tolist()
+    ok = requests.post(server.url("/v1/models/don-rf:predict"), json={"instances": rows})
+    assert ok.status_code == 200 and list(ok.json()) == ["predictions"]
+    asked = requests.post(server.url("/v1/models/don-rf:predict"),
+                          json={"instances": rows, "outputs": ["outlier_score"]})
+    assert asked.status_code == 400 and "no drift reference" in asked.json()["error"]
+    assert requests.get(server.url("/status")).json()["drift"] is None
