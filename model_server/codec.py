@@ -205,8 +205,8 @@ def check_sample_ids(ids: list, n: int, what: str) -> list[str | None]:
 def decode_v2(body: bytes, header_length: str | None, max_rows: int,
               valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> Request:
     """JSON V2 request, or the binary tensor extension (JSON header + raw little-endian tensors,
-    in the order of the inputs). One spectra tensor [n, 448] and optionally a BYTES tensor
-    `sample_id` [n]."""
+    in the order of the inputs). One spectra tensor [n, 448]; sample ids optionally as a BYTES
+    tensor `sample_id` [n] or as the request parameter `sample_ids` (a list)."""
     binary = b""
     if header_length is not None:
         try:
@@ -247,6 +247,14 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int,
                                f"{len(binary)} bytes of binary data follow the JSON header")
     x = _spectra(*spectra[0], max_rows, valid_range, body)
     ids = _sample_id_tensor(*sample_ids, len(x)) if sample_ids is not None else None
+    params = doc.get("parameters")
+    if ids is None and isinstance(params, dict) and V1_SAMPLE_IDS in params:
+        # the request-parameter form (what a KServe payload logger's event carries to the
+        # recorder): "parameters": {"sample_ids": [...]}
+        listed = params[V1_SAMPLE_IDS]
+        if not isinstance(listed, list):
+            raise ClientError(400, f'parameters.{V1_SAMPLE_IDS} must be a list of strings')
+        ids = check_sample_ids(listed, len(x), f"parameters.{V1_SAMPLE_IDS}")
     outputs, binary_output = _requested_outputs(doc)
     return Request(x, _request_id(doc), binary_output, outputs, ids)
 

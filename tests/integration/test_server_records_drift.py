@@ -213,3 +213,36 @@ def test_version_without_drift_reference_still_serves(serving_store, start_serve
                           json={"instances": rows, "outputs": ["outlier_score"]})
     assert asked.status_code == 400 and "no drift reference" in asked.json()["error"]
     assert requests.get(server.url("/status")).json()["drift"] is None
+
+
+def test_grpc_outputs_and_sample_ids_are_recorded(recording_server, sink, golden_rows):
+    import asyncio
+
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+    from kserve.protocol.infer_type import RequestedOutput
+
+    rows = np.asarray(golden_rows[:2], dtype=np.float32)
+
+    async def call():
+        client = InferenceGRPCClient(f"127.0.0.1:{recording_server.grpc_port}", timeout=30)
+        try:
+            spectra = InferInput("spectra", [2, 448], "FP32")
+            spectra.set_data_from_numpy(rows)
+            ids = InferInput("sample_id", [2], "BYTES")
+            ids.set_data_from_numpy(np.array([b"g-1", b"g-2"], dtype=np.object_))
+            return await client.infer(InferRequest(
+                "don-rf", infer_inputs=[spectra, ids], request_id="grpc-7",
+                request_outputs=[RequestedOutput("outlier_score"), RequestedOutput("ppb")]))
+        finally:
+            await client.close()
+
+    response = asyncio.run(call())
+    assert [o.name for o in response.outputs] == ["outlier_score", "ppb"]
+    np.testing.assert_allclose(response.outputs[0].as_numpy(), read_reference(
+        recording_server.model_dir / "drift.json").score(rows)[0], rtol=1e-5)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not any(
+            r["request_id"] == "grpc-7" for r in sink.records()):
+        time.sleep(0.1)
+    grpc = [r for r in sink.records() if r["request_id"] == "grpc-7"]
+    assert [r["sample_id"] for r in grpc] == ["g-1", "g-2"]

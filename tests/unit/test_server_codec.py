@@ -163,6 +163,10 @@ def test_v2_sample_id_tensor_json_and_binary():
                           "data": ["lot-1", "lot-2"]})
     req = codec.decode_v2(v1(doc), None, 10)
     assert req.sample_ids == ["lot-1", "lot-2"] and req.outputs == ("ppb", "outlier_score")
+    as_parameter = v2_doc([ROW, ROW], parameters={"sample_ids": ["p1", None]})
+    assert codec.decode_v2(v1(as_parameter), None, 10).sample_ids == ["p1", None]
+    with pytest.raises(codec.ClientError, match="parameters.sample_ids has 1 entries"):
+        codec.decode_v2(v1(v2_doc([ROW, ROW], parameters={"sample_ids": ["p1"]})), None, 10)
     # binary extension: the sample ids first, then the spectra, in the order of the inputs
     x = np.full((2, 448), 0.5, "<f4")
     ids = _bytes_tensor(["lot-é", ""])
