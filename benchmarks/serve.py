@@ -2,13 +2,16 @@
 
 For each family it starts on loopback (1) our server, (2) the plain baseline (a kserve.Model
 calling pipeline.predict / keras_model.predict), (3) a no-op kserve.Model (the framework's floor),
-all pinned to one CPU with wrk on the other, and drives each in turn with wrk: V1 JSON requests
-of 1 and 100 spectra at 1, 8 and 32 connections, every cell repeated over interleaved rounds.
-It prints throughput, p50 and p99 per cell (median of the rounds) and the ratios, then checks:
+(4) our server recording every prediction (--records_url to a recorder stand-in in this process
+that accepts every CloudEvent), all pinned to one CPU with wrk on the other, and drives each in
+turn with wrk: V1 JSON requests of 1 and 100 spectra at 1, 8 and 32 connections, every cell
+repeated over interleaved rounds. It prints throughput, p50 and p99 per cell (median of the
+rounds) and the ratios, then checks:
   * 1-row requests at 8 connections: >= 10x the plain baseline and >= 75% of the no-op floor;
   * 100-row requests at 8 connections: >= 2.5x the plain baseline;
   * 1-row requests at 8 connections naming every decision and the interval
-    (parameters.outputs): < 10% fewer req/s than the same request for ppb alone.
+    (parameters.outputs): < 10% fewer req/s than the same request for ppb alone;
+  * recording every prediction keeps >= 90% of the throughput without recording (1 row, c=8).
 Also shown (not goals): our server with --workers 2, and V2 binary tensors of 100 rows.
 
 Usage: python benchmarks/serve.py [--store ROOT | --rf DIR --tf DIR] [--duration S] [--rounds N]
@@ -42,6 +45,7 @@ GOAL_PLAIN_1ROW = 10.0
 GOAL_FLOOR_1ROW = 0.75
 GOAL_PLAIN_100ROW = 2.5
 GOAL_EXTRA_OUTPUTS_COST = 0.10  # asking for decisions + interval costs under 10 % of 1-row req/s
+GOAL_RECORDING_1ROW = 0.90
 LUA = """
 local f = assert(io.open(os.getenv("WRK_BODY"), "rb"))
 wrk.body = f:read("*a")
@@ -55,6 +59,33 @@ if hl ~= nil and hl ~= "" then wrk.headers["Inference-Header-Content-Length"] = 
 
 class BenchError(Exception):
     pass
+
+
+class RecorderSink:
+    """Accepts every records event (204) and counts the records, like a fast recorder."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        sink = self
+        self.records = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                sink.records += len(json.loads(body)["records"])
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/records"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def free_port() -> int:
@@ -200,7 +231,8 @@ def latest_version(store: Path, model: str) -> Path:
     return versions[-1][1]
 
 
-def bench_family(family: str, version_dir: Path, args, wrk: str, work: Path) -> dict:
+def bench_family(family: str, version_dir: Path, args, wrk: str, work: Path,
+                 sink: RecorderSink) -> dict:
     """All three servers up at once (idle ones cost nothing); cells interleaved over rounds so
     that background load drifting during the run hits every server alike; median per cell."""
     name = "don-rf" if family == "sklearn" else "don-tf"
@@ -213,7 +245,8 @@ def bench_family(family: str, version_dir: Path, args, wrk: str, work: Path) -> 
                 "--enable_grpc", "false"]
     setups = {"ours": ours,
               "plain": [*baseline, "--mode", "plain", "--model_dir", str(version_dir)],
-              "noop": [*baseline, "--mode", "noop"]}
+              "noop": [*baseline, "--mode", "noop"],
+              "records": [*ours, "--records_url", sink.url]}
     results: dict = {}
     samples: dict = {}
     servers = {label: Server(f"{family} {label}", argv, work, server_cpu)
@@ -277,14 +310,16 @@ def _ratio(a: float, b: float, digits: int = 1) -> str:
 def report(family: str, results: dict) -> list[tuple[str, bool, str]]:
     print(f"\n== {family}: V1 JSON, req/s (p50 / p99 ms), median of the rounds ==")
     print(f"{'rows':>4} {'conc':>4} | {'ours':>24} | {'plain kserve.Model':>24} | "
-          f"{'no-op kserve.Model':>24} | {'ours/plain':>10} | {'ours/no-op':>10}")
+          f"{'no-op kserve.Model':>24} | {'ours/plain':>10} | {'ours/no-op':>10} | "
+          f"{'ours recording every row':>24} | {'rec./ours':>9}")
     for rows in (1, 100):
         for conc in (1, 8, 32):
-            cells = [results[(k, rows, conc)] for k in ("ours", "plain", "noop")]
+            cells = [results[(k, rows, conc)] for k in ("ours", "plain", "noop", "records")]
             text = [f"{c['rps']:8.1f} ({c['p50']:6.2f}/{c['p99']:6.2f})" for c in cells]
             print(f"{rows:>4} {conc:>4} | {text[0]:>24} | {text[1]:>24} | {text[2]:>24} | "
                   f"{_ratio(cells[0]['rps'], cells[1]['rps']):>9}x | "
-                  f"{_ratio(cells[0]['rps'] * 100, cells[2]['rps'], 0):>9}%")
+                  f"{_ratio(cells[0]['rps'] * 100, cells[2]['rps'], 0):>9}% | {text[3]:>24} | "
+                  f"{_ratio(cells[3]['rps'] * 100, cells[0]['rps'], 0):>8}%")
     for key in (("ours --workers 2", 1, 32), ("ours --workers 2", 100, 32),
                 ("ours v2 binary", 100, 8)):
         r = results[key]
@@ -292,7 +327,9 @@ def report(family: str, results: dict) -> list[tuple[str, bool, str]]:
               f"(p50 {r['p50']:.2f} / p99 {r['p99']:.2f} ms)")
     ours1, plain1, noop1 = (results[(k, 1, 8)]["rps"] for k in ("ours", "plain", "noop"))
     ours100, plain100 = results[("ours", 100, 8)]["rps"], results[("plain", 100, 8)]["rps"]
-    errors = sum(r["errors"] for key, r in results.items() if key[0].startswith("ours"))
+    recording1 = results[("records", 1, 8)]["rps"]
+    errors = sum(r["errors"] for key, r in results.items()
+                 if key[0].startswith("ours") or key[0] == "records")
     decisions = results.get(("ours + decisions", 1, 8))
     extra = []
     if decisions:
@@ -310,6 +347,9 @@ def report(family: str, results: dict) -> list[tuple[str, bool, str]]:
          ours1 >= GOAL_FLOOR_1ROW * noop1, f"{_ratio(ours1 * 100, noop1, 0)}%"),
         (f"{family}: 100 rows, c=8, >= {GOAL_PLAIN_100ROW:g}x plain",
          ours100 >= GOAL_PLAIN_100ROW * plain100, f"{_ratio(ours100, plain100)}x"),
+        (f"{family}: 1 row, c=8, recording every row >= {GOAL_RECORDING_1ROW:.0%} of not "
+         "recording", recording1 >= GOAL_RECORDING_1ROW * ours1,
+         f"{_ratio(recording1 * 100, ours1, 0)}%"),
         (f"{family}: no failed request to our server", errors == 0, f"{errors} errors"),
     ]
 
@@ -339,9 +379,11 @@ def main() -> int:
                   f"{args.duration:g} s per cell, median of {args.rounds} interleaved rounds; "
                   f"servers and wrk pinned to separate CPUs: {args.pin}", flush=True)
             checks = []
+            sink = RecorderSink()
             for family, version_dir in dirs.items():
-                results = bench_family(family, version_dir, args, wrk, work)
+                results = bench_family(family, version_dir, args, wrk, work, sink)
                 checks += report(family, results)
+            print(f"\nrecords received by the recorder stand-in: {sink.records}")
     except BenchError as exc:
         print(f"benchmark cannot run: {exc}", file=sys.stderr)
         return 2

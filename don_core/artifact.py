@@ -25,7 +25,7 @@ METADATA_FILE = "metadata.json"
 ONNX_FILE = "model.onnx"
 GOLDEN_FILE = "golden.json"
 # Input-drift reference (PCA T2/Q of the training spectra; format in don_core.drift). Versions
-# published before it existed lack it.
+# published before it existed lack it and are served without an outlier score.
 DRIFT_FILE = "drift.json"
 
 # family -> its native artifact (a file for sklearn, a SavedModel directory for tensorflow)

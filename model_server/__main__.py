@@ -44,6 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="MIN,MAX: refuse spectra with a value outside (400) [%(default)s; "
                              "the lab's spectra span 0.21-1.06]")
     parser.add_argument("--log_level", default=os.environ.get("DON_LOG_LEVEL", "INFO"))
+    env = os.environ.get
+    parser.add_argument("--records_url", default=env("DON_RECORDS_URL") or None,
+                        help="POST prediction records (CloudEvents) to this recorder URL; "
+                             "off when unset")
+    parser.add_argument("--records_sample_rate", type=float,
+                        default=float(env("DON_RECORDS_SAMPLE_RATE", "1.0")),
+                        help="share of requests whose rows are recorded (0 < r <= 1)")
+    parser.add_argument("--records_keep_spectra", action="store_true",
+                        default=env("DON_RECORDS_KEEP_SPECTRA", "").lower() in ("1", "true"),
+                        help="send each spectrum in its record, not only its sha256")
+    parser.add_argument("--records_token_file", default=env("DON_RECORDS_TOKEN_FILE") or None,
+                        help="file holding the recorder's bearer token (a mounted Secret)")
+    parser.add_argument("--records_queue_rows", type=int,
+                        default=int(env("DON_RECORDS_QUEUE_ROWS", "10000")),
+                        help="records held in memory while the recorder is slow or down; "
+                             "beyond that they are dropped and counted")
     # Our own metrics and spans record latency; KServe's extra log line per request is waste.
     parser.set_defaults(enable_latency_logging=False)
     return parser
@@ -79,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from kserve import ModelServer
 
     from model_server.model import DonModel, ServeOptions
+    from model_server.records import RecordOptions
     from model_server.routes import install
     from model_server.security import install_grpc_guard
 
@@ -87,9 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     kserve_server.args.log_config_file = args.log_config_file  # read by the worker processes
     install()  # also sets up tracing from OTEL_* in this process
     install_grpc_guard()  # the same token and limits on port 8081 as on HTTP
+    records = None
+    if args.records_url:
+        try:
+            records = RecordOptions(url=args.records_url, sample_rate=args.records_sample_rate,
+                                    keep_spectra=args.records_keep_spectra,
+                                    token_file=args.records_token_file,
+                                    queue_rows=args.records_queue_rows)
+        except ValueError as exc:
+            print(f"python -m model_server: error: {exc}", file=sys.stderr)
+            return 2
     options = ServeOptions(max_batch_rows=args.max_batch_rows, use_onnx=not args.no_onnx,
                            onnx_rtol=args.onnx_rtol, onnx_atol=args.onnx_atol,
-                           reflectance_range=args.reflectance_range)
+                           reflectance_range=args.reflectance_range, records=records)
     model = DonModel(args.model_name, args.model_dir, options)
     # With --workers N each worker loads its own copy; this process needs one only for gRPC.
     if args.workers <= 1 or args.enable_grpc:

@@ -16,16 +16,24 @@ from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 OUTPUT_NAME = "ppb"
 INPUT_NAME = "spectra"
 # Outputs served only when a request names them (V2 "outputs", V1 parameters.outputs); a request
-# that names none gets exactly the ppb response KServe clients know.
+# that names none gets exactly the ppb response KServe clients know. The calibrated ones exist
+# when the version has a calibration, the drift ones when it has a drift reference.
 PPB_LOWER, PPB_UPPER = "ppb_lower", "ppb_upper"
+OUTLIER_SCORE, OUT_OF_DISTRIBUTION = "outlier_score", "out_of_distribution"
+DRIFT_OUTPUTS = (OUTLIER_SCORE, OUT_OF_DISTRIBUTION)
 V1_OUTPUTS_PARAMETER = "outputs"
+HEADER_LENGTH = "inference-header-content-length"
+_V2_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+# The caller's identifier per row (a lab's lot or sample id), stored with the prediction record:
+# V2 an optional BYTES input tensor of this name, shape [n]; V1 a "sample_ids" list.
+SAMPLE_ID_INPUT = "sample_id"
+V1_SAMPLE_IDS = "sample_ids"
+MAX_SAMPLE_ID_CHARS = 256
 
 
 def decision_output(limit_ppb: int) -> str:
     """accept | reject | lab at one calibrated limit, e.g. decision_1000."""
     return f"decision_{limit_ppb}"
-HEADER_LENGTH = "inference-header-content-length"
-_V2_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 
 
 class ClientError(Exception):
@@ -135,15 +143,23 @@ class RequestedOutput(NamedTuple):
 def decode_v1(body: bytes, max_rows: int,
               valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> np.ndarray:
     """`{"instances": [[448 numbers], ...]}` -> float64 array [n, 448]."""
-    return decode_v1_request(body, max_rows, valid_range)[0]
+    return decode_v1_request(body, max_rows, valid_range).x
 
 
 def decode_v1_request(body: bytes, max_rows: int,
-                      valid_range: tuple[float, float] = REFLECTANCE_RANGE
-                      ) -> tuple[np.ndarray, list[RequestedOutput]]:
-    """The batch, and the extra outputs named in `parameters.outputs` (ppb is always there)."""
+                      valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> "Request":
+    """The batch, the extra outputs named in `parameters.outputs` (ppb is always there, as
+    "predictions") and the optional `"sample_ids": [str | null, ...]` (one per instance)."""
     doc = parse_json(body)
-    return _v1_instances(doc, body, max_rows, valid_range), _v1_outputs(doc)
+    x = _v1_instances(doc, body, max_rows, valid_range)
+    sample_ids = doc.get(V1_SAMPLE_IDS)
+    if sample_ids is not None:
+        if not isinstance(sample_ids, list):
+            raise ClientError(400, f'"{V1_SAMPLE_IDS}" must be a list of strings (or nulls), '
+                                   "one per instance")
+        sample_ids = check_sample_ids(sample_ids, len(x), f'"{V1_SAMPLE_IDS}"')
+    outputs = _v1_outputs(doc)
+    return Request(x, None, outputs, bool(outputs), sample_ids)
 
 
 def _v1_outputs(doc: dict) -> list[RequestedOutput]:
@@ -188,26 +204,46 @@ def _v1_instances(doc: dict, body: bytes, max_rows: int,
     return check_rows(_numeric_array(instances, '"instances"', body), max_rows, valid_range)
 
 
-class V2Request:
-    """A decoded V2 inference request: the batch plus what the caller asked about the response."""
+class Request:
+    """A decoded inference request (V1 or V2): the batch, the caller's sample ids and what the
+    caller asked about the response (`outputs` empty: just ppb, today's response)."""
 
-    __slots__ = ("x", "id", "outputs", "named")
+    __slots__ = ("x", "id", "outputs", "named", "sample_ids")
 
     def __init__(self, x: np.ndarray, request_id: str | None, outputs: list[RequestedOutput],
-                 named: bool):
+                 named: bool, sample_ids: list[str | None] | None = None):
         self.x = x
         self.id = request_id
-        self.outputs = outputs   # in the order the response lists them
+        self.outputs = outputs   # in the order the response lists them (V1: the extras only)
         self.named = named       # False: the caller named no outputs (ppb only, as always)
+        self.sample_ids = sample_ids
 
     @property
     def binary_output(self) -> bool:
         return any(o.binary for o in self.outputs)
 
 
+V2Request = Request
+
+
+def check_sample_ids(ids: list, n: int, what: str) -> list[str | None]:
+    if len(ids) != n:
+        raise ClientError(400, f"{what} has {len(ids)} entries for {n} spectra; send one per "
+                               "spectrum (null where there is none)")
+    for i, value in enumerate(ids):
+        if value is not None and not isinstance(value, str):
+            raise ClientError(400, f"{what}[{i}] must be a string or null, not "
+                                   f"{type(value).__name__}")
+        if value is not None and len(value) > MAX_SAMPLE_ID_CHARS:
+            raise ClientError(400, f"{what}[{i}] is longer than {MAX_SAMPLE_ID_CHARS} characters")
+    return ids
+
+
 def decode_v2(body: bytes, header_length: str | None, max_rows: int,
-              valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> V2Request:
-    """JSON V2 request, or the binary tensor extension (JSON header + raw little-endian tensors)."""
+              valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> Request:
+    """JSON V2 request, or the binary tensor extension (JSON header + raw little-endian tensors,
+    in the order of the inputs). One spectra tensor [n, 448]; sample ids optionally as a BYTES
+    tensor `sample_id` [n] or as the request parameter `sample_ids` (a list)."""
     binary = b""
     if header_length is not None:
         try:
@@ -223,32 +259,58 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int,
     if not isinstance(inputs, list) or not inputs:
         raise ClientError(400, f'V2 request needs "inputs": a list with one tensor '
                                f'"{INPUT_NAME}" of shape [n, {N_BANDS}]')
-    if len(inputs) != 1:
-        raise ClientError(400, f"expected exactly one input tensor, got {len(inputs)}")
-    tensor = inputs[0]
-    if not isinstance(tensor, dict):
-        raise ClientError(400, "each input must be a JSON object")
+    spectra, sample_ids, offset = [], None, 0
+    for tensor in inputs:
+        if not isinstance(tensor, dict):
+            raise ClientError(400, "each input must be a JSON object")
+        params = tensor.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ClientError(400, "input parameters must be a JSON object")
+        chunk = None
+        if "binary_data_size" in params:
+            size = params["binary_data_size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ClientError(400, "binary_data_size must be a non-negative integer")
+            chunk, offset = binary[offset:offset + size], offset + size
+        if tensor.get("name") == SAMPLE_ID_INPUT and sample_ids is None:
+            sample_ids = (tensor, chunk)
+        else:
+            spectra.append((tensor, chunk))
+    if len(spectra) != 1:
+        raise ClientError(400, f"expected exactly one input tensor of spectra (and optionally "
+                               f"a BYTES tensor {SAMPLE_ID_INPUT!r}), got {len(inputs)} inputs")
+    if offset != len(binary):
+        raise ClientError(400, f"binary_data_size of the inputs adds up to {offset} but "
+                               f"{len(binary)} bytes of binary data follow the JSON header")
+    x = _spectra(*spectra[0], max_rows, valid_range, body)
+    ids = _sample_id_tensor(*sample_ids, len(x)) if sample_ids is not None else None
+    params = doc.get("parameters")
+    if ids is None and isinstance(params, dict) and V1_SAMPLE_IDS in params:
+        # the request-parameter form (what a KServe payload logger's event carries to the
+        # recorder): "parameters": {"sample_ids": [...]}
+        listed = params[V1_SAMPLE_IDS]
+        if not isinstance(listed, list):
+            raise ClientError(400, f'parameters.{V1_SAMPLE_IDS} must be a list of strings')
+        ids = check_sample_ids(listed, len(x), f"parameters.{V1_SAMPLE_IDS}")
+    outputs, named = _requested_outputs(doc)
+    return Request(x, _request_id(doc), outputs, named, ids)
+
+
+def _spectra(tensor: dict, chunk: bytes | None, max_rows: int,
+             valid_range: tuple[float, float], body: bytes) -> np.ndarray:
     shape = _shape(tensor.get("shape"))
-    datatype = tensor.get("datatype")
-    dtype = check_tensor_header(datatype, shape, max_rows)
+    dtype = check_tensor_header(tensor.get("datatype"), shape, max_rows)
     count = shape[0] * shape[1]
-    params = tensor.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ClientError(400, "input parameters must be a JSON object")
-    if "binary_data_size" in params:
-        x = _binary_tensor(params["binary_data_size"], binary, dtype, count)
+    if chunk is not None:
+        x = _binary_tensor(len(chunk), chunk, dtype, count)
     else:
-        if binary:
-            raise ClientError(400, "binary data sent but no input declares binary_data_size")
         if "data" not in tensor:
             raise ClientError(400, 'input has neither "data" nor parameters.binary_data_size')
         x = _numeric_array(tensor["data"], "input data", body)
         if x.size != count:
             raise ClientError(400, f"input data holds {x.size} numbers but shape {shape} "
                                    f"needs {count}")
-    outputs, named = _requested_outputs(doc)
-    return V2Request(check_rows(x.reshape(shape), max_rows, valid_range), _request_id(doc),
-                     outputs, named)
+    return check_rows(x.reshape(shape), max_rows, valid_range)
 
 
 def check_tensor_header(datatype, shape: list[int], max_rows: int) -> np.dtype:
@@ -261,6 +323,46 @@ def check_tensor_header(datatype, shape: list[int], max_rows: int) -> np.dtype:
         raise ClientError(413, f"batch of {shape[0]} rows is above this server's limit of "
                                f"{max_rows} rows per request; split it")
     return _V2_DTYPES[datatype]
+
+
+def _sample_id_tensor(tensor: dict, chunk: bytes | None, n: int) -> list[str | None]:
+    what = f"input {SAMPLE_ID_INPUT!r}"
+    if tensor.get("datatype") != "BYTES":
+        raise ClientError(400, f"{what} must have datatype BYTES, got {tensor.get('datatype')!r}")
+    shape = _shape(tensor.get("shape"))
+    if shape not in ([n], [n, 1]):
+        raise ClientError(400, f"{what} must have shape [{n}] (one id per spectrum), got {shape}")
+    if chunk is not None:
+        ids = _binary_bytes(chunk, n, what)
+    else:
+        data = tensor.get("data")
+        if isinstance(data, list) and len(data) == n and all(isinstance(d, list) and len(d) == 1
+                                                             for d in data):
+            data = [d[0] for d in data]  # shape [n, 1] sent nested
+        if not isinstance(data, list):
+            raise ClientError(400, f'{what} needs "data": a list of {n} strings')
+        ids = data
+    return check_sample_ids(ids, n, what)
+
+
+def _binary_bytes(chunk: bytes, n: int, what: str) -> list[str]:
+    """BYTES elements of the binary extension: a 4-byte little-endian length, then the bytes."""
+    ids, pos = [], 0
+    while pos < len(chunk):
+        if pos + 4 > len(chunk):
+            raise ClientError(400, f"{what}: truncated binary BYTES element")
+        size = int.from_bytes(chunk[pos:pos + 4], "little")
+        value = chunk[pos + 4:pos + 4 + size]
+        if len(value) != size:
+            raise ClientError(400, f"{what}: truncated binary BYTES element")
+        try:
+            ids.append(value.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ClientError(400, f"{what}[{len(ids)}] is not UTF-8 text") from None
+        pos += 4 + size
+    if len(ids) != n:
+        raise ClientError(400, f"{what} has {len(ids)} entries for {n} spectra")
+    return ids
 
 
 def _shape(shape) -> list[int]:
@@ -322,8 +424,12 @@ def check_outputs(outputs: list[RequestedOutput], available: Mapping[str, str]) 
     """400 naming the unknown output and what this version offers."""
     for out in outputs:
         if out.name not in available:
-            hint = "" if len(available) > 1 else \
-                " (decisions and intervals need a version trained with calibration)"
+            hint = ""
+            if out.name in DRIFT_OUTPUTS:
+                hint = (" (this version has no drift reference: it was published before "
+                        "outlier scores existed)")
+            elif PPB_LOWER not in available:
+                hint = " (decisions and intervals need a version trained with calibration)"
             raise ClientError(400, f"unknown output {out.name!r}; this model version has "
                                    f"outputs {', '.join(available)}{hint}")
 
@@ -338,7 +444,7 @@ def encode_v1(ppb: np.ndarray, extra: Mapping[str, np.ndarray] | None = None) ->
 
 class Tensor(NamedTuple):
     name: str
-    datatype: str      # FP32 | BYTES
+    datatype: str      # FP32 | BOOL | BYTES
     values: np.ndarray
     binary: bool
 
@@ -358,9 +464,10 @@ def encode_v2(tensors: list[Tensor], model_name: str, version: str,
             else:
                 out["data"] = tensor.values.tolist()
         else:
-            values = np.ascontiguousarray(tensor.values, dtype="<f4")
+            values = np.ascontiguousarray(
+                tensor.values, dtype=np.bool_ if tensor.datatype == "BOOL" else "<f4")
             if tensor.binary:
-                raw.append(values.tobytes())
+                raw.append(values.tobytes())  # BOOL: one byte per element
                 out["parameters"] = {"binary_data_size": len(raw[-1])}
             else:
                 out["data"] = values

@@ -18,11 +18,13 @@ from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENC
                                ArtifactError, Calibration, read_golden, reference_rows,
                                verify_version_dir)
 from don_core import telemetry
+from don_core.drift import SCORE_LIMIT, DriftReference, read_reference
 from don_core.export_check import MIN_AGREEMENT, agreement, probe_rows
 from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 from model_server import codec
 from model_server.backends import NATIVE_BACKENDS, BackendError, OnnxBackend
 from model_server.metrics import ServingMetrics
+from model_server.records import RecordOptions, RecordSender
 from model_server.security import process_guard
 
 log = logging.getLogger("model_server")
@@ -47,6 +49,7 @@ class ServeOptions:
     onnx_rtol: float = 1e-3
     onnx_atol: float = 0.5
     reflectance_range: tuple[float, float] = REFLECTANCE_RANGE  # other values: 400
+    records: RecordOptions | None = None  # where prediction records go; None: off
 
 
 class DonModel(Model):
@@ -68,6 +71,8 @@ class DonModel(Model):
         self.calibration: Calibration | None = None
         # output name -> V2 datatype; a request may name any of them, ppb alone is the default
         self.output_types: dict[str, str] = {codec.OUTPUT_NAME: "FP32"}
+        self.drift: DriftReference | None = None
+        self.records: RecordSender | None = None
 
     # KServe copies the model into each worker process (--workers N); an ONNX Runtime session
     # cannot be pickled, so a worker gets the recipe and loads (and checks) the version itself.
@@ -121,7 +126,6 @@ class DonModel(Model):
         self.version = str(metadata["version"])
         self.family = metadata["family"]
         self.calibration = Calibration.from_metadata(metadata)
-        self.output_types = self._output_types()
         artifacts = metadata.get("artifacts") or {}
         native_path = self.model_dir / artifacts.get("native", NATIVE_ARTIFACT[self.family])
         native = NATIVE_BACKENDS[self.family](native_path)
@@ -137,9 +141,22 @@ class DonModel(Model):
         onnx_path = self.model_dir / artifacts.get("onnx", ONNX_FILE)
         if self.options.use_onnx:
             self._try_onnx(onnx_path, native, rows)
+        self.drift = self._drift_reference(artifacts)
+        self.output_types = self._output_types()
         self._warm_up(rows)
         if self.metrics is None:
             self.metrics = ServingMetrics(self.name, self.version, self.family, self.backend_name)
+        if self.options.records is not None and self.records is None:
+            self.records = RecordSender(self.options.records, self.name, self.version,
+                                        self.metrics)
+
+    def _drift_reference(self, artifacts: dict) -> DriftReference | None:
+        name = artifacts.get("drift")
+        if name is None:  # published before versions carried one
+            log.warning("version has no drift reference; outlier scores are off",
+                        extra={"model": self.name, "version": self.version})
+            return None
+        return read_reference(self.model_dir / name)
 
     def _output_types(self) -> dict[str, str]:
         types = {codec.OUTPUT_NAME: "FP32"}
@@ -147,13 +164,19 @@ class DonModel(Model):
             types.update({codec.decision_output(limit): "BYTES"
                           for limit in self.calibration.limits})
             types.update({codec.PPB_LOWER: "FP32", codec.PPB_UPPER: "FP32"})
+        if self.drift is not None:
+            types.update({codec.OUTLIER_SCORE: "FP32", codec.OUT_OF_DISTRIBUTION: "BOOL"})
         return types
 
-    def outputs(self, x: np.ndarray, ppb: np.ndarray, names) -> dict[str, np.ndarray]:
+    def outputs(self, x: np.ndarray, ppb: np.ndarray, names,
+                outliers: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """The named outputs (checked by codec.check_outputs) for a batch and its ppb; only
-        what is asked for is computed."""
+        what is asked for is computed (`outliers`: this batch's `self.outliers(x)`, if known)."""
         names = list(names)
         out = {codec.OUTPUT_NAME: ppb}
+        if any(name in codec.DRIFT_OUTPUTS for name in names):
+            out[codec.OUTLIER_SCORE], out[codec.OUT_OF_DISTRIBUTION] = \
+                outliers if outliers is not None else self.outliers(x)
         if codec.PPB_LOWER in names or codec.PPB_UPPER in names:
             out[codec.PPB_LOWER], out[codec.PPB_UPPER] = self.calibration.interval(ppb)
         if any(name.startswith("decision_") for name in names):
@@ -221,6 +244,8 @@ class DonModel(Model):
         for _ in range(3):
             self.backend.predict(rows[:1])
             self.backend.predict(batch)
+            if self.drift is not None:
+                self.drift.score(batch)
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """ppb for a validated batch; never negative (the target is a concentration)."""
@@ -231,45 +256,80 @@ class DonModel(Model):
         self.metrics.batch(ppb)
         return ppb
 
+    def outliers(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """(outlier score, out-of-distribution flag) per row, counted in the metrics; None when
+        the version has no drift reference."""
+        if self.drift is None:
+            return None
+        score = self.drift.score(x)[0]
+        flagged = score > SCORE_LIMIT
+        self.metrics.outliers(score, int(np.count_nonzero(flagged)))
+        return score, flagged
+
     # --- KServe's own data plane: only gRPC reaches it (our REST routes replace KServe's) ---
     def predict(self, payload, headers=None):
         started = time.perf_counter()
         try:
             if not isinstance(payload, InferRequest):
                 raise codec.ClientError(400, f"unsupported payload {type(payload).__name__}")
-            x = self._rows_from_infer_request(payload)
+            x, sample_ids = self._rows_from_infer_request(payload)
             names = [o.name for o in payload.request_outputs or ()] or [codec.OUTPUT_NAME]
             codec.check_outputs([codec.RequestedOutput(n) for n in names], self.output_types)
         except codec.ClientError as exc:
             self.metrics.request("grpc", "client_error", time.perf_counter() - started)
             raise InvalidInput(exc.message) from None
         ppb = self.infer(x)
+        outliers = self.outliers(x)
+        if self.records is not None:
+            headers = headers or {}
+            self.records.submit(x, ppb, outliers, payload.id or headers.get("x-request-id"),
+                                None, None, sample_ids)
         infer_outputs = []
         # gRPC answers every output as raw bytes (raw_output_contents is all or nothing)
-        for name, values in self.outputs(x, ppb, names).items():
+        for name, values in self.outputs(x, ppb, names, outliers).items():
             datatype = self.output_types[name]
             out = InferOutput(name=name, shape=[len(values)], datatype=datatype)
-            out.set_data_from_numpy(np.array([v.encode() for v in values], dtype=object)
-                                    if datatype == "BYTES" else values.astype(np.float32))
+            if datatype == "BYTES":
+                out.set_data_from_numpy(np.array([v.encode() for v in values], dtype=object))
+            else:
+                out.set_data_from_numpy(values.astype(np.bool_ if datatype == "BOOL"
+                                                      else np.float32))
             infer_outputs.append(out)
         self.metrics.request("grpc", "success", time.perf_counter() - started)
         return InferResponse(response_id=payload.id or "", model_name=self.name,
                              model_version=self.version, infer_outputs=infer_outputs)
 
-    def _rows_from_infer_request(self, request: InferRequest) -> np.ndarray:
-        """The same rules as the REST routes (codec), applied to a gRPC tensor."""
-        if len(request.inputs) != 1:
-            raise codec.ClientError(400, f"expected exactly one input tensor, got "
+    def _rows_from_infer_request(self, request: InferRequest):
+        """(spectra [n, 448], sample ids or None) from one spectra input and an optional BYTES
+        input named codec.SAMPLE_ID_INPUT: the same rules as the REST routes (codec)."""
+        ids_inputs = [t for t in request.inputs if t.name == codec.SAMPLE_ID_INPUT]
+        spectra = [t for t in request.inputs if t.name != codec.SAMPLE_ID_INPUT]
+        if len(spectra) != 1 or len(ids_inputs) > 1:
+            raise codec.ClientError(400, f"expected exactly one input tensor of spectra (and "
+                                         f"optionally {codec.SAMPLE_ID_INPUT!r}), got "
                                          f"{len(request.inputs)}")
-        tensor = request.inputs[0]
+        tensor = spectra[0]
         shape = list(tensor.shape)
         codec.check_tensor_header(tensor.datatype, shape, self.options.max_batch_rows)
         try:
             x = tensor.as_numpy()
         except Exception as exc:  # kserve raises assorted errors for inconsistent tensors
             raise codec.ClientError(400, f"input tensor does not match its shape: {exc}") from None
-        return codec.check_rows(np.asarray(x).reshape(shape), self.options.max_batch_rows,
-                                self.options.reflectance_range)
+        x = codec.check_rows(np.asarray(x).reshape(shape), self.options.max_batch_rows,
+                             self.options.reflectance_range)
+        sample_ids = None
+        if ids_inputs:
+            ids = ids_inputs[0]
+            if ids.datatype != "BYTES":
+                raise codec.ClientError(400, f"input {codec.SAMPLE_ID_INPUT!r} must be BYTES")
+            try:
+                values = np.asarray(ids.as_numpy(), dtype=object).reshape(-1).tolist()
+                values = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
+            except Exception as exc:  # undecodable or inconsistent tensor
+                raise codec.ClientError(400, f"input {codec.SAMPLE_ID_INPUT!r}: {exc}") from None
+            sample_ids = codec.check_sample_ids(values, len(x), f"input "
+                                                                f"{codec.SAMPLE_ID_INPUT!r}")
+        return x, sample_ids
 
     def get_input_types(self):
         return [{"name": codec.INPUT_NAME, "datatype": "FP32", "shape": [-1, N_BANDS]}]
@@ -295,4 +355,6 @@ class DonModel(Model):
             "loaded_at": self.loaded_at,
             "pid": os.getpid(),
             "max_batch_rows": self.options.max_batch_rows,
+            "drift": None if self.drift is None else {
+                "t2_limit": self.drift.t2_limit, "q_limit": self.drift.q_limit, **self.drift.info},
         }

@@ -157,14 +157,18 @@ async def _answer(request: Request, model, protocol: str, tracer) -> Response:
     with _span(tracer, "validate"):
         valid = model.options.reflectance_range
         if protocol == "v1":
-            x, outputs = codec.decode_v1_request(body, limit, valid)
+            req = codec.decode_v1_request(body, limit, valid)
         else:
             req = codec.decode_v2(body, header_length, limit, valid)
-            x, outputs = req.x, req.outputs
+        x, outputs = req.x, req.outputs
         codec.check_outputs(outputs, model.output_types)
     with _span(tracer, "predict", attributes={"batch.rows": int(x.shape[0])}):
         ppb = model.infer(x)
-        values = model.outputs(x, ppb, [o.name for o in outputs])
+        outliers = model.outliers(x)  # every batch: the drift metrics and records count it
+        values = model.outputs(x, ppb, [o.name for o in outputs], outliers)
+    if model.records is not None:
+        model.records.submit(x, ppb, outliers, req.id or headers.get("x-request-id"),
+                             _trace_id(headers), _caller(request), req.sample_ids)
     out_headers = {"X-Model-Version": model.version}
     if protocol == "v1":
         return Response(codec.encode_v1(ppb, values), media_type=JSON, headers=out_headers)
@@ -174,6 +178,29 @@ async def _answer(request: Request, model, protocol: str, tracer) -> Response:
     out_headers.update(extra)
     return Response(content, media_type="application/octet-stream" if extra else JSON,
                     headers=out_headers)
+
+
+_HEX = set("0123456789abcdef")
+
+
+def _trace_id(headers) -> str | None:
+    """The active span's trace id, else the caller's W3C traceparent's, for the record."""
+    if telemetry.tracing_enabled():
+        trace_id = telemetry.current_trace_ids()[0]
+        if trace_id:
+            return trace_id
+    parent = headers.get("traceparent")
+    if parent:
+        parts = parent.split("-")
+        if len(parts) >= 3 and len(parts[1]) == 32 and set(parts[1]) <= _HEX:
+            return parts[1]
+    return None
+
+
+def _caller(request: Request) -> str | None:
+    """Who called: the client address (a pod IP in the cluster)."""
+    client = request.client
+    return client.host if client else None
 
 
 async def v1_predict(model_name: str, request: Request) -> Response:

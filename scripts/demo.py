@@ -1,9 +1,12 @@
 """`make demo`: the whole system on one machine, no cluster. Trains both model families on the
 embedded synthetic data into a local model store, serves each version with the model server, and
 calls both over KServe V1 and V2: on the default synthetic data with fresh spectra the models
-never saw, on other data with rows of the version's golden set.
+never saw, on other data with rows of the version's golden set. The servers record every
+prediction to a prediction recorder: by default one the demo starts on SQLite beside the store
+(`<store>.recorder.db`), or the one named by --records_url.
 
   python -m scripts.demo [--store DIR] [--data SRC] [--port N] [--full] [--once]
+                         [--records_url URL | --no-recorder]
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import argparse
 import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -73,6 +78,10 @@ def main() -> int:
                         help="full 5x5 repeated CV (slower) instead of the quick 3-fold check")
     parser.add_argument("--once", action="store_true",
                         help="exit after the example calls instead of serving until Ctrl-C")
+    parser.add_argument("--records_url", default=os.environ.get("DON_RECORDS_URL") or None,
+                        help="send prediction records to this recorder instead of starting one")
+    parser.add_argument("--no-recorder", dest="recorder", action="store_false",
+                        help="record nothing")
     args = parser.parse_args()
     store = Path(args.store).resolve()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -91,25 +100,39 @@ def main() -> int:
 
     ports = {model: args.port + i for i, (model, _) in enumerate(MODELS)}
     servers = []
+    recorder_db = None
     try:
+        records_url = args.records_url
+        if args.recorder and records_url is None:
+            recorder_db = store.parent / f"{store.name}.recorder.db"
+            records_url = start_recorder(recorder_db, env, servers)
+        record_args = ["--records_url", records_url] if args.recorder and records_url else []
         for model, port in ports.items():
             print(f"\n=== serving {versions[model]} on http://127.0.0.1:{port} ===", flush=True)
             proc = subprocess.Popen([sys.executable, "-m", "model_server", "--model_name", model,
                                      "--model_dir", str(versions[model]), "--http_port", str(port),
-                                     "--enable_grpc", "false", "--log_level", "WARNING"], env=env)
+                                     "--enable_grpc", "false", "--log_level", "WARNING",
+                                     *record_args], env=env)
             servers.append(proc)
             wait_ready(f"http://127.0.0.1:{port}/v2/models/{model}/ready", proc)
 
         for model, port in ports.items():
             rows, truth, what = example_rows(args.data, versions[model])
             v1, v1_version = post(f"http://127.0.0.1:{port}/v1/models/{model}:predict",
-                                  {"instances": rows})
+                                  {"instances": rows, "sample_ids": [
+                                      f"demo-{model}-{i}" for i in range(len(rows))]})
             v2, _ = post(f"http://127.0.0.1:{port}/v2/models/{model}/infer",
                          {"inputs": [{"name": "spectra", "shape": [len(rows), len(rows[0])],
                                       "datatype": "FP32", "data": rows}]})
             print(f"\n{model} version {v1_version} (V1 and V2), {what}:")
             for t, p1, p2 in zip(truth, v1["predictions"], v2["outputs"][0]["data"]):
                 print(f"  true {t:>9.0f} ppb   V1 {p1:>9.0f} ppb   V2 {p2:>9.0f} ppb")
+        if recorder_db is not None:
+            print(f"\n{stored_records(recorder_db, 6)} prediction records stored in {recorder_db} "
+                  f"(recorder at {records_url}):\n  sqlite3 {recorder_db} 'select time, model, "
+                  "version, sample_id, predicted_ppb, out_of_distribution from predictions'")
+        elif records_url:
+            print(f"\nprediction records sent to {records_url}")
         rf_port = ports["don-rf"]
         print(f"\nTry it yourself:\n  curl -s http://127.0.0.1:{rf_port}/v2/models/don-rf | python -m json.tool"
               f"\n  curl -s http://127.0.0.1:{rf_port}/metrics | grep don_requests_total"
@@ -131,6 +154,35 @@ def main() -> int:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def start_recorder(db: Path, env: dict, processes: list) -> str:
+    """The prediction recorder (ops/recorder) on SQLite and a free loopback port; its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    print(f"\n=== prediction recorder on http://127.0.0.1:{port} (SQLite {db}) ===", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "ops", "recorder", "serve", "--db",
+                             f"sqlite:///{db}", "--host", "127.0.0.1", "--port", str(port),
+                             "--no-auth"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    processes.append(proc)
+    wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+    return f"http://127.0.0.1:{port}/"
+
+
+def stored_records(db: Path, expected: int, timeout: float = 10.0) -> int:
+    """Rows in the recorder's predictions table once `expected` arrived (servers send within
+    about a second) or the time is up."""
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        with sqlite3.connect(db) as conn:
+            count = conn.execute("select count(*) from predictions").fetchone()[0]
+        if count >= expected:
+            break
+        time.sleep(0.3)
+    return count
 
 
 if __name__ == "__main__":

@@ -48,3 +48,5 @@ def test_demo_trains_serves_and_calls_both_families(tmp_path):
     rf = [int(v1) for _, v1, _ in calls[:3]]
     assert rf[0] < rf[2], f"low- and high-DON spectra not told apart: {calls}"
     assert f"http://127.0.0.1:{port}/metrics" in out.stdout
+    # every prediction was recorded by the prediction recorder on SQLite
+    assert f"6 prediction records stored in {tmp_path / 'store.recorder.db'}" in out.stdout

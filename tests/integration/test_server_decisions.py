@@ -45,7 +45,7 @@ def test_version_metadata_lists_the_extra_outputs(server):
     meta = requests.get(server.url(f"/v2/models/{server.model_name}")).json()
     assert {o["name"]: o["datatype"] for o in meta["outputs"]} == {
         "ppb": "FP32", "decision_1000": "BYTES", "decision_5000": "BYTES", "ppb_lower": "FP32",
-        "ppb_upper": "FP32"}
+        "ppb_upper": "FP32", "outlier_score": "FP32", "out_of_distribution": "BOOL"}
 
 
 def test_requests_naming_no_outputs_are_unchanged(server, golden_rows):

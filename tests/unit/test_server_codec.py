@@ -19,6 +19,8 @@ def v1(doc) -> bytes:
 def test_v1_batch_decodes_to_rows():
     x = codec.decode_v1(v1({"instances": [ROW, ROW]}), max_rows=10)
     assert x.shape == (2, 448) and x.dtype.kind == "f"
+    req = codec.decode_v1_request(v1({"instances": [ROW, ROW]}), max_rows=10)
+    assert req.outputs == [] and not req.named and req.sample_ids is None
 
 
 @pytest.mark.parametrize("body, status, words", [
@@ -157,8 +159,8 @@ def test_unknown_outputs_name_what_the_version_offers():
 
 def test_v1_outputs_parameter():
     body = v1({"instances": [ROW], "parameters": {"outputs": ["ppb", "decision_1000"]}})
-    x, outputs = codec.decode_v1_request(body, 10)
-    assert x.shape == (1, 448) and outputs == [codec.RequestedOutput("decision_1000")]
+    req = codec.decode_v1_request(body, 10)
+    assert req.x.shape == (1, 448) and req.outputs == [codec.RequestedOutput("decision_1000")]
     for params, words in (({"outputs": "decision_1000"}, "list of output names"),
                           ({"outputs": ["a", "a"]}, "more than once"), (3, "JSON object")):
         with pytest.raises(codec.ClientError, match=words):
@@ -183,6 +185,95 @@ def test_bytes_and_fp32_outputs_json_and_binary():
     sizes = [o["parameters"]["binary_data_size"] for o in head["outputs"]]
     assert sizes == [12, 3 * 4 + len("acceptrejectlab")]
     assert raw[12:] == b"\x06\x00\x00\x00accept\x06\x00\x00\x00reject\x03\x00\x00\x00lab"
+
+
+def test_v1_sample_ids_and_outputs():
+    req = codec.decode_v1_request(v1({
+        "instances": [ROW, ROW], "sample_ids": ["lot-1", None],
+        "parameters": {"outputs": ["outlier_score", "out_of_distribution"]}}), 10)
+    assert req.sample_ids == ["lot-1", None]
+    assert [o.name for o in req.outputs] == ["outlier_score", "out_of_distribution"]
+    codec.check_outputs(req.outputs, {"ppb": "FP32", "outlier_score": "FP32",
+                                      "out_of_distribution": "BOOL"})
+    with pytest.raises(codec.ClientError, match="no drift reference"):
+        codec.check_outputs(req.outputs, CALIBRATED)
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"sample_ids": "lot-1"}, "list of strings"),
+    ({"sample_ids": ["lot-1"]}, "1 entries for 2 spectra"),
+    ({"sample_ids": ["a", 7]}, "[1] must be a string or null"),
+    ({"sample_ids": ["a", "x" * 257]}, "longer than 256"),
+    ({"parameters": {"outputs": "outlier_score"}}, "list of output names"),
+])
+def test_v1_bad_sample_ids_and_outputs_are_named(extra, words):
+    with pytest.raises(codec.ClientError) as err:
+        codec.decode_v1_request(v1({"instances": [ROW, ROW], **extra}), 10)
+    assert err.value.status == 400 and words in err.value.message
+
+
+def _bytes_tensor(values: list[str]) -> bytes:
+    return b"".join(len(v.encode()).to_bytes(4, "little") + v.encode() for v in values)
+
+
+def test_v2_sample_id_tensor_json_and_binary():
+    doc = v2_doc([ROW, ROW], outputs=[{"name": "ppb"}, {"name": "outlier_score"}])
+    doc["inputs"].append({"name": "sample_id", "shape": [2], "datatype": "BYTES",
+                          "data": ["lot-1", "lot-2"]})
+    req = codec.decode_v2(v1(doc), None, 10)
+    assert req.sample_ids == ["lot-1", "lot-2"]
+    assert [o.name for o in req.outputs] == ["ppb", "outlier_score"]
+    as_parameter = v2_doc([ROW, ROW], parameters={"sample_ids": ["p1", None]})
+    assert codec.decode_v2(v1(as_parameter), None, 10).sample_ids == ["p1", None]
+    with pytest.raises(codec.ClientError, match="parameters.sample_ids has 1 entries"):
+        codec.decode_v2(v1(v2_doc([ROW, ROW], parameters={"sample_ids": ["p1"]})), None, 10)
+    # binary extension: the sample ids first, then the spectra, in the order of the inputs
+    x = np.full((2, 448), 0.5, "<f4")
+    ids = _bytes_tensor(["lot-é", ""])
+    head = orjson.dumps({"inputs": [
+        {"name": "sample_id", "shape": [2, 1], "datatype": "BYTES",
+         "parameters": {"binary_data_size": len(ids)}},
+        {"name": "spectra", "shape": [2, 448], "datatype": "FP32",
+         "parameters": {"binary_data_size": x.nbytes}}]})
+    req = codec.decode_v2(head + ids + x.tobytes(), str(len(head)), 10)
+    assert req.sample_ids == ["lot-é", ""]
+    np.testing.assert_array_equal(req.x, x)
+    with pytest.raises(codec.ClientError, match="truncated binary BYTES"):
+        bad = head.replace(b'"binary_data_size":%d' % len(ids),
+                           b'"binary_data_size":%d' % (len(ids) - 1))
+        codec.decode_v2(bad + ids[:-1] + x.tobytes(), str(len(bad)), 10)
+
+
+@pytest.mark.parametrize("tensor, words", [
+    ({"datatype": "FP32", "shape": [1], "data": [1.0]}, "must have datatype BYTES"),
+    ({"datatype": "BYTES", "shape": [2], "data": ["a", "b"]}, "must have shape [1]"),
+    ({"datatype": "BYTES", "shape": [1], "data": [5]}, "must be a string or null"),
+    ({"datatype": "BYTES", "shape": [1], "data": "a"}, "list of 1 strings"),
+])
+def test_v2_bad_sample_id_tensor_is_named(tensor, words):
+    doc = v2_doc([ROW])
+    doc["inputs"].append({"name": "sample_id", **tensor})
+    with pytest.raises(codec.ClientError) as err:
+        codec.decode_v2(v1(doc), None, 10)
+    assert err.value.status == 400 and words in err.value.message
+
+
+def test_v2_drift_outputs_are_encoded_in_order():
+    tensors = [codec.Tensor("out_of_distribution", "BOOL", np.array([True, False]), False),
+               codec.Tensor("ppb", "FP32", np.array([1.5, 2.0]), False),
+               codec.Tensor("outlier_score", "FP32", np.array([3.0, 0.5]), False)]
+    doc = orjson.loads(codec.encode_v2(tensors, "m", "1", None)[0])
+    assert [(o["name"], o["datatype"], o["data"]) for o in doc["outputs"]] == [
+        ("out_of_distribution", "BOOL", [True, False]), ("ppb", "FP32", [1.5, 2.0]),
+        ("outlier_score", "FP32", [3.0, 0.5])]
+    content, headers = codec.encode_v2([t._replace(binary=True) for t in tensors], "m", "1", None)
+    json_len = int(headers["Inference-Header-Content-Length"])
+    sizes = [o["parameters"]["binary_data_size"] for o in orjson.loads(content[:json_len])[
+        "outputs"]]
+    assert sizes == [2, 8, 8] and len(content) == json_len + 18
+    assert content[json_len:json_len + 2] == b"\x01\x00"
+    assert orjson.loads(codec.encode_v1(np.array([1.0]), {"outlier_score": np.array([0.2])})) \
+        == {"predictions": [1.0], "outlier_score": [0.2]}
 
 
 @pytest.mark.parametrize("datatype", [{}, [], None, 3, True, {"FP32": 1}, ["FP32"]])
