@@ -56,6 +56,15 @@ def store_root(explicit: str | None, from_uri: str) -> str:
                                  "or DON_STORE in the operator's environment")
 
 
+def owner_reference(obj: dict) -> dict:
+    """Makes the serving objects the operator creates go away with their ModelRollout (and so
+    with the Helm release that declares it)."""
+    meta = obj["metadata"]
+    return {"apiVersion": obj.get("apiVersion") or "rollouts.don-predictor.io/v1alpha1",
+            "kind": obj.get("kind") or "ModelRollout", "name": meta["name"], "uid": meta["uid"],
+            "controller": True}
+
+
 def _service_of(url: str) -> str:
     return url.split("://", 1)[1].split(".", 1)[0].split(":", 1)[0].split("/", 1)[0]
 
@@ -89,6 +98,8 @@ class Engine:
                 self._write(obj, state.fail(status, self.clock(), f"invalid spec: {exc}"))
                 self.emit(obj, "Warning", "InvalidSpec", str(exc))
             return "Fail"
+        if spec.desired:
+            return self._deliver(obj, spec, status)
         if not phase:
             return self._start(obj, spec)
         if not status.get("trafficApplied", True):
@@ -98,6 +109,90 @@ class Engine:
             return None
         return self._progress(obj, spec, status)
 
+    # ---- Desired delivery (the chart's objects: models.<m>.version is the desired version) ----
+    def _deliver(self, obj: dict, spec: RolloutSpec, status: dict) -> str | None:
+        """Flagger's model: a rollout starts when the desired version differs from the live one
+        and was not already tried; a rolled-back version is not retried until the desired
+        version changes; between rollouts the serving objects are left as they are."""
+        phase, desired = status.get("phase"), int(spec.candidate["version"])
+        if phase in state.ACTIVE:
+            if status.get("candidateVersion") not in (None, desired) and spec.action != "Promote":
+                # The desired version changed mid-rollout: give up on the old candidate first.
+                changes = state.rollback(status, self.clock(), (
+                    f"superseded: the desired version is now {desired}; version "
+                    f"{status.get('candidateVersion')} was not delivered"))
+                status = self._write(obj, changes)
+                self.emit(obj, "Warning", "RolledBack", changes["message"])
+                self._apply(obj, spec, status)
+                return "RollBack"
+            if not status.get("trafficApplied", True):
+                self._apply(obj, spec, status)
+                status = obj["status"]
+            return self._progress(obj, spec, status)
+        if not status.get("trafficApplied", True):
+            if not self._apply(obj, spec, status):
+                return None  # still moving traffic (e.g. waiting for the stable pods)
+            status = obj["status"]
+        try:
+            live = self._ensure(obj, spec)
+        except (ApiException, traffic.TrafficError) as exc:
+            reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
+            message = f"cannot deliver version {desired} on {spec.mode} target {spec.target}: {reason}"
+            if status.get("message") != message:
+                self._write(obj, dict(state.fail(status, self.clock(), message),
+                                      desiredVersion=desired, trafficApplied=True))
+                self.emit(obj, "Warning", "Failed", message)
+            return "Fail"
+        if live is not None and int(live) == desired:
+            if phase in ("Promoted", "Delivered") and status.get("liveVersion") == desired:
+                return None
+            if phase == "Promoted" and status.get("candidateVersion") == desired:
+                self._write(obj, {"liveVersion": desired, "desiredVersion": desired})
+                return None
+            message = f"version {desired} serves all traffic"
+            status = self._write(obj, dict(state.delivered(status, self.clock(), desired, message),
+                                           desiredVersion=desired))
+            self.emit(obj, "Normal", "Delivered", message)
+            self._apply(obj, spec, status)
+            return "Delivered"
+        if status.get("candidateVersion") == desired and phase in ("RolledBack", "Failed"):
+            if status.get("desiredVersion") != desired or status.get("liveVersion") != live:
+                self._write(obj, {"desiredVersion": desired, "liveVersion": live})
+            return None  # not retried until the desired version changes
+        return self._start(obj, spec, previous=status, live=live)
+
+    def _ensure(self, obj: dict, spec: RolloutSpec):
+        """The live version of the target; creates the serving object the operator owns when it
+        does not exist yet (first install), serving the desired version."""
+        ns = obj["metadata"]["namespace"]
+        if spec.mode == "Deployment":
+            deployment = spec.raw["deployment"]
+            stable_name = deployment.get("stable") or spec.target
+            try:
+                stable = self.kube.raw_deployment(ns, stable_name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                canary = self.kube.raw_deployment(ns, deployment.get("canary") or f"{spec.target}-canary")
+                total = int(deployment.get("replicas") or 1)
+                stable = self.kube.create_deployment(ns, traffic.stable_from_canary(
+                    canary, stable_name, total, owner_reference(obj)))
+                self.emit(obj, "Normal", "Created", f"Deployment {stable_name} created from "
+                          f"{canary['metadata']['name']} ({total} replicas)")
+            version = traffic.deployment_version(stable, deployment["versionEnv"])
+            return int(version) if str(version).isdigit() else None
+        try:
+            isvc = self.kube.get_isvc(ns, spec.target)
+        except ApiException as exc:
+            template = spec.raw.get("inferenceService")
+            if exc.status != 404 or not template:
+                raise
+            body = traffic.isvc_from_template(template, spec.target, owner_reference(obj))
+            isvc = self.kube.create_isvc(ns, body)
+            self.emit(obj, "Normal", "Created", f"InferenceService {spec.target} created serving "
+                      f"{traffic.stable_storage_uri(isvc)}")
+        return _version_of(traffic.stable_storage_uri(isvc))
+
     def _write(self, obj: dict, changes: dict) -> dict:
         meta = obj["metadata"]
         changes = dict(changes, observedGeneration=meta.get("generation"))
@@ -106,13 +201,21 @@ class Engine:
         return obj["status"]
 
     # ---- start ----------------------------------------------------------------------------
-    def _start(self, obj: dict, spec: RolloutSpec) -> str:
+    def _start(self, obj: dict, spec: RolloutSpec, previous: dict | None = None,
+               live=None) -> str:
         meta, moment = obj["metadata"], self.clock()
+        desired = {"desiredVersion": spec.candidate["version"], "liveVersion": live} \
+            if spec.desired else {}
         ns = meta["namespace"]
         rival = self._rival(obj, spec)
         if rival:
             message = (f"ModelRollout {rival} is already rolling out {spec.target}; "
                        "two rollouts on one target are refused")
+            if spec.desired:  # it starts once the other one has finished
+                if (previous or {}).get("message") != message:
+                    self._write(obj, dict(desired, message=message))
+                    self.emit(obj, "Warning", "Refused", message)
+                return None
             self._write(obj, state.fail({}, moment, message))
             self.emit(obj, "Warning", "Refused", message)
             return "Fail"
@@ -121,20 +224,25 @@ class Engine:
         except (ApiException, traffic.TrafficError, golden_mod.GoldenError) as exc:
             reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
             message = f"cannot start on {spec.mode} target {spec.target}: {reason}"
-            self._write(obj, state.fail({}, moment, message))
+            self._write(obj, dict(state.fail(previous or {}, moment, message), **desired,
+                                  candidateVersion=spec.candidate.get("version"),
+                                  trafficApplied=True))
             self.emit(obj, "Warning", "Failed", message)
             return "Fail"
         if candidate_uri == stable_uri:
             message = f"candidate {candidate_uri} is already the stable version"
-            self._write(obj, state.fail({}, moment, message))
+            self._write(obj, dict(state.fail(previous or {}, moment, message), **desired,
+                                  candidateVersion=spec.candidate.get("version"),
+                                  trafficApplied=True))
             self.emit(obj, "Warning", "Failed", message)
             return "Fail"
-        extra = {"snapshot": self._baseline(ns, spec)}
+        extra = dict(desired, snapshot=self._baseline(ns, spec))
         if spec.mode == "Deployment":  # the replica total to split, as found at the start
             stable = self.kube.raw_deployment(ns, spec.raw["deployment"].get("stable") or spec.target)
             extra["replicas"] = int(stable.get("spec", {}).get("replicas") or 1)
         status = self._write(obj, dict(state.start(spec, moment, stable_uri, candidate_uri,
-                                                   stable_version, candidate_version), **extra))
+                                                   stable_version, candidate_version, previous),
+                                       **extra))
         self.emit(obj, "Normal", "Started",
                   f"rolling out {candidate_uri} on {spec.target} ({spec.mode}): "
                   f"{status['weight']}% to the candidate, steps {list(spec.steps)}")
@@ -189,19 +297,22 @@ class Engine:
                 candidate.get("version") or _version_of(candidate_uri))
 
     # ---- traffic --------------------------------------------------------------------------
-    def _apply(self, obj: dict, spec: RolloutSpec, status: dict) -> None:
-        """Make the serving objects match the status, then record that they do."""
+    def _apply(self, obj: dict, spec: RolloutSpec, status: dict) -> bool:
+        """Make the serving objects match the status, then record that they do. False while a
+        change has to wait (pods that must be ready before others go); the next tick goes on."""
         ns, phase, weight = obj["metadata"]["namespace"], status["phase"], int(status.get("weight") or 0)
         if spec.mode == "Deployment":
-            self._apply_deployment(ns, spec, status, phase, weight)
-        else:
+            if not self._apply_deployment(ns, spec, status, phase, weight):
+                return False
+        elif phase != "Delivered":  # Delivered: the live version already serves 100 %
             isvc = self.kube.get_isvc(ns, spec.target)
             self.kube.patch_isvc(ns, spec.target, traffic.isvc_patch(
                 spec.mode, isvc, phase, weight, status["stableStorageUri"],
                 status["candidateStorageUri"]))
         self._write(obj, {"trafficApplied": True})
+        return True
 
-    def _apply_deployment(self, ns, spec, status, phase, weight):
+    def _apply_deployment(self, ns, spec, status, phase, weight) -> bool:
         deployment = spec.raw["deployment"]
         stable_name = deployment.get("stable") or spec.target
         canary_name = deployment.get("canary") or f"{spec.target}-canary"
@@ -221,8 +332,22 @@ class Engine:
             stable_replicas, canary_replicas = total, (total if phase in state.ACTIVE else 0)
         else:
             stable_replicas, canary_replicas = traffic.replica_split(total, weight)
-        self.kube.scale_deployment(ns, canary_name, canary_replicas)
-        self.kube.scale_deployment(ns, stable_name, stable_replicas)
+        # Scale up first; scale down only once what stays has its pods ready (on the current
+        # template), so that callers of the model's Service always find a ready pod.
+        wanted = {stable_name: stable_replicas, canary_name: canary_replicas}
+        current = {name: self.kube.raw_deployment(ns, name) for name in wanted}
+        for name, replicas in wanted.items():
+            if replicas > 0 and (current[name].get("spec") or {}).get("replicas") != replicas:
+                self.kube.scale_deployment(ns, name, replicas)
+                current[name] = self.kube.raw_deployment(ns, name)
+        waiting = [name for name, replicas in wanted.items()
+                   if replicas > 0 and not traffic.deployment_ready(current[name], replicas)]
+        if waiting:
+            return False
+        for name, replicas in wanted.items():
+            if replicas == 0 and (current[name].get("spec") or {}).get("replicas") != 0:
+                self.kube.scale_deployment(ns, name, 0)
+        return True
 
     # ---- progress -------------------------------------------------------------------------
     def _progress(self, obj: dict, spec: RolloutSpec, status: dict) -> str | None:
@@ -257,6 +382,8 @@ class Engine:
         kind = "Warning" if decision == "RollBack" or result["verdict"] == judge_mod.FAIL else "Normal"
         reason = {"Advance": "Advanced", "Promote": "Promoted", "RollBack": "RolledBack"}.get(
             decision, "Held")
+        if changes.get("deadlineExceeded"):
+            reason = "ProgressDeadlineExceeded"
         self.emit(obj, kind, reason, changes["message"])
         log.info("%s/%s: %s (%s)", obj["metadata"]["namespace"], obj["metadata"]["name"],
                  decision, changes["message"])
@@ -268,6 +395,13 @@ class Engine:
     def analyse(self, ns: str, spec: RolloutSpec, status: dict) -> tuple[dict, dict]:
         """(judged analysis, new metrics snapshot) for the window since the last analysis."""
         stable_url, canary_url = default_urls(spec, ns)
+        waiting = self._canary_not_ready(ns, spec, canary_url)
+        if waiting:
+            check = {"name": "canaryReady", "value": None, "threshold": None,
+                     "result": judge_mod.INCONCLUSIVE, "note": waiting}
+            return ({"verdict": judge_mod.INCONCLUSIVE, "checks": [check],
+                     "summary": f"canaryReady: {waiting}", "canary": {}, "stable": {}},
+                    dict(status.get("snapshot") or {}))
         golden = self._golden(spec, status, stable_url, canary_url) \
             if spec.analysis["goldenSet"] else None
         snapshot = dict(status.get("snapshot") or {})
@@ -290,6 +424,21 @@ class Engine:
         result = judge_mod.judge(spec.analysis, figures["canary"], figures["stable"], golden,
                                  status.get("candidateVersion"))
         return result, snapshot
+
+    def _canary_not_ready(self, ns: str, spec: RolloutSpec, canary_url: str) -> str | None:
+        """Why no traffic can reach the canary yet (its Service has no ready pod), or None. Only
+        for the deployment engine's own canary Service; explicit URLs are taken as they are."""
+        if spec.mode != "Deployment" or spec.endpoints.get("canaryUrl") \
+                or spec.endpoints.get("canaryMetricsUrl"):
+            return None
+        service = _service_of(canary_url)
+        try:
+            ready = self.kube.endpoint_urls(ns, service)
+        except ApiException as exc:
+            return f"no traffic reached the canary: Service {service}: {exc.status} {exc.reason}"
+        if not ready:
+            return f"no traffic reached the canary: Service {service} has no ready pods"
+        return None
 
     def _scrape(self, ns: str, spec: RolloutSpec, side: str, base_url: str) -> dict:
         explicit = spec.endpoints.get(f"{side}MetricsUrl")

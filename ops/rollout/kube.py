@@ -60,6 +60,9 @@ class Kube:
     def get_isvc(self, ns: str, name: str) -> dict:
         return self.custom.get_namespaced_custom_object(*ISVC[:2], ns, ISVC[2], name)
 
+    def create_isvc(self, ns: str, body: dict) -> dict:
+        return self.custom.create_namespaced_custom_object(*ISVC[:2], ns, ISVC[2], body)
+
     def patch_isvc(self, ns: str, name: str, patch: dict) -> dict:
         return self.custom.patch_namespaced_custom_object(*ISVC[:2], ns, ISVC[2], name, patch,
                                                           _content_type=MERGE)
@@ -72,6 +75,10 @@ class Kube:
         """The Deployment as the API spells it (camelCase), for patch builders."""
         return self.apps.api_client.sanitize_for_serialization(
             self.apps.read_namespaced_deployment(name, ns))
+
+    def create_deployment(self, ns: str, body: dict) -> dict:
+        created = self.apps.create_namespaced_deployment(ns, body)
+        return self.apps.api_client.sanitize_for_serialization(created)
 
     def patch_deployment(self, ns: str, name: str, patch: dict, strategic: bool = True) -> None:
         self.apps.patch_namespaced_deployment(name, ns, patch,
