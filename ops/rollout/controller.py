@@ -70,6 +70,21 @@ def _service_of(url: str) -> str:
     return url.split("://", 1)[1].split(".", 1)[0].split(":", 1)[0].split("/", 1)[0]
 
 
+def _stable_golden(golden: dict, remembered: dict | None) -> tuple[dict, dict | None]:
+    """(golden result, the stable's figures to remember). The stable version's error on the
+    candidate's golden rows does not change during a rollout, so once measured it stands in when
+    the stable cannot answer any more (the deployment engine's last step runs no stable pod)."""
+    stable = golden.get("stable") or {}
+    if "mae" in stable:
+        return golden, dict(stable)
+    if remembered and "mae" in (golden.get("canary") or {}):
+        golden = dict(golden, stable=dict(remembered, note="measured at an earlier step"))
+        golden["relativeIncrease"] = golden_mod.relative_increase(golden["canary"]["mae"],
+                                                                  remembered["mae"])
+        return golden, remembered
+    return golden, remembered
+
+
 def _version_of(uri: str | None):
     try:
         return golden_mod.split_storage_uri(uri)[2]
@@ -379,7 +394,9 @@ class Engine:
             return None
         result, snapshot = self.analyse(obj["metadata"]["namespace"], spec, status)
         decision, changes = state.decide(status, spec, result, self.clock())
-        status = self._write(obj, dict(changes, snapshot=snapshot))
+        status = self._write(obj, dict(changes, snapshot=snapshot,
+                                       **({"goldenStable": result["goldenStable"]}
+                                          if result.get("goldenStable") else {})))
         kind = "Warning" if decision == "RollBack" or result["verdict"] == judge_mod.FAIL else "Normal"
         reason = {"Advance": "Advanced", "Promote": "Promoted", "RollBack": "RolledBack"}.get(
             decision, "Held")
@@ -397,14 +414,21 @@ class Engine:
         """(judged analysis, new metrics snapshot) for the window since the last analysis."""
         stable_url, canary_url = default_urls(spec, ns)
         waiting = self._canary_not_ready(ns, spec, canary_url)
+
         if waiting:
             check = {"name": "canaryReady", "value": None, "threshold": None,
                      "result": judge_mod.INCONCLUSIVE, "note": waiting}
             return ({"verdict": judge_mod.INCONCLUSIVE, "checks": [check],
                      "summary": f"canaryReady: {waiting}", "canary": {}, "stable": {}},
                     dict(status.get("snapshot") or {}))
-        golden = self._golden(spec, status, stable_url, canary_url) \
-            if spec.analysis["goldenSet"] else None
+        golden_urls = (stable_url, canary_url)
+        if spec.mode == "Deployment":  # the chart's own Services, by ClusterIP: no cluster DNS needed
+            golden_urls = tuple(self._by_cluster_ip(ns, spec, side, url) for side, url in
+                                (("stable", stable_url), ("canary", canary_url)))
+        golden = self._golden(spec, status, *golden_urls) if spec.analysis["goldenSet"] else None
+        remembered = None
+        if golden is not None and not golden.get("unavailable"):
+            golden, remembered = _stable_golden(golden, status.get("goldenStable"))
         snapshot = dict(status.get("snapshot") or {})
         figures = {}
         for side, url, version in (("stable", stable_url, status.get("stableVersion")),
@@ -424,11 +448,21 @@ class Engine:
                 figures[side] = {"error": str(exc)[:300]}
         result = judge_mod.judge(spec.analysis, figures["canary"], figures["stable"], golden,
                                  status.get("candidateVersion"))
+        if remembered:
+            result["goldenStable"] = remembered
         if spec.analysis.get("liveAccuracy"):
             result = judge_mod.add_checks(result, [live_accuracy.check(
                 spec.analysis["liveAccuracy"], spec.model_name, status.get("stableVersion"),
                 status.get("candidateVersion"), spec.endpoints["timeoutSeconds"])])
         return result, snapshot
+
+    def _by_cluster_ip(self, ns: str, spec: RolloutSpec, side: str, url: str) -> str:
+        if spec.endpoints.get(f"{side}Url"):
+            return url
+        try:
+            return self.kube.service_url(ns, _service_of(url)) or url
+        except ApiException:
+            return url
 
     def _canary_not_ready(self, ns: str, spec: RolloutSpec, canary_url: str) -> str | None:
         """Why no traffic can reach the canary yet (its Service has no ready pod), or None. Only

@@ -96,6 +96,16 @@ class Kube:
                                                    _content_type=MERGE)
 
     # Service discovery for direct scraping
+    def service_url(self, ns: str, service: str) -> str | None:
+        """http://<clusterIP>:<http port> of a Service (None when it has no ClusterIP)."""
+        svc = self.core.read_namespaced_service(service, ns)
+        ip = svc.spec.cluster_ip
+        if not ip or ip == "None":
+            return None
+        ports = svc.spec.ports or []
+        port = next((p.port for p in ports if p.name in ("http", "http1")), ports[0].port if ports else 80)
+        return f"http://{ip}:{port}"
+
     def endpoint_urls(self, ns: str, service: str, path: str = "/metrics") -> list[str]:
         """http://<pod-ip>:<port><path> for every ready address behind a Service."""
         endpoints = self.core.read_namespaced_endpoints(service, ns)

@@ -354,3 +354,16 @@ def test_stable_deployment_is_created_from_the_canary():
     assert not traffic.deployment_ready(dict(ready, status=dict(ready["status"], readyReplicas=1)), 2)
     assert not traffic.deployment_ready(dict(ready, metadata={"generation": 4}), 2)  # template not rolled yet
     assert not traffic.deployment_ready(dict(ready, status=dict(ready["status"], replicas=3)), 2)  # old pod left
+
+
+def test_the_stables_golden_error_is_remembered_for_the_step_without_stable_pods():
+    from ops.rollout.controller import _stable_golden
+    measured = {"stable": {"mae": 0.5, "rows": 30, "version": "1"}, "canary": {"mae": 0.52, "version": "2"},
+                "relativeIncrease": 0.04}
+    golden, remembered = _stable_golden(measured, None)
+    assert golden is measured and remembered == {"mae": 0.5, "rows": 30, "version": "1"}
+    gone = {"stable": {"error": "no pod"}, "canary": {"mae": 0.75, "version": "2"}}
+    golden, again = _stable_golden(gone, remembered)
+    assert golden["relativeIncrease"] == pytest.approx(0.5) and golden["stable"]["mae"] == 0.5
+    assert again == remembered
+    assert _stable_golden(gone, None)[0] is gone  # never measured: the check stays Inconclusive
