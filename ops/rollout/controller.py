@@ -70,19 +70,20 @@ def _service_of(url: str) -> str:
     return url.split("://", 1)[1].split(".", 1)[0].split(":", 1)[0].split("/", 1)[0]
 
 
-def _stable_golden(golden: dict, remembered: dict | None) -> tuple[dict, dict | None]:
-    """(golden result, the stable's figures to remember). The stable version's error on the
-    candidate's golden rows does not change during a rollout, so once measured it stands in when
-    the stable cannot answer any more (the deployment engine's last step runs no stable pod)."""
-    stable = golden.get("stable") or {}
+def _stable_golden(result: dict, remembered: dict | None) -> tuple[dict, dict | None]:
+    """(golden or reference result, the stable's figures to remember). The stable version's
+    answers on a fixed row set do not change during a rollout, so once measured they stand in
+    when the stable cannot answer any more (the deployment engine's last step runs no stable pod)."""
+    stable = result.get("stable") or {}
     if "mae" in stable:
-        return golden, dict(stable)
-    if remembered and "mae" in (golden.get("canary") or {}):
-        golden = dict(golden, stable=dict(remembered, note="measured at an earlier step"))
-        golden["relativeIncrease"] = golden_mod.relative_increase(golden["canary"]["mae"],
-                                                                  remembered["mae"])
-        return golden, remembered
-    return golden, remembered
+        return result, dict(stable)
+    canary = result.get("canary") or {}
+    if remembered and "mae" in canary:
+        result = dict(result, stable=dict(remembered, note="measured at an earlier step"))
+        result["relativeIncrease"] = golden_mod.relative_increase(canary["mae"], remembered["mae"])
+        if canary.get("falseAcceptRate") is not None and remembered.get("falseAcceptRate") is not None:
+            result["falseAcceptIncrease"] = canary["falseAcceptRate"] - remembered["falseAcceptRate"]
+    return result, remembered
 
 
 def _version_of(uri: str | None):

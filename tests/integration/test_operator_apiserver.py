@@ -509,3 +509,42 @@ def test_inconclusive_past_the_progress_deadline_rolls_back(kube, namespace, ope
     deadline = [e for e in found if e.reason == "ProgressDeadlineExceeded"]
     assert deadline and deadline[0].type == "Warning" and "progress deadline" in deadline[0].message
     assert watcher.isvc()["spec"]["predictor"]["model"]["storageUri"] == "pvc://models/don/1"
+
+
+def test_desired_deployment_mode_creates_the_stable_from_the_chart_canary(kube, namespace, operator_cluster,
+                                                                        model_servers, rollout_store):
+    """The chart renders only `<target>-canary` (running the desired version, no replicas); the
+    operator creates the stable Deployment from it and owns every replica count from then on."""
+    stable, good = model_servers["stable"], model_servers["good"]
+
+    def canary_deployment(version: str) -> dict:
+        labels = {"app": "don", "don-predictor.io/track": "canary", "don-predictor.io/model-version": version}
+        return {"metadata": {"name": "don-canary", "labels": {"app": "don", "don-predictor.io/track": "canary"}},
+                "spec": {"selector": {"matchLabels": {"app": "don", "don-predictor.io/track": "canary"}},
+                         "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+                             "name": "model-server", "image": "don-predictor/model-server:test",
+                             "env": [{"name": "DON_MODEL_VERSION", "value": version}]}]}}}}
+
+    kube.apps.create_namespaced_deployment(namespace, canary_deployment("1"))
+    body = desired_rollout("Deployment", 1, stable.base, stable.base, rollout_store)
+    body["spec"]["deployment"] = {"replicas": 2}
+    watcher = Watcher(kube, namespace, "don", "Deployment")
+    with ReadyDeployments(kube, namespace):
+        kube.create_rollout(namespace, body)
+        watcher.until(lambda s: s.get("phase") == "Delivered" and s.get("trafficApplied"))
+        created = kube.raw_deployment(namespace, "don")
+        assert created["spec"]["replicas"] == 2
+        assert created["spec"]["selector"]["matchLabels"]["don-predictor.io/track"] == "stable"
+        assert created["metadata"]["ownerReferences"][0]["kind"] == "ModelRollout"
+        assert kube.get_deployment(namespace, "don-canary")["spec"]["replicas"] == 0
+        # `helm upgrade --set models.<m>.version=2`: the canary template and the desired version
+        kube.patch_deployment(namespace, "don-canary", {"spec": {"template": canary_deployment("2")["spec"]["template"]}})
+        with Traffic(stable.base, good.base, golden_rows(rollout_store, 2)):
+            set_desired(kube, namespace, 2, stable.base, good.base)
+            final = watcher.until(lambda s: s.get("phase") == "Promoted" and s.get("trafficApplied")
+                                  and s.get("liveVersion") == 2)
+    assert [h["weight"] for h in final["status"]["history"] if h["event"] == "Advanced"] == [100]
+    promoted = kube.raw_deployment(namespace, "don")
+    assert promoted["spec"]["template"]["metadata"]["labels"]["don-predictor.io/model-version"] == "2"
+    assert promoted["spec"]["template"]["metadata"]["labels"]["don-predictor.io/track"] == "stable"
+    assert (promoted["spec"]["replicas"], kube.get_deployment(namespace, "don-canary")["spec"]["replicas"]) == (2, 0)
