@@ -128,9 +128,10 @@ class Engine:
 
     # ---- Desired delivery (the chart's objects: models.<m>.version is the desired version) ----
     def _deliver(self, obj: dict, spec: RolloutSpec, status: dict) -> str | None:
-        """Flagger's model: a rollout starts when the desired version differs from the live one
-        and was not already tried; a rolled-back version is not retried until the desired
-        version changes; between rollouts the serving objects are left as they are."""
+        """Flagger's model: a rollout starts when the desired version changes (status.desiredVersion
+        is the last one acted on) and differs from the live one; a rolled-back version is not
+        retried until the desired version changes; between rollouts the serving objects are left
+        as they are."""
         phase, desired = status.get("phase"), int(spec.candidate["version"])
         if phase in state.ACTIVE:
             if status.get("candidateVersion") not in (None, desired) and spec.action != "Promote":
@@ -156,26 +157,24 @@ class Engine:
             reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
             message = f"cannot deliver version {desired} on {spec.mode} target {spec.target}: {reason}"
             if status.get("message") != message:
-                self._write(obj, dict(state.fail(status, self.clock(), message),
-                                      desiredVersion=desired, trafficApplied=True))
+                # No desiredVersion: once the objects can be found, delivery goes on.
+                self._write(obj, dict(state.fail(status, self.clock(), message), trafficApplied=True))
                 self.emit(obj, "Warning", "Failed", message)
             return "Fail"
+        if phase and status.get("desiredVersion") == desired:
+            # This desired version was acted on already (delivered, promoted, rolled back or
+            # failed): nothing is retried, and a version made live by a one-off rollout
+            # (`python -m ops rollout start`) is left alone, until the desired version changes.
+            if status.get("liveVersion") != live:
+                self._write(obj, {"liveVersion": live})
+            return None
         if live is not None and int(live) == desired:
-            if phase in ("Promoted", "Delivered") and status.get("liveVersion") == desired:
-                return None
-            if phase == "Promoted" and status.get("candidateVersion") == desired:
-                self._write(obj, {"liveVersion": desired, "desiredVersion": desired})
-                return None
             message = f"version {desired} serves all traffic"
             status = self._write(obj, dict(state.delivered(status, self.clock(), desired, message),
                                            desiredVersion=desired))
             self.emit(obj, "Normal", "Delivered", message)
             self._apply(obj, spec, status)
             return "Delivered"
-        if status.get("candidateVersion") == desired and phase in ("RolledBack", "Failed"):
-            if status.get("desiredVersion") != desired or status.get("liveVersion") != live:
-                self._write(obj, {"desiredVersion": desired, "liveVersion": live})
-            return None  # not retried until the desired version changes
         return self._start(obj, spec, previous=status, live=live)
 
     def _ensure(self, obj: dict, spec: RolloutSpec):
@@ -230,7 +229,7 @@ class Engine:
                        "two rollouts on one target are refused")
             if spec.desired:  # it starts once the other one has finished
                 if (previous or {}).get("message") != message:
-                    self._write(obj, dict(desired, message=message))
+                    self._write(obj, {"message": message})
                     self.emit(obj, "Warning", "Refused", message)
                 return None
             self._write(obj, state.fail({}, moment, message))
