@@ -170,6 +170,8 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int,
     tensor = inputs[0]
     if not isinstance(tensor, dict):
         raise ClientError(400, "each input must be a JSON object")
+    if not isinstance(tensor.get("name"), str):
+        raise ClientError(400, f'input needs a "name" string (e.g. "{INPUT_NAME}")')
     shape = _shape(tensor.get("shape"))
     datatype = tensor.get("datatype")
     dtype = check_tensor_header(datatype, shape, max_rows)
@@ -205,6 +207,9 @@ def check_tensor_header(datatype, shape: list[int], max_rows: int) -> np.dtype:
 
 
 def _shape(shape) -> list[int]:
+    # JSON has one number type: 2.0 is an integer there (JSON Schema agrees), 2.5 is not
+    if isinstance(shape, list):
+        shape = [int(d) if isinstance(d, float) and d.is_integer() else d for d in shape]
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
                                               and d >= 0 for d in shape):
         raise ClientError(400, f'input "shape" must be a list of non-negative integers, '
@@ -226,7 +231,7 @@ def _binary_tensor(size, binary: bytes, dtype: np.dtype, count: int) -> np.ndarr
 
 def _request_id(doc: dict) -> str | None:
     rid = doc.get("id")
-    if rid is not None and not isinstance(rid, str):
+    if "id" in doc and not isinstance(rid, str):
         raise ClientError(400, '"id" must be a string')
     return rid
 
@@ -236,9 +241,9 @@ def _binary_output_requested(doc: dict) -> bool:
     if not isinstance(params, dict):
         raise ClientError(400, '"parameters" must be a JSON object')
     wanted = bool(params.get("binary_data_output", False))
-    outputs = doc.get("outputs")
-    if outputs is None:
+    if "outputs" not in doc:
         return wanted
+    outputs = doc["outputs"]
     if not isinstance(outputs, list):
         raise ClientError(400, '"outputs" must be a list')
     for out in outputs:

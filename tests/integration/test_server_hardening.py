@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 import requests
 
-from tests.fixtures_server import copy_version
+from tests.fixtures_server import ServerProcess, copy_version
 
 ROW = [0.5] * 448
 PREDICT = "/v1/models/don-rf:predict"
@@ -231,3 +237,34 @@ def test_swapped_model_files_with_recomputed_hashes_are_refused(serving_store, s
     assert status["state"] == "refused"
     assert "differ from those recorded at training time" in status["reason"]
     assert "differ from those recorded at training time" in server.log()
+
+
+def test_prestop_drain_then_sigterm_finishes_in_flight_requests(serving_store, tmp_path):
+    # every prediction takes 2 s, so that SIGTERM lands while one is in flight
+    server = ServerProcess("don-rf", serving_store / "don-rf" / "1", tmp_path / "server.log",
+                           fault="slow:2")
+    try:
+        server.wait()
+        with requests.Session() as session:
+            first = session.post(server.url(PREDICT), json={"instances": [ROW]})
+            assert first.status_code == 200 and first.headers.get("connection") != "close"
+            # the chart's preStop hook, pointed at this server instead of PID 1
+            hook = subprocess.run([sys.executable, "-m", "model_server.drain", "0"], timeout=30,
+                                  env={**os.environ, "DON_SERVER_PID": str(server.proc.pid)})
+            assert hook.returncode == 0
+            assert requests.get(server.url("/v2/health/ready")).status_code == 503
+            assert requests.get(server.url("/v2/models/don-rf/ready")).status_code == 503
+            during = session.post(server.url(PREDICT), json={"instances": [ROW]})
+            assert during.status_code == 200 and during.headers["connection"] == "close"
+        answers = []
+        caller = threading.Thread(target=lambda: answers.append(requests.post(
+            server.url(PREDICT), json={"instances": [ROW, ROW]}, timeout=30)))
+        caller.start()
+        time.sleep(0.7)
+        os.kill(server.proc.pid, signal.SIGTERM)
+        caller.join(30)
+        assert answers and answers[0].status_code == 200, answers
+        assert len(answers[0].json()["predictions"]) == 2
+        assert server.proc.wait(30) == 0
+    finally:
+        server.stop()
