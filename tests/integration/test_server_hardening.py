@@ -23,7 +23,7 @@ PREDICT = "/v1/models/don-rf:predict"
 
 
 def grpc_infer(server, token: str | None = None, method: str = "ModelInfer",
-               caller: str | None = None):
+               caller: str | None = None, value: float = 0.5):
     """One real gRPC call (grpcio and KServe's own protobuf stubs): (status code name, details)."""
     import grpc
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
@@ -38,7 +38,7 @@ def grpc_infer(server, token: str | None = None, method: str = "ModelInfer",
             request = pb.ModelInferRequest(
                 model_name="don-rf", inputs=[pb.ModelInferRequest.InferInputTensor(
                     name="spectra", datatype="FP32", shape=[1, 448])],
-                raw_input_contents=[np.full((1, 448), 0.5, "<f4").tobytes()])
+                raw_input_contents=[np.full((1, 448), value, "<f4").tobytes()])
         elif method == "RepositoryModelUnload":
             request = pb.RepositoryModelUnloadRequest(model_name="don-rf")
         elif method == "ServerReady":
@@ -87,6 +87,9 @@ def test_grpc_needs_the_same_bearer_token_as_http(guarded):
     assert grpc_infer(guarded, "the-token", "RepositoryModelUnload",
                       caller="10.0.1.1")[0] == "PERMISSION_DENIED"
     assert grpc_infer(guarded, "the-token", caller="10.0.1.1") == ("OK", "")  # still serving
+    # and its tensors pass the same validation as REST
+    code, details = grpc_infer(guarded, "the-token", caller="10.0.1.5", value=3e38)
+    assert code == "INVALID_ARGUMENT" and "plausible range" in details
     r = requests.post(guarded.url(PREDICT), json={"instances": [ROW]},
                       headers={"X-Forwarded-For": "10.0.1.4"})
     assert r.status_code == 401
