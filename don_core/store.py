@@ -5,6 +5,9 @@ Versions are positive integers, immutable once published, and appear atomically:
   `<N>`; rename onto an existing (non-empty) version fails, so two publishers never share a number.
 - s3: a version number is claimed with a conditional put (`If-None-Match: *`) of `<N>/.claim`;
   files are uploaded, and `metadata.json` goes last. A version without metadata.json is invisible.
+Beside the versions, `<root>/<model>/reference.json` holds the model's reference set (see
+don_core/reference.py): created once, with a write that fails rather than replace an existing file
+(a hard link on a filesystem, `If-None-Match: *` on s3), and never changed afterwards.
 Endpoint, region and credentials for s3 come from the standard AWS environment variables
 (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...; `S3_ENDPOINT` as KServe spells it).
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from don_core.artifact import (METADATA_FILE, ArtifactError, dump_metadata, fsync_dir, hash_tree,
                                read_metadata, verify_version_dir)
+from don_core.reference import REFERENCE_FILE, ReferenceError, check_reference, dump_reference
 
 _MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _MAX_PUBLISH_ATTEMPTS = 100
@@ -95,6 +99,34 @@ class Store(ABC):
         versions = self.list_versions(model)
         return versions[-1] if versions else None
 
+    # ---- the reference set: one per model, written once -------------------------------------
+    @abstractmethod
+    def reference_uri(self, model: str) -> str: ...
+
+    @abstractmethod
+    def _read_reference_bytes(self, model: str) -> bytes | None:
+        """The stored bytes, or None when the model has no reference set yet."""
+
+    @abstractmethod
+    def _create_reference_bytes(self, model: str, body: bytes) -> bool:
+        """Write unless the file exists (atomically, never replacing); False when it existed."""
+
+    def read_reference(self, model: str) -> dict | None:
+        """The checked reference set of `model`, or None when none was created yet."""
+        body = self._read_reference_bytes(check_model_name(model))
+        if body is None:
+            return None
+        try:
+            return check_reference(json.loads(body), model)
+        except (ValueError, ReferenceError) as exc:
+            raise StoreError(f"{self.reference_uri(model)}: {exc}") from None
+
+    def create_reference(self, model: str, doc: dict) -> bool:
+        """Store `doc` as the reference set of `model` unless one exists: True when written by
+        this call, False when another already was (it is left untouched)."""
+        check_reference(doc, check_model_name(model))
+        return self._create_reference_bytes(model, dump_reference(doc))
+
 
 class LocalStore(Store):
     def __init__(self, root: str):
@@ -157,10 +189,58 @@ class LocalStore(Store):
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
+    def reference_uri(self, model: str) -> str:
+        return str(self.path / model / REFERENCE_FILE)
+
+    def _read_reference_bytes(self, model):
+        try:
+            return (self.path / model / REFERENCE_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"{self.reference_uri(model)}: {exc.strerror or exc}") from None
+
+    def _create_reference_bytes(self, model, body):
+        model_dir = self.path / model
+        model_dir.mkdir(parents=True, exist_ok=True)
+        staged = model_dir / f".reference-{uuid.uuid4().hex}"
+        try:
+            staged.write_bytes(body)
+            staged.chmod(0o444)
+            with open(staged, "rb") as fh:
+                os.fsync(fh.fileno())
+            try:  # link(2) fails when the name exists: a complete file appears, or nothing
+                os.link(staged, model_dir / REFERENCE_FILE)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise
+                return _create_exclusive(model_dir / REFERENCE_FILE, body)  # no hard links here
+            fsync_dir(model_dir)
+            return True
+        finally:
+            staged.unlink(missing_ok=True)
+
     @staticmethod
     def _highest(model_dir: Path) -> int:
         numbers = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
         return max(numbers, default=0)
+
+
+def _create_exclusive(path: Path, body: bytes) -> bool:
+    """O_EXCL create: never replaces, though a reader may briefly see a short file (it then
+    fails its check and says so)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(body)
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_dir(path.parent)
+    return True
 
 
 def _fsync_tree(directory: Path) -> None:
@@ -254,18 +334,39 @@ class S3Store(Store):
                 shutil.rmtree(staging, ignore_errors=True)
         return dest
 
-    def _claim(self, model: str, number: int) -> bool:
-        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
+    def reference_uri(self, model: str) -> str:
+        return f"s3://{self.bucket}/{self._key(model)}{REFERENCE_FILE}"
+
+    def _read_reference_bytes(self, model):
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(model, number, ".claim"),
-                                   Body=body, IfNoneMatch="*")
+            return self.client.get_object(Bucket=self.bucket,
+                                          Key=self._key(model) + REFERENCE_FILE)["Body"].read()
+        except self._client_error() as exc:
+            if _s3_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise StoreError(f"{self.reference_uri(model)}: {_s3_reason(exc)}") from None
+
+    def _create_reference_bytes(self, model, body):
+        return self._put_if_absent(self._key(model) + REFERENCE_FILE, body,
+                                   ContentType="application/json")
+
+    def _put_if_absent(self, key: str, body: bytes, **extra) -> bool:
+        """A conditional put (`If-None-Match: *`): False when the object already exists."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*",
+                                   **extra)
             return True
         except self._client_error() as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or \
-                    exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+            if _s3_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict") or \
+                    getattr(exc, "response", {}).get("ResponseMetadata", {}).get(
+                        "HTTPStatusCode") in (409, 412):
                 return False
-            raise StoreError(f"cannot write to {self.root}: {_s3_reason(exc)}") from None
+            raise StoreError(f"cannot write s3://{self.bucket}/{key}: {_s3_reason(exc)}") \
+                from None
+
+    def _claim(self, model: str, number: int) -> bool:
+        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
+        return self._put_if_absent(self._key(model, number, ".claim"), body)
 
     def _install(self, model, src_dir, version, metadata):
         for _attempt in range(_MAX_PUBLISH_ATTEMPTS):
@@ -320,6 +421,10 @@ def s3_client():
     config = Config(s3={"addressing_style": "path"} if endpoint else {},
                     retries={"max_attempts": 5, "mode": "standard"})
     return boto3.client("s3", endpoint_url=endpoint or None, region_name=region, config=config)
+
+
+def _s3_code(exc) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
 def _s3_reason(exc) -> str:

@@ -36,6 +36,13 @@ def parser() -> argparse.ArgumentParser:
                        help="3-fold x 1 evaluation instead of 5 x 5; the final model is "
                             "unchanged [DON_QUICK]")
 
+    train.add_argument("--reference-fraction", type=float,
+                       default=float(_env("DON_REFERENCE_FRACTION")) if
+                       _env("DON_REFERENCE_FRACTION") else None,
+                       help="share of rows (by a hash of hsi_id) kept in the model's reference "
+                            "set, never fitted on; only the first run of a model chooses it "
+                            "[DON_REFERENCE_FRACTION, default 0.1, later: the stored one]")
+
     versions = sub.add_parser("versions", help="list published versions of a model")
     _store_and_model(versions)
     versions.add_argument("--json", action="store_true", help="machine-readable output")
@@ -79,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_train(args) -> int:
     from training_job.train import train
     _, uri, _ = train(data=args.data, store=args.store, model=args.model, family=args.family,
-                      seed=args.seed, quick=args.quick)
+                      seed=args.seed, quick=args.quick,
+                      reference_fraction=args.reference_fraction)
     print(uri)
     return 0
 

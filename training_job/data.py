@@ -32,6 +32,7 @@ class Dataset:
     source: str
     sha256: str
     warnings: list[str] = field(default_factory=list)
+    has_ids: bool = True     # False: the file had no id column (ids are row numbers)
 
     @property
     def rows(self) -> int:
@@ -101,7 +102,8 @@ def parse_csv(raw: bytes, name: str) -> Dataset:
     if not y_rows:
         raise DataError(f"{name}: no data rows below the header")
     return Dataset(X=np.vstack(X_rows), y=np.asarray(y_rows), ids=ids, source=name, sha256=digest,
-                   warnings=_duplicate_ids(ids, name) if id_index is not None else [])
+                   warnings=_duplicate_ids(ids, name) if id_index is not None else [],
+                   has_ids=id_index is not None)
 
 
 def _check_header(header: list[str], name: str) -> tuple[list[int], int, int | None]:

@@ -13,7 +13,7 @@ from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_met
                                write_golden)
 from don_core.export_check import probe_rows
 from don_core.store import check_model_name, open_store
-from training_job import evaluate, onnx_export, synthetic
+from training_job import evaluate, onnx_export, reference, synthetic
 from training_job.data import Dataset, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
@@ -32,6 +32,7 @@ def load_data(src: str) -> Dataset:
 
 
 def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quick: bool = False,
+          reference_fraction: float | None = None,
           progress: Callable[[str], None] | None = None) -> tuple[int, str, dict]:
     """Returns (version, version URI, metadata)."""
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -48,7 +49,10 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     for warning in dataset.warnings:
         say(f"warning: {warning}")
     say(f"[data] {dataset.source}: {dataset.rows} rows, sha256 {dataset.sha256[:12]}...")
-    X, y = dataset.X, dataset.y
+    # Rows of the model's reference set are never fitted on; everything below sees the rest.
+    held = reference.split(dataset, target_store, model, reference_fraction, say)
+    X, y = dataset.X[held.fit_rows], dataset.y[held.fit_rows]
+    ids = [dataset.ids[i] for i in held.fit_rows]
 
     scheme = evaluate.QUICK if quick else evaluate.FULL
     say(f"[cv] {family}: {scheme['folds']} folds x {scheme['repeats']} repeats"
@@ -70,18 +74,23 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         out = Path(tmp) / "version"
         out.mkdir()
         module.export(final, out)
-        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [dataset.ids[i] for i in golden])
+        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden])
         export_check = _check_exports(module, final, out, X)
         metadata = build_metadata(
             model=model, family=family,
             training_data={"source": dataset.source, "sha256": dataset.sha256,
-                           "rows": dataset.rows, "warnings": dataset.warnings},
+                           "rows": dataset.rows, "warnings": dataset.warnings,
+                           "reference": held.metadata},
             target_range_ppb=(float(y.min()), float(y.max())),
             hyperparameters={"seed": seed, **params},
             metrics={"cv": cv,
                      "holdout": {"rows": int(len(holdout_rows)),
                                  "fraction": evaluate.HOLDOUT_FRACTION, "figures": holdout},
                      "export_check": export_check,
+                     "reference": {"rows": len(held.reference["targets_ppb"]),
+                                   "figures": regression_metrics(
+                                       held.reference["targets_ppb"],
+                                       final.predict(np.asarray(held.reference["instances"])))},
                      "training_seconds": round(time.monotonic() - started, 1)})
         version = target_store.publish(model, out, metadata)
     uri = target_store.uri(model, version)

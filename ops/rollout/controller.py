@@ -18,6 +18,7 @@ from typing import Callable
 from ops.rollout import analysis as judge_mod
 from ops.rollout import golden as golden_mod
 from ops.rollout import metrics as metrics_mod
+from ops.rollout import reference as reference_mod
 from ops.rollout import state
 from ops.rollout import traffic
 from ops.rollout.kube import ApiException, Kube
@@ -43,7 +44,8 @@ def default_urls(spec: RolloutSpec, ns: str) -> tuple[str, str]:
 
 
 def store_root(explicit: str | None, from_uri: str) -> str:
-    """Where the golden set is read: spec.store.root, else the candidate storageUri's own root
+    """Where the golden and reference sets are read: spec.store.root, else the candidate
+    storageUri's own root
     when the operator can open it (s3:// or a path), else $DON_STORE (e.g. the model PVC mounted
     read-only into the operator pod; KServe's pvc:// URIs name a claim, not a path)."""
     if explicit:
@@ -52,8 +54,8 @@ def store_root(explicit: str | None, from_uri: str) -> str:
         return from_uri
     if os.environ.get("DON_STORE"):
         return os.environ["DON_STORE"]
-    raise golden_mod.GoldenError(f"cannot read the golden set from {from_uri}: set spec.store.root "
-                                 "or DON_STORE in the operator's environment")
+    raise golden_mod.GoldenError(f"cannot read the model store of {from_uri}: set "
+                                 "spec.store.root or DON_STORE in the operator's environment")
 
 
 def _service_of(url: str) -> str:
@@ -270,6 +272,8 @@ class Engine:
         stable_url, canary_url = default_urls(spec, ns)
         golden = self._golden(spec, status, stable_url, canary_url) \
             if spec.analysis["goldenSet"] else None
+        reference = self._reference(spec, status, stable_url, canary_url) \
+            if spec.analysis["referenceSet"] else None
         snapshot = dict(status.get("snapshot") or {})
         figures = {}
         for side, url, version in (("stable", stable_url, status.get("stableVersion")),
@@ -288,7 +292,7 @@ class Engine:
             except (metrics_mod.MetricsError, ApiException) as exc:
                 figures[side] = {"error": str(exc)[:300]}
         result = judge_mod.judge(spec.analysis, figures["canary"], figures["stable"], golden,
-                                 status.get("candidateVersion"))
+                                 status.get("candidateVersion"), reference)
         return result, snapshot
 
     def _scrape(self, ns: str, spec: RolloutSpec, side: str, base_url: str) -> dict:
@@ -316,6 +320,23 @@ class Engine:
             except (metrics_mod.MetricsError, ApiException):
                 pass  # not up yet: its first window starts at its own start
         return snapshot
+
+    def _reference(self, spec, status, stable_url, canary_url) -> dict:
+        """The model's reference set (`<store root>/<model>/reference.json`, found like the
+        golden set) answered by both versions."""
+        try:
+            try:
+                root, model, _ = golden_mod.split_storage_uri(status["candidateStorageUri"])
+                root = store_root(spec.raw["store"].get("root"), root)
+            except golden_mod.GoldenError as exc:
+                raise reference_mod.ReferenceUnavailable(
+                    f"reference set unreadable: {exc}") from None
+            model = spec.raw["store"].get("model") or model
+            doc = reference_mod.load_reference(root, model)
+        except reference_mod.ReferenceUnavailable as exc:
+            return {"unavailable": True, "error": str(exc)}
+        return reference_mod.compare(stable_url, canary_url, spec.model_name, doc,
+                                     spec.endpoints["timeoutSeconds"])
 
     def _golden(self, spec, status, stable_url, canary_url) -> dict:
         timeout = spec.endpoints["timeoutSeconds"]
