@@ -39,7 +39,7 @@ def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
     from sklearn.preprocessing import StandardScaler
 
     from don_core import reference as ref
-    from don_core.artifact import build_metadata, utc_now, write_golden
+    from don_core.artifact import build_metadata, reference_rows, utc_now, write_golden
     from don_core.schema import ID_COLUMN, N_BANDS
     from don_core.store import open_store
 
@@ -62,7 +62,8 @@ def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
     staging = root.parent / f".tiny-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     joblib.dump(pipeline.fit(x[fit], train_y), staging / "model.joblib")
-    write_golden(staging / "golden.json", x[golden], y[golden], [keys[i] for i in golden])
+    write_golden(staging / "golden.json", x[golden], y[golden], [keys[i] for i in golden],
+                 reference_ppb=pipeline.predict(reference_rows(x[golden])))
     metadata = build_metadata(model=model, version=0, family="sklearn", files={},
                               training_data={"source": "synthetic", "sha256": "0" * 64,
                                              "rows": len(fit)},

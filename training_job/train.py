@@ -10,10 +10,11 @@ from typing import Callable
 import numpy as np
 
 from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
-                               write_golden)
+                               reference_rows, write_golden)
 from don_core.export_check import probe_rows
 from don_core.store import check_model_name, open_store
-from training_job import evaluate, onnx_export, reference, synthetic
+from training_job import evaluate, onnx_export, synthetic
+from training_job import reference as reference_set
 from training_job.data import Dataset, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
@@ -50,7 +51,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         say(f"warning: {warning}")
     say(f"[data] {dataset.source}: {dataset.rows} rows, sha256 {dataset.sha256[:12]}...")
     # Rows of the model's reference set are never fitted on; everything below sees the rest.
-    held = reference.split(dataset, target_store, model, reference_fraction, say)
+    held = reference_set.split(dataset, target_store, model, reference_fraction, say)
     X, y = dataset.X[held.fit_rows], dataset.y[held.fit_rows]
     ids = [dataset.ids[i] for i in held.fit_rows]
 
@@ -74,7 +75,9 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         out = Path(tmp) / "version"
         out.mkdir()
         module.export(final, out)
-        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden])
+        reference = module.load_native(out)(reference_rows(X[golden]))  # what serving must match
+        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden],
+                     reference_ppb=reference)
         export_check = _check_exports(module, final, out, X)
         metadata = build_metadata(
             model=model, family=family,

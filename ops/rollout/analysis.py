@@ -43,6 +43,15 @@ def judge(analysis: dict, canary: dict, stable: dict | None, golden: dict | None
     if reference is not None:
         checks.extend(c for c in _reference_checks(analysis, reference, expected_version)
                       if c not in checks)  # one canaryVersion check when both find it
+    return _verdict(checks, canary, stable)
+
+
+def add_checks(result: dict, checks: list[dict]) -> dict:
+    """A judged analysis with more checks (e.g. ops/rollout/live_accuracy.py), judged again."""
+    return _verdict(result["checks"] + checks, result["canary"], result["stable"])
+
+
+def _verdict(checks: list[dict], canary: dict, stable: dict | None) -> dict:
     results = {c["result"] for c in checks}
     verdict = FAIL if FAIL in results else (INCONCLUSIVE if INCONCLUSIVE in results else PASS)
     failed = [c for c in checks if c["result"] != PASS]
