@@ -224,9 +224,11 @@ def test_healthy_candidate_knative_mode_uses_canary_traffic_percent(
     ("error", "Standard", "successRate", {}),
     # a 0.6 s answer makes few requests per window: let one request be enough evidence
     ("slow", "Standard", "p99LatencyMs", {"minRequests": 1}),
-    # trained on shuffled targets: worse on its golden rows and on the reference set (the reference
-    # gate's default thresholds), each a check of its own
-    ("worse", "Knative", ("goldenRelativeErrorIncrease", "referenceErrorIncrease"), {}),
+    # trained on shuffled targets: worse on its golden rows (+29 % log1p MAE, so a tighter golden
+    # limit than the other tests' 0.3) and on the reference set (+60 %, the reference gate's
+    # default limits), each a check of its own
+    ("worse", "Knative", ("goldenRelativeErrorIncrease", "referenceErrorIncrease"),
+     {"maxRelativeErrorIncrease": 0.2}),
 ])
 def test_bad_candidate_is_rolled_back(kube, namespace, operator_cluster, model_servers,
                                       rollout_store, canary, mode, failing, analysis):
