@@ -15,7 +15,7 @@ from don_core.export_check import probe_rows
 from don_core.store import check_model_name, open_store
 from training_job import evaluate, onnx_export, synthetic
 from training_job import reference as reference_set
-from training_job.data import Dataset, load_dataset
+from training_job.data import Dataset, check_trainable, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
 
@@ -42,6 +42,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         raise ValueError(f"unknown family {family!r}: choose rf or tf")
     check_model_name(model)
     target_store = open_store(store)
+    target_store.check_writable(model)     # before hours of fitting, not after
     module = FAMILIES[family]
     params = dict(module.DEFAULTS)
     started = time.monotonic()
@@ -50,12 +51,12 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     for warning in dataset.warnings:
         say(f"warning: {warning}")
     say(f"[data] {dataset.source}: {dataset.rows} rows, sha256 {dataset.sha256[:12]}...")
+    scheme = evaluate.QUICK if quick else evaluate.FULL
+    check_trainable(dataset, scheme["folds"])
     # Rows of the model's reference set are never fitted on; everything below sees the rest.
     held = reference_set.split(dataset, target_store, model, reference_fraction, say)
     X, y = dataset.X[held.fit_rows], dataset.y[held.fit_rows]
     ids = [dataset.ids[i] for i in held.fit_rows]
-
-    scheme = evaluate.QUICK if quick else evaluate.FULL
     say(f"[cv] {family}: {scheme['folds']} folds x {scheme['repeats']} repeats"
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
