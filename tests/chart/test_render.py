@@ -473,3 +473,20 @@ def test_helm_test_program_makes_a_real_inference_call(renders):
         assert failed.returncode == 1 and "FAIL don-tf" in failed.stderr
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("case", ["knative-canary", "standard", "deployment-canary-ratio",
+                                  "kube-1.20-deployment"])
+def test_serving_pods_drain_before_sigterm(renders, case):
+    render = renders[case]
+    servers = [c for d in render.of_kind("ServingRuntime") for c in d["spec"]["containers"]]
+    for deployment in render.of_kind("Deployment"):
+        spec = deployment["spec"]["template"]["spec"]
+        if any(c["name"] == "model-server" for c in spec["containers"]):
+            servers += [c for c in spec["containers"] if c["name"] == "model-server"]
+            # the drain fits in the grace period, with time left for requests in flight
+            assert spec["terminationGracePeriodSeconds"] == 10 + 30
+    assert servers, case
+    for container in servers:
+        assert container["lifecycle"]["preStop"]["exec"]["command"] == [
+            "python", "-m", "model_server.drain", "10"]
