@@ -19,6 +19,7 @@ from ops.rollout import analysis as judge_mod
 from ops.rollout import golden as golden_mod
 from ops.rollout import live_accuracy
 from ops.rollout import metrics as metrics_mod
+from ops.rollout import reference as reference_mod
 from ops.rollout import state
 from ops.rollout import traffic
 from ops.rollout.kube import ApiException, Kube
@@ -44,7 +45,8 @@ def default_urls(spec: RolloutSpec, ns: str) -> tuple[str, str]:
 
 
 def store_root(explicit: str | None, from_uri: str) -> str:
-    """Where the golden set is read: spec.store.root, else the candidate storageUri's own root
+    """Where the golden and reference sets are read: spec.store.root, else the candidate
+    storageUri's own root
     when the operator can open it (s3:// or a path), else $DON_STORE (e.g. the model PVC mounted
     read-only into the operator pod; KServe's pvc:// URIs name a claim, not a path)."""
     if explicit:
@@ -53,8 +55,8 @@ def store_root(explicit: str | None, from_uri: str) -> str:
         return from_uri
     if os.environ.get("DON_STORE"):
         return os.environ["DON_STORE"]
-    raise golden_mod.GoldenError(f"cannot read the golden set from {from_uri}: set spec.store.root "
-                                 "or DON_STORE in the operator's environment")
+    raise golden_mod.GoldenError(f"cannot read the model store of {from_uri}: set "
+                                 "spec.store.root or DON_STORE in the operator's environment")
 
 
 def owner_reference(obj: dict) -> dict:
@@ -395,8 +397,8 @@ class Engine:
         result, snapshot = self.analyse(obj["metadata"]["namespace"], spec, status)
         decision, changes = state.decide(status, spec, result, self.clock())
         status = self._write(obj, dict(changes, snapshot=snapshot,
-                                       **({"goldenStable": result["goldenStable"]}
-                                          if result.get("goldenStable") else {})))
+                                       **{key: result[key] for key in ("goldenStable", "referenceStable")
+                                          if result.get(key)}))
         kind = "Warning" if decision == "RollBack" or result["verdict"] == judge_mod.FAIL else "Normal"
         reason = {"Advance": "Advanced", "Promote": "Promoted", "RollBack": "RolledBack"}.get(
             decision, "Held")
@@ -426,9 +428,14 @@ class Engine:
             golden_urls = tuple(self._by_cluster_ip(ns, spec, side, url) for side, url in
                                 (("stable", stable_url), ("canary", canary_url)))
         golden = self._golden(spec, status, *golden_urls) if spec.analysis["goldenSet"] else None
-        remembered = None
+        reference = self._reference(spec, status, *golden_urls) \
+            if spec.analysis["referenceSet"] else None
+        remembered = {}
         if golden is not None and not golden.get("unavailable"):
-            golden, remembered = _stable_golden(golden, status.get("goldenStable"))
+            golden, remembered["goldenStable"] = _stable_golden(golden, status.get("goldenStable"))
+        if reference is not None and not reference.get("unavailable"):
+            reference, remembered["referenceStable"] = _stable_golden(
+                reference, status.get("referenceStable"))
         snapshot = dict(status.get("snapshot") or {})
         figures = {}
         for side, url, version in (("stable", stable_url, status.get("stableVersion")),
@@ -447,9 +454,8 @@ class Engine:
             except (metrics_mod.MetricsError, ApiException) as exc:
                 figures[side] = {"error": str(exc)[:300]}
         result = judge_mod.judge(spec.analysis, figures["canary"], figures["stable"], golden,
-                                 status.get("candidateVersion"))
-        if remembered:
-            result["goldenStable"] = remembered
+                                 status.get("candidateVersion"), reference)
+        result.update({key: value for key, value in remembered.items() if value})
         if spec.analysis.get("liveAccuracy"):
             result = judge_mod.add_checks(result, [live_accuracy.check(
                 spec.analysis["liveAccuracy"], spec.model_name, status.get("stableVersion"),
@@ -504,6 +510,23 @@ class Engine:
             except (metrics_mod.MetricsError, ApiException):
                 pass  # not up yet: its first window starts at its own start
         return snapshot
+
+    def _reference(self, spec, status, stable_url, canary_url) -> dict:
+        """The model's reference set (`<store root>/<model>/reference.json`, found like the
+        golden set) answered by both versions."""
+        try:
+            try:
+                root, model, _ = golden_mod.split_storage_uri(status["candidateStorageUri"])
+                root = store_root(spec.raw["store"].get("root"), root)
+            except golden_mod.GoldenError as exc:
+                raise reference_mod.ReferenceUnavailable(
+                    f"reference set unreadable: {exc}") from None
+            model = spec.raw["store"].get("model") or model
+            doc = reference_mod.load_reference(root, model)
+        except reference_mod.ReferenceUnavailable as exc:
+            return {"unavailable": True, "error": str(exc)}
+        return reference_mod.compare(stable_url, canary_url, spec.model_name, doc,
+                                     spec.endpoints["timeoutSeconds"])
 
     def _golden(self, spec, status, stable_url, canary_url) -> dict:
         timeout = spec.endpoints["timeoutSeconds"]

@@ -70,7 +70,7 @@ def start(spec, moment: dt.datetime, stable_uri: str, candidate_uri: str,
     first = spec.steps[0]
     return transition({"history": (previous or {}).get("history")}, phase="Progressing",
                       event="Started", moment=moment, lastAnalysis=None, inconclusiveSince=None,
-                      goldenStable=None,
+                      goldenStable=None, referenceStable=None,
                       message=f"sending {first}% of traffic to the candidate",
                       step=1, weight=first, stepLabel=step_label(1, spec.steps), failedChecks=0,
                       stableStorageUri=stable_uri, candidateStorageUri=candidate_uri,
