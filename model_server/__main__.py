@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from model_server.model import DonModel, ServeOptions
     from model_server.records import RecordOptions
+    from model_server.drain import install_signal as install_drain_signal
     from model_server.routes import install
     from model_server.security import install_grpc_guard
 
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"python -m model_server: error: {exc}", file=sys.stderr)
             return 2
+    install_drain_signal()  # the preStop hook's signal (model_server/drain.py)
     options = ServeOptions(max_batch_rows=args.max_batch_rows, use_onnx=not args.no_onnx,
                            onnx_rtol=args.onnx_rtol, onnx_atol=args.onnx_atol,
                            reflectance_range=args.reflectance_range, records=records)
