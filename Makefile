@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,serve,ops,dev]'
+	$(BIN)/pip install --quiet -e '.[train,serve,serve-native,ops,dev]'
 	touch $(STAMP)
 
 ## The main job on the embedded default: train both families on synthetic data into $(STORE),

@@ -163,8 +163,9 @@ def verify_version_dir(version_dir: Path, expected_model: str | None = None) -> 
     return metadata
 
 
-def write_golden(path: Path, spectra, targets_ppb, ids) -> None:
-    """The labelled spectra kept with a version, for load-time checks and canary analysis."""
+def write_golden(path: Path, spectra, targets_ppb, ids, native_reference: dict | None = None) -> None:
+    """The labelled spectra kept with a version, for load-time checks and canary analysis
+    (`native_reference`: see don_core.export_check)."""
     doc = {
         "description": "labelled spectra (ppb) from the hold-out split; the final model is fitted "
                        "on them too, so they check serving, not generalisation",
@@ -172,6 +173,8 @@ def write_golden(path: Path, spectra, targets_ppb, ids) -> None:
         "instances": [[float(v) for v in row] for row in spectra],
         "targets_ppb": [float(t) for t in targets_ppb],
     }
+    if native_reference is not None:
+        doc["native_reference"] = native_reference
     Path(path).write_text(json.dumps(doc))
 
 

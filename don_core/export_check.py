@@ -1,12 +1,25 @@
 """One rule, used by the training job before publishing and by the server before trusting the
-ONNX copy: the fast copy must reproduce the native model on real rows and on rows near them."""
+ONNX copy: the fast copy must reproduce the native model on real rows and on rows near them.
+
+The server checks the copy on its probe rows (the golden rows and perturbed copies of them). A
+server with the native library compares against the native model itself; the lean serving image
+has no native library, so training records the native model's predictions on exactly those probe
+rows in golden.json (``native_reference``, covered by metadata.json's sha256) and the lean server
+compares against the record."""
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
 # Float32 trees against float64 sklearn: a split can flip for a value within float32 rounding of a
 # threshold, moving one tree's leaf. Allow that on a rare row, never a systematic difference.
 MIN_AGREEMENT = 0.99
+# The serving check: perturbed golden rows added to the golden rows (~3 rows may flip a split), and
+# |onnx - native| <= atol + rtol * |native| (ppb). float32 ONNX against the float64 pipeline differs
+# by float rounding only, far below this, apart from a rare tree split flip.
+SERVE_PROBE_EXTRA = 300
+SERVE_RTOL, SERVE_ATOL_PPB = 1e-3, 0.5
 
 
 def probe_rows(rows: np.ndarray, extra: int, seed: int = 0) -> np.ndarray:
@@ -23,3 +36,32 @@ def agreement(reference, candidate, rtol: float, atol: float) -> tuple[float, np
     reference, candidate = np.asarray(reference, float), np.asarray(candidate, float)
     diff = np.abs(candidate - reference)
     return float((diff <= atol + rtol * np.abs(reference)).mean()), diff
+
+
+def serve_probe(golden_rows: np.ndarray) -> np.ndarray:
+    return probe_rows(np.asarray(golden_rows, dtype=np.float64), extra=SERVE_PROBE_EXTRA)
+
+
+def rows_sha256(rows: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float64).tobytes()).hexdigest()
+
+
+def native_reference(golden_rows: np.ndarray, predict) -> dict:
+    """What training records for the lean server: the native model's ppb on the serving probe."""
+    probe = serve_probe(golden_rows)
+    return {"probe_extra_rows": SERVE_PROBE_EXTRA, "probe_sha256": rows_sha256(probe),
+            "ppb": [float(v) for v in np.asarray(predict(probe), dtype=np.float64).reshape(-1)]}
+
+
+def recorded_reference(golden: dict, probe: np.ndarray) -> np.ndarray:
+    """The recorded native ppb for `probe`; ValueError naming what does not fit."""
+    record = golden.get("native_reference")
+    if not isinstance(record, dict):
+        raise ValueError("no native_reference recorded (a version trained before the lean serving "
+                         "image existed)")
+    if record.get("probe_extra_rows") != SERVE_PROBE_EXTRA or record.get("probe_sha256") != rows_sha256(probe):
+        raise ValueError("its native_reference was recorded on other probe rows than this server's")
+    ppb = np.asarray(record.get("ppb", []), dtype=np.float64)
+    if ppb.shape != (len(probe),) or not np.isfinite(ppb).all():
+        raise ValueError(f"its native_reference holds {ppb.shape} values, expected {len(probe)} finite ones")
+    return ppb

@@ -11,7 +11,8 @@ import numpy as np
 
 from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
                                write_golden)
-from don_core.export_check import probe_rows
+from don_core.export_check import (MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, native_reference,
+                                   probe_rows, serve_probe)
 from don_core.store import check_model_name, open_store
 from training_job import evaluate, onnx_export, synthetic
 from training_job.data import Dataset, load_dataset
@@ -70,8 +71,8 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         out = Path(tmp) / "version"
         out.mkdir()
         module.export(final, out)
-        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [dataset.ids[i] for i in golden])
-        export_check = _check_exports(module, final, out, X)
+        export_check, reference = _check_exports(module, final, out, X, X[golden])
+        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [dataset.ids[i] for i in golden], reference)
         metadata = build_metadata(
             model=model, family=family,
             training_data={"source": dataset.source, "sha256": dataset.sha256,
@@ -89,13 +90,22 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     return version, uri, target_store.read_metadata(model, version)
 
 
-def _check_exports(module, fitted, directory: Path, X: np.ndarray) -> dict:
-    """The written native artifact and the ONNX copy must both reproduce the fitted model."""
+def _check_exports(module, fitted, directory: Path, X: np.ndarray, golden: np.ndarray) -> tuple[dict, dict]:
+    """The written native artifact and the ONNX copy must both reproduce the fitted model, and the
+    ONNX copy must pass the server's check (which the lean image makes against the returned record
+    of the native predictions on the serving probe)."""
     probe = probe_rows(X, extra=200)
     expected = fitted.predict(probe)
-    native = onnx_export.check_match(expected, module.load_native(directory)(probe), "native")
-    onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(directory / ONNX_FILE,
-                                                                          probe), "onnx")
-    return {"rows": int(len(probe)), "max_relative_error_native": native,
-            "max_relative_error_onnx": onnx_err, "rtol": onnx_export.RTOL,
-            "atol_ppb": onnx_export.ATOL_PPB}
+    native_predict = module.load_native(directory)
+    native = onnx_export.check_match(expected, native_predict(probe), "native")
+    onnx_path = directory / ONNX_FILE
+    onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(onnx_path, probe), "onnx")
+    reference = native_reference(golden, native_predict)
+    served, _ = agreement(reference["ppb"], onnx_export.onnx_predict(onnx_path, serve_probe(golden)),
+                          SERVE_RTOL, SERVE_ATOL_PPB)
+    if served < MIN_AGREEMENT:
+        raise RuntimeError(f"onnx: the serving check would refuse the ONNX copy (agrees on {served:.1%} of "
+                           f"the serving probe rows, needs {MIN_AGREEMENT:.0%})")
+    return ({"rows": int(len(probe)), "max_relative_error_native": native,
+             "max_relative_error_onnx": onnx_err, "rtol": onnx_export.RTOL,
+             "atol_ppb": onnx_export.ATOL_PPB, "serving_probe_agreement": served}, reference)
