@@ -19,8 +19,13 @@ def test_lean_is_the_default_target_and_full_adds_only_the_native_libraries():
     text = DOCKERFILE.read_text()
     stages = _stages(text)
     assert list(stages)[-1] == "lean"  # `docker build` without --target builds the last stage
-    assert re.findall(r'pip install "\.\[([^\]]+)\]"', stages["build-lean"]) == ["serve"]
-    assert re.findall(r'pip install "\.\[([^\]]+)\]"', stages["build-full"]) == ["serve,serve-native"]
+    lists = dict((out, extras.split()) for extras, out in
+                 re.findall(r"requirements\.py /src/pyproject\.toml ([\w -]+) > (/\S+)", stages["requirements"]))
+    assert lists == {"/lean.txt": ["serve"], "/full.txt": ["serve", "serve-native"]}
+    assert "COPY --from=requirements /lean.txt" in stages["deps-lean"]
+    assert "COPY --from=requirements /full.txt" in stages["deps-full"]
+    assert stages["deps-full"].startswith("deps-lean AS") and stages["build-full"].startswith("deps-full AS")
+    assert stages["build-lean"].startswith("deps-lean AS")
     assert "COPY --from=build-lean /opt/venv /opt/venv" in stages["lean"]
     assert "COPY --from=build-full /opt/venv /opt/venv" in stages["full"]
     assert "DON_NATIVE_FALLBACK=off" in stages["lean"] and "DON_NATIVE_FALLBACK=on" in stages["full"]
@@ -28,6 +33,16 @@ def test_lean_is_the_default_target_and_full_adds_only_the_native_libraries():
         assert re.search(r"^USER 1000:1000$", stages[final], re.M)
         assert 'ENTRYPOINT ["python", "-m", "model_server"]' in stages[final]
     assert "PYTHONDONTWRITEBYTECODE=1" in stages["runtime"] and "HOME=/tmp" in stages["runtime"]
+
+
+def test_requirement_lists_follow_the_extras():
+    from scripts.requirements import requirements
+
+    lean = requirements(str(REPO / "pyproject.toml"), ["serve"])
+    assert any(r.startswith("onnxruntime") for r in lean) and any(r.startswith("numpy") for r in lean)
+    assert not any(r.startswith(("scikit-learn", "tensorflow", "scipy")) for r in lean)
+    full = requirements(str(REPO / "pyproject.toml"), ["serve", "serve-native"])
+    assert set(lean) < set(full) and any(r.startswith("tensorflow-cpu") for r in full)
 
 
 def test_every_dockerfile_copies_what_exists_and_keeps_secrets_out_of_layers():
