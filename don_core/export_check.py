@@ -1,14 +1,11 @@
 """One rule, used by the training job before publishing and by the server before trusting the
 ONNX copy: the fast copy must reproduce the native model on real rows and on rows near them.
 
-The server checks the copy on its probe rows (the golden rows and perturbed copies of them). A
-server with the native library compares against the native model itself; the lean serving image
-has no native library, so training records the native model's predictions on exactly those probe
-rows in golden.json (``native_reference``, covered by metadata.json's sha256) and the lean server
-compares against the record."""
+A server with the native library compares the copy with the native model itself on its probe rows
+(the golden rows and perturbed copies of them); the lean serving image has no native library and
+compares it with the native predictions training recorded in golden.json
+(don_core.artifact.REFERENCE_KEY, covered by metadata.json's sha256)."""
 from __future__ import annotations
-
-import hashlib
 
 import numpy as np
 
@@ -41,27 +38,3 @@ def agreement(reference, candidate, rtol: float, atol: float) -> tuple[float, np
 def serve_probe(golden_rows: np.ndarray) -> np.ndarray:
     return probe_rows(np.asarray(golden_rows, dtype=np.float64), extra=SERVE_PROBE_EXTRA)
 
-
-def rows_sha256(rows: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.float64).tobytes()).hexdigest()
-
-
-def native_reference(golden_rows: np.ndarray, predict) -> dict:
-    """What training records for the lean server: the native model's ppb on the serving probe."""
-    probe = serve_probe(golden_rows)
-    return {"probe_extra_rows": SERVE_PROBE_EXTRA, "probe_sha256": rows_sha256(probe),
-            "ppb": [float(v) for v in np.asarray(predict(probe), dtype=np.float64).reshape(-1)]}
-
-
-def recorded_reference(golden: dict, probe: np.ndarray) -> np.ndarray:
-    """The recorded native ppb for `probe`; ValueError naming what does not fit."""
-    record = golden.get("native_reference")
-    if not isinstance(record, dict):
-        raise ValueError("no native_reference recorded (a version trained before the lean serving "
-                         "image existed)")
-    if record.get("probe_extra_rows") != SERVE_PROBE_EXTRA or record.get("probe_sha256") != rows_sha256(probe):
-        raise ValueError("its native_reference was recorded on other probe rows than this server's")
-    ppb = np.asarray(record.get("ppb", []), dtype=np.float64)
-    if ppb.shape != (len(probe),) or not np.isfinite(ppb).all():
-        raise ValueError(f"its native_reference holds {ppb.shape} values, expected {len(probe)} finite ones")
-    return ppb

@@ -15,15 +15,16 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, ArtifactError,
-                               read_golden, verify_version_dir)
+from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY,
+                               ArtifactError, read_golden, reference_rows, verify_version_dir)
 from don_core import telemetry
 from don_core.export_check import (MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement,
-                                   recorded_reference, serve_probe)
-from don_core.schema import N_BANDS
+                                   serve_probe)
+from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 from model_server import codec
 from model_server.backends import NATIVE_LIBRARY, BackendError, OnnxBackend
 from model_server.metrics import ServingMetrics
+from model_server.security import process_guard
 
 log = logging.getLogger("model_server")
 QUIET_LOGGERS = ("uvicorn.access", "kserve.trace")  # one line per request costs ~15% throughput
@@ -43,6 +44,7 @@ class ServeOptions:
     # ONNX vs native on the golden rows and rows near them (don_core.export_check).
     onnx_rtol: float = SERVE_RTOL
     onnx_atol: float = SERVE_ATOL_PPB
+    reflectance_range: tuple[float, float] = REFLECTANCE_RANGE  # other values: 400
     # Fall back to the native artifact (sklearn / TensorFlow) when the ONNX copy is unusable:
     # True (full image), False (lean image: refuse instead) or None: when the family's library is
     # installed. Looked up without importing it.
@@ -99,6 +101,9 @@ class DonModel(Model):
         _CURRENT = self
         started = time.perf_counter()
         try:
+            problem = process_guard().problem  # serving without the Secret would be worse
+            if problem:
+                raise ValueError(problem)
             self._load()
         except (ArtifactError, BackendError, OSError, ValueError) as exc:
             self.state, self.reason, self.ready = "refused", str(exc), False
@@ -136,35 +141,60 @@ class DonModel(Model):
             if not np.isfinite(native.predict(rows)).all():
                 raise ArtifactError(f"{self.model_dir}: native model predicts non-finite values on "
                                     "its own golden rows")
+            self._check_reference(native, golden)
             self.backend, self.backend_name = native, native.name
             if self.options.use_onnx:
                 self._try_onnx(onnx_path, native.predict, rows)
         else:
-            self._onnx_only(onnx_path, golden_path, golden, rows)
+            self._onnx_only(onnx_path, golden)
         self._warm_up(rows)
         if self.metrics is None:
             self.metrics = ServingMetrics(self.name, self.version, self.family, self.backend_name)
 
-    def _onnx_only(self, path: Path, golden_path: Path, golden: dict, rows: np.ndarray) -> None:
-        """Lean image: ONNX Runtime or nothing. The copy must agree with the native predictions
-        training recorded; otherwise the version is refused (never served silently wrong)."""
+    def _recorded_reference(self, golden: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The reference rows and the native predictions training recorded on them."""
+        recorded = golden.get(REFERENCE_KEY)
+        if not isinstance(recorded, dict) or "ppb" not in recorded:
+            raise ArtifactError(f"{self.model_dir}: golden.json records no reference predictions "
+                                "of the trained model; retrain it with this release")
+        try:
+            expected = np.asarray(recorded["ppb"], dtype=np.float64).reshape(-1)
+            rows = reference_rows(golden["instances"], recorded["probe"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{self.model_dir}: golden.json reference predictions are "
+                                f"unreadable ({exc})") from None
+        if len(rows) != len(expected):
+            raise ArtifactError(f"{self.model_dir}: {len(expected)} reference predictions "
+                                f"recorded, {len(rows)} reference rows")
+        return rows, expected
+
+    def _check_reference(self, native, golden: dict) -> None:
+        """The model must still make the predictions training recorded for this version."""
+        rows, expected = self._recorded_reference(golden)
+        served = native.predict(rows)
+        agreed, diff = agreement(expected, served, self.options.onnx_rtol, self.options.onnx_atol)
+        if agreed < MIN_AGREEMENT:
+            raise ArtifactError(
+                f"{self.model_dir}: the model's predictions differ from those recorded at training "
+                f"time on {100 * (1 - agreed):.0f}% of the reference rows (max |diff| "
+                f"{float(np.nanmax(diff)):.1f} ppb): its files are not this version's model")
+
+    def _onnx_only(self, path: Path, golden: dict) -> None:
+        """Lean image: ONNX Runtime or nothing. The copy must make the native predictions training
+        recorded; otherwise the version is refused (never served silently wrong)."""
         lean = "this server has no native fallback (the lean image; the full image serves it natively)"
         if not self.options.use_onnx:
             raise ArtifactError(f"ONNX is turned off and {lean}")
         if not path.is_file():
             raise ArtifactError(f"{path}: missing; {lean}")
-        probe = serve_probe(rows)
-        try:
-            reference = recorded_reference(golden, probe)
-        except ValueError as exc:
-            raise ArtifactError(f"{golden_path}: {exc}; cannot check {path.name} and {lean}") from None
+        rows, expected = self._recorded_reference(golden)
         try:
             onnx = OnnxBackend(path)
         except BackendError as exc:
             raise ArtifactError(f"{self.model_dir}/{exc}; {lean}") from None
-        if not self._check_onnx(onnx, reference, probe, "recorded native predictions"):
+        if not self._check_onnx(onnx, expected, rows, "recorded native predictions"):
             raise ArtifactError(f"{path}: {self.onnx_check['reason']} ({100 * self.onnx_check['agreement']:.1f}% "
-                                f"of {len(probe)} probe rows agree, max |diff| "
+                                f"of {len(rows)} reference rows agree, max |diff| "
                                 f"{self.onnx_check['max_abs_diff_ppb']} ppb); {lean}")
         self.backend, self.backend_name = onnx, onnx.name
 
@@ -216,6 +246,8 @@ class DonModel(Model):
     def infer(self, x: np.ndarray) -> np.ndarray:
         """ppb for a validated batch; never negative (the target is a concentration)."""
         ppb = self.backend.predict(x)
+        if not np.isfinite(ppb).all():  # a model fault: answer 5xx, keep it out of the metrics
+            raise BackendError(f"{self.backend_name} predicted non-finite values")
         ppb = np.maximum(ppb, 0.0, out=ppb if ppb.flags.writeable else None)
         self.metrics.batch(ppb)
         return ppb
@@ -238,21 +270,19 @@ class DonModel(Model):
                              model_version=self.version, infer_outputs=[out])
 
     def _rows_from_infer_request(self, request: InferRequest) -> np.ndarray:
+        """The same rules as the REST routes (codec), applied to a gRPC tensor."""
         if len(request.inputs) != 1:
             raise codec.ClientError(400, f"expected exactly one input tensor, got "
                                          f"{len(request.inputs)}")
         tensor = request.inputs[0]
-        if tensor.datatype not in ("FP32", "FP64"):
-            raise codec.ClientError(400, f"input datatype must be FP32 or FP64, got "
-                                         f"{tensor.datatype!r}")
         shape = list(tensor.shape)
-        if len(shape) != 2 or shape[1] != N_BANDS:
-            raise codec.ClientError(400, f"input shape must be [n, {N_BANDS}], got {shape}")
+        codec.check_tensor_header(tensor.datatype, shape, self.options.max_batch_rows)
         try:
             x = tensor.as_numpy()
         except Exception as exc:  # kserve raises assorted errors for inconsistent tensors
             raise codec.ClientError(400, f"input tensor does not match its shape: {exc}") from None
-        return codec.check_rows(np.asarray(x).reshape(shape), self.options.max_batch_rows)
+        return codec.check_rows(np.asarray(x).reshape(shape), self.options.max_batch_rows,
+                                self.options.reflectance_range)
 
     def get_input_types(self):
         return [{"name": codec.INPUT_NAME, "datatype": "FP32", "shape": [-1, N_BANDS]}]

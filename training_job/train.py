@@ -10,12 +10,11 @@ from typing import Callable
 import numpy as np
 
 from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
-                               write_golden)
-from don_core.export_check import (MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, native_reference,
-                                   probe_rows, serve_probe)
+                               reference_rows, write_golden)
+from don_core.export_check import MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, probe_rows
 from don_core.store import check_model_name, open_store
 from training_job import evaluate, onnx_export, synthetic
-from training_job.data import Dataset, load_dataset
+from training_job.data import Dataset, check_trainable, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
 
@@ -41,6 +40,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         raise ValueError(f"unknown family {family!r}: choose rf or tf")
     check_model_name(model)
     target_store = open_store(store)
+    target_store.check_writable(model)     # before hours of fitting, not after
     module = FAMILIES[family]
     params = dict(module.DEFAULTS)
     started = time.monotonic()
@@ -52,6 +52,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     X, y = dataset.X, dataset.y
 
     scheme = evaluate.QUICK if quick else evaluate.FULL
+    check_trainable(dataset, scheme["folds"])
     say(f"[cv] {family}: {scheme['folds']} folds x {scheme['repeats']} repeats"
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
@@ -71,8 +72,11 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         out = Path(tmp) / "version"
         out.mkdir()
         module.export(final, out)
-        export_check, reference = _check_exports(module, final, out, X, X[golden])
-        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [dataset.ids[i] for i in golden], reference)
+        reference_at = reference_rows(X[golden])
+        reference = module.load_native(out)(reference_at)  # what serving must match
+        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [dataset.ids[i] for i in golden],
+                     reference_ppb=reference)
+        export_check = _check_exports(module, final, out, X, reference_at, reference)
         metadata = build_metadata(
             model=model, family=family,
             training_data={"source": dataset.source, "sha256": dataset.sha256,
@@ -90,22 +94,19 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     return version, uri, target_store.read_metadata(model, version)
 
 
-def _check_exports(module, fitted, directory: Path, X: np.ndarray, golden: np.ndarray) -> tuple[dict, dict]:
+def _check_exports(module, fitted, directory: Path, X: np.ndarray, reference_at: np.ndarray,
+                   reference: np.ndarray) -> dict:
     """The written native artifact and the ONNX copy must both reproduce the fitted model, and the
-    ONNX copy must pass the server's check (which the lean image makes against the returned record
-    of the native predictions on the serving probe)."""
+    ONNX copy must pass the lean serving image's check (against the recorded reference predictions)."""
     probe = probe_rows(X, extra=200)
     expected = fitted.predict(probe)
-    native_predict = module.load_native(directory)
-    native = onnx_export.check_match(expected, native_predict(probe), "native")
+    native = onnx_export.check_match(expected, module.load_native(directory)(probe), "native")
     onnx_path = directory / ONNX_FILE
     onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(onnx_path, probe), "onnx")
-    reference = native_reference(golden, native_predict)
-    served, _ = agreement(reference["ppb"], onnx_export.onnx_predict(onnx_path, serve_probe(golden)),
-                          SERVE_RTOL, SERVE_ATOL_PPB)
+    served, _ = agreement(reference, onnx_export.onnx_predict(onnx_path, reference_at), SERVE_RTOL, SERVE_ATOL_PPB)
     if served < MIN_AGREEMENT:
         raise RuntimeError(f"onnx: the serving check would refuse the ONNX copy (agrees on {served:.1%} of "
-                           f"the serving probe rows, needs {MIN_AGREEMENT:.0%})")
-    return ({"rows": int(len(probe)), "max_relative_error_native": native,
-             "max_relative_error_onnx": onnx_err, "rtol": onnx_export.RTOL,
-             "atol_ppb": onnx_export.ATOL_PPB, "serving_probe_agreement": served}, reference)
+                           f"the reference rows, needs {MIN_AGREEMENT:.0%})")
+    return {"rows": int(len(probe)), "max_relative_error_native": native,
+            "max_relative_error_onnx": onnx_err, "rtol": onnx_export.RTOL,
+            "atol_ppb": onnx_export.ATOL_PPB, "reference_agreement_onnx": served}

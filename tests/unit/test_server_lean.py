@@ -1,5 +1,6 @@
 """The lean serving path (no native fallback, as in the default model-server image): ONNX Runtime
-checked against the native predictions training recorded, or a refusal naming the file and why."""
+checked against the native predictions training recorded (golden.json reference_predictions), or a
+refusal naming the file and why."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import sys
 import numpy as np
 import requests
 
-from don_core.artifact import read_golden
+from don_core.artifact import REFERENCE_KEY, read_golden
 from model_server.model import DonModel, ServeOptions
 from model_server.native import NATIVE_BACKENDS
 from tests.fixtures_server import REPO, copy_version
@@ -91,11 +92,11 @@ def test_lean_refuses_a_broken_onnx_copy_or_one_without_a_recorded_reference(ser
 
     def drop_reference(d):
         golden = json.loads((d / "golden.json").read_text())
-        del golden["native_reference"]
+        del golden[REFERENCE_KEY]
         (d / "golden.json").write_text(json.dumps(golden))
 
     old = lean(copy_version(src, tmp_path / "b", drop_reference, rehash=True))
-    assert not old.ready and "golden.json: no native_reference recorded" in old.reason
+    assert not old.ready and "golden.json records no reference predictions" in old.reason
 
 
 def test_lean_server_reports_the_refusal_in_status_and_log(serving_store, start_server, tmp_path):
