@@ -187,6 +187,26 @@ def test_failures_exit_non_zero_with_one_line_and_publish_nothing(tmp_path, args
     assert not (store / "don-rf").exists() or not any((store / "don-rf").iterdir())
 
 
+def test_cli_gc_lists_then_removes_a_crashed_publish(tmp_path):
+    import os
+    import time
+    staging = tmp_path / "don-rf" / ".staging-0123abcd"
+    (staging / "saved_model").mkdir(parents=True)
+    (staging / "model.onnx").write_bytes(b"half")
+    two_hours_ago = time.time() - 7200
+    for path in (staging / "model.onnx", staging / "saved_model", staging):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    dry = run_training("gc", "--store", str(tmp_path), "--dry-run")
+    assert dry.stdout.startswith(f"would remove staging directory {staging} (1 file, idle 2.0 h)")
+    assert staging.is_dir()
+    young = run_training("gc", "--store", str(tmp_path), "--older-than", "3h")
+    assert young.stdout.startswith("nothing to clean up") and staging.is_dir()
+    done = run_training("gc", "--store", str(tmp_path), "--model", "don-rf")
+    assert done.stdout.startswith(f"removed staging directory {staging}") and not staging.exists()
+    bad = run_training("gc", "--store", str(tmp_path), "--older-than", "soon", check=False)
+    assert bad.returncode == 2 and "expected a number with an optional unit" in bad.stderr
+
+
 def test_missing_required_options_are_named():
     out = run_training("train", "--family", "rf", check=False)
     assert out.returncode == 2

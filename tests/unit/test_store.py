@@ -412,3 +412,24 @@ def test_s3_gc_removes_stale_partial_versions_never_a_live_publish(s3_bucket, tm
     left = [key for key, _ in store._objects("models/don-rf/") if key.split("/")[2] in ("2", "3")]
     assert set(left) <= {"models/don-rf/3/.claim"}, left
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_s3_publish_outliving_gc_fails_instead_of_publishing_missing_files(s3_bucket, tmp_path):
+    """S3 has no locks: a publish slower than gc's age is taken for dead. It must then fail, not
+    publish a version whose files gc deleted."""
+    store = open_store(f"s3://{s3_bucket}/models")
+    janitor = open_store(f"s3://{s3_bucket}/models")
+    upload = store.client.upload_file
+    calls = []
+
+    def upload_then_gc_runs(*args, **kwargs):
+        upload(*args, **kwargs)
+        if not calls:                       # after the first file: the real gc, no age margin
+            calls.append(janitor.collect_garbage("don-rf", 0, dry_run=False))
+    store.client.upload_file = upload_then_gc_runs
+    with pytest.raises(StoreError, match="abandoned: its claim was removed by gc"):
+        store.publish("don-rf", artifact_dir(tmp_path), metadata())
+    assert calls and calls[0][0].startswith(f"removed partial version s3://{s3_bucket}/models/don-rf/1")
+    assert store.list_versions("don-rf") == []
+    # the number stays taken: the next publish gets 2
+    assert open_store(store.root).publish("don-rf", artifact_dir(tmp_path), metadata()) == 2
