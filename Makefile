@@ -8,7 +8,7 @@ STORE ?= .demo-store
 KSERVE_MODE ?= Standard
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: install demo test test-fast test-chart test-operator e2e images bench bench-images manifests kind-up kind-e2e kind-down clean
+.PHONY: install demo test test-fast test-chart test-operator e2e bench manifests kind-up kind-e2e kind-down clean
 
 install: $(STAMP)
 
@@ -42,17 +42,9 @@ test-operator: install
 e2e: install
 	flock /tmp/don-e2e.lock $(PYTEST) -m e2e -v
 
-## Build the three images from their Dockerfiles (Debian's docker.io; cached under ~/.cache/don-predictor).
-images: install
-	$(BIN)/python -m ops.cluster.images
-
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/serve.py
-
-## Image sizes, start-to-ready, RSS and throughput of the lean vs the full serving image.
-bench-images: install
-	$(BIN)/python benchmarks/images.py
 
 ## Re-render manifests/ from the chart (tests/chart/test_manifests.py fails when it is stale).
 manifests: install

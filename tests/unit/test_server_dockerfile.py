@@ -1,6 +1,5 @@
 """The model-server Dockerfile's shape: lean by default (serve extra only), a `full` target with the
-native libraries, both non-root and read-only-rootfs friendly. The images themselves are built and
-run by the e2e suite and benchmarks/images.py (ops/cluster/images.py)."""
+native libraries, both non-root and read-only-rootfs friendly."""
 from __future__ import annotations
 
 import re
