@@ -36,7 +36,10 @@ _SPECTRUM = {"type": "array", "items": {"type": "number"},
              "minItems": N_BANDS, "maxItems": N_BANDS}
 V1_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": {
     "type": "object", "required": ["instances"],
-    "properties": {"instances": {"type": "array", "items": _SPECTRUM, "minItems": 1}}}}}}}
+    "properties": {"instances": {"type": "array", "items": _SPECTRUM, "minItems": 1},
+                   "parameters": {"type": "object", "properties": {codec.V1_OUTPUTS_PARAMETER: {
+                       "type": "array", "items": {"type": "string"},
+                       "description": "extra outputs: decision_<limit>, ppb_lower, ppb_upper"}}}}}}}}}
 V2_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": {
     "type": "object", "required": ["inputs"],
     "properties": {
@@ -154,18 +157,22 @@ async def _answer(request: Request, model, protocol: str, tracer) -> Response:
     with _span(tracer, "validate"):
         valid = model.options.reflectance_range
         if protocol == "v1":
-            x, request_id, binary = codec.decode_v1(body, limit, valid), None, False
+            x, outputs = codec.decode_v1_request(body, limit, valid)
         else:
             req = codec.decode_v2(body, header_length, limit, valid)
-            x, request_id, binary = req.x, req.id, req.binary_output
+            x, outputs = req.x, req.outputs
+        codec.check_outputs(outputs, model.output_types)
     with _span(tracer, "predict", attributes={"batch.rows": int(x.shape[0])}):
         ppb = model.infer(x)
+        values = model.outputs(x, ppb, [o.name for o in outputs])
     out_headers = {"X-Model-Version": model.version}
     if protocol == "v1":
-        return Response(codec.encode_v1(ppb), media_type=JSON, headers=out_headers)
-    content, extra = codec.encode_v2(ppb, model.name, model.version, request_id, binary)
+        return Response(codec.encode_v1(ppb, values), media_type=JSON, headers=out_headers)
+    tensors = [codec.Tensor(o.name, model.output_types[o.name], values[o.name], o.binary)
+               for o in outputs]
+    content, extra = codec.encode_v2(tensors, model.name, model.version, req.id)
     out_headers.update(extra)
-    return Response(content, media_type="application/octet-stream" if binary else JSON,
+    return Response(content, media_type="application/octet-stream" if extra else JSON,
                     headers=out_headers)
 
 

@@ -13,7 +13,8 @@ from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_met
                                reference_rows, write_golden)
 from don_core.export_check import MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, probe_rows
 from don_core.store import check_model_name, open_store
-from training_job import evaluate, onnx_export, synthetic
+from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
+from training_job import calibration, evaluate, onnx_export, synthetic
 from training_job.data import Dataset, check_trainable, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
@@ -32,6 +33,8 @@ def load_data(src: str) -> Dataset:
 
 
 def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quick: bool = False,
+          limits: tuple[int, ...] = DECISION_THRESHOLDS_PPB, alpha: float = FALSE_ACCEPT_TARGET,
+          beta: float = FALSE_REJECT_TARGET,
           progress: Callable[[str], None] | None = None) -> tuple[int, str, dict]:
     """Returns (version, version URI, metadata)."""
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -57,6 +60,8 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
                                  progress=lambda m: say(f"[cv] {m}"), **scheme)
+    calibrated = calibration.calibrate(y, cv.pop("predictions"), limits=limits, alpha=alpha,
+                                       beta=beta)
 
     train_rows, holdout_rows = evaluate.holdout_split(y, seed)
     say(f"[holdout] fitting on {len(train_rows)} rows, scoring {len(holdout_rows)}")
@@ -66,6 +71,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     say(f"[final] fitting on all {len(y)} rows")
     final = module.build(seed, **params).fit(X, y)
     print(evaluate.format_table({family: cv}), flush=True)
+    print(calibration.format_table({family: calibrated}), flush=True)
 
     golden = holdout_rows[:evaluate.GOLDEN_MAX_ROWS]
     with tempfile.TemporaryDirectory(prefix="don-train-") as tmp:
@@ -83,6 +89,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
                            "rows": dataset.rows, "warnings": dataset.warnings},
             target_range_ppb=(float(y.min()), float(y.max())),
             hyperparameters={"seed": seed, **params},
+            calibration=calibrated,
             metrics={"cv": cv,
                      "holdout": {"rows": int(len(holdout_rows)),
                                  "fraction": evaluate.HOLDOUT_FRACTION, "figures": holdout},
