@@ -24,6 +24,9 @@ FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 ONNX_FILE = "model.onnx"
 GOLDEN_FILE = "golden.json"
+# Input-drift reference (PCA T2/Q of the training spectra; format in don_core.drift). Versions
+# published before it existed lack it.
+DRIFT_FILE = "drift.json"
 
 # family -> its native artifact (a file for sklearn, a SavedModel directory for tensorflow)
 NATIVE_ARTIFACT = {"sklearn": "model.joblib", "tensorflow": "saved_model"}
@@ -94,7 +97,8 @@ def build_metadata(*, model: str, family: str, training_data: dict, hyperparamet
         "version": version,
         "family": family,
         "created": created or utc_now(),
-        "artifacts": {"native": NATIVE_ARTIFACT[family], "onnx": ONNX_FILE, "golden": GOLDEN_FILE},
+        "artifacts": {"native": NATIVE_ARTIFACT[family], "onnx": ONNX_FILE, "golden": GOLDEN_FILE,
+                      "drift": DRIFT_FILE},
         "feature_schema": FEATURE_SCHEMA,
         "feature_schema_sha256": schema_fingerprint(),
         "training_data": training_data,

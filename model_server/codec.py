@@ -228,6 +228,8 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int,
     tensor = inputs[0]
     if not isinstance(tensor, dict):
         raise ClientError(400, "each input must be a JSON object")
+    if not isinstance(tensor.get("name"), str):
+        raise ClientError(400, f'input needs a "name" string (e.g. "{INPUT_NAME}")')
     shape = _shape(tensor.get("shape"))
     datatype = tensor.get("datatype")
     dtype = check_tensor_header(datatype, shape, max_rows)
@@ -264,6 +266,9 @@ def check_tensor_header(datatype, shape: list[int], max_rows: int) -> np.dtype:
 
 
 def _shape(shape) -> list[int]:
+    # JSON has one number type: 2.0 is an integer there (JSON Schema agrees), 2.5 is not
+    if isinstance(shape, list):
+        shape = [int(d) if isinstance(d, float) and d.is_integer() else d for d in shape]
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
                                               and d >= 0 for d in shape):
         raise ClientError(400, f'input "shape" must be a list of non-negative integers, '
@@ -285,7 +290,7 @@ def _binary_tensor(size, binary: bytes, dtype: np.dtype, count: int) -> np.ndarr
 
 def _request_id(doc: dict) -> str | None:
     rid = doc.get("id")
-    if rid is not None and not isinstance(rid, str):
+    if "id" in doc and not isinstance(rid, str):
         raise ClientError(400, '"id" must be a string')
     return rid
 
@@ -297,9 +302,9 @@ def _requested_outputs(doc: dict) -> tuple[list[RequestedOutput], bool]:
     if not isinstance(params, dict):
         raise ClientError(400, '"parameters" must be a JSON object')
     default_binary = bool(params.get("binary_data_output", False))
-    outputs = doc.get("outputs")
-    if outputs is None:
+    if "outputs" not in doc:
         return [RequestedOutput(OUTPUT_NAME, default_binary)], False
+    outputs = doc["outputs"]  # null is not a list: 400 below
     if not isinstance(outputs, list):
         raise ClientError(400, '"outputs" must be a list')
     if not outputs:  # an empty list names nothing: the default response

@@ -14,7 +14,8 @@ from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_met
 from don_core.export_check import MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
-from training_job import calibration, evaluate, onnx_export, synthetic
+from training_job import calibration, drift, evaluate, onnx_export, synthetic
+from training_job import reference as reference_set
 from training_job.data import Dataset, check_trainable, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
@@ -33,6 +34,7 @@ def load_data(src: str) -> Dataset:
 
 
 def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quick: bool = False,
+          reference_fraction: float | None = None,
           limits: tuple[int, ...] = DECISION_THRESHOLDS_PPB, alpha: float = FALSE_ACCEPT_TARGET,
           beta: float = FALSE_REJECT_TARGET,
           progress: Callable[[str], None] | None = None) -> tuple[int, str, dict]:
@@ -52,10 +54,12 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     for warning in dataset.warnings:
         say(f"warning: {warning}")
     say(f"[data] {dataset.source}: {dataset.rows} rows, sha256 {dataset.sha256[:12]}...")
-    X, y = dataset.X, dataset.y
-
     scheme = evaluate.QUICK if quick else evaluate.FULL
     check_trainable(dataset, scheme["folds"])
+    # Rows of the model's reference set are never fitted on; everything below sees the rest.
+    held = reference_set.split(dataset, target_store, model, reference_fraction, say)
+    X, y = dataset.X[held.fit_rows], dataset.y[held.fit_rows]
+    ids = [dataset.ids[i] for i in held.fit_rows]
     say(f"[cv] {family}: {scheme['folds']} folds x {scheme['repeats']} repeats"
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
@@ -80,13 +84,14 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         module.export(final, out)
         reference_at = reference_rows(X[golden])
         reference = module.load_native(out)(reference_at)  # what serving must match
-        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [dataset.ids[i] for i in golden],
+        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden],
                      reference_ppb=reference)
         export_check = _check_exports(module, final, out, X, reference_at, reference)
         metadata = build_metadata(
             model=model, family=family,
             training_data={"source": dataset.source, "sha256": dataset.sha256,
-                           "rows": dataset.rows, "warnings": dataset.warnings},
+                           "rows": dataset.rows, "warnings": dataset.warnings,
+                           "reference": held.metadata},
             target_range_ppb=(float(y.min()), float(y.max())),
             hyperparameters={"seed": seed, **params},
             calibration=calibrated,
@@ -94,6 +99,11 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
                      "holdout": {"rows": int(len(holdout_rows)),
                                  "fraction": evaluate.HOLDOUT_FRACTION, "figures": holdout},
                      "export_check": export_check,
+                     "reference": {"rows": len(held.reference["targets_ppb"]),
+                                   "figures": regression_metrics(
+                                       held.reference["targets_ppb"],
+                                       final.predict(np.asarray(held.reference["instances"])))},
+                     "drift": drift.export(X, out, seed),
                      "training_seconds": round(time.monotonic() - started, 1)})
         version = target_store.publish(model, out, metadata)
     uri = target_store.uri(model, version)

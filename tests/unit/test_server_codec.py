@@ -245,3 +245,24 @@ def test_other_data_formats_are_415(content_type):
     with pytest.raises(codec.ClientError) as err:
         codec.check_json_content_type(content_type)
     assert err.value.status == 415 and content_type.split(";")[0] in err.value.message
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: d["inputs"][0].update(name=5), '"name" string'),
+    (lambda d: d["inputs"][0].pop("name"), '"name" string'),
+    (lambda d: d.update(id=None), '"id" must be a string'),
+    (lambda d: d.update(outputs=None), '"outputs" must be a list'),
+    (lambda d: d["inputs"][0].update(shape=[1.5, 448]), "non-negative integers"),
+])
+def test_v2_fields_are_typed_as_the_openapi_document_says(mutate, words):
+    doc = v2_doc([ROW])
+    mutate(doc)
+    with pytest.raises(codec.ClientError) as err:
+        codec.decode_v2(v1(doc), None, 10)
+    assert err.value.status == 400 and words in err.value.message
+
+
+def test_integral_floats_in_shape_are_integers_as_in_json_schema():
+    doc = v2_doc([ROW])
+    doc["inputs"][0]["shape"] = [1.0, 448.0]
+    assert codec.decode_v2(v1(doc), None, 10).x.shape == (1, 448)
