@@ -52,6 +52,13 @@ def parser() -> argparse.ArgumentParser:
                        help="beta: bound on clean lots rejected / clean lots "
                             f"[DON_FALSE_REJECT_TARGET, default {_defaults()[1]}]")
 
+    train.add_argument("--reference-fraction", type=float,
+                       default=float(_env("DON_REFERENCE_FRACTION")) if
+                       _env("DON_REFERENCE_FRACTION") else None,
+                       help="share of rows (by a hash of hsi_id) kept in the model's reference "
+                            "set, never fitted on; only the first run of a model chooses it "
+                            "[DON_REFERENCE_FRACTION, default 0.1, later: the stored one]")
+
     versions = sub.add_parser("versions", help="list published versions of a model")
     _store_and_model(versions)
     versions.add_argument("--json", action="store_true", help="machine-readable output")
@@ -144,7 +151,8 @@ def cmd_train(args) -> int:
     from training_job.train import train
     _, uri, _ = train(data=args.data, store=args.store, model=args.model, family=args.family,
                       seed=args.seed, quick=args.quick, limits=_limits(args.limits),
-                      alpha=_rate(args.false_accept_target), beta=_rate(args.false_reject_target))
+                      alpha=_rate(args.false_accept_target), beta=_rate(args.false_reject_target),
+                      reference_fraction=args.reference_fraction)
     print(uri)
     return 0
 

@@ -11,10 +11,11 @@ import numpy as np
 
 from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
                                reference_rows, write_golden)
-from don_core.export_check import probe_rows
+from don_core.export_check import MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
 from training_job import calibration, drift, evaluate, onnx_export, synthetic
+from training_job import reference as reference_set
 from training_job.data import Dataset, check_trainable, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
@@ -33,6 +34,7 @@ def load_data(src: str) -> Dataset:
 
 
 def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quick: bool = False,
+          reference_fraction: float | None = None,
           limits: tuple[int, ...] = DECISION_THRESHOLDS_PPB, alpha: float = FALSE_ACCEPT_TARGET,
           beta: float = FALSE_REJECT_TARGET,
           progress: Callable[[str], None] | None = None) -> tuple[int, str, dict]:
@@ -52,10 +54,12 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     for warning in dataset.warnings:
         say(f"warning: {warning}")
     say(f"[data] {dataset.source}: {dataset.rows} rows, sha256 {dataset.sha256[:12]}...")
-    X, y = dataset.X, dataset.y
-
     scheme = evaluate.QUICK if quick else evaluate.FULL
     check_trainable(dataset, scheme["folds"])
+    # Rows of the model's reference set are never fitted on; everything below sees the rest.
+    held = reference_set.split(dataset, target_store, model, reference_fraction, say)
+    X, y = dataset.X[held.fit_rows], dataset.y[held.fit_rows]
+    ids = [dataset.ids[i] for i in held.fit_rows]
     say(f"[cv] {family}: {scheme['folds']} folds x {scheme['repeats']} repeats"
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
@@ -78,14 +82,16 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         out = Path(tmp) / "version"
         out.mkdir()
         module.export(final, out)
-        reference = module.load_native(out)(reference_rows(X[golden]))  # what serving must match
-        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [dataset.ids[i] for i in golden],
+        reference_at = reference_rows(X[golden])
+        reference = module.load_native(out)(reference_at)  # what serving must match
+        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden],
                      reference_ppb=reference)
-        export_check = _check_exports(module, final, out, X)
+        export_check = _check_exports(module, final, out, X, reference_at, reference)
         metadata = build_metadata(
             model=model, family=family,
             training_data={"source": dataset.source, "sha256": dataset.sha256,
-                           "rows": dataset.rows, "warnings": dataset.warnings},
+                           "rows": dataset.rows, "warnings": dataset.warnings,
+                           "reference": held.metadata},
             target_range_ppb=(float(y.min()), float(y.max())),
             hyperparameters={"seed": seed, **params},
             calibration=calibrated,
@@ -93,6 +99,10 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
                      "holdout": {"rows": int(len(holdout_rows)),
                                  "fraction": evaluate.HOLDOUT_FRACTION, "figures": holdout},
                      "export_check": export_check,
+                     "reference": {"rows": len(held.reference["targets_ppb"]),
+                                   "figures": regression_metrics(
+                                       held.reference["targets_ppb"],
+                                       final.predict(np.asarray(held.reference["instances"])))},
                      "drift": drift.export(X, out, seed),
                      "training_seconds": round(time.monotonic() - started, 1)})
         version = target_store.publish(model, out, metadata)
@@ -101,13 +111,19 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     return version, uri, target_store.read_metadata(model, version)
 
 
-def _check_exports(module, fitted, directory: Path, X: np.ndarray) -> dict:
-    """The written native artifact and the ONNX copy must both reproduce the fitted model."""
+def _check_exports(module, fitted, directory: Path, X: np.ndarray, reference_at: np.ndarray,
+                   reference: np.ndarray) -> dict:
+    """The written native artifact and the ONNX copy must both reproduce the fitted model, and the
+    ONNX copy must pass the lean serving image's check (against the recorded reference predictions)."""
     probe = probe_rows(X, extra=200)
     expected = fitted.predict(probe)
     native = onnx_export.check_match(expected, module.load_native(directory)(probe), "native")
-    onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(directory / ONNX_FILE,
-                                                                          probe), "onnx")
+    onnx_path = directory / ONNX_FILE
+    onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(onnx_path, probe), "onnx")
+    served, _ = agreement(reference, onnx_export.onnx_predict(onnx_path, reference_at), SERVE_RTOL, SERVE_ATOL_PPB)
+    if served < MIN_AGREEMENT:
+        raise RuntimeError(f"onnx: the serving check would refuse the ONNX copy (agrees on {served:.1%} of "
+                           f"the reference rows, needs {MIN_AGREEMENT:.0%})")
     return {"rows": int(len(probe)), "max_relative_error_native": native,
             "max_relative_error_onnx": onnx_err, "rtol": onnx_export.RTOL,
-            "atol_ppb": onnx_export.ATOL_PPB}
+            "atol_ppb": onnx_export.ATOL_PPB, "reference_agreement_onnx": served}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -19,23 +20,30 @@ from training_job.synthetic import generate, to_csv
 
 def test_both_families_publish_complete_versions(model_store):
     for model, family, versions in (("don-rf", "sklearn", [1, 2]), ("don-tf", "tensorflow", [1])):
-        listed = sorted(int(p.name) for p in (model_store / model).iterdir())
+        listed = sorted(int(p.name) for p in (model_store / model).iterdir() if p.name.isdigit())
         assert listed == versions
         meta = verify_version_dir(model_store / model / "1", expected_model=model)
         assert meta["family"] == family
         assert meta["training_data"]["rows"] == 300
         assert len(meta["training_data"]["sha256"]) == 64
+        # the model's reference rows are never fitted on: CV, hold-out and golden use the rest
+        held = meta["training_data"]["reference"]
+        assert held["uri"] == str(model_store / model / "reference.json")
+        assert held["fit_rows"] + held["excluded"]["rows"] == 300 and held["excluded"]["rows"] > 15
+        assert meta["metrics"]["reference"]["rows"] == held["rows"]
         cv = meta["metrics"]["cv"]
         assert cv["folds"] * cv["repeats"] == len(cv["per_fold"]) == 3     # --quick
         for figure in ("r2", "rmse_ppb", "mae_ppb", "r2_log1p", "spearman",
                        "balanced_accuracy_1000", "balanced_accuracy_5000", "auc_1000",
                        "false_accept_rate_1000"):
             assert {"mean", "sd", "median"} <= set(cv["summary"][figure]), figure
-        assert meta["metrics"]["holdout"]["rows"] == 60
+        holdout_rows = meta["metrics"]["holdout"]["rows"]
+        assert holdout_rows == math.ceil(0.2 * held["fit_rows"])  # train_test_split rounds up
         assert meta["libraries"]["scikit-learn"] and meta["libraries"]["onnxruntime"]
         assert meta["hyperparameters"]["seed"] in (1, 2)
         golden = read_golden(model_store / model / "1" / "golden.json")
-        assert len(golden["instances"]) == 60 and len(golden["instances"][0]) == N_BANDS
+        assert len(golden["instances"]) == holdout_rows and len(golden["instances"][0]) == N_BANDS
+        assert not set(golden["ids"]) & set(held["excluded"]["ids"])
         calibration = Calibration.from_metadata(meta)
         assert calibration.limits == DECISION_THRESHOLDS_PPB
         assert calibration.interval_level == INTERVAL_LEVEL
@@ -66,7 +74,8 @@ print(json.dumps(model.predict(np.array(golden['instances'])).tolist()))
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                          text=True, check=True)
     predictions = np.array(json.loads(out.stdout))
-    assert predictions.shape == (60,) and (predictions >= 0).all()
+    rows = len(read_golden(version / "golden.json")["instances"])
+    assert predictions.shape == (rows,) and (predictions >= 0).all()
     onnx = onnx_export.onnx_predict(version / "model.onnx",
                                     np.array(read_golden(version / "golden.json")["instances"]))
     assert np.allclose(onnx, predictions, rtol=1e-3, atol=1.0)
@@ -81,7 +90,7 @@ def test_tensorflow_saved_model_has_the_serving_signature(model_store):
     assert spec.shape.as_list() == [None, N_BANDS] and spec.dtype == tf.float32
     golden = np.array(read_golden(version / "golden.json")["instances"], dtype=np.float32)
     ppb = signature(spectra=tf.constant(golden))["ppb"].numpy()
-    assert ppb.shape == (60,) and (ppb >= 0).all()
+    assert ppb.shape == (len(golden),) and (ppb >= 0).all()
     meta = verify_version_dir(version)
     low, high = meta["target_range_ppb"]
     assert ppb.max() <= high * 1.001          # clipped to the training range: no wild extrapolation
