@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,serve,ops,dev]'
+	$(BIN)/pip install --quiet -e '.[train,serve,serve-native,ops,dev]'
 	touch $(STAMP)
 
 ## The main job on the embedded default: train both families on synthetic data into $(STORE),
@@ -40,7 +40,7 @@ test-operator: install
 
 ## The end-to-end suite alone (local real cluster here; DON_E2E_TARGET=kind for kind), with its report.
 e2e: install
-	$(PYTEST) -m e2e -v
+	flock /tmp/don-e2e.lock $(PYTEST) -m e2e -v
 
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
