@@ -126,7 +126,8 @@ def test_a_version_without_calibration_serves_ppb_only(rf_dir, tmp_path):
         (path / "metadata.json").write_text(json.dumps(meta))
 
     model = loaded(copy_version(rf_dir, tmp_path / "v", drop_calibration))
-    assert model.ready and model.output_types == {"ppb": "FP32"}
+    assert model.ready and model.output_types == {  # no decisions, no interval
+        "ppb": "FP32", "outlier_score": "FP32", "out_of_distribution": "BOOL"}
     calibrated = loaded(rf_dir)
     rows = golden(rf_dir)[:5]
     ppb = calibrated.infer(rows)
