@@ -172,7 +172,7 @@ def start_recorder(db: Path, env: dict, processes: list) -> str:
     return f"http://127.0.0.1:{port}/"
 
 
-def stored_records(db: Path, expected: int, timeout: float = 10.0) -> int:
+def stored_records(db: Path, expected: int, timeout: float = 30.0) -> int:
     """Rows in the recorder's predictions table once `expected` arrived (servers send within
     about a second) or the time is up."""
     deadline = time.monotonic() + timeout
