@@ -77,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train(args) -> int:
+    from training_job.progress import Progress
     from training_job.train import train
-    _, uri, _ = train(data=args.data, store=args.store, model=args.model, family=args.family,
-                      seed=args.seed, quick=args.quick)
+    with Progress() as say:
+        _, uri, _ = train(data=args.data, store=args.store, model=args.model, family=args.family,
+                          seed=args.seed, quick=args.quick, progress=say)
     print(uri)
     return 0
 
