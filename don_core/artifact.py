@@ -163,8 +163,27 @@ def verify_version_dir(version_dir: Path, expected_model: str | None = None) -> 
     return metadata
 
 
-def write_golden(path: Path, spectra, targets_ppb, ids) -> None:
-    """The labelled spectra kept with a version, for load-time checks and canary analysis."""
+# The native model's predictions at training time on the golden rows and on rows near them (the
+# copies tell apart forests that reproduce their shared training rows alike), kept in golden.json.
+# The server refuses a version whose model no longer makes them: files swapped with another
+# version's and re-hashed pass every sha256 check, not this one.
+REFERENCE_KEY = "reference_predictions"
+REFERENCE_PROBE = {"extra": 100, "seed": 20250}
+
+
+def reference_rows(golden_rows, probe: dict = REFERENCE_PROBE):
+    """The rows the reference predictions are made on, from the golden rows (deterministic)."""
+    import numpy as np
+
+    from don_core.export_check import probe_rows
+
+    rows = np.asarray(golden_rows, dtype=np.float64).reshape(len(golden_rows), -1)
+    return probe_rows(rows, extra=int(probe["extra"]), seed=int(probe["seed"]))
+
+
+def write_golden(path: Path, spectra, targets_ppb, ids, reference_ppb=None) -> None:
+    """The labelled spectra kept with a version, for load-time checks and canary analysis;
+    `reference_ppb`: the native model's predictions on reference_rows(spectra)."""
     doc = {
         "description": "labelled spectra (ppb) from the hold-out split; the final model is fitted "
                        "on them too, so they check serving, not generalisation",
@@ -172,6 +191,9 @@ def write_golden(path: Path, spectra, targets_ppb, ids) -> None:
         "instances": [[float(v) for v in row] for row in spectra],
         "targets_ppb": [float(t) for t in targets_ppb],
     }
+    if reference_ppb is not None:
+        doc[REFERENCE_KEY] = {"probe": REFERENCE_PROBE,
+                              "ppb": [float(v) for v in reference_ppb]}
     Path(path).write_text(json.dumps(doc))
 
 

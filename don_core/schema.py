@@ -11,6 +11,12 @@ TARGET_COLUMN = "vomitoxin_ppb"
 DTYPE = "float32"
 TARGET_UNIT = "ppb"
 
+# Physically plausible reflectance, the default the server refuses values outside of (400). The lab's
+# spectra span 0.21-1.06; calibrated reflectance can dip below 0 (dark-current subtraction) or rise
+# above 1 (specular glints), so the range is generous: it stops unit mistakes (percent, raw
+# counts) and values no float32 model input can hold, never a real measurement.
+REFLECTANCE_RANGE: tuple[float, float] = (-1.0, 10.0)
+
 # Accept/reject limits a grain buyer applies (ppb); evaluation reports the decision at each.
 DECISION_THRESHOLDS_PPB: tuple[int, ...] = (1000, 5000)
 

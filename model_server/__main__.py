@@ -17,6 +17,7 @@ import sys
 import tempfile
 
 from don_core import telemetry
+from don_core.schema import REFLECTANCE_RANGE
 
 
 
@@ -37,10 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="relative tolerance of the ONNX check on the golden rows")
     parser.add_argument("--onnx_atol", type=float, default=0.5,
                         help="absolute tolerance (ppb) of the ONNX check on the golden rows")
+    low, high = REFLECTANCE_RANGE
+    parser.add_argument("--reflectance_range", type=_value_range,
+                        default=os.environ.get("DON_REFLECTANCE_RANGE", f"{low:g},{high:g}"),
+                        help="MIN,MAX: refuse spectra with a value outside (400) [%(default)s; "
+                             "the lab's spectra span 0.21-1.06]")
     parser.add_argument("--log_level", default=os.environ.get("DON_LOG_LEVEL", "INFO"))
     # Our own metrics and spans record latency; KServe's extra log line per request is waste.
     parser.set_defaults(enable_latency_logging=False)
     return parser
+
+
+def _value_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {text!r}") from None
+    # beyond float32 a value cannot reach the models unchanged
+    if not -3.0e38 < low < high < 3.0e38:
+        raise argparse.ArgumentTypeError(f"{text!r}: need MIN < MAX, both within float32 range")
+    return low, high
 
 
 def _log_config_file(level: str, quiet: tuple[str, ...]) -> str:
@@ -63,13 +80,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from model_server.model import DonModel, ServeOptions
     from model_server.routes import install
+    from model_server.security import install_grpc_guard
 
     if args.log_config_file is None:
         args.log_config_file = _log_config_file(args.log_level, QUIET_LOGGERS)
     kserve_server.args.log_config_file = args.log_config_file  # read by the worker processes
     install()  # also sets up tracing from OTEL_* in this process
+    install_grpc_guard()  # the same token and limits on port 8081 as on HTTP
     options = ServeOptions(max_batch_rows=args.max_batch_rows, use_onnx=not args.no_onnx,
-                           onnx_rtol=args.onnx_rtol, onnx_atol=args.onnx_atol)
+                           onnx_rtol=args.onnx_rtol, onnx_atol=args.onnx_atol,
+                           reflectance_range=args.reflectance_range)
     model = DonModel(args.model_name, args.model_dir, options)
     # With --workers N each worker loads its own copy; this process needs one only for gRPC.
     if args.workers <= 1 or args.enable_grpc:

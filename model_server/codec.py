@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from don_core.schema import N_BANDS
+from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 
 OUTPUT_NAME = "ppb"
 INPUT_NAME = "spectra"
@@ -29,6 +29,23 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+# Bodies are read as JSON whatever the content type says (curl's default form type included, as
+# KServe's own servers do), unless it names another data format outright.
+_NOT_JSON_FAMILIES = ("multipart/", "image/", "audio/", "video/", "font/")
+_NOT_JSON_TYPES = frozenset({
+    "application/xml", "text/xml", "text/csv", "text/html", "application/octet-stream",
+    "application/x-protobuf", "application/protobuf", "application/grpc", "application/msgpack",
+    "application/x-msgpack", "application/cbor", "application/pdf", "application/zip",
+    "application/gzip", "application/x-ndjson"})
+
+
+def check_json_content_type(content_type: str | None) -> None:
+    kind = media_type(content_type)
+    if kind in _NOT_JSON_TYPES or kind.startswith(_NOT_JSON_FAMILIES):
+        raise ClientError(415, f"unsupported content type {kind!r}; send a JSON body "
+                               "(application/json)")
+
+
 def parse_json(body: bytes) -> dict:
     if not body:
         raise ClientError(400, "request body is empty; expected a JSON object")
@@ -41,8 +58,9 @@ def parse_json(body: bytes) -> dict:
     return doc
 
 
-def check_rows(x: np.ndarray, max_rows: int) -> np.ndarray:
-    """A [n, 448] batch with 1 <= n <= max_rows and only finite values."""
+def check_rows(x: np.ndarray, max_rows: int,
+               valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> np.ndarray:
+    """A [n, 448] batch with 1 <= n <= max_rows and only finite, plausible reflectance values."""
     if x.ndim != 2:
         raise ClientError(400, f"expected a batch of rows shaped [n, {N_BANDS}], got {x.ndim} "
                                f"dimension(s) {list(x.shape)}")
@@ -57,10 +75,19 @@ def check_rows(x: np.ndarray, max_rows: int) -> np.ndarray:
     if not np.isfinite(x).all():
         bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
         raise ClientError(400, f"non-finite values (NaN or inf) in row(s) {bad[:10].tolist()}")
+    low, high = valid_range
+    if x.min() < low or x.max() > high:
+        outside = (x < low) | (x > high)
+        row, band = (int(i) for i in np.argwhere(outside)[0])
+        rows = np.flatnonzero(outside.any(axis=1))
+        raise ClientError(400, f"reflectance outside the plausible range [{low:g}, {high:g}] in "
+                               f"row(s) {rows[:10].tolist()} (row {row} band {band} is "
+                               f"{float(x[row, band]):.6g}); send reflectance, not percent or "
+                               "raw counts")
     return x
 
 
-def _numeric_array(data, what: str) -> np.ndarray:
+def _numeric_array(data, what: str, body: bytes) -> np.ndarray:
     try:
         x = np.array(data)
     except (ValueError, TypeError):
@@ -68,7 +95,16 @@ def _numeric_array(data, what: str) -> np.ndarray:
         raise ClientError(400, f"{what} is ragged: every row must have {N_BANDS} numbers") from None
     if x.dtype.kind not in "fiu":
         raise ClientError(400, f"{what} must hold only numbers (found {_kind_name(x)})")
+    # numpy turns a boolean among numbers into 1.0 silently; look only when the body has one
+    if (b"true" in body or b"false" in body) and _holds_bool(data):
+        raise ClientError(400, f"{what} must hold only numbers (found a boolean)")
     return x
+
+
+def _holds_bool(data) -> bool:
+    if isinstance(data, bool):
+        return True
+    return isinstance(data, list) and any(_holds_bool(v) for v in data)
 
 
 def _kind_name(x: np.ndarray) -> str:
@@ -79,7 +115,8 @@ def _kind_name(x: np.ndarray) -> str:
     return "null or nested values" if x.dtype.kind == "O" else f"dtype {x.dtype}"
 
 
-def decode_v1(body: bytes, max_rows: int) -> np.ndarray:
+def decode_v1(body: bytes, max_rows: int,
+              valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> np.ndarray:
     """`{"instances": [[448 numbers], ...]}` -> float64 array [n, 448]."""
     doc = parse_json(body)
     if "instances" not in doc:
@@ -96,7 +133,7 @@ def decode_v1(body: bytes, max_rows: int) -> np.ndarray:
     if len(instances) > max_rows:  # refuse before converting a huge batch
         raise ClientError(413, f"batch of {len(instances)} rows is above this server's limit "
                                f"of {max_rows} rows per request; split it")
-    return check_rows(_numeric_array(instances, '"instances"'), max_rows)
+    return check_rows(_numeric_array(instances, '"instances"', body), max_rows, valid_range)
 
 
 class V2Request:
@@ -110,7 +147,8 @@ class V2Request:
         self.binary_output = binary_output
 
 
-def decode_v2(body: bytes, header_length: str | None, max_rows: int) -> V2Request:
+def decode_v2(body: bytes, header_length: str | None, max_rows: int,
+              valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> V2Request:
     """JSON V2 request, or the binary tensor extension (JSON header + raw little-endian tensors)."""
     binary = b""
     if header_length is not None:
@@ -134,30 +172,36 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int) -> V2Reques
         raise ClientError(400, "each input must be a JSON object")
     shape = _shape(tensor.get("shape"))
     datatype = tensor.get("datatype")
-    if datatype not in _V2_DTYPES:
+    dtype = check_tensor_header(datatype, shape, max_rows)
+    count = shape[0] * shape[1]
+    params = tensor.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ClientError(400, "input parameters must be a JSON object")
+    if "binary_data_size" in params:
+        x = _binary_tensor(params["binary_data_size"], binary, dtype, count)
+    else:
+        if binary:
+            raise ClientError(400, "binary data sent but no input declares binary_data_size")
+        if "data" not in tensor:
+            raise ClientError(400, 'input has neither "data" nor parameters.binary_data_size')
+        x = _numeric_array(tensor["data"], "input data", body)
+        if x.size != count:
+            raise ClientError(400, f"input data holds {x.size} numbers but shape {shape} "
+                                   f"needs {count}")
+    return V2Request(check_rows(x.reshape(shape), max_rows, valid_range), _request_id(doc),
+                     _binary_output_requested(doc))
+
+
+def check_tensor_header(datatype, shape: list[int], max_rows: int) -> np.dtype:
+    """The datatype and shape of the one input tensor (JSON V2 and gRPC); its numpy dtype."""
+    if not isinstance(datatype, str) or datatype not in _V2_DTYPES:
         raise ClientError(400, f"input datatype must be FP32 or FP64, got {datatype!r}")
     if len(shape) != 2 or shape[1] != N_BANDS:
         raise ClientError(400, f"input shape must be [n, {N_BANDS}], got {shape}")
     if shape[0] > max_rows:
         raise ClientError(413, f"batch of {shape[0]} rows is above this server's limit of "
                                f"{max_rows} rows per request; split it")
-    count = shape[0] * shape[1]
-    params = tensor.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ClientError(400, "input parameters must be a JSON object")
-    if "binary_data_size" in params:
-        x = _binary_tensor(params["binary_data_size"], binary, _V2_DTYPES[datatype], count)
-    else:
-        if binary:
-            raise ClientError(400, "binary data sent but no input declares binary_data_size")
-        if "data" not in tensor:
-            raise ClientError(400, 'input has neither "data" nor parameters.binary_data_size')
-        x = _numeric_array(tensor["data"], "input data")
-        if x.size != count:
-            raise ClientError(400, f"input data holds {x.size} numbers but shape {shape} "
-                                   f"needs {count}")
-    return V2Request(check_rows(x.reshape(shape), max_rows), _request_id(doc),
-                     _binary_output_requested(doc))
+    return _V2_DTYPES[datatype]
 
 
 def _shape(shape) -> list[int]:

@@ -27,6 +27,10 @@ BATCH_ROWS = Histogram("don_batch_rows", "Spectra per inference request",
                        ["model", "version"], buckets=ROW_BUCKETS)
 MODEL_INFO = Gauge("don_model_info", "The model version this process serves (value 1)",
                    ["model", "version", "family", "backend"])
+# Refused before reaching the model (no model/version labels: the guard answers for the process).
+REFUSED = Counter("don_requests_refused", "Requests refused by auth or rate limit, by outcome "
+                  "(unauthenticated, auth_throttled, rate_limited, unavailable)",
+                  ["protocol", "outcome"])
 MODEL_READY = Gauge("don_model_ready", "1 when the model is loaded, verified and warmed up",
                     ["model", "version"])
 
@@ -94,6 +98,10 @@ def _register_predictions(histogram: PredictionHistogram) -> None:
         REGISTRY.unregister(_REGISTERED.pop())
     REGISTRY.register(histogram)
     _REGISTERED.append(histogram)
+
+
+def count_refusal(protocol: str, outcome: str) -> None:
+    REFUSED.labels(protocol, outcome).inc()
 
 
 def outcome_of(status: int) -> str:

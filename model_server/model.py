@@ -14,14 +14,15 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, ArtifactError,
-                               read_golden, verify_version_dir)
+from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY,
+                               ArtifactError, read_golden, reference_rows, verify_version_dir)
 from don_core import telemetry
 from don_core.export_check import MIN_AGREEMENT, agreement, probe_rows
-from don_core.schema import N_BANDS
+from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 from model_server import codec
 from model_server.backends import NATIVE_BACKENDS, BackendError, OnnxBackend
 from model_server.metrics import ServingMetrics
+from model_server.security import process_guard
 
 log = logging.getLogger("model_server")
 PROBE_EXTRA_ROWS = 300  # perturbed golden rows for the ONNX check: ~3 rows may flip a split
@@ -44,6 +45,7 @@ class ServeOptions:
     # rounding only, far below this, apart from a rare tree split flip.
     onnx_rtol: float = 1e-3
     onnx_atol: float = 0.5
+    reflectance_range: tuple[float, float] = REFLECTANCE_RANGE  # other values: 400
 
 
 class DonModel(Model):
@@ -90,6 +92,9 @@ class DonModel(Model):
         _CURRENT = self
         started = time.perf_counter()
         try:
+            problem = process_guard().problem  # serving without the Secret would be worse
+            if problem:
+                raise ValueError(problem)
             self._load()
         except (ArtifactError, BackendError, OSError, ValueError) as exc:
             self.state, self.reason, self.ready = "refused", str(exc), False
@@ -121,6 +126,7 @@ class DonModel(Model):
         if not np.isfinite(native.predict(rows)).all():
             raise ArtifactError(f"{self.model_dir}: native model predicts non-finite values on "
                                 "its own golden rows")
+        self._check_reference(native, golden)
         self.backend, self.backend_name = native, native.name
         onnx_path = self.model_dir / artifacts.get("onnx", ONNX_FILE)
         if self.options.use_onnx:
@@ -128,6 +134,29 @@ class DonModel(Model):
         self._warm_up(rows)
         if self.metrics is None:
             self.metrics = ServingMetrics(self.name, self.version, self.family, self.backend_name)
+
+    def _check_reference(self, native, golden: dict) -> None:
+        """The model must still make the predictions training recorded for this version."""
+        recorded = golden.get(REFERENCE_KEY)
+        if not isinstance(recorded, dict) or "ppb" not in recorded:
+            raise ArtifactError(f"{self.model_dir}: golden.json records no reference predictions "
+                                "of the trained model; retrain it with this release")
+        try:
+            expected = np.asarray(recorded["ppb"], dtype=np.float64).reshape(-1)
+            rows = reference_rows(golden["instances"], recorded["probe"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{self.model_dir}: golden.json reference predictions are "
+                                f"unreadable ({exc})") from None
+        served = native.predict(rows)
+        if served.shape != expected.shape:
+            raise ArtifactError(f"{self.model_dir}: {len(expected)} reference predictions "
+                                f"recorded, {len(served)} reference rows")
+        agreed, diff = agreement(expected, served, self.options.onnx_rtol, self.options.onnx_atol)
+        if agreed < MIN_AGREEMENT:
+            raise ArtifactError(
+                f"{self.model_dir}: the model's predictions differ from those recorded at training "
+                f"time on {100 * (1 - agreed):.0f}% of the reference rows (max |diff| "
+                f"{float(np.nanmax(diff)):.1f} ppb): its files are not this version's model")
 
     def _try_onnx(self, path: Path, native, golden: np.ndarray) -> None:
         """Use ONNX Runtime if the file loads and matches the native model near the golden rows."""
@@ -170,6 +199,8 @@ class DonModel(Model):
     def infer(self, x: np.ndarray) -> np.ndarray:
         """ppb for a validated batch; never negative (the target is a concentration)."""
         ppb = self.backend.predict(x)
+        if not np.isfinite(ppb).all():  # a model fault: answer 5xx, keep it out of the metrics
+            raise BackendError(f"{self.backend_name} predicted non-finite values")
         ppb = np.maximum(ppb, 0.0, out=ppb if ppb.flags.writeable else None)
         self.metrics.batch(ppb)
         return ppb
@@ -192,21 +223,19 @@ class DonModel(Model):
                              model_version=self.version, infer_outputs=[out])
 
     def _rows_from_infer_request(self, request: InferRequest) -> np.ndarray:
+        """The same rules as the REST routes (codec), applied to a gRPC tensor."""
         if len(request.inputs) != 1:
             raise codec.ClientError(400, f"expected exactly one input tensor, got "
                                          f"{len(request.inputs)}")
         tensor = request.inputs[0]
-        if tensor.datatype not in ("FP32", "FP64"):
-            raise codec.ClientError(400, f"input datatype must be FP32 or FP64, got "
-                                         f"{tensor.datatype!r}")
         shape = list(tensor.shape)
-        if len(shape) != 2 or shape[1] != N_BANDS:
-            raise codec.ClientError(400, f"input shape must be [n, {N_BANDS}], got {shape}")
+        codec.check_tensor_header(tensor.datatype, shape, self.options.max_batch_rows)
         try:
             x = tensor.as_numpy()
         except Exception as exc:  # kserve raises assorted errors for inconsistent tensors
             raise codec.ClientError(400, f"input tensor does not match its shape: {exc}") from None
-        return codec.check_rows(np.asarray(x).reshape(shape), self.options.max_batch_rows)
+        return codec.check_rows(np.asarray(x).reshape(shape), self.options.max_batch_rows,
+                                self.options.reflectance_range)
 
     def get_input_types(self):
         return [{"name": codec.INPUT_NAME, "datatype": "FP32", "shape": [-1, N_BANDS]}]

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import time
+import zlib
 
 import orjson
 import psutil
@@ -78,6 +79,10 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise codec.ClientError(413, f"request body of {declared} bytes is above the "
                                          f"{limit}-byte limit; send fewer rows per request")
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip"):
+        raise codec.ClientError(415, f"unsupported Content-Encoding {encoding!r}; send the body "
+                                     "plain or gzip-compressed")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -85,13 +90,24 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise codec.ClientError(413, f"request body is above the {limit}-byte limit; "
                                          "send fewer rows per request")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    return body if encoding == "identity" else _gunzip(body, limit)
 
 
-def _check_json_type(content_type: str | None) -> None:
-    kind = codec.media_type(content_type)
-    if kind not in ("", JSON):
-        raise codec.ClientError(415, f"unsupported content type {kind!r}; send {JSON}")
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body, refused once it inflates past the same limit as a plain one (a gzip bomb)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        plain = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise codec.ClientError(400, f"Content-Encoding gzip but the body is not gzip ({exc})") \
+            from None
+    if len(plain) > limit:
+        raise codec.ClientError(413, f"gzip body inflates above the {limit}-byte limit; send "
+                                     "fewer rows per request")
+    if not inflater.eof:
+        raise codec.ClientError(400, "gzip body is truncated")
+    return plain
 
 
 async def _serve(request: Request, model_name: str, protocol: str) -> Response:
@@ -129,17 +145,18 @@ async def _answer(request: Request, model, protocol: str, tracer) -> Response:
     with _span(tracer, "decode"):
         header_length = headers.get(codec.HEADER_LENGTH) if protocol == "v2" else None
         if header_length is None:
-            _check_json_type(headers.get("content-type"))
+            codec.check_json_content_type(headers.get("content-type"))
         elif codec.media_type(headers.get("content-type")) not in ("", JSON,
                                                                    "application/octet-stream"):
             raise codec.ClientError(415, "binary tensor requests must be "
                                          "application/octet-stream")
         body = await _read_body(request, MAX_BODY_BYTES)
     with _span(tracer, "validate"):
+        valid = model.options.reflectance_range
         if protocol == "v1":
-            x, request_id, binary = codec.decode_v1(body, limit), None, False
+            x, request_id, binary = codec.decode_v1(body, limit, valid), None, False
         else:
-            req = codec.decode_v2(body, header_length, limit)
+            req = codec.decode_v2(body, header_length, limit, valid)
             x, request_id, binary = req.x, req.id, req.binary_output
     with _span(tracer, "predict", attributes={"batch.rows": int(x.shape[0])}):
         ppb = model.infer(x)

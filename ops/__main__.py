@@ -1,4 +1,5 @@
-"""`python -m ops`: the rollout operator, its CLI, and model-store backup / restore / fetch."""
+"""`python -m ops`: the rollout operator, its CLI, model-store backup / restore / fetch, and the
+prediction recorder with its lab-results import."""
 from __future__ import annotations
 
 import argparse
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--model", required=True)
     fetch.add_argument("--version", default="latest", help="a number or 'latest'")
     fetch.add_argument("--dest", required=True)
+
+    from ops.recorder import cli as recorder_cli
+    recorder_cli.add_parsers(sub)
     return parser
 
 
@@ -71,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         load_config(args.kubeconfig)
         return cli.run(args, Kube(), args.namespace or current_namespace())
+    if args.command in ("recorder", "labresults"):
+        from ops.recorder import cli as recorder_cli
+        return recorder_cli.run(args)
     if args.command == "operator":
         from ops import operator
         operator.main(args.namespace, args.kubeconfig, args.tick, args.liveness)

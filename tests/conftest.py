@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.fixtures_chart",
     "tests.fixtures_operator",
     "tests.fixtures_cluster",
+    "tests.fixtures_postgres",
 ]
 
 

@@ -36,7 +36,7 @@ def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from don_core.artifact import build_metadata, write_golden
+    from don_core.artifact import build_metadata, reference_rows, write_golden
     from don_core.schema import N_BANDS
     from don_core.store import open_store
 
@@ -49,7 +49,8 @@ def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
     staging = root.parent / f".tiny-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     joblib.dump(pipeline.fit(x[:200], train_y), staging / "model.joblib")
-    write_golden(staging / "golden.json", x[200:], y[200:], range(200, 230))
+    write_golden(staging / "golden.json", x[200:], y[200:], range(200, 230),
+                 reference_ppb=pipeline.predict(reference_rows(x[200:])))
     metadata = build_metadata(model=model, version=0, family="sklearn", files={},
                               training_data={"source": "synthetic", "sha256": "0" * 64, "rows": 200},
                               hyperparameters={"seed": seed, "broken": broken}, metrics={},

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
-                               write_golden)
+                               reference_rows, write_golden)
 from don_core.export_check import probe_rows
 from don_core.store import check_model_name, open_store
 from training_job import evaluate, onnx_export, synthetic
@@ -74,7 +74,9 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         out = Path(tmp) / "version"
         out.mkdir()
         module.export(final, out)
-        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [dataset.ids[i] for i in golden])
+        reference = module.load_native(out)(reference_rows(X[golden]))  # what serving must match
+        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [dataset.ids[i] for i in golden],
+                     reference_ppb=reference)
         export_check = _check_exports(module, final, out, X)
         metadata = build_metadata(
             model=model, family=family,

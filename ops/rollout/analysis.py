@@ -36,6 +36,15 @@ def judge(analysis: dict, canary: dict, stable: dict | None, golden: dict | None
                              else None, note))
     if golden is not None:
         checks.extend(_golden_checks(analysis, golden, expected_version))
+    return _verdict(checks, canary, stable)
+
+
+def add_checks(result: dict, checks: list[dict]) -> dict:
+    """A judged analysis with more checks (e.g. ops/rollout/live_accuracy.py), judged again."""
+    return _verdict(result["checks"] + checks, result["canary"], result["stable"])
+
+
+def _verdict(checks: list[dict], canary: dict, stable: dict | None) -> dict:
     results = {c["result"] for c in checks}
     verdict = FAIL if FAIL in results else (INCONCLUSIVE if INCONCLUSIVE in results else PASS)
     failed = [c for c in checks if c["result"] != PASS]

@@ -17,6 +17,7 @@ from typing import Callable
 
 from ops.rollout import analysis as judge_mod
 from ops.rollout import golden as golden_mod
+from ops.rollout import live_accuracy
 from ops.rollout import metrics as metrics_mod
 from ops.rollout import state
 from ops.rollout import traffic
@@ -289,6 +290,10 @@ class Engine:
                 figures[side] = {"error": str(exc)[:300]}
         result = judge_mod.judge(spec.analysis, figures["canary"], figures["stable"], golden,
                                  status.get("candidateVersion"))
+        if spec.analysis.get("liveAccuracy"):
+            result = judge_mod.add_checks(result, [live_accuracy.check(
+                spec.analysis["liveAccuracy"], spec.model_name, status.get("stableVersion"),
+                status.get("candidateVersion"), spec.endpoints["timeoutSeconds"])])
         return result, snapshot
 
     def _scrape(self, ns: str, spec: RolloutSpec, side: str, base_url: str) -> dict:

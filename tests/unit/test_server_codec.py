@@ -129,3 +129,65 @@ def test_v2_batch_limit():
 def test_v1_response_is_plain_json():
     assert orjson.loads(codec.encode_v1(np.array([1.5, 0.0], "f4"))) == {
         "predictions": [1.5, 0.0]}
+
+
+@pytest.mark.parametrize("datatype", [{}, [], None, 3, True, {"FP32": 1}, ["FP32"]])
+def test_v2_datatype_of_any_json_type_is_a_400(datatype):
+    with pytest.raises(codec.ClientError) as err:
+        codec.decode_v2(v1(v2_doc([ROW], datatype=datatype)), None, 10)
+    assert err.value.status == 400 and "FP32 or FP64" in err.value.message
+
+
+def test_a_boolean_among_numbers_is_refused_not_read_as_one():
+    row = ROW[:-1] + [True]
+    with pytest.raises(codec.ClientError, match="boolean"):
+        codec.decode_v1(v1({"instances": [ROW, row]}), max_rows=10)
+    flat = v2_doc(row)
+    flat["inputs"][0]["shape"] = [1, 448]
+    with pytest.raises(codec.ClientError, match="boolean"):
+        codec.decode_v2(v1(flat), None, 10)
+    # "true" elsewhere in the document is fine
+    ok = v2_doc([ROW], parameters={"binary_data_output": True})
+    assert codec.decode_v2(v1(ok), None, 10).binary_output
+
+
+@pytest.mark.parametrize("value", [1e308, -1e308, 3.5e38, 50.0, -2.0, 1e-320 - 5])
+def test_values_outside_the_reflectance_range_are_named(value):
+    row = ROW[:-1] + [value]
+    with pytest.raises(codec.ClientError) as err:
+        codec.decode_v1(v1({"instances": [ROW, row]}), max_rows=10)
+    assert err.value.status == 400
+    assert "plausible range [-1, 10]" in err.value.message and "row 1 band 447" in err.value.message
+
+
+def test_reflectance_range_is_configurable_and_real_spectra_pass(real_data_path):
+    import pandas as pd
+    real = pd.read_csv(real_data_path).iloc[:, 1:449].to_numpy(float)
+    assert codec.check_rows(real, max_rows=1000) is real  # the default passes every lab spectrum
+    with pytest.raises(codec.ClientError, match=r"\[0, 1\]"):
+        codec.check_rows(real, max_rows=1000, valid_range=(0.0, 1.0))
+
+
+def test_binary_fp64_beyond_float32_is_refused():
+    x = np.full((1, 448), 0.5, "<f8")
+    x[0, 3] = 1e300
+    raw = x.tobytes()
+    head = orjson.dumps({"inputs": [{"name": "spectra", "shape": [1, 448], "datatype": "FP64",
+                                     "parameters": {"binary_data_size": len(raw)}}]})
+    with pytest.raises(codec.ClientError, match="plausible range"):
+        codec.decode_v2(head + raw, str(len(head)), 10)
+
+
+@pytest.mark.parametrize("content_type", [None, "", "application/json", "text/plain",
+                                          "application/x-www-form-urlencoded", "*/*",
+                                          "application/json; charset=utf-8"])
+def test_json_is_read_whatever_the_content_type_unless_it_names_another_format(content_type):
+    codec.check_json_content_type(content_type)
+
+
+@pytest.mark.parametrize("content_type", ["text/csv", "application/xml", "multipart/form-data; b=x",
+                                          "application/octet-stream", "image/png"])
+def test_other_data_formats_are_415(content_type):
+    with pytest.raises(codec.ClientError) as err:
+        codec.check_json_content_type(content_type)
+    assert err.value.status == 415 and content_type.split(";")[0] in err.value.message

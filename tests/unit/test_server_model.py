@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from don_core.artifact import read_golden
+from don_core.artifact import REFERENCE_KEY, read_golden
 from model_server.backends import NATIVE_BACKENDS
 from model_server.model import DonModel, ServeOptions
 from tests.fixtures_server import copy_version
@@ -117,3 +117,27 @@ def test_tensorflow_version_serves_onnx_checked_against_saved_model(serving_stor
     native = NATIVE_BACKENDS["tensorflow"](tf_dir / "saved_model").predict(rows)
     np.testing.assert_allclose(model.infer(rows), np.maximum(native, 0),
                                rtol=ServeOptions.onnx_rtol, atol=ServeOptions.onnx_atol)
+
+
+def test_model_files_swapped_from_another_version_are_refused(serving_store, rf_dir, tmp_path):
+    # Both files of version 2 (another seed, same data) with every sha256 recomputed: the hashes
+    # pass, the predictions recorded at training time do not.
+    other = serving_store / "don-rf" / "2"
+
+    def swap(d):
+        for name in ("model.joblib", "model.onnx"):
+            (d / name).write_bytes((other / name).read_bytes())
+
+    model = loaded(copy_version(rf_dir, tmp_path / "v", swap, rehash=True))
+    assert not model.ready and model.state == "refused"
+    assert "differ from those recorded at training time" in model.reason
+
+
+def test_version_without_recorded_predictions_is_refused(rf_dir, tmp_path):
+    def drop(d):
+        doc = json.loads((d / "golden.json").read_text())
+        del doc[REFERENCE_KEY]
+        (d / "golden.json").write_text(json.dumps(doc))
+
+    model = loaded(copy_version(rf_dir, tmp_path / "v", drop, rehash=True))
+    assert not model.ready and "no reference predictions" in model.reason

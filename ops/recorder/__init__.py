@@ -1,0 +1,1 @@
+"""The prediction recorder: stores prediction records and lab results, reports live accuracy."""

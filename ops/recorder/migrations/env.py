@@ -1,0 +1,7 @@
+"""Alembic environment: always run with a connection handed in by ops.recorder.db.migrate."""
+from alembic import context
+
+connection = context.config.attributes["connection"]
+context.configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
+with context.begin_transaction():
+    context.run_migrations()

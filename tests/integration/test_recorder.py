@@ -1,0 +1,342 @@
+"""The prediction recorder against real databases (SQLite and a real PostgreSQL) over real HTTP.
+
+Records in as CloudEvents (ours and KServe's payload-logger pairs), lab results in as CSV (bad rows
+named), live accuracy out as JSON and Prometheus metrics, checked against a hand computation.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+import uuid
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from don_core.records import (KSERVE_REQUEST_EVENT_TYPE, KSERVE_RESPONSE_EVENT_TYPE, RECORDS_EVENT_TYPE,
+                              spectrum_sha256)
+from ops.recorder import db
+from ops.recorder.server import Settings, make_server
+from ops.rollout import live_accuracy
+from tests.conftest import REPO
+from tests.net import free_port, wait_for_http
+
+TOKEN = "s3cret-token"
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.isoformat() + "Z"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'recorder.db'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield base.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture
+def recorder(db_url, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    settings = Settings(db_url=db_url, port=0, token_file=str(token_file), metrics_cache_seconds=0,
+                        retention_interval=3600)
+    server, rec = make_server(settings)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    rec.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield rec
+    server.shutdown()
+    server.server_close()
+    rec.engine.dispose()
+
+
+def _post(url: str, body: bytes, headers: dict, token: str | None = TOKEN) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json", **headers}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=30) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _ce(kind: str, event_id: str | None = None, **extra) -> dict:
+    return {"ce-specversion": "1.0", "ce-type": kind, "ce-id": event_id or uuid.uuid4().hex,
+            "ce-source": "http://don-rf-predictor/", **extra}
+
+
+def _record(i: int, sample_id: str | None, ppb: float, when: dt.datetime = NOW, model="don-rf", version=2):
+    row = {"time": _iso(when), "model": model, "version": version, "request_id": f"req-{i}", "row": 0,
+           "predicted_ppb": ppb, "spectrum_sha256": f"{i:064x}", "caller": "lab-a", "outlier_score": 1.5,
+           "out_of_distribution": False}
+    return {**row, "sample_id": sample_id} if sample_id else row
+
+
+def _send_records(rec, records: list[dict], **kw) -> tuple[int, dict]:
+    return _post(rec.url + "/", json.dumps({"records": records}).encode(), _ce(RECORDS_EVENT_TYPE), **kw)
+
+
+def test_migrated_schema_matches_the_tables(recorder):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    with recorder.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
+    assert db.current_revision(recorder.engine) == "0001"
+    db.migrate(recorder.engine)  # idempotent
+
+
+def test_records_are_stored_once(recorder):
+    records = [_record(i, f"lot-{i}", 100.0 * i) for i in range(3)]
+    assert _send_records(recorder, records) == (202, {"accepted": 3, "stored": 3, "duplicates": 0})
+    # A redelivered event (at-least-once) does not count twice.
+    assert _send_records(recorder, records) == (202, {"accepted": 3, "stored": 0, "duplicates": 3})
+    with recorder.engine.connect() as conn:
+        rows = conn.execute(sa.select(db.predictions).order_by(db.predictions.c.id)).mappings().all()
+    assert [r["sample_id"] for r in rows] == ["lot-0", "lot-1", "lot-2"]
+    assert rows[2]["predicted_ppb"] == 200.0 and rows[0]["time"] == NOW and rows[0]["caller"] == "lab-a"
+    metrics = urllib.request.urlopen(recorder.url + "/metrics").read().decode()
+    assert 'don_recorder_records_total{outcome="stored"} 3.0' in metrics
+    assert 'don_recorder_records_total{outcome="duplicate"} 3.0' in metrics
+
+
+@pytest.mark.parametrize("mutate, status, needle", [
+    (lambda h, b: (h, b[:-3]), 400, "not valid JSON"),
+    (lambda h, b: ({k: v for k, v in h.items() if k != "ce-id"}, b), 400, "ce-id"),
+    (lambda h, b: ({**h, "ce-specversion": "0.3"}, b), 400, "ce-specversion"),
+    (lambda h, b: ({**h, "ce-type": "com.example.other"}, b), 400, "ce-type"),
+    (lambda h, b: (h, b"[1, 2]"), 400, '{"records"'),
+    (lambda h, b: (h, b.replace(b'"predicted_ppb": 5.0', b'"predicted_ppb": NaN')), 400, "NaN"),
+    (lambda h, b: (h, b.replace(b'"predicted_ppb": 5.0', b'"predicted_ppb": "5"')), 400, "records[0]: predicted_ppb"),
+    (lambda h, b: (h, b.replace(b'"version": 2', b'"version": 99999999999999999999')), 400, "records[0]: version"),
+    (lambda h, b: (h, b.replace(b'"lot-x"', b'"lot\\u0000x"')), 400, "sample_id contains a NUL"),
+    (lambda h, b: (h, b.replace(b'"lot-x"', b'"' + b"x" * 300 + b'"')), 400, "sample_id is longer"),
+    (lambda h, b: (h, b.replace(b'"row": 0', b'"row": 0, "colour": 1')), 400, "colour"),
+    (lambda h, b: (h, b.replace(b'"time": "', b'"time": "yesterday ')), 400, "records[0]: time"),
+    (lambda h, b: (h, b.replace(b'"spectrum_sha256": "', b'"spectrum_sha256": "zz')), 400, "spectrum_sha256"),
+])
+def test_bad_events_get_a_4xx_naming_the_problem(recorder, mutate, status, needle):
+    body = json.dumps({"records": [_record(1, "lot-x", 5.0)]}).encode()
+    headers, body = mutate(_ce(RECORDS_EVENT_TYPE), body)
+    got, doc = _post(recorder.url + "/", body, headers)
+    assert (got, needle in doc["error"]) == (status, True), doc
+    assert db.count(recorder.engine, db.predictions) == 0
+
+
+def test_writes_need_the_token(recorder):
+    assert _send_records(recorder, [_record(1, None, 5.0)], token=None)[0] == 401
+    assert _send_records(recorder, [_record(1, None, 5.0)], token="wrong")[0] == 401
+    assert _post(recorder.url + "/v1/labresults", b"sample_id\n", {}, token=None)[0] == 401
+    assert db.count(recorder.engine, db.predictions) == 0
+    # A chunked body (no Content-Length) is read too.
+    body = json.dumps({"records": [_record(1, None, 5.0)]}).encode()
+    request = urllib.request.Request(recorder.url + "/", method="POST", headers={
+        "Authorization": f"Bearer {TOKEN}", **_ce(RECORDS_EVENT_TYPE), "Transfer-Encoding": "chunked"},
+        data=iter([body[:10], body[10:]]))
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert json.load(response)["stored"] == 1
+
+
+def test_kserve_logger_pairs_become_records(recorder):
+    rng = np.random.default_rng(0)
+    spectra = rng.uniform(0.2, 1.1, size=(2, 448))
+    # V1: the response arrives first; the request carries the caller's sample ids.
+    v1_id = "kserve-v1"
+    status, doc = _post(recorder.url + "/", json.dumps({"predictions": [1200.5, 30.0]}).encode(),
+                        _ce(KSERVE_RESPONSE_EVENT_TYPE, v1_id, **{"ce-inferenceservicename": "don-rf"}))
+    assert status == 202 and doc["stored"] == 0
+    request = {"instances": spectra.tolist(), "sample_ids": ["lot-a", None]}
+    status, doc = _post(recorder.url + "/", json.dumps(request).encode(),
+                        _ce(KSERVE_REQUEST_EVENT_TYPE, v1_id, **{"ce-inferenceservicename": "don-rf"}))
+    assert (status, doc["stored"]) == (202, 2)
+    # V2: the version comes from the response's model_version.
+    v2_request = {"inputs": [{"name": "spectra", "shape": [2, 448], "datatype": "FP32",
+                              "data": spectra.reshape(-1).tolist()}]}
+    v2_response = {"model_name": "don-rf", "model_version": "3",
+                   "outputs": [{"name": "ppb", "shape": [2], "datatype": "FP32", "data": [10.0, 20.0]}]}
+    assert _post(recorder.url + "/", json.dumps(v2_request).encode(), _ce(KSERVE_REQUEST_EVENT_TYPE, "kserve-v2"))[0] == 202
+    assert _post(recorder.url + "/", json.dumps(v2_response).encode(), _ce(KSERVE_RESPONSE_EVENT_TYPE, "kserve-v2"))[1]["stored"] == 2
+    with recorder.engine.connect() as conn:
+        rows = conn.execute(sa.select(db.predictions).order_by(db.predictions.c.id)).mappings().all()
+    assert [(r["model"], r["version"], r["request_id"], r["row"], r["sample_id"], r["predicted_ppb"]) for r in rows] == [
+        ("don-rf", 0, v1_id, 0, "lot-a", 1200.5), ("don-rf", 0, v1_id, 1, None, 30.0),
+        ("don-rf", 3, "kserve-v2", 0, None, 10.0), ("don-rf", 3, "kserve-v2", 1, None, 20.0)]
+    # The recorder hashes the spectrum the way the model server does (float32 bytes).
+    assert rows[0]["spectrum_sha256"] == spectrum_sha256(spectra[0]) == rows[2]["spectrum_sha256"]
+    assert rows[0]["spectrum"] is None
+    # A pair whose row counts disagree is the sender's fault.
+    _post(recorder.url + "/", json.dumps(request).encode(), _ce(KSERVE_REQUEST_EVENT_TYPE, "odd"))
+    status, doc = _post(recorder.url + "/", json.dumps({"predictions": [1.0]}).encode(),
+                        _ce(KSERVE_RESPONSE_EVENT_TYPE, "odd", **{"ce-inferenceservicename": "don-rf"}))
+    assert status == 422 and "2 rows" in doc["error"]
+    status, doc = _post(recorder.url + "/", json.dumps({"instances": [[1.0, 2.0]]}).encode(),
+                        _ce(KSERVE_REQUEST_EVENT_TYPE, "short"))
+    assert status == 400 and "448 bands" in doc["error"]
+
+
+def _csv(rows: list[tuple]) -> bytes:
+    return ("sample_id,vomitoxin_ppb,method,measured_at\r\n" +
+            "".join(",".join(str(c) for c in row) + "\r\n" for row in rows)).encode()
+
+
+def _import_cli(tmp_path, recorder, data: bytes, *extra) -> subprocess.CompletedProcess:
+    path = tmp_path / "results.csv"
+    path.write_bytes(data)
+    token = tmp_path / "token"
+    return subprocess.run([sys.executable, "-m", "ops", "labresults", "import", str(path), "--url", recorder.url,
+                           "--token-file", str(token), *extra], cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+# Truth and predictions for the hand computation (ppb).
+TRUTH = [0.0, 500.0, 2000.0, 8000.0]
+PRED = [100.0, 1500.0, 800.0, 9000.0]
+
+
+def _by_hand(truth, pred) -> dict:
+    lt, lp = [math.log1p(t) for t in truth], [math.log1p(p) for p in pred]
+    mean = sum(lt) / len(lt)
+    ss_res = sum((a - b) ** 2 for a, b in zip(lt, lp))
+    ss_tot = sum((a - mean) ** 2 for a in lt)
+    return {"mae": sum(abs(a - b) for a, b in zip(lt, lp)) / len(lt), "r2": 1 - ss_res / ss_tot}
+
+
+def test_lab_results_join_predictions_into_live_accuracy(recorder, tmp_path):
+    # Four samples predicted now by version 2; one more predicted 3 days ago (7d/30d windows only);
+    # version 3 predicted lot-0 too; a later repeat of lot-1 by version 2 replaces the first.
+    records = [_record(i, f"lot-{i}", p) for i, p in enumerate(PRED)]
+    records.append(_record(10, "lot-old", 7000.0, when=NOW - dt.timedelta(days=3)))
+    records.append(_record(11, "lot-0", 50.0, version=3))
+    records.append(_record(12, "lot-unmeasured", 50.0))
+    assert _send_records(recorder, records)[0] == 202
+    earlier = _record(13, "lot-1", 99999.0, when=NOW - dt.timedelta(hours=1))
+    assert _send_records(recorder, [earlier])[0] == 202
+    (tmp_path / "token").write_text(TOKEN)
+
+    bad = _csv([("lot-0", 0, "HPLC", "2026-11-30"), ("lot-1", "abc", "ELISA", "2026-11-30"),
+                ("", 5, "HPLC", "2026-11-30"), ("lot-3", 8000, "HPLC", "30/11/2026")])
+    result = _import_cli(tmp_path, recorder, bad)
+    assert result.returncode == 2, result.stderr
+    assert "row 2, column vomitoxin_ppb: 'abc'" in result.stderr
+    assert "row 3, column sample_id: is empty" in result.stderr
+    assert "row 4, column measured_at: '30/11/2026'" in result.stderr
+    assert "nothing stored" in result.stderr
+    assert db.count(recorder.engine, db.lab_results) == 0
+    # --partial keeps the good row; then the full, good file (the repeated row is a duplicate).
+    assert _import_cli(tmp_path, recorder, bad, "--partial").returncode == 0
+    assert db.count(recorder.engine, db.lab_results) == 1
+    good = _csv([(f"lot-{i}", t, "HPLC", "2026-11-30T10:00:00Z" if i else "2026-11-30") for i, t in enumerate(TRUTH)]
+                + [("lot-old", 6000, "ELISA", "2026-11-29")])
+    result = _import_cli(tmp_path, recorder, good)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "4 stored, 1 duplicates, 0 rejected"
+
+    with urllib.request.urlopen(recorder.url + "/v1/accuracy?model=don-rf&version=2") as resp:
+        report = json.load(resp)
+    by_window = {r["window"]: r for r in report["results"]}
+    assert set(by_window) == {"1d", "7d", "30d"} and report["thresholdsPpb"] == [1000, 5000]
+    day = by_window["1d"]
+    hand = _by_hand(TRUTH, PRED)
+    assert day["matched"] == 4
+    assert day["maeLog1p"] == pytest.approx(hand["mae"]) and day["r2Log1p"] == pytest.approx(hand["r2"])
+    # 1000 ppb: contaminated 2000 (pred 800: accepted) and 8000 (pred 9000); clean 0, 500 (pred 1500: rejected).
+    assert day["thresholds"]["1000"] == {"contaminated": 2, "clean": 2, "falseAcceptRate": 0.5,
+                                         "falseRejectRate": 0.5, "balancedAccuracy": 0.5}
+    assert day["thresholds"]["5000"] == {"contaminated": 1, "clean": 3, "falseAcceptRate": 0.0,
+                                         "falseRejectRate": 0.0, "balancedAccuracy": 1.0}
+    week = by_window["7d"]
+    assert week["matched"] == 5
+    assert week["maeLog1p"] == pytest.approx(_by_hand(TRUTH + [6000.0], PRED + [7000.0])["mae"])
+    v3 = json.load(urllib.request.urlopen(recorder.url + "/v1/accuracy?version=3"))["results"][0]
+    assert (v3["matched"], v3["r2Log1p"], v3["thresholds"]["1000"]["balancedAccuracy"]) == (1, None, None)
+
+    # The rollout operator's optional gate reads the same JSON.
+    gate = live_accuracy.check({"recorderUrl": recorder.url, "window": "1d", "minMatched": 1}, "don-rf", 2, 3, 10)
+    assert gate["result"] == "Pass" and "no matched sample above 1000 ppb" in gate["note"]
+    gate = live_accuracy.check({"recorderUrl": recorder.url, "window": "1d", "minMatched": 1}, "don-rf", 2, 2, 10)
+    assert (gate["result"], gate["value"]) == ("Pass", 0.0)
+
+    metrics = urllib.request.urlopen(recorder.url + "/metrics").read().decode()
+    labels = 'model="don-rf",threshold_ppb="1000",version="2",window="1d"'
+    assert f"don_live_false_accept_rate{{{labels}}} 0.5" in metrics
+    assert 'don_live_matched_samples{model="don-rf",version="2",window="7d"} 5.0' in metrics
+    assert f'don_live_mae_log1p{{model="don-rf",version="2",window="1d"}} {hand["mae"]!r}' in metrics
+    assert 'don_recorder_lab_results_total{outcome="rejected"} 7.0' in metrics
+
+
+def test_bad_lab_files_and_queries_are_4xx(recorder):
+    cases = [(b"", "empty"), (b"sample_id,ppb\n", "missing"), (b"\xff\xfe\x00", "UTF-8"),
+             (b"sample_id,vomitoxin_ppb,method,measured_at\n", "no rows"),
+             (_csv([("a", 1, "HPLC", "2026-01-01", "extra")]), "5 cells")]
+    for body, needle in cases:
+        status, doc = _post(recorder.url + "/v1/labresults", body, {"Content-Type": "text/csv"})
+        assert status in (400, 422) and needle in json.dumps(doc), (body, doc)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(recorder.url + "/v1/accuracy?version=x")
+    assert err.value.code == 400
+
+
+def test_retention_and_size_limits(recorder):
+    old = [_record(i, None, 1.0, when=NOW - dt.timedelta(days=100)) for i in range(3)]
+    new = [_record(10 + i, None, 1.0) for i in range(5)]
+    assert _send_records(recorder, old + new)[1]["stored"] == 8
+    db.insert_lab_results(recorder.engine, [
+        {"sample_id": "s", "vomitoxin_ppb": 1.0, "method": "HPLC", "measured_at": NOW - dt.timedelta(days=200),
+         "imported_at": NOW}])
+    assert db.enforce_limits(recorder.engine, db.Limits(retention_days=90, max_rows=3)) == {"retention": 4, "size": 2}
+    with recorder.engine.connect() as conn:
+        kept = conn.execute(sa.select(db.predictions.c.request_id).order_by(db.predictions.c.id)).scalars().all()
+    assert kept == ["req-12", "req-13", "req-14"]  # the newest three
+    assert db.count(recorder.engine, db.lab_results) == 0
+    # The periodic job runs it and counts what it deleted.
+    recorder.retention.interval = 0.05
+    recorder.retention.limits = db.Limits(retention_days=90, max_rows=1)
+    recorder.retention.start()
+    wait = threading.Event()
+    for _ in range(100):
+        if db.count(recorder.engine, db.predictions) == 1:
+            break
+        wait.wait(0.05)
+    recorder.retention.stop()
+    assert db.count(recorder.engine, db.predictions) == 1
+    assert 'don_recorder_records_deleted_total{reason="size"} 2.0' in \
+        urllib.request.urlopen(recorder.url + "/metrics").read().decode()
+
+
+def test_cli_serves_sqlite_with_token_and_migrate_command(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    migrated = subprocess.run([sys.executable, "-m", "ops", "recorder", "migrate", "--db", url], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+    assert migrated.returncode == 0 and "revision 0001" in migrated.stdout, migrated.stderr
+    refused = subprocess.run([sys.executable, "-m", "ops", "recorder", "serve", "--db", url], cwd=REPO,
+                             capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin"})
+    assert refused.returncode == 2 and "token" in refused.stderr
+    (tmp_path / "token").write_text(TOKEN)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "ops", "recorder", "serve", "--db", url, "--port", str(port),
+                                "--token-file", str(tmp_path / "token")], cwd=REPO, stderr=subprocess.PIPE)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/readyz", timeout=30, process=process, ok_only=True)
+
+        class Rec:
+            url = f"http://127.0.0.1:{port}"
+        assert _send_records(Rec, [_record(1, "lot-1", 5.0)])[1]["stored"] == 1
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,0 +1,43 @@
+"""Recorder pieces without a server: KServe pairing bounds, CSV parsing, accuracy figures."""
+import json
+
+import numpy as np
+import pytest
+
+from don_core.records import KSERVE_REQUEST_EVENT_TYPE, KSERVE_RESPONSE_EVENT_TYPE
+from ops.recorder import accuracy, events, labresults
+
+
+def _attrs(kind, event_id):
+    return {"specversion": "1.0", "type": kind, "id": event_id, "source": "x", "inferenceservicename": "don-rf"}
+
+
+def test_unpaired_kserve_halves_are_bounded_and_counted():
+    dropped = []
+    pairs = events.KServePairs(capacity=2, ttl=10, on_drop=dropped.append)
+    body = json.dumps({"instances": np.full((1, 448), 0.5).tolist()}).encode()
+    for i in range(3):
+        assert pairs.add(_attrs(KSERVE_REQUEST_EVENT_TYPE, f"r{i}"), body, now=0.0) is None
+    assert len(pairs) == 2 and dropped == [1]  # the oldest went
+    assert pairs.add(_attrs(KSERVE_REQUEST_EVENT_TYPE, "late"), body, now=11.0) is None
+    assert len(pairs) == 1 and sum(dropped) == 3  # both expired
+    rows = pairs.add(_attrs(KSERVE_RESPONSE_EVENT_TYPE, "late"), b'{"predictions": [7.5]}', now=11.5)
+    assert [(r["model"], r["predicted_ppb"]) for r in rows] == [("don-rf", 7.5)] and len(pairs) == 0
+
+
+def test_csv_accepts_spreadsheet_saves_and_names_bad_cells():
+    data = "\ufeffmeasured_at,sample_id,method,vomitoxin_ppb\r\n2026-11-30,lot-1,HPLC,12.5\r\n\r\n" \
+           "2026-11-30T10:00:00+01:00,lot-2,ELISA,-3\r\n"
+    parsed = labresults.parse_csv(data.encode())
+    assert [r["sample_id"] for r in parsed.rows] == ["lot-1"]
+    assert parsed.errors == ["row 3, column vomitoxin_ppb: '-3' is not a non-negative number"]
+    with pytest.raises(labresults.LabResultsError, match="missing: \\['method'\\]"):
+        labresults.parse_csv(b"sample_id,vomitoxin_ppb,measured_at\n")
+
+
+def test_figures_are_undefined_not_perfect_with_one_class():
+    out = accuracy.figures([10.0, 20.0], [12.0, 18.0])
+    assert out["thresholds"]["1000"]["balancedAccuracy"] is None
+    assert out["thresholds"]["1000"]["falseAcceptRate"] is None
+    assert out["thresholds"]["1000"]["falseRejectRate"] == 0.0
+    assert accuracy.figures([], [])["maeLog1p"] is None
