@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from don_core.artifact import METADATA_FILE, ArtifactError
-from don_core.store import LocalStore, S3Store, Store, StoreError, check_model_name, open_store
+from don_core.store import Store, StoreError, open_store
 
 
 @dataclass
@@ -32,24 +32,7 @@ class CopyReport:
 
 def list_models(store: Store) -> list[str]:
     """Model names that have at least one published version."""
-    if isinstance(store, LocalStore):
-        names = [p.name for p in store.path.iterdir() if p.is_dir()] if store.path.is_dir() else []
-    elif isinstance(store, S3Store):
-        names = []
-        paginator = store.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=store.bucket, Prefix=store.prefix, Delimiter="/"):
-            names += [p["Prefix"][len(store.prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
-    else:  # pragma: no cover - only two kinds of store exist
-        raise StoreError(f"cannot list models of {store!r}")
-    valid = []
-    for name in sorted(names):
-        try:
-            check_model_name(name)
-        except StoreError:
-            continue  # staging directories and other non-model entries
-        if store.list_versions(name):
-            valid.append(name)
-    return valid
+    return [name for name in store.models() if store.list_versions(name)]
 
 
 def _same_version(a: dict, b: dict) -> bool:

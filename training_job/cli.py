@@ -1,4 +1,4 @@
-"""`python -m training_job train|versions|show`. Every option can also come from a DON_* variable
+"""`python -m training_job train|versions|show|gc`. Every option can also come from a DON_* variable
 (what a Kubernetes Job sets); a failure exits non-zero with a one-line cause on stderr."""
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import argparse
 import json
 import os
 import sys
+
+from don_core.artifact import FAMILY_ALIASES
+from don_core.store import DEFAULT_GC_AGE_S
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
@@ -28,8 +31,10 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--data", default=_env("DON_DATA"),
                        help="CSV path, s3://bucket/key, or synthetic[:ROWS] [DON_DATA]")
     _store_and_model(train)
-    train.add_argument("--family", choices=["rf", "tf"], default=_env("DON_FAMILY"),
-                       help="rf: scikit-learn RandomForest, tf: TensorFlow MLP [DON_FAMILY]")
+    train.add_argument("--family", choices=[*FAMILY_ALIASES, *FAMILY_ALIASES.values()],
+                       default=_env("DON_FAMILY"),
+                       help="rf (= sklearn): scikit-learn RandomForest, tf (= tensorflow): "
+                            "TensorFlow MLP [DON_FAMILY]")
     train.add_argument("--seed", type=int, default=int(_env("DON_SEED", "0")),
                        help="seed of folds and models [DON_SEED, default 0]")
     train.add_argument("--quick", action="store_true", default=_flag("DON_QUICK"),
@@ -40,9 +45,21 @@ def parser() -> argparse.ArgumentParser:
     _store_and_model(versions)
     versions.add_argument("--json", action="store_true", help="machine-readable output")
 
-    show = sub.add_parser("show", help="print one version's metadata.json")
+    show = sub.add_parser("show", help="print one version's metadata.json (the feature schema "
+                                       "summarised; --full for the file as stored)")
     _store_and_model(show)
     show.add_argument("--version", type=int, default=None, help="default: the latest")
+    show.add_argument("--full", action="store_true", help="metadata.json exactly as stored")
+
+    gc = sub.add_parser("gc", help="remove leftovers of crashed publishes (staging directories, "
+                                   "partial s3 versions and uploads); never a live publish")
+    gc.add_argument("--store", default=_env("DON_STORE"), help="model store root [DON_STORE]")
+    gc.add_argument("--model", default=_env("DON_MODEL"),
+                    help="one model (default: every model in the store) [DON_MODEL]")
+    gc.add_argument("--older-than", default=_env("DON_GC_OLDER_THAN", f"{DEFAULT_GC_AGE_S}s"),
+                    help="only leftovers idle at least this long, e.g. 30m, 2h, 1d "
+                         "[DON_GC_OLDER_THAN, default 1h]")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed")
     return root
 
 
@@ -56,8 +73,9 @@ def _store_and_model(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parser().parse_args(argv)
+    optional = {"gc": ("model",)}.get(args.command, ())
     missing = [f"--{k}" for k in ("data", "store", "model", "family")
-               if hasattr(args, k) and not getattr(args, k)]
+               if hasattr(args, k) and not getattr(args, k) and k not in optional]
     if missing:
         print(f"error: {', '.join(missing)} required (or the DON_* variable)", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -66,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one line for the Job's log; DON_DEBUG=1 for the traceback
         from don_core.artifact import ArtifactError
         from don_core.store import StoreError
-        from training_job.data import DataError
+        from training_job.data import DataError, SourceError
         if _flag("DON_DEBUG"):
             raise
+        # 2: the input is wrong (fix the data or the options); 1: the job failed (storage,
+        # network, a bug): rerunning later may work.
         bad_input = isinstance(exc, (DataError, ValueError))
-        known = isinstance(exc, (DataError, StoreError, ArtifactError, ValueError))
+        known = isinstance(exc, (DataError, SourceError, StoreError, ArtifactError, ValueError))
         cause = str(exc) if known else f"{type(exc).__name__}: {exc}"
         print(f"error: {cause.splitlines()[0] if cause else type(exc).__name__}", file=sys.stderr)
         return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
@@ -87,27 +107,29 @@ def cmd_train(args) -> int:
 
 
 def cmd_versions(args) -> int:
-    from don_core.store import open_store
+    from don_core.store import StoreError, open_store
     store = open_store(args.store)
     rows = []
     for version in store.list_versions(args.model):
         meta = store.read_metadata(args.model, version)
         cv = meta["metrics"]["cv"]["summary"]
-        rows.append({"version": version, "family": meta["family"], "created": meta["created"],
+        rows.append({"version": version, "family": meta["family"],
+                     "family_option": _FAMILY_OPTION.get(meta["family"], meta["family"]),
+                     "created": meta["created"],
                      "rows": meta["training_data"]["rows"], "cv": meta["metrics"]["cv"]["scheme"],
                      "r2_median": cv["r2"]["median"],
                      "balanced_accuracy_1000_median": cv["balanced_accuracy_1000"]["median"],
                      "uri": store.uri(args.model, version)})
+    if not rows:
+        raise StoreError(f"no published versions of {args.model} in {args.store}")
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    if not rows:
-        print(f"no published versions of {args.model} in {args.store}")
-        return 0
-    print(f"{'VERSION':>7}  {'FAMILY':<10}  {'CREATED':<20}  {'ROWS':>5}  {'R2':>6}  "
+    print(f"{'VERSION':>7}  {'FAMILY':<15}  {'CREATED':<20}  {'ROWS':>5}  {'R2':>6}  "
           f"{'BA@1000':>7}  URI")
     for r in rows:
-        print(f"{r['version']:>7}  {r['family']:<10}  {r['created']:<20}  {r['rows']:>5}  "
+        family = f"{r['family_option']} ({r['family']})"
+        print(f"{r['version']:>7}  {family:<15}  {r['created']:<20}  {r['rows']:>5}  "
               f"{_fmt(r['r2_median'])}  {_fmt(r['balanced_accuracy_1000_median'], 7)}  {r['uri']}")
     return 0
 
@@ -119,7 +141,32 @@ def cmd_show(args) -> int:
     if version is None:
         raise StoreError(f"no published versions of {args.model} in {args.store}")
     meta = store.read_metadata(args.model, version)
-    print(json.dumps(meta, indent=2))
+    print(json.dumps(meta if args.full else summarise_metadata(meta), indent=2))
+    return 0
+
+
+def summarise_metadata(meta: dict) -> dict:
+    """metadata.json for reading: 448 band names become one line (they are the schema's, which
+    the fingerprint pins); `family_option` gives the family's --family name."""
+    from don_core.schema import BAND_COLUMNS, N_BANDS
+    schema = dict(meta["feature_schema"])
+    if schema.get("columns") == list(BAND_COLUMNS):
+        schema["columns"] = f"{N_BANDS} bands '{BAND_COLUMNS[0]}'..'{BAND_COLUMNS[-1]}' (--full lists them)"
+    return {**meta, "family_option": _FAMILY_OPTION.get(meta["family"], meta["family"]),
+            "feature_schema": schema}
+
+
+def cmd_gc(args) -> int:
+    from don_core.store import open_store, parse_age
+    store = open_store(args.store)
+    older_than = parse_age(args.older_than)
+    models = [args.model] if args.model else store.models()
+    lines = [line for model in models
+             for line in store.collect_garbage(model, older_than, args.dry_run)]
+    for line in lines:
+        print(line)
+    if not lines:
+        print(f"nothing to clean up in {args.store} (leftovers idle at least {args.older_than})")
     return 0
 
 
@@ -127,4 +174,7 @@ def _fmt(value, width: int = 6) -> str:
     return f"{value:>{width}.3f}" if value is not None else f"{'n/a':>{width}}"
 
 
-COMMANDS = {"train": cmd_train, "versions": cmd_versions, "show": cmd_show}
+# family as stored in metadata.json -> its --family name
+_FAMILY_OPTION = {family: option for option, family in FAMILY_ALIASES.items()}
+
+COMMANDS = {"train": cmd_train, "versions": cmd_versions, "show": cmd_show, "gc": cmd_gc}

@@ -6,12 +6,16 @@ problem is reported with the file, the row (1-based line number, header = row 1)
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
 import math
+import operator
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 
@@ -38,70 +42,208 @@ class Dataset:
         return len(self.y)
 
 
-def read_source(src: str) -> bytes:
-    """Bytes of a local file (a PVC mount) or an `s3://bucket/key` object."""
-    if src.startswith("s3://"):
-        from botocore.exceptions import BotoCoreError, ClientError
+class SourceError(Exception):
+    """The data could not be read for a reason outside the file (storage, network): exit 1."""
 
-        from don_core.store import s3_client
+
+# Read in blocks: memory stays bounded by the parsed matrix, never a copy of the whole file.
+_BLOCK = 1 << 18
+_LINE = re.compile(r"[^\r\n]*(?:\r\n?|\n)|[^\r\n]+")
+
+
+def open_source(src: str) -> BinaryIO:
+    """A binary stream of a local file (a PVC mount) or an `s3://bucket/key` object."""
+    if src.startswith("s3://"):
+        from don_core.store import s3_client, s3_code, s3_error_types, s3_failure, s3_status
         bucket, _, key = src[len("s3://"):].partition("/")
         if not bucket or not key:
             raise DataError(f"{src}: expected s3://bucket/key")
+        client = s3_client()
         try:
-            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        except (ClientError, BotoCoreError) as exc:
-            raise DataError(f"{src}: cannot read ({exc})") from None
+            return client.get_object(Bucket=bucket, Key=key)["Body"]
+        except s3_error_types() as exc:
+            if s3_status(exc) == 404 and s3_code(exc) in ("NoSuchKey", "NoSuchBucket"):
+                # The --data value names nothing: bad input, like a missing local file.
+                raise DataError(f"{src}: no such object ({s3_code(exc)})") from None
+            raise SourceError(s3_failure("cannot read", src, exc, client)) from None
     path = Path(src)
-    if not path.is_file():
+    if path.is_dir():
+        raise DataError(f"{src}: is a directory, not a CSV file")
+    if not path.exists():
         raise DataError(f"{src}: no such file")
-    return path.read_bytes()
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"{src}: cannot open ({exc.strerror or exc})") from None
 
 
 def load_dataset(src: str) -> Dataset:
-    raw = read_source(src)
-    return parse_csv(raw, name=src)
+    stream = open_source(src)
+    try:
+        return parse_stream(stream, name=src)
+    finally:
+        stream.close()
 
 
 def parse_csv(raw: bytes, name: str) -> Dataset:
-    digest = hashlib.sha256(raw).hexdigest()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{name}: not UTF-8 text (byte {exc.start})") from None
-    if not text.strip():
-        raise DataError(f"{name}: file is empty")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = [cell.strip() for cell in next(reader)]
-    band_index, target_index, id_index = _check_header(header, name)
+    return parse_stream(io.BytesIO(raw), name=name)
 
-    problems: list[str] = []
-    X_rows, y_rows, ids = [], [], []
-    for line_no, cells in enumerate(reader, start=2):
-        if not cells or all(not c.strip() for c in cells):
+
+def parse_stream(stream: BinaryIO, name: str) -> Dataset:
+    digest = hashlib.sha256()
+    reader = csv.reader(_lines(stream, name, digest))
+    header = next(reader, None)
+    if header is None or _blank(header):
+        if all(_blank(row) for row in reader):
+            raise DataError(f"{name}: file is empty")
+        header = header or []
+    header = [cell.strip() for cell in header]
+    band_index, target_index, id_index = _check_header(header, name)
+    bands = operator.itemgetter(*band_index)
+
+    problems = _Problems(name)
+    matrix = _Rows()
+    y_rows: list[float] = []
+    ids: list[str] = []
+    for cells in reader:
+        if _blank(cells):
             continue  # blank lines (a trailing newline, a spreadsheet's empty row)
+        line_no = reader.line_num
         if len(cells) != len(header):
-            problems.append(f"{name}: row {line_no}: {len(cells)} cells, header has {len(header)}")
+            problems.add(f"row {line_no}: {len(cells)} cells, header has {len(header)}")
+            if problems.full:
+                break
             continue
-        values = np.empty(N_BANDS)
-        for band, col in enumerate(band_index):
-            values[band] = _number(cells[col], name, line_no, header[col], problems)
-        target = _number(cells[target_index], name, line_no, TARGET_COLUMN, problems)
+        values = _band_values(bands(cells))
+        if values is None:   # slow path only to name the bad cells
+            values = np.array([_number(cells[col], line_no, header[col], problems)
+                               for col in band_index])
+        target = _number(cells[target_index], line_no, TARGET_COLUMN, problems)
         if target < 0:
-            problems.append(f"{name}: row {line_no}, column '{TARGET_COLUMN}': "
-                            f"negative concentration {cells[target_index].strip()}")
-        X_rows.append(values)
+            problems.add(f"row {line_no}, column '{TARGET_COLUMN}': negative concentration "
+                         f"{cells[target_index].strip()}")
+        if problems.count:
+            if problems.full:
+                break   # refused anyway: a junk file is not read to its end
+            continue    # refused: stop keeping rows
+        matrix.append(values)
         y_rows.append(target)
         ids.append(cells[id_index].strip() if id_index is not None else f"row-{line_no}")
-        if len(problems) > _MAX_REPORTED:
-            break
-    if problems:
-        more = f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})" \
-            if len(problems) > 1 else ""
-        raise DataError(problems[0] + more)
+    problems.raise_if_any()
     if not y_rows:
         raise DataError(f"{name}: no data rows below the header")
-    return Dataset(X=np.vstack(X_rows), y=np.asarray(y_rows), ids=ids, source=name, sha256=digest,
+    return Dataset(X=matrix.finish(), y=np.asarray(y_rows), ids=ids, source=name, sha256=digest.hexdigest(),
                    warnings=_duplicate_ids(ids, name) if id_index is not None else [])
+
+
+def _lines(stream: BinaryIO, name: str, digest) -> Iterator[str]:
+    """Decoded lines with their endings (csv's newline='' contract), hashing the bytes on the way."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    offset, pending = 0, ""
+    while True:
+        try:
+            block = stream.read(_BLOCK)
+        except OSError as exc:
+            raise SourceError(f"{name}: read failed after {offset} bytes: {exc}") from None
+        except Exception as exc:  # botocore's streaming errors (a connection cut mid-body)
+            raise SourceError(f"{name}: read failed after {offset} bytes: "
+                              f"{type(exc).__name__}: {exc}") from None
+        digest.update(block)
+        try:
+            text = pending + decoder.decode(block, final=not block)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{name}: not UTF-8 text (byte {offset + exc.start})") from None
+        offset += len(block)
+        # Lazily, one line behind: an unfinished last line (or a CR whose LF may start the next
+        # block) waits for more. Lines end at CR, LF or CRLF, as csv's newline='' expects.
+        previous = None
+        for match in _LINE.finditer(text):
+            if previous is not None:
+                yield previous
+            previous = match.group()
+        pending = ""
+        if previous is not None:
+            if block and not previous.endswith("\n"):
+                pending = previous
+            else:
+                yield previous
+        if not block:
+            return
+
+
+class _Rows:
+    """Rows of float64 in one array grown in place (realloc), so the peak is about the final
+    matrix, not a list of row arrays plus their stacked copy."""
+
+    def __init__(self):
+        self.array = np.empty((1024, N_BANDS))
+        self.count = 0
+
+    def append(self, values: np.ndarray) -> None:
+        if self.count == len(self.array):
+            self.array.resize((self.count + max(1024, self.count // 4), N_BANDS), refcheck=False)
+        self.array[self.count] = values
+        self.count += 1
+
+    def finish(self) -> np.ndarray:
+        self.array.resize((self.count, N_BANDS), refcheck=False)
+        return self.array
+
+
+class _Problems:
+    """The first problems verbatim; reading stops after _MAX_REPORTED of them."""
+
+    def __init__(self, name: str):
+        self.name, self.first, self.count = name, [], 0
+
+    @property
+    def full(self) -> bool:
+        return self.count > _MAX_REPORTED
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.first) < _MAX_REPORTED:
+            self.first.append(f"{self.name}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.count:
+            more = self.count - 1
+            counted = f"at least {more}" if self.full else f"{more}"
+            raise DataError(self.first[0] + (f" (and {counted} more problem{'s' if more > 1 else ''})"
+                                             if more else ""))
+
+
+def _blank(cells: list[str]) -> bool:
+    return all(not c.strip() for c in cells)
+
+
+def _band_values(cells: tuple[str, ...]) -> np.ndarray | None:
+    """The fast path: every band a finite number (float() rules, like _number); else None."""
+    try:
+        values = np.fromiter(map(float, cells), np.float64, N_BANDS)
+    except ValueError:
+        return None
+    return values if np.isfinite(values).all() else None
+
+
+def check_trainable(dataset: Dataset, folds: int) -> None:
+    """What a valid file can still lack for training: variation in the target, and enough rows
+    for the stratified cross-validation and hold-out (checked before any fitting)."""
+    from training_job import evaluate
+    y, name = dataset.y, dataset.source
+    if len(y) > 1 and np.all(y == y[0]):
+        raise DataError(f"{name}: column '{TARGET_COLUMN}' holds the same value ({y[0]:g}) in "
+                        f"all {len(y)} rows; a model cannot learn from a target without variation")
+    need = evaluate.min_rows(folds)
+    if len(y) < need:
+        raise DataError(f"{name}: {len(y)} data row{'s' if len(y) != 1 else ''}, too few to train "
+                        f"and evaluate: the {folds}-fold cross-validation and the hold-out, "
+                        f"stratified on {evaluate.STRATA} DON ranges, need at least {need}")
+    try:
+        evaluate.check_splits(y, folds)
+    except ValueError as exc:
+        raise DataError(f"{name}: the {len(y)} rows cannot be split for a stratified {folds}-fold "
+                        f"evaluation ({str(exc).splitlines()[0]})") from None
 
 
 def _check_header(header: list[str], name: str) -> tuple[list[int], int, int | None]:
@@ -111,7 +253,8 @@ def _check_header(header: list[str], name: str) -> tuple[list[int], int, int | N
         if _looks_like_data(header):
             raise DataError(f"{name}: row 1: wrong header (the first row holds measurements, "
                             f"not column names); {expected}")
-        raise DataError(f"{name}: row 1: wrong header, no '{TARGET_COLUMN}' column; {expected}")
+        raise DataError(f"{name}: row 1: wrong header, no '{TARGET_COLUMN}' column; {expected}"
+                        + _separator_hint(header))
     seen: dict[str, int] = {}
     for index, column in enumerate(header):
         if column in seen:
@@ -129,16 +272,16 @@ def _check_header(header: list[str], name: str) -> tuple[list[int], int, int | N
     return [seen[c] for c in BAND_COLUMNS], seen[TARGET_COLUMN], seen.get(ID_COLUMN)
 
 
-def _number(cell: str, name: str, line_no: int, column: str, problems: list[str]) -> float:
+def _number(cell: str, line_no: int, column: str, problems: _Problems) -> float:
     text = cell.strip()
     try:
         value = float(text)
     except ValueError:
-        shown = repr(text) if text else "an empty cell"
-        problems.append(f"{name}: row {line_no}, column '{column}': {shown} is not a number")
+        shown = repr(text[:40]) if text else "an empty cell"
+        problems.add(f"row {line_no}, column '{column}': {shown} is not a number")
         return 0.0
     if not math.isfinite(value):
-        problems.append(f"{name}: row {line_no}, column '{column}': {text} is not a finite number")
+        problems.add(f"row {line_no}, column '{column}': {text} is not a finite number")
         return 0.0
     return value
 
@@ -152,6 +295,20 @@ def _duplicate_ids(ids: list[str], name: str) -> list[str]:
         return []
     return [f"{name}: {len(dups)} duplicated {ID_COLUMN} value{'s' if len(dups) > 1 else ''} "
             f"({_short_list(dups)}); rows kept, but repeated scans make CV optimistic"]
+
+
+_OTHER_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _separator_hint(header: list[str]) -> str:
+    """A file split on something other than commas reads as a few long header cells."""
+    line = ",".join(header)
+    counts = {sep: line.count(sep) for sep in _OTHER_SEPARATORS}
+    sep = max(counts, key=counts.get)
+    if counts[sep] < max(2, len(header)):
+        return ""
+    return (f" (the header looks separated by {_OTHER_SEPARATORS[sep]} {sep!r}, not commas: "
+            "save the file as comma-separated CSV)")
 
 
 def _looks_like_data(cells: list[str]) -> bool:

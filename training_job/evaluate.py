@@ -6,7 +6,9 @@ tuned against.
 """
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -18,9 +20,24 @@ FULL = {"folds": 5, "repeats": 5}
 QUICK = {"folds": 3, "repeats": 1}
 HOLDOUT_FRACTION = 0.2
 GOLDEN_MAX_ROWS = 100
+STRATA = 5   # quantile bins of log1p(ppb) that folds and hold-out are stratified on
 
 
-def strata(y: np.ndarray, bins: int = 5) -> np.ndarray:
+def min_rows(folds: int) -> int:
+    """Fewest rows for which every fold and the hold-out can hold each DON range."""
+    return max(folds * STRATA, math.ceil(STRATA / HOLDOUT_FRACTION))
+
+
+def check_splits(y: np.ndarray, folds: int) -> None:
+    """Raise scikit-learn's ValueError now, before any fitting, if the splits are impossible."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        holdout_split(y, 0)
+        next(RepeatedStratifiedKFold(n_splits=folds, n_repeats=1, random_state=0)
+             .split(np.zeros((len(y), 1)), strata(y)))
+
+
+def strata(y: np.ndarray, bins: int = STRATA) -> np.ndarray:
     edges = np.quantile(np.log1p(y), np.linspace(0, 1, bins + 1)[1:-1])
     return np.digitize(np.log1p(y), edges)
 

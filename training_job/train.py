@@ -14,7 +14,7 @@ from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_met
 from don_core.export_check import probe_rows
 from don_core.store import check_model_name, open_store
 from training_job import evaluate, onnx_export, synthetic
-from training_job.data import Dataset, load_dataset
+from training_job.data import Dataset, check_trainable, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
 
@@ -40,6 +40,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         raise ValueError(f"unknown family {family!r}: choose rf or tf")
     check_model_name(model)
     target_store = open_store(store)
+    target_store.check_writable(model)     # before hours of fitting, not after
     module = FAMILIES[family]
     params = dict(module.DEFAULTS)
     started = time.monotonic()
@@ -51,6 +52,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     X, y = dataset.X, dataset.y
 
     scheme = evaluate.QUICK if quick else evaluate.FULL
+    check_trainable(dataset, scheme["folds"])
     say(f"[cv] {family}: {scheme['folds']} folds x {scheme['repeats']} repeats"
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,

@@ -13,6 +13,7 @@ from don_core.artifact import read_golden, verify_version_dir
 from don_core.schema import N_BANDS
 from tests.conftest import REPO, run_training
 from training_job import onnx_export
+from training_job.synthetic import generate, to_csv
 
 
 def test_both_families_publish_complete_versions(model_store):
@@ -108,8 +109,31 @@ def test_cli_lists_and_shows_versions(model_store):
     one = json.loads(run_training("show", "--store", str(model_store), "--model", "don-rf",
                                   "--version", "1").stdout)
     assert one["version"] == 1
-    empty = run_training("versions", "--store", str(model_store), "--model", "don-x").stdout
-    assert "no published versions" in empty
+
+
+def test_cli_versions_of_an_unknown_model_fails_with_one_line(model_store):
+    for args in ([], ["--json"]):
+        out = run_training("versions", "--store", str(model_store), "--model", "don-x", *args,
+                           check=False)
+        assert out.returncode == 1 and out.stdout == ""
+        assert out.stderr.strip() == f"error: no published versions of don-x in {model_store}"
+
+
+def test_cli_shows_both_family_names_and_a_schema_summary(model_store):
+    table = run_training("versions", "--store", str(model_store), "--model", "don-rf").stdout
+    assert "rf (sklearn)" in table
+    rows = json.loads(run_training("versions", "--store", str(model_store), "--model", "don-tf",
+                                   "--json").stdout)
+    assert rows[0]["family"] == "tensorflow" and rows[0]["family_option"] == "tf"
+    out = run_training("show", "--store", str(model_store), "--model", "don-rf").stdout
+    shown = json.loads(out)
+    assert shown["feature_schema"]["columns"].startswith("448 bands '0'..'447'")
+    assert shown["family"] == "sklearn" and shown["family_option"] == "rf"
+    assert len(out.splitlines()) < 300                       # not one line per band
+    full = json.loads(run_training("show", "--store", str(model_store), "--model", "don-rf",
+                                   "--full").stdout)
+    assert full == verify_version_dir(model_store / "don-rf" / "2")
+    assert len(full["feature_schema"]["columns"]) == N_BANDS
 
 
 def test_cli_reads_every_option_from_the_environment(tmp_path):
@@ -125,22 +149,32 @@ def test_cli_reads_every_option_from_the_environment(tmp_path):
 @pytest.mark.parametrize("args, code, message", [
     (["--data", "{bad}"], 2, "row 3, column '10'"),
     (["--data", "/nonexistent.csv"], 2, "no such file"),
+    (["--data", "{dir}"], 2, "is a directory"),
+    (["--data", "{zeros}"], 2, "holds the same value (0) in all 40 rows"),
+    (["--data", "{three}"], 2, "3 data rows, too few to train and evaluate"),
+    (["--data", "{semicolons}"], 2, "looks separated by semicolons"),
+    (["--data", "synthetic:50", "--store", "{file}/store"], 1, "cannot be written: not a directory"),
     (["--data", "synthetic:abc"], 2, "synthetic:ROWS"),
     (["--data", "synthetic:50", "--model", "Bad/Name"], 1, "model name"),
     (["--data", "synthetic:50", "--store", "gs://x"], 1, "only a filesystem path or s3"),
 ])
 def test_failures_exit_non_zero_with_one_line_and_publish_nothing(tmp_path, args, code, message):
     bad = tmp_path / "bad.csv"
-    from training_job.synthetic import generate, to_csv
     ds = generate(20)
     lines = to_csv(ds.X, ds.y, ds.ids).decode().splitlines()
     cells = lines[2].split(",")
     cells[11] = "n/a"
     lines[2] = ",".join(cells)
     bad.write_text("\n".join(lines))
+    good = generate(40)
+    files = {"bad": bad, "dir": tmp_path, "file": bad, "zeros": tmp_path / "zeros.csv",
+             "three": tmp_path / "three.csv", "semicolons": tmp_path / "semicolons.csv"}
+    files["zeros"].write_bytes(to_csv(good.X, good.y * 0, good.ids))
+    files["three"].write_text("\n".join(to_csv(good.X, good.y, good.ids).decode().splitlines()[:4]))
+    files["semicolons"].write_text(to_csv(good.X, good.y, good.ids).decode().replace(",", ";"))
     store = tmp_path / "store"
     defaults = {"--store": str(store), "--model": "don-rf", "--family": "rf"}
-    argv = [a.replace("{bad}", str(bad)) for a in args]
+    argv = [a.format(**files) for a in args]
     for key, value in defaults.items():
         if key not in argv:
             argv += [key, value]
@@ -149,7 +183,28 @@ def test_failures_exit_non_zero_with_one_line_and_publish_nothing(tmp_path, args
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, out.stderr
     assert "Traceback" not in out.stderr
+    assert "[cv]" not in out.stderr                      # refused before any fitting
     assert not (store / "don-rf").exists() or not any((store / "don-rf").iterdir())
+
+
+def test_cli_gc_lists_then_removes_a_crashed_publish(tmp_path):
+    import os
+    import time
+    staging = tmp_path / "don-rf" / ".staging-0123abcd"
+    (staging / "saved_model").mkdir(parents=True)
+    (staging / "model.onnx").write_bytes(b"half")
+    two_hours_ago = time.time() - 7200
+    for path in (staging / "model.onnx", staging / "saved_model", staging):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    dry = run_training("gc", "--store", str(tmp_path), "--dry-run")
+    assert dry.stdout.startswith(f"would remove staging directory {staging} (1 file, idle 2.0 h)")
+    assert staging.is_dir()
+    young = run_training("gc", "--store", str(tmp_path), "--older-than", "3h")
+    assert young.stdout.startswith("nothing to clean up") and staging.is_dir()
+    done = run_training("gc", "--store", str(tmp_path), "--model", "don-rf")
+    assert done.stdout.startswith(f"removed staging directory {staging}") and not staging.exists()
+    bad = run_training("gc", "--store", str(tmp_path), "--older-than", "soon", check=False)
+    assert bad.returncode == 2 and "expected a number with an optional unit" in bad.stderr
 
 
 def test_missing_required_options_are_named():
@@ -170,6 +225,25 @@ def test_concurrent_training_jobs_get_distinct_versions(tmp_path):
     assert sorted(Path(o).name for o in outputs) == ["1", "2", "3"]
     seeds = {verify_version_dir(Path(o))["hyperparameters"]["seed"] for o in outputs}
     assert seeds == {1, 2, 3}
+
+
+@pytest.mark.s3
+def test_s3_faults_exit_1_with_the_cause_before_fitting_and_a_missing_object_exits_2(s3_bucket,
+                                                                                    s3_env, tmp_path):
+    from tests.net import free_port
+    missing = run_training("train", "--data", f"s3://{s3_bucket}/lab/absent.csv", "--store",
+                           str(tmp_path), "--model", "don-rf", "--family", "rf", "--quick",
+                           env=s3_env, check=False)
+    assert missing.returncode == 2 and "no such object" in missing.stderr.splitlines()[-1]
+    down = {**s3_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_MAX_ATTEMPTS": "2"}
+    for argv, where in ((["--data", "s3://lab/corn.csv", "--store", str(tmp_path)], "cannot read s3://lab/corn.csv"),
+                        (["--data", "synthetic:50", "--store", "s3://models/team"], "cannot reach store s3://models/")):
+        out = run_training("train", *argv, "--model", "don-rf", "--family", "rf", "--quick",
+                           env=down, check=False)
+        last = out.stderr.strip().splitlines()[-1]
+        assert out.returncode == 1, out.stderr
+        assert where in last and f"endpoint {down['AWS_ENDPOINT_URL']}" in last, last
+        assert "Connection refused" in last and "[cv]" not in out.stderr, out.stderr
 
 
 @pytest.mark.s3

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from don_core.schema import BAND_COLUMNS, N_BANDS
-from training_job.data import DataError, load_dataset, parse_csv
+from training_job.data import DataError, SourceError, check_trainable, load_dataset, parse_csv
 from training_job.synthetic import generate, to_csv
 
 HEADER = ["hsi_id", *BAND_COLUMNS, "vomitoxin_ppb"]
@@ -157,5 +157,97 @@ def test_data_from_s3(s3_bucket):
     s3_client().put_object(Bucket=s3_bucket, Key="data/lab.csv", Body=to_csv(ds.X, ds.y, ds.ids))
     loaded = load_dataset(f"s3://{s3_bucket}/data/lab.csv")
     assert loaded.rows == 20 and loaded.sha256 == ds.sha256
-    with pytest.raises(DataError, match="cannot read"):
+    # a --data value that names nothing is bad input (exit 2), like a missing local file
+    with pytest.raises(DataError, match="no such object"):
         load_dataset(f"s3://{s3_bucket}/data/absent.csv")
+
+
+def test_s3_read_failure_is_infrastructure_naming_endpoint_and_cause(s3_env, monkeypatch):
+    from tests.net import free_port
+    endpoint = f"http://127.0.0.1:{free_port()}"       # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    with pytest.raises(SourceError) as info:            # not DataError: the CLI exits 1, not 2
+        load_dataset("s3://lab/data/corn.csv")
+    message = str(info.value)
+    assert "s3://lab/data/corn.csv" in message and f"endpoint {endpoint}" in message
+    assert "Connection refused" in message and "\n" not in message
+
+
+# --- what a valid file can still lack for training, and files that are not what they seem ---
+
+def dataset_with_targets(targets: list[str]):
+    return parse_csv(rows_csv([good_row(i, t) for i, t in enumerate(targets)]), name="lab.csv")
+
+
+@pytest.mark.parametrize("value", ["0", "120"])
+def test_target_without_variation_is_refused(value):
+    ds = dataset_with_targets([value] * 40)
+    with pytest.raises(DataError) as info:
+        check_trainable(ds, folds=5)
+    assert "lab.csv" in str(info.value) and "same value" in str(info.value)
+    assert f"({value})" in str(info.value) and "all 40 rows" in str(info.value)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 24])
+def test_too_few_rows_for_the_evaluation_is_one_clear_line(rows):
+    ds = dataset_with_targets([str(10 * i) for i in range(rows)])
+    with pytest.raises(DataError) as info:
+        check_trainable(ds, folds=3)
+    message = str(info.value)
+    assert message.startswith(f"lab.csv: {rows} data row") and "too few" in message
+    assert "at least 25" in message and "\n" not in message
+
+
+def test_enough_varied_rows_pass_the_training_checks():
+    check_trainable(generate(25, seed=0), folds=5)
+    check_trainable(dataset_with_targets([str(i) for i in range(25)]), folds=5)
+
+
+@pytest.mark.parametrize("sep, word", [(";", "semicolons"), ("\t", "tabs")])
+def test_other_separator_gets_a_hint(sep, word):
+    raw = rows_csv([good_row()]).decode().replace(",", sep).encode()
+    check_error(raw, "row 1", "no 'vomitoxin_ppb' column", word, repr(sep), "comma-separated")
+
+
+def test_directory_as_data_is_named(tmp_path):
+    with pytest.raises(DataError, match="is a directory"):
+        load_dataset(str(tmp_path))
+
+
+def test_row_length_problems_are_capped(tmp_path):
+    # 100,000 short rows: read stops after the first few problems instead of collecting all.
+    path = tmp_path / "junk.csv"
+    path.write_bytes(rows_csv([["1", "2"]] * 100_000))
+    with pytest.raises(DataError) as info:
+        load_dataset(str(path))
+    assert str(info.value) == (f"{path}: row 2: 2 cells, header has {len(HEADER)} "
+                               "(and at least 10 more problems)")
+
+
+def test_lines_split_across_read_blocks(monkeypatch):
+    # Tiny blocks put CR|LF pairs, multi-byte characters and rows across block edges.
+    import training_job.data as data
+    raw = rows_csv([good_row(i, str(i)) for i in range(30)], newline="\r\n")
+    raw = raw.replace(b"id1,", "id\u00e9,".encode())
+    monkeypatch.setattr(data, "_BLOCK", 7)
+    ds = parse_csv(raw, name="lab.csv")
+    assert ds.rows == 30 and ds.ids[1] == "id\u00e9" and ds.y[-1] == 29.0
+
+
+def test_loading_memory_stays_near_the_parsed_matrix(tmp_path):
+    """Peak traced memory while loading a 6 MB file stays below 1.3x its size (the float64
+    matrix alone is ~0.6x): no whole-file copies (bytes, text, per-row lists, stacked copy)."""
+    import tracemalloc
+    ds = generate(1000, seed=0)
+    path = tmp_path / "lab.csv"
+    path.write_bytes(to_csv(ds.X, ds.y, ds.ids))
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        loaded = load_dataset(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert loaded.rows == 1000 and loaded.sha256 == ds.sha256
+    assert peak < 1.3 * size, f"peak {peak / 1e6:.1f} MB for a {size / 1e6:.1f} MB file"

@@ -198,3 +198,238 @@ def test_import_version_keeps_numbers_and_refuses_overwrite(tmp_path, s3_bucket)
         back.import_version("don-rf", 3, tmp_path / "dl")
     with pytest.raises(StoreError, match="is version 3, not 4"):
         back.import_version("don-rf", 4, tmp_path / "dl")
+
+
+# --- S3 faults: the real cause, naming endpoint, bucket and key (never an AttributeError) ---
+
+@pytest.fixture
+def stopped_s3(s3_env, monkeypatch):
+    """An endpoint where a real moto server held a bucket with a published version, then stopped."""
+    import subprocess
+    import sys
+
+    from don_core.store import s3_client
+    from tests.net import free_port, wait_for_http
+    port = free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url, process=proc)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        s3_client().create_bucket(Bucket="lab")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return url
+
+
+@pytest.fixture
+def cutting_s3(s3_env, monkeypatch):
+    """A loopback endpoint that accepts each connection and closes it without an answer (a proxy
+    or load balancer cutting connections): botocore's errors then carry `response=None`."""
+    import socket
+    import threading
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    yield url
+    stop.set()
+    server.close()
+
+
+@pytest.fixture
+def closed_port_s3(s3_env, monkeypatch):
+    from tests.net import free_port
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+    return url
+
+
+@pytest.mark.parametrize("fault, cause", [("stopped_s3", "Connection refused"),
+                                          ("closed_port_s3", "Connection refused"),
+                                          ("cutting_s3", "closed")])
+def test_s3_faults_name_endpoint_object_and_cause(fault, cause, request, tmp_path, monkeypatch):
+    endpoint = request.getfixturevalue(fault)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")     # one retry: the same path, less waiting
+    store = open_store("s3://lab/models")
+    src = artifact_dir(tmp_path)
+    calls = {
+        "list": (lambda: store.list_versions("don-rf"), "s3://lab/models/don-rf/"),
+        "publish": (lambda: store.publish("don-rf", src, metadata()), "s3://lab/models/don-rf/"),
+        "read": (lambda: store.read_metadata("don-rf", 1), "s3://lab/models/don-rf/1/metadata.json"),
+        "check": (lambda: store.check_writable("don-rf"), "s3://lab/"),
+        "gc": (lambda: store.collect_garbage("don-rf", 0, dry_run=True), "s3://lab/models/don-rf/"),
+    }
+    for name, (call, where) in calls.items():
+        with pytest.raises(StoreError) as info:
+            call()
+        message = str(info.value)
+        assert "\n" not in message, (name, message)
+        assert where in message and f"endpoint {endpoint}" in message, (name, message)
+        assert cause in message, (name, message)
+        assert "NoneType" not in message and "AttributeError" not in message, (name, message)
+
+
+# --- gc: leftovers of crashed publishes go, live publishes are never touched ---
+
+def _publish_stuck(root: str, work: Path, ready: str) -> None:
+    """A publisher that hangs after staging its files (then the test kills it with SIGKILL)."""
+    import time
+
+    import don_core.store as store_module
+
+    def hang(directory):
+        Path(ready).write_text(str(directory))
+        time.sleep(600)
+    store_module._fsync_tree = hang
+    open_store(root).publish("don-rf", artifact_dir(work, "stuck"), metadata())
+
+
+def _wait_for(path: Path, timeout: float = 120) -> None:
+    import time
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_local_gc_removes_a_killed_publish_never_a_live_one(tmp_path):
+    import signal
+    root = tmp_path / "store"
+    store = open_store(str(root))
+    store.publish("don-rf", artifact_dir(tmp_path), metadata())
+    child = multiprocessing.get_context("spawn").Process(
+        target=_publish_stuck, args=(str(root), tmp_path, str(tmp_path / "ready")))
+    child.start()
+    try:
+        _wait_for(tmp_path / "ready")
+        staging = Path((tmp_path / "ready").read_text())
+        assert staging.name.startswith(".staging-") and (staging / METADATA_FILE).is_file()
+        # live (its publisher holds the lock), however old gc is told leftovers must be
+        assert store.collect_garbage("don-rf", 0, dry_run=False) == []
+        assert staging.is_dir()
+    finally:
+        os.kill(child.pid, signal.SIGKILL)          # a crash: no cleanup runs
+        child.join(timeout=30)
+    assert staging.is_dir() and store.list_versions("don-rf") == [1]
+    assert store.collect_garbage("don-rf", 3600, dry_run=False) == []      # too recent
+    dry = store.collect_garbage("don-rf", 0, dry_run=True)
+    assert len(dry) == 1 and dry[0].startswith(f"would remove staging directory {staging} (")
+    assert staging.is_dir()
+    done = store.collect_garbage("don-rf", 0, dry_run=False)
+    assert len(done) == 1 and done[0].startswith(f"removed staging directory {staging} (")
+    assert sorted(p.name for p in (root / "don-rf").iterdir()) == ["1"]
+    verify_version_dir(root / "don-rf" / "1")
+
+
+def _run_gc_until(store, model: str, workers, older_than: float) -> list[str]:
+    removed = []
+    while any(w.is_alive() for w in workers):
+        removed += store.collect_garbage(model, older_than, dry_run=False)
+    return removed
+
+
+def test_local_gc_during_concurrent_publishes_removes_nothing_live(tmp_path):
+    root = tmp_path / "store"
+    (root / "don-rf").mkdir(parents=True)
+    store = open_store(str(root))
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_publish_many, args=(str(root), tmp_path, f"w{i}", 4, queue))
+               for i in range(3)]
+    for w in workers:
+        w.start()
+    # gc with no age margin at all, as fast as it can, the whole time
+    removed = _run_gc_until(store, "don-rf", workers, older_than=0)
+    results = [item for _ in workers for item in queue.get(timeout=120)]
+    for w in workers:
+        w.join(timeout=30)
+        assert w.exitcode == 0
+    assert removed == []
+    assert sorted(v for v, _ in results) == list(range(1, 13))
+    for version, payload in results:
+        assert verify_version_dir(root / "don-rf" / str(version))["version"] == version
+        assert (root / "don-rf" / str(version) / "model.joblib").read_text() == payload
+
+
+def test_s3_gc_removes_stale_partial_versions_never_a_live_publish(s3_bucket, tmp_path):
+    import time
+
+    from don_core.store import s3_client
+    age = 8.0     # S3 has no locks: leftovers idle this long are dead; a live publish never is
+    client = s3_client()
+    store = open_store(f"s3://{s3_bucket}/models")
+    store.publish("don-rf", artifact_dir(tmp_path), metadata())
+    # what crashed publishers leave: a claim and one file; a bare claim (the highest number);
+    # an incomplete multipart upload
+    client.put_object(Bucket=s3_bucket, Key="models/don-rf/2/.claim", Body=b'{"token": "dead"}')
+    client.put_object(Bucket=s3_bucket, Key="models/don-rf/2/model.onnx", Body=b"half")
+    client.put_object(Bucket=s3_bucket, Key="models/don-rf/3/.claim", Body=b'{"token": "dead"}')
+    client.create_multipart_upload(Bucket=s3_bucket, Key="models/don-rf/3/saved_model/big.bin")
+    time.sleep(age + 0.5)
+    dry = store.collect_garbage("don-rf", age, dry_run=True)
+    assert [line.split(" (")[0] for line in dry] == [
+        f"would remove partial version s3://{s3_bucket}/models/don-rf/2",
+        f"would remove partial version s3://{s3_bucket}/models/don-rf/3",
+        f"would abort incomplete upload s3://{s3_bucket}/models/don-rf/3/saved_model/big.bin"]
+    assert len(list(store._objects("models/don-rf/"))) == 6 + 2 + 1       # untouched
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    workers = [ctx.Process(target=_publish_many, args=(store.root, tmp_path, f"w{i}", 3, queue))
+               for i in range(2)]
+    for w in workers:
+        w.start()
+    removed = _run_gc_until(store, "don-rf", workers, older_than=age)
+    results = [item for _ in workers for item in queue.get(timeout=120)]
+    for w in workers:
+        w.join(timeout=30)
+        assert w.exitcode == 0
+    # the dead ones went (3's reaped claim may go once it is no longer the highest number);
+    # nothing of the live publishes 4..9 did
+    assert {line.split(" (")[0] for line in removed} == {
+        line.split(" (")[0].replace("would remove", "removed").replace("would abort", "aborted")
+        for line in dry}, removed
+    assert sorted(v for v, _ in results) == list(range(4, 10))
+    assert store.list_versions("don-rf") == [1, *range(4, 10)]
+    for version, payload in results:
+        fetched = store.fetch("don-rf", version, tmp_path / f"v{version}")
+        assert (fetched / "model.joblib").read_text() == payload
+    left = [key for key, _ in store._objects("models/don-rf/") if key.split("/")[2] in ("2", "3")]
+    assert set(left) <= {"models/don-rf/3/.claim"}, left
+    assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_s3_publish_outliving_gc_fails_instead_of_publishing_missing_files(s3_bucket, tmp_path):
+    """S3 has no locks: a publish slower than gc's age is taken for dead. It must then fail, not
+    publish a version whose files gc deleted."""
+    store = open_store(f"s3://{s3_bucket}/models")
+    janitor = open_store(f"s3://{s3_bucket}/models")
+    upload = store.client.upload_file
+    calls = []
+
+    def upload_then_gc_runs(*args, **kwargs):
+        upload(*args, **kwargs)
+        if not calls:                       # after the first file: the real gc, no age margin
+            calls.append(janitor.collect_garbage("don-rf", 0, dry_run=False))
+    store.client.upload_file = upload_then_gc_runs
+    with pytest.raises(StoreError, match="abandoned: its claim was removed by gc"):
+        store.publish("don-rf", artifact_dir(tmp_path), metadata())
+    assert calls and calls[0][0].startswith(f"removed partial version s3://{s3_bucket}/models/don-rf/1")
+    assert store.list_versions("don-rf") == []
+    # the number stays taken: the next publish gets 2
+    assert open_store(store.root).publish("don-rf", artifact_dir(tmp_path), metadata()) == 2
