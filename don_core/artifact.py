@@ -10,9 +10,13 @@ import datetime as _dt
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from don_core.schema import FEATURE_SCHEMA, schema_fingerprint
 
@@ -20,6 +24,9 @@ FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 ONNX_FILE = "model.onnx"
 GOLDEN_FILE = "golden.json"
+# Input-drift reference (PCA T2/Q of the training spectra; format in don_core.drift). Versions
+# published before it existed lack it.
+DRIFT_FILE = "drift.json"
 
 # family -> its native artifact (a file for sklearn, a SavedModel directory for tensorflow)
 NATIVE_ARTIFACT = {"sklearn": "model.joblib", "tensorflow": "saved_model"}
@@ -78,6 +85,7 @@ def utc_now() -> str:
 
 def build_metadata(*, model: str, family: str, training_data: dict, hyperparameters: dict,
                    metrics: dict, target_range_ppb: tuple[float, float],
+                   calibration: dict | None = None,
                    version: int | None = None, files: dict[str, str] | None = None,
                    created: str | None = None) -> dict:
     """The metadata document; the store fills in `version` and `files` when it publishes."""
@@ -89,7 +97,8 @@ def build_metadata(*, model: str, family: str, training_data: dict, hyperparamet
         "version": version,
         "family": family,
         "created": created or utc_now(),
-        "artifacts": {"native": NATIVE_ARTIFACT[family], "onnx": ONNX_FILE, "golden": GOLDEN_FILE},
+        "artifacts": {"native": NATIVE_ARTIFACT[family], "onnx": ONNX_FILE, "golden": GOLDEN_FILE,
+                      "drift": DRIFT_FILE},
         "feature_schema": FEATURE_SCHEMA,
         "feature_schema_sha256": schema_fingerprint(),
         "training_data": training_data,
@@ -97,6 +106,7 @@ def build_metadata(*, model: str, family: str, training_data: dict, hyperparamet
         "hyperparameters": hyperparameters,
         "libraries": library_versions(),
         "metrics": metrics,
+        **({CALIBRATION_KEY: calibration} if calibration is not None else {}),
         "files": dict(sorted((files or {}).items())),
     }
 
@@ -121,6 +131,7 @@ def check_metadata(metadata: dict) -> None:
             metadata["feature_schema"] != FEATURE_SCHEMA:
         raise ArtifactError("feature schema of this version does not match this release's "
                             f"({FEATURE_SCHEMA['n_features']} bands, {FEATURE_SCHEMA['dtype']})")
+    Calibration.from_metadata(metadata)  # a malformed calibration block is refused at load
 
 
 def read_metadata(version_dir: Path) -> dict:
@@ -207,3 +218,94 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# --- calibrated decisions and intervals (metadata.json "calibration"; numpy only: served) ---
+
+CALIBRATION_KEY = "calibration"
+ACCEPT, REJECT, LAB = "accept", "reject", "lab"
+# Spaces the interval half-width is measured in (residual = |f(y) - f(prediction)|).
+INTERVAL_TRANSFORMS = {"log1p": (np.log1p, np.expm1),
+                       "sqrt": (np.sqrt, lambda t: np.square(np.maximum(t, 0.0)))}
+
+
+@dataclass(frozen=True)
+class LimitRule:
+    """One regulatory limit: accept below one threshold, reject above the other, else lab.
+
+    `accept_below_ppb` None: nothing is accepted (too few contaminated calibration lots to bound
+    the false-accept rate); `reject_above_ppb` None: nothing is rejected.
+    """
+    limit_ppb: int
+    accept_below_ppb: float | None
+    reject_above_ppb: float | None
+
+    def decide(self, ppb: np.ndarray) -> np.ndarray:
+        """accept | reject | lab per row. Accept wins where the thresholds cross: both bounds
+        still hold, since accepts stay below the accept threshold and rejects above the other."""
+        out = np.full(ppb.shape, LAB, dtype=object)
+        if self.reject_above_ppb is not None:
+            out[ppb > self.reject_above_ppb] = REJECT
+        if self.accept_below_ppb is not None:
+            out[ppb < self.accept_below_ppb] = ACCEPT
+        return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The served part of metadata.json's calibration block (the rest is evidence for people)."""
+    rules: tuple[LimitRule, ...]
+    interval_level: float
+    interval_transform: str
+    interval_halfwidth: float   # in interval_transform units
+
+    @property
+    def limits(self) -> tuple[int, ...]:
+        return tuple(rule.limit_ppb for rule in self.rules)
+
+    def decisions(self, ppb: np.ndarray) -> dict[int, np.ndarray]:
+        ppb = np.asarray(ppb, dtype=np.float64)
+        return {rule.limit_ppb: rule.decide(ppb) for rule in self.rules}
+
+    def interval(self, ppb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        forward, inverse = INTERVAL_TRANSFORMS[self.interval_transform]
+        t = forward(np.maximum(np.asarray(ppb, dtype=np.float64), 0.0))
+        return (np.maximum(inverse(np.maximum(t - self.interval_halfwidth, 0.0)), 0.0),
+                inverse(t + self.interval_halfwidth))
+
+    def to_dict(self) -> dict:
+        return {"limits": [{"limit_ppb": r.limit_ppb, "accept_below_ppb": r.accept_below_ppb,
+                            "reject_above_ppb": r.reject_above_ppb} for r in self.rules],
+                "interval": {"level": self.interval_level, "transform": self.interval_transform,
+                             "halfwidth": self.interval_halfwidth}}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "Calibration | None":
+        """None for a version trained before calibration existed; ArtifactError if malformed."""
+        doc = metadata.get(CALIBRATION_KEY)
+        if doc is None:
+            return None
+        try:
+            rules = tuple(LimitRule(int(r["limit_ppb"]), _threshold(r["accept_below_ppb"]),
+                                    _threshold(r["reject_above_ppb"])) for r in doc["limits"])
+            interval = doc["interval"]
+            made = cls(rules, float(interval["level"]), str(interval["transform"]),
+                       float(interval["halfwidth"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"metadata.json calibration is malformed ({exc!r})") from None
+        if made.interval_transform not in INTERVAL_TRANSFORMS or \
+                not (0 < made.interval_level < 1) or not math.isfinite(made.interval_halfwidth) \
+                or made.interval_halfwidth < 0 or len(set(made.limits)) != len(made.limits) \
+                or any(limit <= 0 for limit in made.limits):
+            raise ArtifactError("metadata.json calibration is malformed (interval transform, "
+                                "level, half-width or limits out of range)")
+        return made
+
+
+def _threshold(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"threshold {value} is not finite")
+    return value

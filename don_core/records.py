@@ -59,3 +59,9 @@ def spectrum_sha256(row: np.ndarray) -> str:
     """Hash of one spectrum as float32 little-endian bytes (the served dtype), so the same
     spectrum sent over V1 JSON, V2 JSON or binary tensors hashes the same."""
     return hashlib.sha256(np.ascontiguousarray(row, dtype="<f4").tobytes()).hexdigest()
+
+
+# Counters the model server exports about records and input drift (Prometheus appends _total).
+# The chart's alerts and dashboard (charts/don-predictor/templates/monitoring.yaml) query them.
+RECORDS_DROPPED_METRIC = "don_records_dropped"  # records that could not be delivered to the recorder
+OUT_OF_DISTRIBUTION_METRIC = "don_out_of_distribution_rows"  # {model, version}: rows flagged out of distribution

@@ -19,6 +19,12 @@ REFLECTANCE_RANGE: tuple[float, float] = (-1.0, 10.0)
 
 # Accept/reject limits a grain buyer applies (ppb); evaluation reports the decision at each.
 DECISION_THRESHOLDS_PPB: tuple[int, ...] = (1000, 5000)
+# Calibration targets at each limit: contaminated lots accepted / contaminated lots <= alpha,
+# clean lots rejected / clean lots <= beta; the rest go to the reference lab.
+FALSE_ACCEPT_TARGET = 0.05
+FALSE_REJECT_TARGET = 0.10
+# Coverage of the served prediction interval [ppb_lower, ppb_upper].
+INTERVAL_LEVEL = 0.90
 
 FEATURE_SCHEMA: dict = {
     "n_features": N_BANDS,

@@ -5,6 +5,9 @@ Versions are positive integers, immutable once published, and appear atomically:
   `<N>`; rename onto an existing (non-empty) version fails, so two publishers never share a number.
 - s3: a version number is claimed with a conditional put (`If-None-Match: *`) of `<N>/.claim`;
   files are uploaded, and `metadata.json` goes last. A version without metadata.json is invisible.
+Beside the versions, `<root>/<model>/reference.json` holds the model's reference set (see
+don_core/reference.py): created once, with a write that fails rather than replace an existing file
+(a hard link on a filesystem, `If-None-Match: *` on s3), and never changed afterwards.
 Endpoint, region and credentials for s3 come from the standard AWS environment variables
 (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...; `S3_ENDPOINT` as KServe spells it).
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from don_core.artifact import (METADATA_FILE, ArtifactError, dump_metadata, fsync_dir, hash_tree,
                                read_metadata, utc_now, verify_version_dir)
+from don_core.reference import REFERENCE_FILE, ReferenceError, check_reference, dump_reference
 
 _MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _MAX_PUBLISH_ATTEMPTS = 100
@@ -116,6 +120,34 @@ class Store(ABC):
     def latest(self, model: str) -> int | None:
         versions = self.list_versions(model)
         return versions[-1] if versions else None
+
+    # ---- the reference set: one per model, written once -------------------------------------
+    @abstractmethod
+    def reference_uri(self, model: str) -> str: ...
+
+    @abstractmethod
+    def _read_reference_bytes(self, model: str) -> bytes | None:
+        """The stored bytes, or None when the model has no reference set yet."""
+
+    @abstractmethod
+    def _create_reference_bytes(self, model: str, body: bytes) -> bool:
+        """Write unless the file exists (atomically, never replacing); False when it existed."""
+
+    def read_reference(self, model: str) -> dict | None:
+        """The checked reference set of `model`, or None when none was created yet."""
+        body = self._read_reference_bytes(check_model_name(model))
+        if body is None:
+            return None
+        try:
+            return check_reference(json.loads(body), model)
+        except (ValueError, ReferenceError) as exc:
+            raise StoreError(f"{self.reference_uri(model)}: {exc}") from None
+
+    def create_reference(self, model: str, doc: dict) -> bool:
+        """Store `doc` as the reference set of `model` unless one exists: True when written by
+        this call, False when another already was (it is left untouched)."""
+        check_reference(doc, check_model_name(model))
+        return self._create_reference_bytes(model, dump_reference(doc))
 
 
 class LocalStore(Store):
@@ -232,10 +264,58 @@ class LocalStore(Store):
                     continue  # a live publish (locked), or it just finished (renamed)
         return done
 
+    def reference_uri(self, model: str) -> str:
+        return str(self.path / model / REFERENCE_FILE)
+
+    def _read_reference_bytes(self, model):
+        try:
+            return (self.path / model / REFERENCE_FILE).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"{self.reference_uri(model)}: {exc.strerror or exc}") from None
+
+    def _create_reference_bytes(self, model, body):
+        model_dir = self.path / model
+        model_dir.mkdir(parents=True, exist_ok=True)
+        staged = model_dir / f".reference-{uuid.uuid4().hex}"
+        try:
+            staged.write_bytes(body)
+            staged.chmod(0o444)
+            with open(staged, "rb") as fh:
+                os.fsync(fh.fileno())
+            try:  # link(2) fails when the name exists: a complete file appears, or nothing
+                os.link(staged, model_dir / REFERENCE_FILE)
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise
+                return _create_exclusive(model_dir / REFERENCE_FILE, body)  # no hard links here
+            fsync_dir(model_dir)
+            return True
+        finally:
+            staged.unlink(missing_ok=True)
+
     @staticmethod
     def _highest(model_dir: Path) -> int:
         numbers = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()]
         return max(numbers, default=0)
+
+
+def _create_exclusive(path: Path, body: bytes) -> bool:
+    """O_EXCL create: never replaces, though a reader may briefly see a short file (it then
+    fails its check and says so)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(body)
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_dir(path.parent)
+    return True
 
 
 class _flock:
@@ -401,18 +481,38 @@ class S3Store(Store):
                 shutil.rmtree(staging, ignore_errors=True)
         return dest
 
-    def _claim(self, model: str, number: int, token: str) -> bool:
-        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                           "token": token}).encode()
-        key = self._key(model, number, CLAIM_FILE)
+    def reference_uri(self, model: str) -> str:
+        return f"s3://{self.bucket}/{self._key(model)}{REFERENCE_FILE}"
+
+    def _read_reference_bytes(self, model):
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*")
+            return self.client.get_object(Bucket=self.bucket,
+                                          Key=self._key(model) + REFERENCE_FILE)["Body"].read()
+        except self._client_error() as exc:
+            if s3_code(exc) in ("NoSuchKey", "404") or s3_status(exc) == 404:
+                return None
+            raise StoreError(f"{self.reference_uri(model)}: {_s3_reason(exc)}") from None
+
+    def _create_reference_bytes(self, model, body):
+        return self._put_if_absent(self._key(model) + REFERENCE_FILE, body,
+                                   ContentType="application/json")
+
+    def _put_if_absent(self, key: str, body: bytes, **extra) -> bool:
+        """A conditional put (`If-None-Match: *`): False when the object already exists."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, IfNoneMatch="*",
+                                   **extra)
             return True
         except self._client_error() as exc:
             if s3_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict") or \
                     s3_status(exc) in (409, 412):
                 return False
             raise self._failure("cannot write", key, exc) from None
+
+    def _claim(self, model: str, number: int, token: str) -> bool:
+        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                           "token": token}).encode()
+        return self._put_if_absent(self._key(model, number, CLAIM_FILE), body)
 
     def _still_claimed(self, model: str, number: int, token: str) -> bool:
         """False once `gc` judged this publish abandoned and removed or reaped its claim."""

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from kserve import ModelServer
 
     from model_server.model import DonModel, ServeOptions
+    from model_server.drain import install_signal as install_drain_signal
     from model_server.routes import install
     from model_server.security import install_grpc_guard
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     kserve_server.args.log_config_file = args.log_config_file  # read by the worker processes
     install()  # also sets up tracing from OTEL_* in this process
     install_grpc_guard()  # the same token and limits on port 8081 as on HTTP
+    install_drain_signal()  # the preStop hook's signal (model_server/drain.py)
     options = ServeOptions(max_batch_rows=args.max_batch_rows, use_onnx=not args.no_onnx,
                            onnx_rtol=args.onnx_rtol, onnx_atol=args.onnx_atol,
                            reflectance_range=args.reflectance_range)

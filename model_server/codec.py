@@ -5,6 +5,9 @@ the problem, so the server answers 4xx and never 5xx for bad input.
 """
 from __future__ import annotations
 
+import struct
+from typing import Mapping, NamedTuple
+
 import numpy as np
 import orjson
 
@@ -12,6 +15,15 @@ from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 
 OUTPUT_NAME = "ppb"
 INPUT_NAME = "spectra"
+# Outputs served only when a request names them (V2 "outputs", V1 parameters.outputs); a request
+# that names none gets exactly the ppb response KServe clients know.
+PPB_LOWER, PPB_UPPER = "ppb_lower", "ppb_upper"
+V1_OUTPUTS_PARAMETER = "outputs"
+
+
+def decision_output(limit_ppb: int) -> str:
+    """accept | reject | lab at one calibrated limit, e.g. decision_1000."""
+    return f"decision_{limit_ppb}"
 HEADER_LENGTH = "inference-header-content-length"
 _V2_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 
@@ -115,10 +127,50 @@ def _kind_name(x: np.ndarray) -> str:
     return "null or nested values" if x.dtype.kind == "O" else f"dtype {x.dtype}"
 
 
+class RequestedOutput(NamedTuple):
+    name: str
+    binary: bool = False
+
+
 def decode_v1(body: bytes, max_rows: int,
               valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> np.ndarray:
     """`{"instances": [[448 numbers], ...]}` -> float64 array [n, 448]."""
+    return decode_v1_request(body, max_rows, valid_range)[0]
+
+
+def decode_v1_request(body: bytes, max_rows: int,
+                      valid_range: tuple[float, float] = REFLECTANCE_RANGE
+                      ) -> tuple[np.ndarray, list[RequestedOutput]]:
+    """The batch, and the extra outputs named in `parameters.outputs` (ppb is always there)."""
     doc = parse_json(body)
+    return _v1_instances(doc, body, max_rows, valid_range), _v1_outputs(doc)
+
+
+def _v1_outputs(doc: dict) -> list[RequestedOutput]:
+    params = doc.get("parameters")
+    if params is None:
+        return []
+    if not isinstance(params, dict):
+        raise ClientError(400, '"parameters" must be a JSON object')
+    names = params.get(V1_OUTPUTS_PARAMETER)
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ClientError(400, f'parameters.{V1_OUTPUTS_PARAMETER} must be a list of output '
+                               'names, e.g. ["decision_1000", "ppb_lower", "ppb_upper"]')
+    return _unique([RequestedOutput(n) for n in names if n != OUTPUT_NAME])
+
+
+def _unique(outputs: list[RequestedOutput]) -> list[RequestedOutput]:
+    names = [o.name for o in outputs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ClientError(400, f"output(s) {repeated} named more than once")
+    return outputs
+
+
+def _v1_instances(doc: dict, body: bytes, max_rows: int,
+                  valid_range: tuple[float, float]) -> np.ndarray:
     if "instances" not in doc:
         raise ClientError(400, 'V1 request needs an "instances" list of spectra '
                                f'([[{N_BANDS} numbers], ...])')
@@ -139,12 +191,18 @@ def decode_v1(body: bytes, max_rows: int,
 class V2Request:
     """A decoded V2 inference request: the batch plus what the caller asked about the response."""
 
-    __slots__ = ("x", "id", "binary_output")
+    __slots__ = ("x", "id", "outputs", "named")
 
-    def __init__(self, x: np.ndarray, request_id: str | None, binary_output: bool):
+    def __init__(self, x: np.ndarray, request_id: str | None, outputs: list[RequestedOutput],
+                 named: bool):
         self.x = x
         self.id = request_id
-        self.binary_output = binary_output
+        self.outputs = outputs   # in the order the response lists them
+        self.named = named       # False: the caller named no outputs (ppb only, as always)
+
+    @property
+    def binary_output(self) -> bool:
+        return any(o.binary for o in self.outputs)
 
 
 def decode_v2(body: bytes, header_length: str | None, max_rows: int,
@@ -170,6 +228,8 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int,
     tensor = inputs[0]
     if not isinstance(tensor, dict):
         raise ClientError(400, "each input must be a JSON object")
+    if not isinstance(tensor.get("name"), str):
+        raise ClientError(400, f'input needs a "name" string (e.g. "{INPUT_NAME}")')
     shape = _shape(tensor.get("shape"))
     datatype = tensor.get("datatype")
     dtype = check_tensor_header(datatype, shape, max_rows)
@@ -188,8 +248,9 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int,
         if x.size != count:
             raise ClientError(400, f"input data holds {x.size} numbers but shape {shape} "
                                    f"needs {count}")
+    outputs, named = _requested_outputs(doc)
     return V2Request(check_rows(x.reshape(shape), max_rows, valid_range), _request_id(doc),
-                     _binary_output_requested(doc))
+                     outputs, named)
 
 
 def check_tensor_header(datatype, shape: list[int], max_rows: int) -> np.dtype:
@@ -205,6 +266,9 @@ def check_tensor_header(datatype, shape: list[int], max_rows: int) -> np.dtype:
 
 
 def _shape(shape) -> list[int]:
+    # JSON has one number type: 2.0 is an integer there (JSON Schema agrees), 2.5 is not
+    if isinstance(shape, list):
+        shape = [int(d) if isinstance(d, float) and d.is_integer() else d for d in shape]
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
                                               and d >= 0 for d in shape):
         raise ClientError(400, f'input "shape" must be a list of non-negative integers, '
@@ -226,51 +290,100 @@ def _binary_tensor(size, binary: bytes, dtype: np.dtype, count: int) -> np.ndarr
 
 def _request_id(doc: dict) -> str | None:
     rid = doc.get("id")
-    if rid is not None and not isinstance(rid, str):
+    if "id" in doc and not isinstance(rid, str):
         raise ClientError(400, '"id" must be a string')
     return rid
 
 
-def _binary_output_requested(doc: dict) -> bool:
+def _requested_outputs(doc: dict) -> tuple[list[RequestedOutput], bool]:
+    """(outputs in response order, whether the caller named any). Names are checked against
+    what the served version offers later, by `check_outputs`."""
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise ClientError(400, '"parameters" must be a JSON object')
-    wanted = bool(params.get("binary_data_output", False))
-    outputs = doc.get("outputs")
-    if outputs is None:
-        return wanted
+    default_binary = bool(params.get("binary_data_output", False))
+    if "outputs" not in doc:
+        return [RequestedOutput(OUTPUT_NAME, default_binary)], False
+    outputs = doc["outputs"]  # null is not a list: 400 below
     if not isinstance(outputs, list):
         raise ClientError(400, '"outputs" must be a list')
+    if not outputs:  # an empty list names nothing: the default response
+        return [RequestedOutput(OUTPUT_NAME, default_binary)], False
+    wanted = []
     for out in outputs:
-        if not isinstance(out, dict) or out.get("name") != OUTPUT_NAME:
-            name = out.get("name") if isinstance(out, dict) else out
-            raise ClientError(400, f"unknown output {name!r}; this model has one output "
-                                   f"{OUTPUT_NAME!r}")
-        out_params = out.get("parameters") or {}
-        if isinstance(out_params, dict) and "binary_data" in out_params:
-            wanted = bool(out_params["binary_data"])
-    return wanted
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            raise ClientError(400, f'each requested output must be an object with a "name", '
+                                   f"got {out!r}")
+        out_params = out.get("parameters")
+        out_params = {} if out_params is None else out_params
+        if not isinstance(out_params, dict):
+            raise ClientError(400, f"parameters of output {out['name']!r} must be a JSON object")
+        wanted.append(RequestedOutput(out["name"],
+                                      bool(out_params.get("binary_data", default_binary))))
+    return _unique(wanted), True
 
 
-def encode_v1(ppb: np.ndarray) -> bytes:
-    return orjson.dumps({"predictions": ppb}, option=orjson.OPT_SERIALIZE_NUMPY)
+def check_outputs(outputs: list[RequestedOutput], available: Mapping[str, str]) -> None:
+    """400 naming the unknown output and what this version offers."""
+    for out in outputs:
+        if out.name not in available:
+            hint = "" if len(available) > 1 else \
+                " (decisions and intervals need a version trained with calibration)"
+            raise ClientError(400, f"unknown output {out.name!r}; this model version has "
+                                   f"outputs {', '.join(available)}{hint}")
 
 
-def encode_v2(ppb: np.ndarray, model_name: str, version: str, request_id: str | None,
-              binary: bool) -> tuple[bytes, dict[str, str]]:
+def encode_v1(ppb: np.ndarray, extra: Mapping[str, np.ndarray] | None = None) -> bytes:
+    """`{"predictions": [ppb...]}`, plus one list per extra output named in the request."""
+    doc = {"predictions": ppb}
+    for name, values in (extra or {}).items():
+        doc[name] = values.tolist() if values.dtype == object else values
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+class Tensor(NamedTuple):
+    name: str
+    datatype: str      # FP32 | BYTES
+    values: np.ndarray
+    binary: bool
+
+
+def encode_v2(tensors: list[Tensor], model_name: str, version: str,
+              request_id: str | None) -> tuple[bytes, dict[str, str]]:
     """The V2 response body and the headers the binary extension needs."""
-    out = {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [int(ppb.shape[0])]}
-    ppb = np.ascontiguousarray(ppb, dtype="<f4")
-    if binary:
-        raw = ppb.tobytes()
-        out["parameters"] = {"binary_data_size": len(raw)}
-    else:
-        out["data"] = ppb
-    doc = {"model_name": model_name, "model_version": version, "outputs": [out]}
+    outs, raw = [], []
+    for tensor in tensors:
+        out = {"name": tensor.name, "datatype": tensor.datatype,
+               "shape": [int(tensor.values.shape[0])]}
+        if tensor.datatype == "BYTES":
+            if tensor.binary:
+                blob = _bytes_tensor(tensor.values)
+                raw.append(blob)
+                out["parameters"] = {"binary_data_size": len(blob)}
+            else:
+                out["data"] = tensor.values.tolist()
+        else:
+            values = np.ascontiguousarray(tensor.values, dtype="<f4")
+            if tensor.binary:
+                raw.append(values.tobytes())
+                out["parameters"] = {"binary_data_size": len(raw[-1])}
+            else:
+                out["data"] = values
+        outs.append(out)
+    doc = {"model_name": model_name, "model_version": version, "outputs": outs}
     if request_id is not None:
         doc["id"] = request_id
     head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not binary:
+    if not raw:
         return head, {}
-    return head + raw, {"Inference-Header-Content-Length": str(len(head))}
+    return head + b"".join(raw), {"Inference-Header-Content-Length": str(len(head))}
+
+
+def _bytes_tensor(values: np.ndarray) -> bytes:
+    """The binary BYTES layout: each element as a 4-byte little-endian length, then its bytes."""
+    parts = []
+    for value in values:
+        data = value.encode() if isinstance(value, str) else bytes(value)
+        parts.append(struct.pack("<I", len(data)) + data)
+    return b"".join(parts)
 

@@ -15,7 +15,8 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY,
-                               ArtifactError, read_golden, reference_rows, verify_version_dir)
+                               ArtifactError, Calibration, read_golden, reference_rows,
+                               verify_version_dir)
 from don_core import telemetry
 from don_core.export_check import MIN_AGREEMENT, agreement, probe_rows
 from don_core.schema import N_BANDS, REFLECTANCE_RANGE
@@ -64,6 +65,9 @@ class DonModel(Model):
         self.load_seconds: float | None = None
         self.loaded_at: float | None = None
         self.metrics: ServingMetrics | None = None
+        self.calibration: Calibration | None = None
+        # output name -> V2 datatype; a request may name any of them, ppb alone is the default
+        self.output_types: dict[str, str] = {codec.OUTPUT_NAME: "FP32"}
 
     # KServe copies the model into each worker process (--workers N); an ONNX Runtime session
     # cannot be pickled, so a worker gets the recipe and loads (and checks) the version itself.
@@ -116,6 +120,8 @@ class DonModel(Model):
         self.metadata = metadata
         self.version = str(metadata["version"])
         self.family = metadata["family"]
+        self.calibration = Calibration.from_metadata(metadata)
+        self.output_types = self._output_types()
         artifacts = metadata.get("artifacts") or {}
         native_path = self.model_dir / artifacts.get("native", NATIVE_ARTIFACT[self.family])
         native = NATIVE_BACKENDS[self.family](native_path)
@@ -134,6 +140,26 @@ class DonModel(Model):
         self._warm_up(rows)
         if self.metrics is None:
             self.metrics = ServingMetrics(self.name, self.version, self.family, self.backend_name)
+
+    def _output_types(self) -> dict[str, str]:
+        types = {codec.OUTPUT_NAME: "FP32"}
+        if self.calibration is not None:
+            types.update({codec.decision_output(limit): "BYTES"
+                          for limit in self.calibration.limits})
+            types.update({codec.PPB_LOWER: "FP32", codec.PPB_UPPER: "FP32"})
+        return types
+
+    def outputs(self, x: np.ndarray, ppb: np.ndarray, names) -> dict[str, np.ndarray]:
+        """The named outputs (checked by codec.check_outputs) for a batch and its ppb; only
+        what is asked for is computed."""
+        names = list(names)
+        out = {codec.OUTPUT_NAME: ppb}
+        if codec.PPB_LOWER in names or codec.PPB_UPPER in names:
+            out[codec.PPB_LOWER], out[codec.PPB_UPPER] = self.calibration.interval(ppb)
+        if any(name.startswith("decision_") for name in names):
+            for limit, decided in self.calibration.decisions(ppb).items():
+                out[codec.decision_output(limit)] = decided
+        return {name: out[name] for name in names}
 
     def _check_reference(self, native, golden: dict) -> None:
         """The model must still make the predictions training recorded for this version."""
@@ -212,15 +238,23 @@ class DonModel(Model):
             if not isinstance(payload, InferRequest):
                 raise codec.ClientError(400, f"unsupported payload {type(payload).__name__}")
             x = self._rows_from_infer_request(payload)
+            names = [o.name for o in payload.request_outputs or ()] or [codec.OUTPUT_NAME]
+            codec.check_outputs([codec.RequestedOutput(n) for n in names], self.output_types)
         except codec.ClientError as exc:
             self.metrics.request("grpc", "client_error", time.perf_counter() - started)
             raise InvalidInput(exc.message) from None
         ppb = self.infer(x)
+        infer_outputs = []
+        # gRPC answers every output as raw bytes (raw_output_contents is all or nothing)
+        for name, values in self.outputs(x, ppb, names).items():
+            datatype = self.output_types[name]
+            out = InferOutput(name=name, shape=[len(values)], datatype=datatype)
+            out.set_data_from_numpy(np.array([v.encode() for v in values], dtype=object)
+                                    if datatype == "BYTES" else values.astype(np.float32))
+            infer_outputs.append(out)
         self.metrics.request("grpc", "success", time.perf_counter() - started)
-        out = InferOutput(name=codec.OUTPUT_NAME, shape=[len(ppb)], datatype="FP32")
-        out.set_data_from_numpy(ppb.astype(np.float32))
         return InferResponse(response_id=payload.id or "", model_name=self.name,
-                             model_version=self.version, infer_outputs=[out])
+                             model_version=self.version, infer_outputs=infer_outputs)
 
     def _rows_from_infer_request(self, request: InferRequest) -> np.ndarray:
         """The same rules as the REST routes (codec), applied to a gRPC tensor."""
@@ -241,7 +275,8 @@ class DonModel(Model):
         return [{"name": codec.INPUT_NAME, "datatype": "FP32", "shape": [-1, N_BANDS]}]
 
     def get_output_types(self):
-        return [{"name": codec.OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}]
+        return [{"name": name, "datatype": datatype, "shape": [-1]}
+                for name, datatype in self.output_types.items()]
 
     def status(self) -> dict:
         return {

@@ -8,6 +8,7 @@ readiness, list and gRPC stay KServe's own.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import time
@@ -20,11 +21,12 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from don_core import telemetry
-from don_core.schema import N_BANDS
+from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 from model_server import codec
 from model_server.metrics import outcome_of
 from model_server.model import current_model
-from model_server.security import GuardMiddleware
+from model_server.drain import DRAINING, DrainMiddleware
+from model_server.security import GuardMiddleware, is_open
 
 log = logging.getLogger("model_server.requests")
 
@@ -32,23 +34,69 @@ SERVICE_NAME = "don-model-server"
 JSON = "application/json"
 MAX_BODY_BYTES = int(os.environ.get("DON_MAX_BODY_BYTES", str(64 * 1024 * 1024)))
 _PROCESS = psutil.Process()
-_SPECTRUM = {"type": "array", "items": {"type": "number"},
-             "minItems": N_BANDS, "maxItems": N_BANDS}
+_LOW, _HIGH = REFLECTANCE_RANGE  # the defaults; _openapi documents the served limits
+_SPECTRUM = {"type": "array", "items": {"type": "number", "minimum": _LOW, "maximum": _HIGH},
+             "minItems": N_BANDS, "maxItems": N_BANDS,
+             "description": f"{N_BANDS} reflectance values, each within the server's plausible "
+                            "range (--reflectance_range)"}
 V1_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": {
     "type": "object", "required": ["instances"],
-    "properties": {"instances": {"type": "array", "items": _SPECTRUM, "minItems": 1}}}}}}}
+    "properties": {"instances": {"type": "array", "items": _SPECTRUM, "minItems": 1},
+                   "parameters": {"type": "object", "properties": {codec.V1_OUTPUTS_PARAMETER: {
+                       "type": "array", "items": {"type": "string"},
+                       "description": "extra outputs: decision_<limit>, ppb_lower, ppb_upper"}}}}}}}}}
 V2_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": {
     "type": "object", "required": ["inputs"],
     "properties": {
         "id": {"type": "string"},
         "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
             "type": "object", "required": ["name", "shape", "datatype", "data"],
-            "properties": {"name": {"type": "string"},
-                           "shape": {"type": "array", "items": {"type": "integer"}},
-                           "datatype": {"type": "string", "enum": ["FP32", "FP64"]},
-                           "data": {"type": "array", "items": _SPECTRUM}}}},
+            "properties": {
+                "name": {"type": "string"},
+                "shape": {"type": "array", "minItems": 2, "maxItems": 2,
+                          "prefixItems": [{"type": "integer", "minimum": 1},
+                                          {"type": "integer", "const": N_BANDS}],
+                          "description": f"[n, {N_BANDS}]: n spectra; data holds n x {N_BANDS} "
+                                         "numbers"},
+                "datatype": {"type": "string", "enum": ["FP32", "FP64"]},
+                "data": {"description": "row-major: nested rows, or flat (n x 448 numbers)",
+                         "anyOf": [{"type": "array", "items": _SPECTRUM, "minItems": 1},
+                                   {"type": "array", "items": _SPECTRUM["items"],
+                                    "minItems": N_BANDS}]}}}},
         "outputs": {"type": "array", "items": {"type": "object",
                                                "properties": {"name": {"type": "string"}}}}}}}}}}
+V1_RESPONSE = {"type": "object", "required": ["predictions"], "properties": {
+    "predictions": {"type": "array", "minItems": 1, "description": "ppb, one per spectrum",
+                    "items": {"type": "number", "minimum": 0}}}}
+V2_RESPONSE = {"type": "object", "required": ["model_name", "model_version", "outputs"],
+               "properties": {
+                   "model_name": {"type": "string"}, "model_version": {"type": "string"},
+                   "id": {"type": "string"},
+                   "outputs": {"type": "array", "minItems": 1, "items": {
+                       "type": "object", "required": ["name", "datatype", "shape"],
+                       "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
+                                      "shape": {"type": "array",
+                                                "items": {"type": "integer", "minimum": 0}},
+                                      "data": {"type": "array"},
+                                      "parameters": {"type": "object"}}}}}}
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"},
+                                        "description": "binary tensor extension: JSON header "
+                                                       "(Inference-Header-Content-Length) + data"}}
+_READY = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"},
+                                                                  "name": {"type": "string"}}}
+_METADATA = {"type": "object", "required": ["name", "versions", "inputs", "outputs"],
+             "properties": {"name": {"type": "string"},
+                            "versions": {"type": "array", "items": {"type": "string"}},
+                            "platform": {"type": "string"}, "inputs": {"type": "array"},
+                            "outputs": {"type": "array"}}}
+_STATUS = {"type": "object", "required": ["model", "version", "state", "ready"],
+           "properties": {"model": {"type": "string"}, "version": {"type": "string"},
+                          "state": {"type": "string"}, "ready": {"type": "boolean"},
+                          "reason": {"type": ["string", "null"]}}}
+
+
+def _ok(schema: dict, extra: dict | None = None) -> dict:
+    return {200: {"description": "OK", "content": {JSON: {"schema": schema}, **(extra or {})}}}
 
 
 _ERROR_DOC = {"content": {JSON: {"schema": {"type": "object", "properties": {
@@ -59,6 +107,7 @@ PREDICT_ERRORS = {code: {"description": text, **_ERROR_DOC} for code, text in (
     (415, "unsupported content type"), (429, "rate limited; see Retry-After"),
     (503, "model not ready"))}
 LOOKUP_ERRORS = {code: PREDICT_ERRORS[code] for code in (401, 404, 429, 503)}
+_GUARD_ERRORS = {code: PREDICT_ERRORS[code] for code in (401, 429, 503)}
 
 
 def _error(status: int, message: str, version: str | None = None) -> Response:
@@ -154,18 +203,22 @@ async def _answer(request: Request, model, protocol: str, tracer) -> Response:
     with _span(tracer, "validate"):
         valid = model.options.reflectance_range
         if protocol == "v1":
-            x, request_id, binary = codec.decode_v1(body, limit, valid), None, False
+            x, outputs = codec.decode_v1_request(body, limit, valid)
         else:
             req = codec.decode_v2(body, header_length, limit, valid)
-            x, request_id, binary = req.x, req.id, req.binary_output
+            x, outputs = req.x, req.outputs
+        codec.check_outputs(outputs, model.output_types)
     with _span(tracer, "predict", attributes={"batch.rows": int(x.shape[0])}):
         ppb = model.infer(x)
+        values = model.outputs(x, ppb, [o.name for o in outputs])
     out_headers = {"X-Model-Version": model.version}
     if protocol == "v1":
-        return Response(codec.encode_v1(ppb), media_type=JSON, headers=out_headers)
-    content, extra = codec.encode_v2(ppb, model.name, model.version, request_id, binary)
+        return Response(codec.encode_v1(ppb, values), media_type=JSON, headers=out_headers)
+    tensors = [codec.Tensor(o.name, model.output_types[o.name], values[o.name], o.binary)
+               for o in outputs]
+    content, extra = codec.encode_v2(tensors, model.name, model.version, req.id)
     out_headers.update(extra)
-    return Response(content, media_type="application/octet-stream" if binary else JSON,
+    return Response(content, media_type="application/octet-stream" if extra else JSON,
                     headers=out_headers)
 
 
@@ -219,7 +272,7 @@ async def v2_ready_version(model_name: str, model_version: str) -> Response:
     model = current_model()
     if model is None or model_name != model.name:
         return _error(404, f"model {model_name!r} is not served here")
-    ready = bool(model.ready)
+    ready = bool(model.ready) and not DRAINING.is_set()
     return Response(orjson.dumps({"name": model_name, "ready": ready}), media_type=JSON,
                     status_code=200 if ready else 503)
 
@@ -227,7 +280,7 @@ async def v2_ready_version(model_name: str, model_version: str) -> Response:
 async def server_ready() -> Response:
     """KServe's answers ready whenever the process is up; ours only once the model is."""
     model = current_model()
-    ready = bool(model is not None and model.ready)
+    ready = bool(model is not None and model.ready) and not DRAINING.is_set()
     return Response(orjson.dumps({"ready": ready}), media_type=JSON,
                     status_code=200 if ready else 503)
 
@@ -260,17 +313,77 @@ async def repository_disabled(model_name: str) -> Response:
 
 
 def _openapi(app: FastAPI, ours: APIRouter) -> dict:
-    """OpenAPI of the routes that actually answer: on a shared path ours hide KServe's."""
-    if app.openapi_schema is None:
-        schema = FastAPI.openapi(app)  # everything, KServe's operations included
-        own = get_openapi(title=app.title, version=app.version, routes=ours.routes)
-        for path, operations in own["paths"].items():
-            schema["paths"].setdefault(path, {}).update(operations)
-        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-        schemas.update(own.get("components", {}).get("schemas", {}))
-        schema["info"]["title"] = "DON Predictor model server"
-        app.openapi_schema = schema
-    return app.openapi_schema
+    """OpenAPI of the routes that actually answer: on a shared path ours hide KServe's. Once a
+    model is loaded it names what this server serves: its model name and version, its value range
+    and batch limit, so that a schema-driven client (or fuzzer) reaches the predictions."""
+    cached = getattr(app.state, "don_openapi", None)
+    if cached is not None:
+        return cached
+    app.openapi_schema = None  # FastAPI.openapi caches its result there
+    schema = copy.deepcopy(FastAPI.openapi(app))  # everything, KServe's operations included
+    own = get_openapi(title=app.title, version=app.version, routes=ours.routes)
+    for path, operations in own["paths"].items():
+        schema["paths"].setdefault(path, {}).update(copy.deepcopy(operations))
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(own.get("components", {}).get("schemas", {}))
+    schema["info"]["title"] = "DON Predictor model server"
+    _document_kserve_routes(schema)
+    model = current_model()
+    if model is not None and model.ready:  # else not kept: the served model is not known yet
+        _document_served_model(schema, model)
+        app.state.don_openapi = schema
+    return schema
+
+
+def _document_kserve_routes(schema: dict) -> None:
+    """What KServe's own handlers (and our guard in front of them) answer besides 200."""
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if not is_open(path):
+                for code, doc in _GUARD_ERRORS.items():
+                    responses.setdefault(str(code), doc)
+            if "{model_name}" in path:
+                responses.setdefault("404", PREDICT_ERRORS[404])
+                responses.setdefault("503", PREDICT_ERRORS[503])
+    metrics = schema["paths"].get("/metrics", {}).get("get")
+    if metrics is not None:
+        metrics["responses"]["200"] = {"description": "Prometheus text format", "content": {
+            "text/plain": {"schema": {"type": "string"}}}}
+
+
+def _document_served_model(schema: dict, model) -> None:
+    low, high = model.options.reflectance_range
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            for param in operation.get("parameters", ()):
+                if param.get("in") == "path" and param["name"] in ("model_name", "model_version"):
+                    served = model.name if param["name"] == "model_name" else model.version
+                    param["schema"] = {"type": "string", "enum": [served]}
+            body = operation.get("requestBody", {}).get("content", {}).get(JSON, {})
+            for spectrum in _spectra(body.get("schema")):
+                spectrum["items"] = {**spectrum["items"], "minimum": low, "maximum": high}
+    limit = model.options.max_batch_rows
+    for path, operations in schema["paths"].items():
+        body = operations.get("post", {}).get("requestBody", {}).get("content", {}).get(JSON, {})
+        props = body.get("schema", {}).get("properties", {})
+        if path.endswith(":predict"):
+            props["instances"]["maxItems"] = limit
+        elif path.endswith("/infer"):
+            props["inputs"]["items"]["properties"]["shape"]["prefixItems"][0]["maximum"] = limit
+
+
+def _spectra(node):
+    """Every number-array schema below `node` (the spectra and flat data of a request body)."""
+    if isinstance(node, dict):
+        if node.get("type") == "array" and isinstance(node.get("items"), dict) \
+                and node["items"].get("type") == "number":
+            yield node
+        for value in node.values():
+            yield from _spectra(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _spectra(value)
 
 
 def install(app: FastAPI | None = None) -> FastAPI:
@@ -282,24 +395,29 @@ def install(app: FastAPI | None = None) -> FastAPI:
     app.state.don_routes = True
     telemetry.setup_tracing(SERVICE_NAME)
     app.add_middleware(GuardMiddleware)
+    app.add_middleware(DrainMiddleware)  # outermost: refusals close kept-open connections too
     router = APIRouter()
     post = {"methods": ["POST"], "response_model": None, "responses": PREDICT_ERRORS}
     router.add_api_route("/v1/models/{model_name}:predict", v1_predict, openapi_extra=V1_BODY,
-                         **post)
+                         **{**post, "responses": {**_ok(V1_RESPONSE), **PREDICT_ERRORS}})
     router.add_api_route("/v1/models/{model_name}:explain", no_explainer, **post)
-    router.add_api_route("/v2/models/{model_name}/infer", v2_infer, openapi_extra=V2_BODY, **post)
+    v2_post = {**post, "responses": {**_ok(V2_RESPONSE, _BINARY), **PREDICT_ERRORS}}
+    router.add_api_route("/v2/models/{model_name}/infer", v2_infer, openapi_extra=V2_BODY,
+                         **v2_post)
     router.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer",
-                         v2_infer_version, openapi_extra=V2_BODY, **post)
+                         v2_infer_version, openapi_extra=V2_BODY, **v2_post)
     get = {"methods": ["GET"], "response_model": None, "responses": LOOKUP_ERRORS}
-    router.add_api_route("/v2/health/ready", server_ready, **get)
-    router.add_api_route("/v2/models/{model_name}", v2_metadata, **get)
+    ready, meta, state = ({**get, "responses": {**_ok(doc), **LOOKUP_ERRORS}}
+                          for doc in (_READY, _METADATA, _STATUS))
+    router.add_api_route("/v2/health/ready", server_ready, **ready)
+    router.add_api_route("/v2/models/{model_name}", v2_metadata, **meta)
     router.add_api_route("/v2/models/{model_name}/versions/{model_version}",
-                         v2_metadata_version, **get)
-    router.add_api_route("/v2/models/{model_name}/ready", v2_ready, **get)
+                         v2_metadata_version, **meta)
+    router.add_api_route("/v2/models/{model_name}/ready", v2_ready, **ready)
     router.add_api_route("/v2/models/{model_name}/versions/{model_version}/ready",
-                         v2_ready_version, **get)
-    router.add_api_route("/v2/models/{model_name}/status", model_status, **get)
-    router.add_api_route("/status", status, **get)
+                         v2_ready_version, **ready)
+    router.add_api_route("/v2/models/{model_name}/status", model_status, **state)
+    router.add_api_route("/status", status, **state)
     closed = {"methods": ["POST"], "response_model": None,
               "responses": {403: {"description": "disabled", **_ERROR_DOC}}}
     router.add_api_route("/v2/repository/models/{model_name}/load", repository_disabled,

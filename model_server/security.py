@@ -37,7 +37,7 @@ GRPC_CLOSED = frozenset(_GRPC_SERVICE + m for m in ("RepositoryModelLoad",
                                                     "RepositoryModelUnload"))
 
 
-def _is_open(path: str) -> bool:
+def is_open(path: str) -> bool:
     if path in OPEN_PATHS:
         return True
     # readiness of one model: /v1/models/NAME and /v2/models/NAME/ready
@@ -229,7 +229,7 @@ class GuardMiddleware:
         self.guard = guard if guard is not None else process_guard()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or _is_open(scope["path"]):
+        if scope["type"] != "http" or is_open(scope["path"]):
             return await self.app(scope, receive, send)
         authorization = forwarded = None
         wanted = self.guard.client_header.encode() if self.guard.client_header else None

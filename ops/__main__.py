@@ -24,14 +24,20 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--interval", help="time between analyses, e.g. 30s, 2m")
     start.add_argument("--min-success-rate", type=float)
     start.add_argument("--max-p99-ms", type=float)
-    start.add_argument("--max-error-increase", type=float)
+    start.add_argument("--max-error-increase", type=float,
+                       help="golden set: largest relative log1p-MAE increase")
+    start.add_argument("--max-reference-error-increase", type=float,
+                       help="reference set: largest relative log1p-MAE increase (default 0.1)")
+    start.add_argument("--max-reference-false-accept-increase", type=float,
+                       help="reference set: largest false-accept rate increase at 1000 ppb "
+                            "(default 0.1)")
     start.add_argument("--failure-limit", type=int)
     start.add_argument("--min-requests", type=int)
     start.add_argument("--stable-url")
     start.add_argument("--canary-url")
     start.add_argument("--model-name")
     start.add_argument("--prometheus-url")
-    start.add_argument("--store-root", help="where the operator reads the golden set")
+    start.add_argument("--store-root", help="where the operator reads the golden and reference sets")
     start.add_argument("--paused", action="store_true")
     status = rsub.add_parser("status", help="table of rollouts, or one rollout in detail")
     status.add_argument("name", nargs="?")

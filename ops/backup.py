@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from don_core.artifact import METADATA_FILE, ArtifactError
+from don_core.reference import REFERENCE_FILE, fingerprint
 from don_core.store import Store, StoreError, open_store
 
 
@@ -45,6 +46,7 @@ def copy_store(source_root: str, dest_root: str, models: list[str] | None = None
     report = CopyReport()
     with tempfile.TemporaryDirectory(prefix="don-backup-") as scratch:
         for model in models or list_models(source):
+            _copy_reference(source, dest, model, report, say)
             present = set(dest.list_versions(model))
             for version in source.list_versions(model):
                 label = f"{model}/{version}"
@@ -65,6 +67,27 @@ def copy_store(source_root: str, dest_root: str, models: list[str] | None = None
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _copy_reference(source: Store, dest: Store, model: str, report: CopyReport, say) -> None:
+    """The model's reference set travels with its versions; like them it is never replaced."""
+    label = f"{model}/{REFERENCE_FILE}"
+    try:
+        doc = source.read_reference(model)
+        if doc is None:
+            return
+        if dest.create_reference(model, doc):
+            report.copied.append(label)
+            say(f"copied {label}: {source.reference_uri(model)} -> {dest.reference_uri(model)}")
+            return
+        if fingerprint(dest.read_reference(model)) != fingerprint(doc):
+            raise StoreError(f"{dest.reference_uri(model)} differs from "
+                             f"{source.reference_uri(model)}; a reference set is never replaced")
+        report.skipped.append(label)
+        say(f"skip   {label}: already in the destination and identical")
+    except (StoreError, ValueError, OSError) as exc:
+        report.failed.append(label)
+        say(f"FAILED {label}: {exc}")
 
 
 def _check_present(source: Store, dest: Store, model: str, version: int, work: Path) -> None:

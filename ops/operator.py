@@ -2,7 +2,9 @@
 
 Every object gets a kopf timer that calls `Engine.tick` every DON_OPERATOR_TICK seconds (default
 5); the rollout's own pace comes from the timestamps in its status, so the tick only bounds how
-quickly a due analysis or a pause/resume/promote/abort request is noticed.
+quickly a due analysis or a pause/resume/promote/abort request is noticed. Every Event it emits is
+also counted in `don_rollout_events_total{namespace,rollout,reason}` (the RolledBack alert), served
+on DON_OPERATOR_METRICS_PORT (default 9090; 0 turns it off).
 """
 from __future__ import annotations
 
@@ -10,13 +12,20 @@ import logging
 import os
 
 import kopf
+from prometheus_client import Counter, start_http_server
 
 from ops.rollout import GROUP, PLURAL, VERSION
 from ops.rollout.controller import Engine
 from ops.rollout.kube import Kube, load_config
 
 
+ROLLOUT_EVENTS = Counter("don_rollout_events", "ModelRollout Events by reason (Advanced, Promoted, RolledBack, ...)",
+                         ["namespace", "rollout", "reason"])
+
+
 def _emit(obj: dict, kind: str, reason: str, message: str) -> None:
+    meta = obj.get("metadata", {})
+    ROLLOUT_EVENTS.labels(meta.get("namespace", ""), meta.get("name", ""), reason).inc()
     kopf.event(obj, type=kind, reason=reason, message=message[:1000])
 
 
@@ -42,6 +51,12 @@ def main(namespaces: list[str], kubeconfig: str | None, tick: float | None,
     load_config(kubeconfig)
     tick = float(tick or os.environ.get("DON_OPERATOR_TICK", "5"))
     register(Engine(Kube(), _emit), tick)
+    metrics_port = int(os.environ.get("DON_OPERATOR_METRICS_PORT", "9090"))
+    if metrics_port:
+        try:
+            start_http_server(metrics_port)
+        except OSError as exc:  # a port taken (several operators on one test machine) is no reason to stop
+            logging.getLogger(__name__).warning("metrics not served on port %d: %s", metrics_port, exc)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # no line per successful tick
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces,

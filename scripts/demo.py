@@ -1,7 +1,7 @@
 """`make demo`: the whole system on one machine, no cluster. Trains both model families on the
 embedded synthetic data into a local model store, serves each version with the model server, and
 calls both over KServe V1 and V2: on the default synthetic data with fresh spectra the models
-never saw, on other data with rows of the version's golden set.
+never saw, on other data with rows of the model's reference set (no version is fitted on them).
 
   python -m scripts.demo [--store DIR] [--data SRC] [--port N] [--full] [--once]
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from don_core.artifact import read_golden
+from don_core.store import open_store
 from training_job import synthetic
 
 MODELS = (("don-rf", "rf"), ("don-tf", "tf"))
@@ -35,9 +35,10 @@ def example_rows(data: str, version_dir: Path) -> tuple[list, list, str]:
         picks = order[[len(order) // 4, len(order) // 2, len(order) - 3]]  # low, middle, high
         return (fresh.X[picks].tolist(), fresh.y[picks].tolist(),
                 "three fresh synthetic spectra the model never saw")
-    golden = read_golden(version_dir / "golden.json")
-    return (golden["instances"][:3], golden["targets_ppb"][:3],
-            "three golden-set rows (in the training data: this shows serving, not accuracy)")
+    model_dir = version_dir.parent
+    held = open_store(str(model_dir.parent)).read_reference(model_dir.name)
+    return (held["instances"][:3], held["targets_ppb"][:3],
+            "three rows of the model's reference set (no version was fitted on them)")
 
 
 def post(url: str, body: dict) -> tuple[dict, str]:

@@ -61,7 +61,10 @@ MATRIX = [
     Case("standard", KSERVE + K130 + ("--set", "kserve.deploymentMode=Standard")),
     Case("standard-canary", KSERVE + K130 + ("--set", "kserve.deploymentMode=Standard") + canary("rf", 2, 25)
          + canary("tf", 3, 5)),
-    Case("knative-s3-everything", KSERVE + K130 + S3_VALUES + EVERYTHING_ON + canary("tf", 2, 10)),
+    # EVERYTHING_ON enables the operator, which owns traffic: no manual canary values there.
+    Case("knative-s3-everything", KSERVE + K130 + S3_VALUES + EVERYTHING_ON + ("--set", "models.tf.version=2")),
+    Case("standard-operator", KSERVE + K130 + ("--set", "kserve.deploymentMode=Standard",
+                                               "--set", "operator.enabled=true")),
     Case("standard-s3-existing-secrets", KSERVE + K130 + (
         "--set", "kserve.deploymentMode=Standard", "--set", "modelStore.type=s3",
         "--set", "modelStore.s3.existingSecret=team-s3", "--set", "apiToken.enabled=true",
@@ -73,15 +76,17 @@ MATRIX = [
     Case("deployment-canary-gateway", K130 + GATEWAY + ("--set", "serving.engine=deployment")
          + canary("rf", 2, 30) + canary("tf", 2, 50)),
     Case("deployment-s3-everything", K130 + GATEWAY + ("--set", "serving.engine=deployment") + S3_VALUES
-         + EVERYTHING_ON + canary("rf", 2, 10)),
+         + EVERYTHING_ON + ("--set", "models.rf.version=2")),
     Case("deployment-operator-off-collector-off", K130 + (
         "--set", "serving.engine=deployment", "--set", "operator.enabled=false",
         "--set", "tracing.collector.enabled=false", "--set", "networkPolicy.ingressNamespaces={istio-system}")),
     # The local Kubernetes 1.20 test cluster: no KServe, no Gateway API, older API versions.
     Case("kube-1.20-deployment", K120 + ("--set", "serving.engine=deployment", "--set", "operator.enabled=true",
          "--set", "training.job.enabled=true", "--set", "training.cronJob.enabled=true",
-         "--set", "backup.enabled=true", "--set", "backup.to=/mnt/backup", "--set", "backup.targetClaim=don-backup")
-         + canary("rf", 2, 50), kube="1.20"),
+         "--set", "backup.enabled=true", "--set", "backup.to=/mnt/backup", "--set", "backup.targetClaim=don-backup",
+         "--set", "models.rf.version=2"), kube="1.20"),
+    Case("kube-1.20-deployment-manual-canary", K120 + ("--set", "serving.engine=deployment") + canary("rf", 2, 50),
+         kube="1.20"),
 ]
 
 

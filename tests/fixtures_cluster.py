@@ -151,6 +151,8 @@ def pytest_terminal_summary(terminalreporter):
     write(f"cluster: {E2E_REPORT['cluster'] or 'none started'}")
     for what, seconds in E2E_REPORT["timings"].items():
         write(f"  {what}: {seconds:.1f} s")
+    for note in E2E_REPORT.get("notes", []):
+        write(f"  {note}")
     for nodeid, outcome, seconds, reason in E2E_REPORT["tests"]:
         write(f"{outcome.upper():8} {seconds:7.1f} s  {nodeid}" + (f"\n           -> {reason}" if reason else ""))
     path = os.environ.get("DON_E2E_REPORT")

@@ -22,12 +22,14 @@ from tests.fixtures_server import ServerProcess
 
 
 def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
-                         broken: bool = False) -> int:
+                         broken: bool = False, reference: bool = False) -> int:
     """A small real sklearn version published with the store's own code.
 
-    Targets follow log1p(ppb) = 3 + 2*band10 + noise; the golden set is 30 held-out rows, so two
-    healthy versions score alike on it. `broken` trains on shuffled targets: a valid version that
-    predicts badly (a candidate that must fail the golden-set check).
+    Targets follow log1p(ppb) = 5 + 4*band10 + noise (about 300 to 4000 ppb, so some lie above
+    the 1000 ppb limit); the golden set is up to 30 held-out rows, so two healthy versions score
+    alike on it. `broken` trains on shuffled targets: a valid version that predicts badly. With
+    `reference`, rows keyed `tiny-<i>` that the reference rule selects are never fitted on, and the
+    first such version stores them as the model's reference set, as the training job does.
     """
     import joblib
     import numpy as np
@@ -36,29 +38,41 @@ def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from don_core.artifact import build_metadata, reference_rows, write_golden
-    from don_core.schema import N_BANDS
+    from don_core import reference as ref
+    from don_core.artifact import build_metadata, reference_rows, utc_now, write_golden
+    from don_core.schema import ID_COLUMN, N_BANDS
     from don_core.store import open_store
 
+    store = open_store(str(root))
     rng = np.random.default_rng(seed)
-    x = rng.uniform(0.2, 0.8, size=(230, N_BANDS))
-    y = np.expm1(3 + 2 * x[:, 10] + rng.normal(0, 0.3, size=len(x)))
-    train_y = rng.permutation(y[:200]) if broken else y[:200]
+    x = rng.uniform(0.2, 0.8, size=(300, N_BANDS))
+    y = np.expm1(5 + 4 * x[:, 10] + rng.normal(0, 0.3, size=len(x)))
+    keys = [f"tiny-{i}" for i in range(len(x))]
+    held = ref.in_reference(keys, ref.DEFAULT_FRACTION) if reference else np.zeros(len(x), bool)
+    if reference and store.read_reference(model) is None:
+        store.create_reference(model, ref.build_reference(
+            model=model, key=ID_COLUMN, fraction=ref.DEFAULT_FRACTION,
+            keys=[k for k, h in zip(keys, held) if h], X=x[held], y=y[held], created=utc_now(),
+            source={"source": f"tiny:{seed}", "rows": len(x)}))
+    fit = np.flatnonzero(~held[:260])
+    golden = 260 + np.flatnonzero(~held[260:])[:30]
+    train_y = rng.permutation(y[fit]) if broken else y[fit]
     pipeline = make_pipeline(StandardScaler(), TransformedTargetRegressor(
         regressor=Ridge(alpha=10.0), func=np.log1p, inverse_func=np.expm1))
     staging = root.parent / f".tiny-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
-    joblib.dump(pipeline.fit(x[:200], train_y), staging / "model.joblib")
-    write_golden(staging / "golden.json", x[200:], y[200:], range(200, 230),
-                 reference_ppb=pipeline.predict(reference_rows(x[200:])))
+    joblib.dump(pipeline.fit(x[fit], train_y), staging / "model.joblib")
+    write_golden(staging / "golden.json", x[golden], y[golden], [keys[i] for i in golden],
+                 reference_ppb=pipeline.predict(reference_rows(x[golden])))
     metadata = build_metadata(model=model, version=0, family="sklearn", files={},
-                              training_data={"source": "synthetic", "sha256": "0" * 64, "rows": 200},
+                              training_data={"source": "synthetic", "sha256": "0" * 64,
+                                             "rows": len(fit)},
                               hyperparameters={"seed": seed, "broken": broken}, metrics={},
                               target_range_ppb=(float(y.min()), float(y.max())))
     for key in ("version", "files"):
         metadata.pop(key)
     try:
-        return open_store(str(root)).publish(model, staging, metadata)
+        return store.publish(model, staging, metadata)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -113,10 +127,11 @@ class OperatorProcess:
 
 @pytest.fixture(scope="module")
 def rollout_store(tmp_path_factory) -> Path:
-    """Store with model `don`: v1 (stable), v2 (healthy candidate), v3 (broken candidate)."""
+    """Store with model `don` and its reference set: v1 (stable), v2 (healthy candidate), v3
+    (broken candidate)."""
     root = tmp_path_factory.mktemp("rollout-store")
     for seed, broken in ((1, False), (2, False), (3, True)):
-        publish_tiny_version(root, "don", seed, broken)
+        publish_tiny_version(root, "don", seed, broken, reference=True)
     return root
 
 

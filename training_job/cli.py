@@ -40,6 +40,24 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--quick", action="store_true", default=_flag("DON_QUICK"),
                        help="3-fold x 1 evaluation instead of 5 x 5; the final model is "
                             "unchanged [DON_QUICK]")
+    train.add_argument("--limits", type=_limits, default=_env("DON_LIMITS", _default_limits()),
+                       help="regulatory limits (ppb, comma-separated) to calibrate accept / reject "
+                            f"/ lab decisions for [DON_LIMITS, default {_default_limits()}]")
+    train.add_argument("--false-accept-target", type=_rate,
+                       default=_env("DON_FALSE_ACCEPT_TARGET", _defaults()[0]),
+                       help="alpha: bound on contaminated lots accepted / contaminated lots "
+                            f"[DON_FALSE_ACCEPT_TARGET, default {_defaults()[0]}]")
+    train.add_argument("--false-reject-target", type=_rate,
+                       default=_env("DON_FALSE_REJECT_TARGET", _defaults()[1]),
+                       help="beta: bound on clean lots rejected / clean lots "
+                            f"[DON_FALSE_REJECT_TARGET, default {_defaults()[1]}]")
+
+    train.add_argument("--reference-fraction", type=float,
+                       default=float(_env("DON_REFERENCE_FRACTION")) if
+                       _env("DON_REFERENCE_FRACTION") else None,
+                       help="share of rows (by a hash of hsi_id) kept in the model's reference "
+                            "set, never fitted on; only the first run of a model chooses it "
+                            "[DON_REFERENCE_FRACTION, default 0.1, later: the stored one]")
 
     versions = sub.add_parser("versions", help="list published versions of a model")
     _store_and_model(versions)
@@ -61,6 +79,39 @@ def parser() -> argparse.ArgumentParser:
                          "[DON_GC_OLDER_THAN, default 1h]")
     gc.add_argument("--dry-run", action="store_true", help="list what would be removed")
     return root
+
+
+def _defaults() -> tuple[float, float]:
+    from don_core.schema import FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
+    return FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
+
+
+def _default_limits() -> str:
+    from don_core.schema import DECISION_THRESHOLDS_PPB
+    return ",".join(str(v) for v in DECISION_THRESHOLDS_PPB)
+
+
+def _limits(text) -> tuple[int, ...]:
+    if isinstance(text, tuple):
+        return text
+    try:
+        values = tuple(int(v) for v in str(text).split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ppb integers like 1000,5000") \
+            from None
+    if not values or any(v <= 0 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text!r}: limits must be distinct positive integers")
+    return values
+
+
+def _rate(text) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a rate strictly between 0 and 1")
+    return value
 
 
 def _store_and_model(p: argparse.ArgumentParser) -> None:
@@ -101,7 +152,10 @@ def cmd_train(args) -> int:
     from training_job.train import train
     with Progress() as say:
         _, uri, _ = train(data=args.data, store=args.store, model=args.model, family=args.family,
-                          seed=args.seed, quick=args.quick, progress=say)
+                          seed=args.seed, quick=args.quick, limits=_limits(args.limits),
+                          alpha=_rate(args.false_accept_target),
+                          beta=_rate(args.false_reject_target),
+                          reference_fraction=args.reference_fraction, progress=say)
     print(uri)
     return 0
 
@@ -142,6 +196,12 @@ def cmd_show(args) -> int:
         raise StoreError(f"no published versions of {args.model} in {args.store}")
     meta = store.read_metadata(args.model, version)
     print(json.dumps(meta if args.full else summarise_metadata(meta), indent=2))
+    # People read the decision figures; stdout stays the metadata.json document for scripts.
+    if meta.get("calibration"):
+        from training_job.calibration import format_table
+        print(f"\ndecisions of {args.model} version {version} (repeated CV, held-out side of "
+              f"each fold):\n{format_table({meta['family']: meta['calibration']})}",
+              file=sys.stderr)
     return 0
 
 

@@ -36,6 +36,7 @@ class Dataset:
     source: str
     sha256: str
     warnings: list[str] = field(default_factory=list)
+    has_ids: bool = True     # False: the file had no id column (ids are row numbers)
 
     @property
     def rows(self) -> int:
@@ -133,7 +134,8 @@ def parse_stream(stream: BinaryIO, name: str) -> Dataset:
     if not y_rows:
         raise DataError(f"{name}: no data rows below the header")
     return Dataset(X=matrix.finish(), y=np.asarray(y_rows), ids=ids, source=name, sha256=digest.hexdigest(),
-                   warnings=_duplicate_ids(ids, name) if id_index is not None else [])
+                   warnings=_duplicate_ids(ids, name) if id_index is not None else [],
+                   has_ids=id_index is not None)
 
 
 def _lines(stream: BinaryIO, name: str, digest) -> Iterator[str]:

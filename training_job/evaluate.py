@@ -44,20 +44,28 @@ def strata(y: np.ndarray, bins: int = STRATA) -> np.ndarray:
 
 def cross_validate(factory: Callable[[], object], X: np.ndarray, y: np.ndarray, *, folds: int,
                    repeats: int, seed: int, progress: Callable[[str], None]) -> dict:
+    """Fold figures, and under "predictions" the out-of-fold predictions of every repeat
+    (`oof[r, i]`) and the fold that held each row out (`fold[r, i]`): the calibration's input,
+    not for metadata.json (the caller pops it)."""
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     per_fold = []
     total = folds * repeats
+    oof = np.full((repeats, len(y)), np.nan)
+    fold_of = np.full((repeats, len(y)), -1)
     for index, (train, test) in enumerate(splitter.split(X, strata(y)), start=1):
         started = time.monotonic()
         model = factory().fit(X[train], y[train])
-        figures = regression_metrics(y[test], model.predict(X[test]))
+        predicted = np.asarray(model.predict(X[test]), dtype=float).reshape(-1)
+        repeat = (index - 1) // folds
+        oof[repeat, test], fold_of[repeat, test] = predicted, (index - 1) % folds
+        figures = regression_metrics(y[test], predicted)
         per_fold.append(figures)
         progress(f"fold {index}/{total}: R2 {figures['r2']:.3f}, log1p-R2 "
                  f"{figures['r2_log1p']:.3f}, balanced accuracy@1000 "
                  f"{figures['balanced_accuracy_1000']:.3f} ({time.monotonic() - started:.1f}s)")
     return {"scheme": f"repeated stratified {folds}-fold x {repeats}", "folds": folds,
             "repeats": repeats, "seed": seed, "summary": summarise(per_fold),
-            "per_fold": per_fold}
+            "per_fold": per_fold, "predictions": {"oof": oof, "fold": fold_of}}
 
 
 def holdout_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@ from scipy.stats import spearmanr
 from sklearn.metrics import (balanced_accuracy_score, mean_absolute_error, mean_squared_error,
                              r2_score, roc_auc_score)
 
+from don_core.reference import false_accept_rate
 from don_core.schema import DECISION_THRESHOLDS_PPB
 
 LIMIT = DECISION_THRESHOLDS_PPB[0]
@@ -29,8 +30,7 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     out[f"auc_{LIMIT}"] = roc_auc_score(truth, y_pred) if 0 < truth.sum() < len(truth) else \
         float("nan")
     # The grain buyer's risk: contaminated lots (true > limit) that would be accepted.
-    out[f"false_accept_rate_{LIMIT}"] = float(np.mean(y_pred[truth] <= LIMIT)) if truth.any() \
-        else float("nan")
+    out[f"false_accept_rate_{LIMIT}"] = false_accept_rate(y_true, y_pred, LIMIT)
     return {k: float(v) for k, v in out.items()}
 
 

@@ -13,7 +13,9 @@ from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_met
                                reference_rows, write_golden)
 from don_core.export_check import probe_rows
 from don_core.store import check_model_name, open_store
-from training_job import evaluate, onnx_export, synthetic
+from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
+from training_job import calibration, drift, evaluate, onnx_export, synthetic
+from training_job import reference as reference_set
 from training_job.data import Dataset, check_trainable, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
@@ -32,6 +34,9 @@ def load_data(src: str) -> Dataset:
 
 
 def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quick: bool = False,
+          reference_fraction: float | None = None,
+          limits: tuple[int, ...] = DECISION_THRESHOLDS_PPB, alpha: float = FALSE_ACCEPT_TARGET,
+          beta: float = FALSE_REJECT_TARGET,
           progress: Callable[[str], None] | None = None) -> tuple[int, str, dict]:
     """Returns (version, version URI, metadata)."""
     say = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -49,14 +54,18 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     for warning in dataset.warnings:
         say(f"warning: {warning}")
     say(f"[data] {dataset.source}: {dataset.rows} rows, sha256 {dataset.sha256[:12]}...")
-    X, y = dataset.X, dataset.y
-
     scheme = evaluate.QUICK if quick else evaluate.FULL
     check_trainable(dataset, scheme["folds"])
+    # Rows of the model's reference set are never fitted on; everything below sees the rest.
+    held = reference_set.split(dataset, target_store, model, reference_fraction, say)
+    X, y = dataset.X[held.fit_rows], dataset.y[held.fit_rows]
+    ids = [dataset.ids[i] for i in held.fit_rows]
     say(f"[cv] {family}: {scheme['folds']} folds x {scheme['repeats']} repeats"
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
                                  progress=lambda m: say(f"[cv] {m}"), **scheme)
+    calibrated = calibration.calibrate(y, cv.pop("predictions"), limits=limits, alpha=alpha,
+                                       beta=beta)
 
     train_rows, holdout_rows = evaluate.holdout_split(y, seed)
     say(f"[holdout] fitting on {len(train_rows)} rows, scoring {len(holdout_rows)}")
@@ -66,6 +75,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     say(f"[final] fitting on all {len(y)} rows")
     final = module.build(seed, **params).fit(X, y)
     print(evaluate.format_table({family: cv}), flush=True)
+    print(calibration.format_table({family: calibrated}), flush=True)
     if synthetic.is_source(data):
         say("[note] synthetic data: these figures show that the pipeline runs end to end, not how "
             "well a model predicts real corn (real-data figures: README, 'Models and honest "
@@ -77,19 +87,26 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         out.mkdir()
         module.export(final, out)
         reference = module.load_native(out)(reference_rows(X[golden]))  # what serving must match
-        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [dataset.ids[i] for i in golden],
+        write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden],
                      reference_ppb=reference)
         export_check = _check_exports(module, final, out, X)
         metadata = build_metadata(
             model=model, family=family,
             training_data={"source": dataset.source, "sha256": dataset.sha256,
-                           "rows": dataset.rows, "warnings": dataset.warnings},
+                           "rows": dataset.rows, "warnings": dataset.warnings,
+                           "reference": held.metadata},
             target_range_ppb=(float(y.min()), float(y.max())),
             hyperparameters={"seed": seed, **params},
+            calibration=calibrated,
             metrics={"cv": cv,
                      "holdout": {"rows": int(len(holdout_rows)),
                                  "fraction": evaluate.HOLDOUT_FRACTION, "figures": holdout},
                      "export_check": export_check,
+                     "reference": {"rows": len(held.reference["targets_ppb"]),
+                                   "figures": regression_metrics(
+                                       held.reference["targets_ppb"],
+                                       final.predict(np.asarray(held.reference["instances"])))},
+                     "drift": drift.export(X, out, seed),
                      "training_seconds": round(time.monotonic() - started, 1)})
         version = target_store.publish(model, out, metadata)
     uri = target_store.uri(model, version)

@@ -22,9 +22,10 @@ from don_core.records import (CLOUDEVENTS_SPEC_VERSION, KSERVE_REQUEST_EVENT_TYP
 from don_core.schema import N_BANDS
 from ops.recorder.db import utcnow
 
-# How a caller attaches its lab sample ids to a KServe-logged request: V1 a top-level list,
-# V2 a request parameter (one id per row, in row order).
+# How a caller attaches its lab sample ids to a request (as the model server reads them): V1 a
+# top-level list, V2 a request parameter or a BYTES input tensor (one id per row, in row order).
 SAMPLE_IDS_KEY = "sample_ids"
+SAMPLE_ID_INPUT = "sample_id"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_TEXT = {"model": 253, "request_id": 200, "trace_id": 64, "caller": 200, "sample_id": 200}
 _INT32 = 2**31 - 1
@@ -160,9 +161,13 @@ def _v1_request(doc: dict) -> tuple[np.ndarray, list | None]:
 
 def _v2_request(doc: dict) -> tuple[np.ndarray, list | None]:
     inputs = doc["inputs"]
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise _bad('V2 request body needs exactly one tensor in "inputs"')
-    tensor = inputs[0]
+    if not isinstance(inputs, list) or not all(isinstance(t, dict) for t in inputs):
+        raise _bad('V2 request body needs a list of tensors in "inputs"')
+    ids = [t for t in inputs if t.get("name") == SAMPLE_ID_INPUT]
+    spectra = [t for t in inputs if t.get("name") != SAMPLE_ID_INPUT]
+    if len(spectra) != 1 or len(ids) > 1:
+        raise _bad(f'V2 request body needs one spectra tensor (and at most one "{SAMPLE_ID_INPUT}" tensor)')
+    tensor = spectra[0]
     shape, data = tensor.get("shape"), tensor.get("data")
     if not isinstance(shape, list) or len(shape) != 2 or not all(isinstance(s, int) for s in shape):
         raise _bad(f"V2 input shape must be [rows, {N_BANDS}]")
@@ -170,7 +175,10 @@ def _v2_request(doc: dict) -> tuple[np.ndarray, list | None]:
     if matrix.size != shape[0] * shape[1]:
         raise _bad(f"V2 input data has {matrix.size} values, shape {shape} needs {shape[0] * shape[1]}")
     params = doc.get("parameters")
-    return matrix.reshape(shape), (params or {}).get(SAMPLE_IDS_KEY) if isinstance(params, dict) else None
+    sample_ids = params.get(SAMPLE_IDS_KEY) if isinstance(params, dict) else None
+    if ids:
+        sample_ids = ids[0].get("data")
+    return matrix.reshape(shape), sample_ids
 
 
 def _matrix(values, where: str) -> np.ndarray:

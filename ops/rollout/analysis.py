@@ -17,9 +17,13 @@ def _check(name: str, value, threshold, passed: bool | None, note: str = "") -> 
 
 
 def judge(analysis: dict, canary: dict, stable: dict | None, golden: dict | None,
-          expected_version: int | None) -> dict:
+          expected_version: int | None, reference: dict | None = None) -> dict:
     """`canary`/`stable`: metrics summaries (requests, successRate, p99LatencyMs) or {'error': ...};
-    `golden`: {'stable': {...}|{'error'}, 'canary': {...}|{'error'}} or None when disabled."""
+    `golden`: {'stable': {...}|{'error'}, 'canary': {...}|{'error'}} or None when disabled;
+    `reference`: the same for the reference set (ops/rollout/reference.py `compare`), or
+    {'unavailable': True, 'error': ...}, or None when disabled. The golden check (is the candidate
+    served correctly?) and the reference checks (does it generalise as well as the stable?) are
+    separate checks with their own results."""
     checks = []
     if "error" in canary:
         checks.append(_check("metrics", None, None, None, canary["error"]))
@@ -36,6 +40,9 @@ def judge(analysis: dict, canary: dict, stable: dict | None, golden: dict | None
                              else None, note))
     if golden is not None:
         checks.extend(_golden_checks(analysis, golden, expected_version))
+    if reference is not None:
+        checks.extend(c for c in _reference_checks(analysis, reference, expected_version)
+                      if c not in checks)  # one canaryVersion check when both find it
     return _verdict(checks, canary, stable)
 
 
@@ -73,6 +80,38 @@ def _golden_checks(analysis: dict, golden: dict, expected_version: int | None) -
     return [_check("goldenRelativeErrorIncrease", increase, analysis["maxRelativeErrorIncrease"],
                    increase <= analysis["maxRelativeErrorIncrease"],
                    f"log1p MAE canary {canary['mae']:.4f} vs stable {stable['mae']:.4f}")]
+
+
+def _reference_checks(analysis: dict, reference: dict, expected_version: int | None) -> list[dict]:
+    error_limit = analysis["maxReferenceErrorIncrease"]
+    far_limit = analysis["maxReferenceFalseAcceptIncrease"]
+    if reference.get("unavailable"):
+        return [_check("referenceSet", None, None, None, reference["error"])]
+    canary, stable = reference["canary"], reference["stable"]
+    if "error" in canary:
+        return [_check("referenceErrorIncrease", None, error_limit, False, canary["error"])]
+    served = canary.get("version")
+    if expected_version is not None and served is not None and str(served) != str(expected_version):
+        return [_check("canaryVersion", served, expected_version, None,
+                       f"canary endpoint serves version {served}, not {expected_version} yet")]
+    if "error" in stable:
+        return [_check("referenceErrorIncrease", None, error_limit, None,
+                       f"stable cannot answer the reference set: {stable['error']}")]
+    rows = reference["rows"]
+    increase = reference["relativeIncrease"]
+    checks = [_check("referenceErrorIncrease", increase, error_limit, increase <= error_limit,
+                     f"log1p MAE on {rows} reference rows: canary {canary['mae']:.4f} vs stable "
+                     f"{stable['mae']:.4f}")]
+    far = reference.get("falseAcceptIncrease")
+    if far is None:
+        checks.append(_check("referenceFalseAcceptIncrease", None, far_limit, True,
+                             "not measurable: no reference row is above 1000 ppb"))
+    else:
+        checks.append(_check("referenceFalseAcceptIncrease", far, far_limit, far <= far_limit,
+                             f"false-accept rate at 1000 ppb on {reference['positives']} "
+                             f"contaminated reference rows: canary {canary['falseAcceptRate']:.3f}"
+                             f" vs stable {stable['falseAcceptRate']:.3f}"))
+    return checks
 
 
 def _describe(check: dict) -> str:

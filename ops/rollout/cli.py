@@ -40,6 +40,8 @@ def rollout_body(args) -> dict:
     analysis = {key: value for key, value in (
         ("minSuccessRate", args.min_success_rate), ("maxP99LatencyMs", args.max_p99_ms),
         ("maxRelativeErrorIncrease", args.max_error_increase),
+        ("maxReferenceErrorIncrease", args.max_reference_error_increase),
+        ("maxReferenceFalseAcceptIncrease", args.max_reference_false_accept_increase),
         ("failureLimit", args.failure_limit), ("minRequests", args.min_requests)) if value is not None}
     if analysis:
         spec["analysis"] = analysis

@@ -1,7 +1,9 @@
 """Golden-set quality: both versions answer the candidate's labelled spectra; compare their error.
 
-Error is the mean absolute error in log1p(ppb) space, the scale the models are trained on, so
-low-DON samples count as much as the rare high ones.
+The golden rows are in the candidate's own training set, so this checks that the candidate is
+served correctly; how well it generalises is the reference set's check (reference.py). Error is
+the mean absolute error in log1p(ppb) space, the scale the models are trained on, so low-DON
+samples count as much as the rare high ones.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 import requests
 
 from don_core.artifact import GOLDEN_FILE, read_golden
+from don_core.reference import false_accept_rate, log1p_mae
 from don_core.store import open_store
 
 VERSION_HEADER = "X-Model-Version"
@@ -54,15 +57,11 @@ def load_golden(store_root: str, model: str, version: int) -> dict:
     return golden
 
 
-def log_mae(predictions, targets) -> float:
-    p = np.clip(np.asarray(predictions, dtype=float), 0.0, None)
-    t = np.clip(np.asarray(targets, dtype=float), 0.0, None)
-    return float(np.mean(np.abs(np.log1p(p) - np.log1p(t))))
-
-
 def evaluate(base_url: str, model: str, golden: dict, timeout: float = 10.0,
              headers: dict | None = None) -> dict:
-    """V1 predict on the golden instances: {'mae': ..., 'rows': n, 'version': served version}."""
+    """V1 predict on labelled instances (a golden or reference set): {'mae': log1p MAE,
+    'falseAcceptRate': at 1000 ppb (None without rows above it), 'rows': n, 'version': served
+    version}."""
     url = f"{base_url.rstrip('/')}/v1/models/{model}:predict"
     try:
         response = requests.post(url, json={"instances": golden["instances"]}, timeout=timeout,
@@ -78,7 +77,13 @@ def evaluate(base_url: str, model: str, golden: dict, timeout: float = 10.0,
     if len(predictions) != len(golden["targets_ppb"]):
         raise GoldenError(f"{url} returned {len(predictions)} predictions for "
                           f"{len(golden['targets_ppb'])} instances")
-    return {"mae": log_mae(predictions, golden["targets_ppb"]), "rows": len(predictions),
+    try:
+        values = np.asarray(predictions, dtype=float).reshape(len(predictions))
+    except (TypeError, ValueError):
+        raise GoldenError(f"{url} returned predictions that are not one number per row") from None
+    far = false_accept_rate(golden["targets_ppb"], values)
+    return {"mae": log1p_mae(values, golden["targets_ppb"]), "rows": len(predictions),
+            "falseAcceptRate": None if np.isnan(far) else far,
             "version": response.headers.get(VERSION_HEADER)}
 
 

@@ -60,6 +60,9 @@ class Kube:
     def get_isvc(self, ns: str, name: str) -> dict:
         return self.custom.get_namespaced_custom_object(*ISVC[:2], ns, ISVC[2], name)
 
+    def create_isvc(self, ns: str, body: dict) -> dict:
+        return self.custom.create_namespaced_custom_object(*ISVC[:2], ns, ISVC[2], body)
+
     def patch_isvc(self, ns: str, name: str, patch: dict) -> dict:
         return self.custom.patch_namespaced_custom_object(*ISVC[:2], ns, ISVC[2], name, patch,
                                                           _content_type=MERGE)
@@ -72,6 +75,10 @@ class Kube:
         """The Deployment as the API spells it (camelCase), for patch builders."""
         return self.apps.api_client.sanitize_for_serialization(
             self.apps.read_namespaced_deployment(name, ns))
+
+    def create_deployment(self, ns: str, body: dict) -> dict:
+        created = self.apps.create_namespaced_deployment(ns, body)
+        return self.apps.api_client.sanitize_for_serialization(created)
 
     def patch_deployment(self, ns: str, name: str, patch: dict, strategic: bool = True) -> None:
         self.apps.patch_namespaced_deployment(name, ns, patch,
@@ -89,6 +96,16 @@ class Kube:
                                                    _content_type=MERGE)
 
     # Service discovery for direct scraping
+    def service_url(self, ns: str, service: str) -> str | None:
+        """http://<clusterIP>:<http port> of a Service (None when it has no ClusterIP)."""
+        svc = self.core.read_namespaced_service(service, ns)
+        ip = svc.spec.cluster_ip
+        if not ip or ip == "None":
+            return None
+        ports = svc.spec.ports or []
+        port = next((p.port for p in ports if p.name in ("http", "http1")), ports[0].port if ports else 80)
+        return f"http://{ip}:{port}"
+
     def endpoint_urls(self, ns: str, service: str, path: str = "/metrics") -> list[str]:
         """http://<pod-ip>:<port><path> for every ready address behind a Service."""
         endpoints = self.core.read_namespaced_endpoints(service, ns)

@@ -10,12 +10,15 @@ import re
 from dataclasses import dataclass
 
 DEFAULTS: dict = {
+    "delivery": "Once",
     "mode": "Standard",
     "steps": [10, 25, 50, 100],
     "interval": "60s",
+    "progressDeadline": "10m",
     "paused": False,
     "analysis": {"minSuccessRate": 0.99, "maxP99LatencyMs": 500, "maxRelativeErrorIncrease": 0.1,
-                 "failureLimit": 1, "minRequests": 10, "goldenSet": True},
+                 "failureLimit": 1, "minRequests": 10, "goldenSet": True, "referenceSet": True,
+                 "maxReferenceErrorIncrease": 0.1, "maxReferenceFalseAcceptIncrease": 0.1},
     "metrics": {"source": "Direct", "requestsMetric": "don_requests_total",
                 "latencyMetric": "don_request_duration_seconds"},
     "endpoints": {"timeoutSeconds": 10},
@@ -23,6 +26,10 @@ DEFAULTS: dict = {
     "deployment": {"versionEnv": "DON_MODEL_VERSION"},
 }
 MODES = ("Knative", "Standard", "Deployment")
+# Once: one rollout of spec.candidate, then the object is done (`python -m ops rollout start`).
+# Desired: spec.candidate.version is the version that should serve (the chart's models.<m>.version);
+# each time it differs from the live one (and was not tried already) a new rollout starts.
+DELIVERIES = ("Once", "Desired")
 _INTERVAL = re.compile(r"^([0-9]+)(s|m|h)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
@@ -34,7 +41,7 @@ class SpecError(ValueError):
 def parse_interval(text: str) -> int:
     match = _INTERVAL.match(str(text))
     if not match:
-        raise SpecError(f"interval {text!r} must look like 30s, 5m or 1h")
+        raise SpecError(f"duration {text!r} must look like 30s, 5m or 1h")
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
@@ -56,6 +63,11 @@ class RolloutSpec:
     mode: str
     steps: tuple[int, ...]
     interval_s: int
+    progress_deadline_s: int
+
+    @property
+    def desired(self) -> bool:
+        return self.raw["delivery"] == "Desired"
 
     @property
     def analysis(self) -> dict:
@@ -93,9 +105,13 @@ def parse_spec(spec: dict) -> RolloutSpec:
         raise SpecError("spec.target (the InferenceService name) is required")
     if raw["mode"] not in MODES:
         raise SpecError(f"spec.mode {raw['mode']!r} is not one of {', '.join(MODES)}")
+    if raw["delivery"] not in DELIVERIES:
+        raise SpecError(f"spec.delivery {raw['delivery']!r} is not one of {', '.join(DELIVERIES)}")
     candidate = raw.get("candidate") or {}
     if not candidate.get("version") and not candidate.get("storageUri"):
         raise SpecError("spec.candidate needs a version or a storageUri")
+    if raw["delivery"] == "Desired" and not candidate.get("version"):
+        raise SpecError("spec.delivery Desired needs spec.candidate.version (the desired version)")
     steps = tuple(int(s) for s in raw["steps"])
     if not steps or any(not 1 <= s <= 100 for s in steps):
         raise SpecError(f"spec.steps {list(steps)} must be percentages between 1 and 100")
@@ -104,4 +120,5 @@ def parse_spec(spec: dict) -> RolloutSpec:
     if raw["metrics"].get("source") == "Prometheus" and not raw["metrics"].get("prometheusUrl"):
         raise SpecError("spec.metrics.source is Prometheus but spec.metrics.prometheusUrl is unset")
     return RolloutSpec(raw=raw, target=target, mode=raw["mode"], steps=steps,
-                       interval_s=parse_interval(raw["interval"]))
+                       interval_s=parse_interval(raw["interval"]),
+                       progress_deadline_s=parse_interval(raw["progressDeadline"]))

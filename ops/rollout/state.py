@@ -12,7 +12,8 @@ import datetime as dt
 from ops.rollout.analysis import FAIL, INCONCLUSIVE, PASS
 
 ACTIVE = ("Pending", "Progressing", "Paused")
-TERMINAL = ("Promoted", "RolledBack", "Failed")
+# Delivered: a Desired-delivery object whose desired version serves 100 % with no rollout needed.
+TERMINAL = ("Promoted", "RolledBack", "Failed", "Delivered")
 HISTORY_LIMIT = 40
 
 
@@ -41,7 +42,8 @@ def step_label(step: int, steps) -> str:
 
 def _conditions(phase: str, reason: str, message: str, moment: str) -> list[dict]:
     running = phase in ACTIVE
-    succeeded = {"Promoted": "True", "RolledBack": "False", "Failed": "False"}.get(phase, "Unknown")
+    succeeded = {"Promoted": "True", "Delivered": "True", "RolledBack": "False",
+                 "Failed": "False"}.get(phase, "Unknown")
     return [
         {"type": "Progressing", "status": "True" if running else "False", "reason": reason,
          "message": message, "lastTransitionTime": moment},
@@ -63,9 +65,12 @@ def transition(status: dict, *, phase: str, event: str, message: str, moment: dt
 
 
 def start(spec, moment: dt.datetime, stable_uri: str, candidate_uri: str,
-          stable_version, candidate_version) -> dict:
+          stable_version, candidate_version, previous: dict | None = None) -> dict:
+    """A fresh rollout; `previous` (a Desired object's last status) only lends its history."""
     first = spec.steps[0]
-    return transition({}, phase="Progressing", event="Started", moment=moment,
+    return transition({"history": (previous or {}).get("history")}, phase="Progressing",
+                      event="Started", moment=moment, lastAnalysis=None, inconclusiveSince=None,
+                      goldenStable=None, referenceStable=None,
                       message=f"sending {first}% of traffic to the candidate",
                       step=1, weight=first, stepLabel=step_label(1, spec.steps), failedChecks=0,
                       stableStorageUri=stable_uri, candidateStorageUri=candidate_uri,
@@ -89,6 +94,12 @@ def promote(status: dict, moment: dt.datetime, message: str) -> dict:
 def rollback(status: dict, moment: dt.datetime, message: str) -> dict:
     return transition(status, phase="RolledBack", event="RolledBack", moment=moment,
                       message=message, weight=0, nextCheckAt=None, trafficApplied=False)
+
+
+def delivered(status: dict, moment: dt.datetime, version, message: str) -> dict:
+    return transition(status, phase="Delivered", event="Delivered", moment=moment, message=message,
+                      weight=0, step=None, stepLabel=None, nextCheckAt=None, liveVersion=version,
+                      trafficApplied=False)
 
 
 def pause(status: dict, moment: dt.datetime) -> dict:
@@ -124,7 +135,7 @@ def decide(status: dict, spec, result: dict, moment: dt.datetime) -> tuple[str, 
                              step=step + 1, weight=weight,
                              stepLabel=step_label(step + 1, spec.steps), failedChecks=0,
                              stepStartedAt=stamp(moment), nextCheckAt=next_check,
-                             trafficApplied=False)
+                             trafficApplied=False, inconclusiveSince=None)
         return "Advance", dict(changes, lastAnalysis=analysis)
     if verdict == FAIL:
         failed = int(status.get("failedChecks") or 0) + 1
@@ -135,10 +146,27 @@ def decide(status: dict, spec, result: dict, moment: dt.datetime) -> tuple[str, 
             return "RollBack", dict(changes, failedChecks=failed, lastAnalysis=analysis)
         changes = transition(status, phase="Progressing", event="Held", moment=moment,
                              message=f"analysis failed ({failed}/{limit} tolerated): {summary}",
-                             failedChecks=failed, nextCheckAt=next_check)
+                             failedChecks=failed, nextCheckAt=next_check, inconclusiveSince=None)
         return "Hold", dict(changes, lastAnalysis=analysis)
     assert verdict == INCONCLUSIVE
+    # How long the rollout has made no progress: since the last decisive analysis of this step,
+    # else since the step started.
+    since_text = status.get("inconclusiveSince") or _last_decisive(status, step) \
+        or status.get("stepStartedAt") or stamp(moment)
+    since = parse_stamp(since_text) or moment
+    stuck = (moment - since).total_seconds()
+    if stuck >= spec.progress_deadline_s:
+        changes = rollback(status, moment, f"progress deadline {spec.raw['progressDeadline']} "
+                                           f"exceeded (inconclusive for {stuck:.0f}s): {summary}")
+        return "RollBack", dict(changes, lastAnalysis=analysis, deadlineExceeded=True)
     changes = transition(status, phase="Progressing", event="Held", moment=moment,
                          message=f"analysis inconclusive, holding at {status.get('weight')}%: "
-                                 f"{summary}", nextCheckAt=next_check)
+                                 f"{summary}", nextCheckAt=next_check, inconclusiveSince=since_text)
     return "Hold", dict(changes, lastAnalysis=analysis)
+
+
+def _last_decisive(status: dict, step: int) -> str | None:
+    last = status.get("lastAnalysis") or {}
+    if last.get("step") == step and last.get("verdict") in (PASS, FAIL):
+        return last.get("time")
+    return None

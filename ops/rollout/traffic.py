@@ -12,6 +12,10 @@
   says which). Traffic follows HTTPRoute backend weights when a route is named, otherwise the
   replica ratio. Promotion copies the canary's pod template into the stable Deployment (so the
   stable serves exactly what was analysed) and scales the canary to zero.
+With `delivery: Desired` (the chart's ModelRollouts) the operator also owns the objects whose
+traffic fields it writes: it creates the InferenceService from `spec.inferenceService`, and the
+stable Deployment from the chart's canary Deployment (Flagger's primary/target split), so that a
+`helm upgrade` never renders, and so never resets, a field the operator moves.
 Every function here is idempotent: applying it twice gives the same object.
 """
 from __future__ import annotations
@@ -41,31 +45,56 @@ def stable_storage_uri(isvc: dict) -> str:
     return predictor[storage_key(predictor)]["storageUri"]
 
 
+VERSION_ENV, VERSION_LABEL = "DON_MODEL_VERSION", "don-predictor.io/model-version"
+
+
+def retarget(predictor: dict, uri: str) -> dict:
+    """A copy of `predictor` serving `uri`: the storageUri, and where the chart put them, the
+    version env (the model server's X-Model-Version) and the pod label, so they never lie."""
+    out = copy.deepcopy(predictor)
+    out.pop("canaryTrafficPercent", None)
+    key = storage_key(out)
+    out[key]["storageUri"] = uri
+    version = uri.rstrip("/").rsplit("/", 1)[-1]
+    if version.isdigit():
+        for env in out[key].get("env") or []:
+            if env.get("name") == VERSION_ENV:
+                env["value"] = version
+        if VERSION_LABEL in (out.get("labels") or {}):
+            out["labels"][VERSION_LABEL] = version
+    return out
+
+
 def canary_predictor(predictor: dict, candidate_uri: str) -> dict:
     """A copy of the stable predictor that serves the candidate."""
-    canary = copy.deepcopy(predictor)
-    canary.pop("canaryTrafficPercent", None)
-    canary[storage_key(canary)]["storageUri"] = candidate_uri
-    return canary
+    return retarget(predictor, candidate_uri)
+
+
+def _serving(predictor: dict, uri: str, **extra) -> dict:
+    """Merge-patch body of spec.predictor that makes it serve `uri`."""
+    new = retarget(predictor, uri)
+    key = storage_key(new)
+    body = {key: new[key], **extra}
+    if "labels" in new:
+        body["labels"] = new["labels"]
+    return body
 
 
 def isvc_patch(mode: str, isvc: dict, phase: str, weight: int, stable_uri: str,
                candidate_uri: str) -> dict:
     """JSON merge patch that makes `isvc` carry `phase` at `weight` percent on the candidate."""
     predictor = isvc.get("spec", {}).get("predictor") or {}
-    key = storage_key(predictor)
     if mode == "Knative":
         if phase == "Promoted":
-            return {"spec": {"predictor": {key: {"storageUri": candidate_uri},
-                                           "canaryTrafficPercent": None}}}
+            return {"spec": {"predictor": _serving(predictor, candidate_uri,
+                                                   canaryTrafficPercent=None)}}
         if phase in ("RolledBack", "Failed"):
-            return {"spec": {"predictor": {key: {"storageUri": stable_uri},
-                                           "canaryTrafficPercent": 0}}}
-        return {"spec": {"predictor": {key: {"storageUri": candidate_uri},
-                                       "canaryTrafficPercent": int(weight)}}}
+            return {"spec": {"predictor": _serving(predictor, stable_uri, canaryTrafficPercent=0)}}
+        return {"spec": {"predictor": _serving(predictor, candidate_uri,
+                                               canaryTrafficPercent=int(weight))}}
     if mode == "Standard":
         if phase == "Promoted":
-            return {"spec": {"predictor": {key: {"storageUri": candidate_uri}}, "canary": None}}
+            return {"spec": {"predictor": _serving(predictor, candidate_uri), "canary": None}}
         if phase in ("RolledBack", "Failed"):
             return {"spec": {"canary": None}}
         return {"spec": {"canary": [{"trafficPercent": int(weight),
@@ -133,3 +162,40 @@ def deployment_version(deployment: dict, env_name: str) -> str | None:
                 if env.get("name") == env_name:
                     return env.get("value")
     return None
+
+
+TRACK_LABEL = "don-predictor.io/track"
+
+
+def stable_from_canary(canary: dict, name: str, replicas: int, owner: dict) -> dict:
+    """The stable Deployment, first created as a copy of the canary (the chart's Deployment that
+    runs the desired version), relabelled to the stable track; `replicas` is the whole total."""
+    meta = canary.get("metadata") or {}
+    spec = copy.deepcopy(canary.get("spec") or {})
+    labels = dict(meta.get("labels") or {}, **{TRACK_LABEL: "stable"})
+    spec["replicas"] = int(replicas)
+    spec.setdefault("selector", {}).setdefault("matchLabels", {})[TRACK_LABEL] = "stable"
+    template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
+    template_meta["labels"] = dict(template_meta.get("labels") or {}, **{TRACK_LABEL: "stable"})
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "labels": labels, "ownerReferences": [owner]},
+            "spec": spec}
+
+
+def isvc_from_template(template: dict, name: str, owner: dict) -> dict:
+    """The InferenceService of `spec.inferenceService` (metadata labels/annotations and spec)."""
+    meta = template.get("metadata") or {}
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": name, "labels": dict(meta.get("labels") or {}),
+                         "annotations": dict(meta.get("annotations") or {}),
+                         "ownerReferences": [owner]},
+            "spec": copy.deepcopy(template.get("spec") or {})}
+
+
+def deployment_ready(deployment: dict, replicas: int) -> bool:
+    """All `replicas` pods run the Deployment's current template and are ready, none left over."""
+    meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
+    return (int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+            and int(status.get("updatedReplicas") or 0) >= replicas
+            and int(status.get("readyReplicas") or 0) >= replicas
+            and int(status.get("replicas") or 0) == replicas)

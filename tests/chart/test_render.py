@@ -327,7 +327,8 @@ def test_standard_canary_uses_spec_canary_with_weights(renders):
 
 
 def test_s3_storage_uri(renders):
-    isvc = renders["knative-s3-everything"].named("InferenceService", "don-tf")
+    # With the operator the InferenceService is the ModelRollout's template (the operator creates it).
+    isvc = renders["knative-s3-everything"].named("ModelRollout", "don-tf")["spec"]["inferenceService"]
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://don-models/models/don-tf/2"
     assert isvc["spec"]["predictor"]["serviceAccountName"] == "don-don-predictor-predictor"
     assert isvc["spec"]["predictor"]["logger"] == {"mode": "all", "url": "http://logger.logging.svc.cluster.local"}
@@ -338,7 +339,7 @@ def test_deployment_engine_replica_ratio_without_gateway_api(renders):
     assert not render.of_kind("HTTPRoute") and not render.of_kind("InferenceService")
     stable = render.named("Deployment", "don-rf")  # the ModelRollout operator's default names
     canary = render.named("Deployment", "don-rf-canary")
-    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (2, 1)  # 25 %: 2 * 25/75 -> 1
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (1, 1)  # replica_split(2, 25)
     assert canary["metadata"]["labels"]["don-predictor.io/model-version"] == "2"
     mount = canary["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]
     assert mount == {"name": "model", "mountPath": "/mnt/models", "subPath": "don-rf/2", "readOnly": True}
@@ -372,14 +373,123 @@ def test_deployment_engine_fetches_from_s3_with_an_init_container(renders):
     assert "--model_dir=/mnt/models/2" in spec["containers"][0]["args"]
 
 
+# ---------- the operator owns traffic (operator.enabled) ----------
+
+def _rollout_crd_validator(chart_dir: Path) -> jsonschema.protocols.Validator:
+    crd = yaml.safe_load((chart_dir / "crds" / "modelrollouts.yaml").read_text())
+    return jsonschema.Draft7Validator(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+@pytest.mark.parametrize("case", ["knative-s3-everything", "standard-operator", "deployment-s3-everything",
+                                  "kube-1.20-deployment"])
+def test_operator_renders_one_desired_rollout_per_model_and_no_traffic_field(renders, case, chart_dir,
+                                                                               kserve_validators):
+    render = renders[case]
+    rollouts = {r["metadata"]["name"]: r for r in render.of_kind("ModelRollout")}
+    assert set(rollouts) == {"don-rf", "don-tf"}
+    validator = _rollout_crd_validator(chart_dir)
+    for name, rollout in rollouts.items():
+        assert not list(validator.iter_errors(rollout)), (name, list(validator.iter_errors(rollout)))
+        spec = rollout["spec"]
+        assert spec["delivery"] == "Desired" and spec["target"] == name
+        assert spec["steps"] == [10, 25, 50, 100] and spec["progressDeadline"] == "10m"
+        assert spec["analysis"]["goldenSet"] is True
+    # Helm renders nothing the operator writes: no InferenceService, no stable Deployment, no
+    # replicas, no HPA and no HTTPRoute (a `helm upgrade` would reset them).
+    assert not render.of_kind("InferenceService") and not render.of_kind("HTTPRoute")
+    assert not render.of_kind("HorizontalPodAutoscaler")
+    if "deployment" in case:
+        assert sorted(d["metadata"]["name"] for d in render.of_kind("Deployment")
+                      if d["metadata"]["labels"].get("app.kubernetes.io/component") == "predictor") == \
+            ["don-rf-canary", "don-tf-canary"]
+        canary = render.named("Deployment", "don-rf-canary")
+        assert "replicas" not in canary["spec"]
+        assert canary["metadata"]["labels"]["don-predictor.io/model-version"] == "2"  # the desired version
+        assert rollouts["don-rf"]["spec"]["mode"] == "Deployment"
+        assert rollouts["don-rf"]["spec"]["deployment"] == {"replicas": 2}
+        for track in ("stable", "canary"):
+            render.named("Service", f"don-rf-{track}")
+    else:
+        mode = "Standard" if case == "standard-operator" else "Knative"
+        for name, rollout in rollouts.items():
+            assert rollout["spec"]["mode"] == mode
+            template = rollout["spec"]["inferenceService"]
+            isvc = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                    "metadata": dict(template["metadata"], name=name), "spec": template["spec"]}
+            errors = list(kserve_validators["serving.kserve.io/v1beta1/InferenceService"].iter_errors(isvc))
+            assert not errors, errors
+
+
+def test_operator_reads_the_model_store_it_gates_on(renders):
+    pvc = renders["kube-1.20-deployment"].named("Deployment", "don-don-predictor-operator")["spec"]["template"]["spec"]
+    [container] = pvc["containers"]
+    assert {"name": "DON_STORE", "value": "/mnt/store"} in container["env"]
+    assert {"name": "store", "mountPath": "/mnt/store", "readOnly": True} in container["volumeMounts"]
+    assert {"name": "store", "persistentVolumeClaim": {"claimName": "don-model-store", "readOnly": True}} \
+        in pvc["volumes"]
+    s3 = renders["knative-s3-everything"].named("Deployment", "don-don-predictor-operator")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in s3["containers"][0]["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "don-don-predictor-s3", "key": "AWS_SECRET_ACCESS_KEY"}
+    assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.storage.svc.cluster.local:9000"
+    assert not any(v["name"] == "store" for v in s3.get("volumes", []))
+    rollout = renders["knative-s3-everything"].named("ModelRollout", "don-rf")
+    assert rollout["spec"]["store"] == {"root": "s3://don-models/models", "model": "don-rf"}
+
+
+def test_per_track_services_are_always_rendered(renders):
+    render = renders["deployment-pvc"]  # no canary, no Gateway API, no operator
+    for model in ("don-rf", "don-tf"):
+        for track in ("stable", "canary"):
+            service = render.named("Service", f"{model}-{track}")
+            assert service["spec"]["selector"]["don-predictor.io/track"] == track
+
+
+def test_manual_canary_values_are_refused_with_the_operator(helm, chart_dir):
+    out = subprocess.run([helm, "template", "don", str(chart_dir), "--set", "operator.enabled=true",
+                          "--set", "models.rf.canary.version=2"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "models.rf.canary.version is for manual canaries without the operator" in out.stderr
+
+
+def test_rollout_values_are_the_operator_defaults(chart_dir):
+    from ops.rollout.spec import DEFAULTS
+    values = yaml.safe_load((chart_dir / "values.yaml").read_text())["operator"]["rollout"]
+    assert values == {key: DEFAULTS[key] for key in ("steps", "interval", "progressDeadline", "analysis")}
+
+
+def test_replica_split_rule_is_the_operators(helm, chart_dir):
+    """The chart's manual ratio split and the operator's replica_split are one rule."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ops.rollout.traffic import replica_split
+
+    grid = [(total, percent) for total in (1, 2, 3, 5) for percent in (1, 10, 50, 75, 99)]
+
+    def chart_split(point):
+        total, percent = point
+        out = subprocess.run([helm, "template", "don", str(chart_dir), "--set", "serving.engine=deployment",
+                              "--set", f"serving.deployment.stableReplicas={total}",
+                              "--set", "models.rf.canary.version=2",
+                              "--set", f"models.rf.canary.trafficPercent={percent}",
+                              "--show-only", "templates/deployments.yaml"],
+                             capture_output=True, text=True, timeout=60, check=True)
+        docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(out.stdout) if d}
+        return docs["don-rf"]["spec"]["replicas"], docs["don-rf-canary"]["spec"]["replicas"]
+
+    with ThreadPoolExecutor(4) as pool:
+        found = dict(zip(grid, pool.map(chart_split, grid)))
+    assert found == {point: replica_split(*point) for point in grid}
+
+
 # ---------- capabilities: Kubernetes 1.20 test cluster vs 1.29+ ----------
 
 def test_api_versions_follow_the_cluster(renders):
-    new, old = renders["deployment-s3-everything"], renders["kube-1.20-deployment"]
+    new, old = renders["deployment-canary-gateway"], renders["kube-1.20-deployment-manual-canary"]
     assert {d["apiVersion"] for d in new.of_kind("HorizontalPodAutoscaler")} == {"autoscaling/v2"}
     assert {d["apiVersion"] for d in old.of_kind("HorizontalPodAutoscaler")} == {"autoscaling/v2beta2"}
-    assert {d["apiVersion"] for d in new.of_kind("CronJob")} == {"batch/v1"}
-    assert {d["apiVersion"] for d in old.of_kind("CronJob")} == {"batch/v1beta1"}
+    assert {d["apiVersion"] for d in renders["deployment-s3-everything"].of_kind("CronJob")} == {"batch/v1"}
+    assert {d["apiVersion"] for d in renders["kube-1.20-deployment"].of_kind("CronJob")} == {"batch/v1beta1"}
     assert {d["apiVersion"] for d in new.of_kind("PodDisruptionBudget")} == {"policy/v1"}
     assert {d["apiVersion"] for d in old.of_kind("PodDisruptionBudget")} == {"policy/v1beta1"}
     assert new.of_kind("HTTPRoute") and not old.of_kind("HTTPRoute")
@@ -390,7 +500,9 @@ def test_operator_rbac_is_least_privilege(renders):
     rules = {(g, r): set(rule["verbs"]) for rule in role["rules"]
              for g in rule["apiGroups"] for r in rule["resources"]}
     assert rules[("rollouts.don-predictor.io", "modelrollouts/status")] == {"get", "list", "watch", "patch", "update"}
-    assert rules[("serving.kserve.io", "inferenceservices")] == {"get", "list", "watch", "patch", "update"}
+    assert rules[("serving.kserve.io", "inferenceservices")] == {"get", "list", "watch", "create", "patch",
+                                                                 "update"}
+    assert rules[("apps", "deployments")] == {"get", "list", "create", "patch", "update"}
     assert rules[("", "pods")] == {"get", "list"}
     assert all("*" not in verbs for verbs in rules.values()) and all("*" not in k[1] for k in rules)
     assert not any(r == "secrets" for _, r in rules), "the operator never reads Secrets"
@@ -473,3 +585,20 @@ def test_helm_test_program_makes_a_real_inference_call(renders):
         assert failed.returncode == 1 and "FAIL don-tf" in failed.stderr
     finally:
         server.shutdown()
+
+
+@pytest.mark.parametrize("case", ["knative-canary", "standard", "deployment-canary-ratio",
+                                  "kube-1.20-deployment"])
+def test_serving_pods_drain_before_sigterm(renders, case):
+    render = renders[case]
+    servers = [c for d in render.of_kind("ServingRuntime") for c in d["spec"]["containers"]]
+    for deployment in render.of_kind("Deployment"):
+        spec = deployment["spec"]["template"]["spec"]
+        if any(c["name"] == "model-server" for c in spec["containers"]):
+            servers += [c for c in spec["containers"] if c["name"] == "model-server"]
+            # the drain fits in the grace period, with time left for requests in flight
+            assert spec["terminationGracePeriodSeconds"] == 10 + 30
+    assert servers, case
+    for container in servers:
+        assert container["lifecycle"]["preStop"]["exec"]["command"] == [
+            "python", "-m", "model_server.drain", "10"]

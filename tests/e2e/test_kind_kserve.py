@@ -70,7 +70,10 @@ def _count_versions(kube: Kube, cluster, n: int) -> dict:
 
 def test_kserve_serves_versions_trained_on_the_pvc(e2e_cluster, kserve):
     # Same ordering as on the local cluster: predictors stay unschedulable until the Jobs published.
+    # The operator is enabled only then: it creates each InferenceService once and then changes
+    # only its version (other predictor settings follow at the next version change).
     kserve.helm("upgrade", "--install", RELEASE, str(CHART), *_values(e2e_cluster, "1"),
+                "--set", "operator.enabled=false",
                 "--set", "serving.resources.requests.cpu=64", "--set", "serving.resources.limits.cpu=64")
     _wait_jobs(kserve, _jobs(kserve))
     kserve.helm("upgrade", RELEASE, str(CHART), *_values(e2e_cluster, "2", "--set", "training.models={rf}"))

@@ -85,3 +85,32 @@ def test_fetch_into_an_empty_mount_directory(tiny_store, bucket, tmp_path):
 def test_fetch_of_a_missing_version_names_it(tiny_store):
     with pytest.raises(Exception, match="version 9"):
         fetch_version(str(tiny_store), "don-rf", "9", str(tiny_store.parent / "x"))
+
+
+def test_reference_set_travels_with_the_versions_and_is_never_replaced(tmp_path, bucket):
+    from tests.fixtures_operator import publish_tiny_version
+    source = tmp_path / "pvc"
+    source.mkdir()
+    for seed in (1, 2):
+        publish_tiny_version(source, "don-rf", seed, reference=True)
+    lines = []
+    report = copy_store(str(source), bucket, say=lines.append)
+    assert report.ok and sorted(report.copied) == ["don-rf/1", "don-rf/2", "don-rf/reference.json"]
+    original = open_store(str(source)).read_reference("don-rf")
+    assert open_store(bucket).read_reference("don-rf") == original
+    again = copy_store(str(source), bucket, say=lines.append)
+    assert again.ok and "don-rf/reference.json" in again.skipped
+
+    # a destination holding another set for the model: reported, left as it was
+    other = tmp_path / "other"
+    other.mkdir()
+    publish_tiny_version(other, "don-rf", 7, reference=True)
+    doc = open_store(str(other)).read_reference("don-rf")
+    doc["created"] = "another run"
+    (other / "don-rf" / "reference.json").chmod(0o644)
+    (other / "don-rf" / "reference.json").write_text(__import__("json").dumps(doc))
+    lines.clear()
+    clash = copy_store(str(other), bucket, say=lines.append)
+    assert "don-rf/reference.json" in clash.failed
+    assert any("never replaced" in line for line in lines), lines
+    assert open_store(bucket).read_reference("don-rf") == original

@@ -189,7 +189,8 @@ def test_healthy_candidate_is_promoted_through_every_step_standard_mode(
     assert [h["weight"] for h in status["history"]] == [10, 25, 50, 100, 100]
     assert watcher.weights() == [10, 25, 50, 100]
     assert {c["name"]: c["result"] for c in status["lastAnalysis"]["checks"]} == {
-        "successRate": "Pass", "p99LatencyMs": "Pass", "goldenRelativeErrorIncrease": "Pass"}
+        "successRate": "Pass", "p99LatencyMs": "Pass", "goldenRelativeErrorIncrease": "Pass",
+        "referenceErrorIncrease": "Pass", "referenceFalseAcceptIncrease": "Pass"}
     isvc = watcher.isvc()
     assert "canary" not in isvc["spec"]
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "pvc://models/don/2"
@@ -223,7 +224,11 @@ def test_healthy_candidate_knative_mode_uses_canary_traffic_percent(
     ("error", "Standard", "successRate", {}),
     # a 0.6 s answer makes few requests per window: let one request be enough evidence
     ("slow", "Standard", "p99LatencyMs", {"minRequests": 1}),
-    ("worse", "Knative", "goldenRelativeErrorIncrease", {}),
+    # trained on shuffled targets: worse on its golden rows (+29 % log1p MAE, so a tighter golden
+    # limit than the other tests' 0.3) and on the reference set (+60 %, the reference gate's
+    # default limits), each a check of its own
+    ("worse", "Knative", ("goldenRelativeErrorIncrease", "referenceErrorIncrease"),
+     {"maxRelativeErrorIncrease": 0.2}),
 ])
 def test_bad_candidate_is_rolled_back(kube, namespace, operator_cluster, model_servers,
                                       rollout_store, canary, mode, failing, analysis):
@@ -242,8 +247,9 @@ def test_bad_candidate_is_rolled_back(kube, namespace, operator_cluster, model_s
     history = [h["event"] for h in status["history"]]
     assert history[0] == "Started" and history[-1] == "RolledBack" and "Advanced" not in history
     checks = {c["name"]: c for c in status["lastAnalysis"]["checks"]}
-    assert checks[failing]["result"] == "Fail", checks
-    assert failing in status["message"]
+    for name in (failing,) if isinstance(failing, str) else failing:
+        assert checks[name]["result"] == "Fail", checks
+        assert name in status["message"]
     predictor = watcher.isvc()["spec"]["predictor"]
     assert predictor["model"]["storageUri"] == STABLE_URI  # all traffic back on the stable version
     if mode == "Knative":
@@ -327,6 +333,37 @@ def test_cli_start_pause_resume_promote_and_abort(kube, namespace, operator_clus
     assert missing.returncode == 1 and "404" in missing.stdout
 
 
+class ReadyDeployments:
+    """Stands in for what a bare API server lacks (the deployment controller and kubelets): marks
+    every Deployment of the namespace as having all its pods on the current template and ready,
+    a little after each change, so the operator's scale-up-before-scale-down ordering can proceed."""
+
+    def __init__(self, kube: Kube, ns: str):
+        self.kube, self.ns, self._stop = kube, ns, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(0.2):
+            for item in self.kube.apps.list_namespaced_deployment(self.ns).items:
+                replicas, generation = item.spec.replicas or 0, item.metadata.generation
+                status = item.status
+                if (status.observed_generation, status.ready_replicas or 0, status.replicas or 0) \
+                        == (generation, replicas, replicas):
+                    continue
+                self.kube.apps.patch_namespaced_deployment_status(item.metadata.name, self.ns, {
+                    "status": {"observedGeneration": generation, "replicas": replicas,
+                               "updatedReplicas": replicas, "readyReplicas": replicas,
+                               "availableReplicas": replicas}})
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join(5)
+
+
 def test_deployment_engine_splits_replicas_and_promotes(kube, namespace, operator_cluster,
                                                         model_servers, rollout_store):
     stable, good = model_servers["stable"], model_servers["good"]
@@ -350,7 +387,7 @@ def test_deployment_engine_splits_replicas_and_promotes(kube, namespace, operato
             replicas_seen.append(pair)
         return terminal(status) and status.get("trafficApplied")
 
-    with Traffic(stable.base, good.base, golden_rows(rollout_store, 2)):
+    with Traffic(stable.base, good.base, golden_rows(rollout_store, 2)), ReadyDeployments(kube, namespace):
         kube.create_rollout(namespace, body)
         final = Watcher(kube, namespace, "don-v2", "Deployment").until(record)
     assert final["status"]["phase"] == "Promoted", final["status"]["message"]
@@ -384,3 +421,136 @@ def test_deployment_engine_refuses_a_canary_without_the_candidate(kube, namespac
     assert final["status"]["phase"] == "Failed"
     assert "don-canary runs version 1" in final["status"]["message"]
     assert kube.get_deployment(namespace, "don-canary")["spec"]["replicas"] == 1  # untouched
+
+
+# ---- Desired delivery: the chart's ModelRollouts (models.<m>.version is the desired version) ----
+
+def desired_rollout(mode: str, version: int, stable_url: str, canary_url: str, store: Path,
+                    **extra) -> dict:
+    """What the chart renders with operator.enabled, pointed at the loopback model servers."""
+    annotation = "Serverless" if mode == "Knative" else "Standard"
+    body = rollout("don", mode=mode, version=version, stable_url=stable_url, canary_url=canary_url,
+                   store=store, steps=(50, 100), interval="1s")
+    body["spec"].update(delivery="Desired", **extra)
+    if mode != "Deployment":
+        body["spec"]["inferenceService"] = {
+            "metadata": {"labels": {"app": "don"},
+                         "annotations": {"serving.kserve.io/deploymentMode": annotation}},
+            "spec": {"predictor": {"minReplicas": 1, "labels": {"don-predictor.io/model-version": str(version)},
+                                   "model": {"name": "kserve-container", "modelFormat": {"name": "don-sklearn"},
+                                             "runtime": "don-model-server", "storageUri": f"pvc://models/don/{version}",
+                                             "env": [{"name": "DON_MODEL_VERSION", "value": str(version)}]}}}}
+    return body
+
+
+def set_desired(kube: Kube, ns: str, version: int, stable_url: str, canary_url: str) -> None:
+    """What `helm upgrade --set models.rf.version=N` does to the chart's ModelRollout."""
+    kube.patch_rollout(ns, "don", {"spec": {"candidate": {"version": version},
+                                            "endpoints": {"stableUrl": stable_url, "canaryUrl": canary_url}}})
+
+
+@pytest.mark.parametrize("mode", ["Standard", "Knative"])
+def test_desired_version_is_delivered_promoted_kept_and_a_bad_one_rolled_back_once(
+        kube, namespace, operator_cluster, model_servers, rollout_store, mode):
+    stable, good, worse = model_servers["stable"], model_servers["good"], model_servers["worse"]
+    watcher = Watcher(kube, namespace, "don", mode)
+    # install: the operator creates the InferenceService it owns, serving the desired version 1
+    kube.create_rollout(namespace, desired_rollout(mode, 1, stable.base, stable.base, rollout_store))
+    first = watcher.until(lambda s: s.get("phase") == "Delivered" and s.get("trafficApplied"))
+    assert first["status"]["liveVersion"] == 1
+    isvc = watcher.isvc()
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == "pvc://models/don/1"
+    assert isvc["metadata"]["ownerReferences"][0]["name"] == "don"
+    # desired 2: a canary rollout through the steps, then promotion
+    with Traffic(stable.base, good.base, golden_rows(rollout_store, 2)):
+        set_desired(kube, namespace, 2, stable.base, good.base)
+        promoted = watcher.until(lambda s: s.get("phase") == "Promoted" and s.get("trafficApplied")
+                                 and s.get("liveVersion") == 2)
+    assert 50 in watcher.weights()
+    predictor = watcher.isvc()["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == "pvc://models/don/2"
+    # the version the model server reports and the pod label follow the storageUri
+    assert predictor["model"]["env"] == [{"name": "DON_MODEL_VERSION", "value": "2"}]
+    assert predictor["labels"]["don-predictor.io/model-version"] == "2"
+    # an unrelated change (what a `helm upgrade` of other values does): nothing moves
+    kube.patch_rollout(namespace, "don", {"spec": {"interval": "2s"}})
+    time.sleep(3)
+    after = kube.get_rollout(namespace, "don")["status"]
+    assert after["phase"] == "Promoted" and after["history"] == promoted["status"]["history"]
+    assert watcher.isvc()["spec"]["predictor"]["model"]["storageUri"] == "pvc://models/don/2"
+    # desired 3 predicts badly: rolled back, the status says it was not delivered, never retried
+    with Traffic(good.base, worse.base, golden_rows(rollout_store, 3)):
+        set_desired(kube, namespace, 3, good.base, worse.base)
+        rolled = watcher.until(lambda s: s.get("phase") == "RolledBack" and s.get("trafficApplied"))
+    status = rolled["status"]
+    assert status["desiredVersion"] == 3 and status["candidateVersion"] == 3
+    assert "goldenRelativeErrorIncrease" in status["message"]
+    assert watcher.isvc()["spec"]["predictor"]["model"]["storageUri"] == "pvc://models/don/2"
+    kube.patch_rollout(namespace, "don", {"spec": {"interval": "3s"}})  # helm upgrade, version unchanged
+    time.sleep(4)
+    later = kube.get_rollout(namespace, "don")["status"]
+    assert later["phase"] == "RolledBack" and later["liveVersion"] == 2
+    assert [h["event"] for h in later["history"]].count("Started") == 2, "version 3 must not be retried"
+    assert "RolledBack" in events(kube, namespace, "don")
+
+
+def test_inconclusive_past_the_progress_deadline_rolls_back(kube, namespace, operator_cluster,
+                                                           model_servers, rollout_store):
+    """A canary endpoint that never comes to serve the candidate (it still answers as version 1):
+    every analysis is Inconclusive; the progress deadline ends the rollout with a Warning naming
+    the cause."""
+    stable = model_servers["stable"]
+    watcher = Watcher(kube, namespace, "don", "Standard")
+    body = desired_rollout("Standard", 1, stable.base, stable.base, rollout_store, progressDeadline="4s")
+    kube.create_rollout(namespace, body)
+    watcher.until(lambda s: s.get("phase") == "Delivered")
+    with Traffic(stable.base, stable.base, golden_rows(rollout_store, 1)):
+        set_desired(kube, namespace, 2, stable.base, stable.base)
+        final = watcher.until(lambda s: s.get("phase") == "RolledBack" and s.get("trafficApplied"))
+    status = final["status"]
+    assert "progress deadline 4s exceeded" in status["message"], status["message"]
+    assert status["lastAnalysis"]["verdict"] == "Inconclusive"
+    assert "serves version 1, not 2" in status["message"]
+    found = kube.core.list_namespaced_event(namespace, field_selector="involvedObject.name=don").items
+    deadline = [e for e in found if e.reason == "ProgressDeadlineExceeded"]
+    assert deadline and deadline[0].type == "Warning" and "progress deadline" in deadline[0].message
+    assert watcher.isvc()["spec"]["predictor"]["model"]["storageUri"] == "pvc://models/don/1"
+
+
+def test_desired_deployment_mode_creates_the_stable_from_the_chart_canary(kube, namespace, operator_cluster,
+                                                                        model_servers, rollout_store):
+    """The chart renders only `<target>-canary` (running the desired version, no replicas); the
+    operator creates the stable Deployment from it and owns every replica count from then on."""
+    stable, good = model_servers["stable"], model_servers["good"]
+
+    def canary_deployment(version: str) -> dict:
+        labels = {"app": "don", "don-predictor.io/track": "canary", "don-predictor.io/model-version": version}
+        return {"metadata": {"name": "don-canary", "labels": {"app": "don", "don-predictor.io/track": "canary"}},
+                "spec": {"selector": {"matchLabels": {"app": "don", "don-predictor.io/track": "canary"}},
+                         "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+                             "name": "model-server", "image": "don-predictor/model-server:test",
+                             "env": [{"name": "DON_MODEL_VERSION", "value": version}]}]}}}}
+
+    kube.apps.create_namespaced_deployment(namespace, canary_deployment("1"))
+    body = desired_rollout("Deployment", 1, stable.base, stable.base, rollout_store)
+    body["spec"]["deployment"] = {"replicas": 2}
+    watcher = Watcher(kube, namespace, "don", "Deployment")
+    with ReadyDeployments(kube, namespace):
+        kube.create_rollout(namespace, body)
+        watcher.until(lambda s: s.get("phase") == "Delivered" and s.get("trafficApplied"))
+        created = kube.raw_deployment(namespace, "don")
+        assert created["spec"]["replicas"] == 2
+        assert created["spec"]["selector"]["matchLabels"]["don-predictor.io/track"] == "stable"
+        assert created["metadata"]["ownerReferences"][0]["kind"] == "ModelRollout"
+        assert kube.get_deployment(namespace, "don-canary")["spec"]["replicas"] == 0
+        # `helm upgrade --set models.<m>.version=2`: the canary template and the desired version
+        kube.patch_deployment(namespace, "don-canary", {"spec": {"template": canary_deployment("2")["spec"]["template"]}})
+        with Traffic(stable.base, good.base, golden_rows(rollout_store, 2)):
+            set_desired(kube, namespace, 2, stable.base, good.base)
+            final = watcher.until(lambda s: s.get("phase") == "Promoted" and s.get("trafficApplied")
+                                  and s.get("liveVersion") == 2)
+    assert [h["weight"] for h in final["status"]["history"] if h["event"] == "Advanced"] == [100]
+    promoted = kube.raw_deployment(namespace, "don")
+    assert promoted["spec"]["template"]["metadata"]["labels"]["don-predictor.io/model-version"] == "2"
+    assert promoted["spec"]["template"]["metadata"]["labels"]["don-predictor.io/track"] == "stable"
+    assert (promoted["spec"]["replicas"], kube.get_deployment(namespace, "don-canary")["spec"]["replicas"]) == (2, 0)

@@ -168,7 +168,8 @@ def test_kserve_logger_pairs_become_records(recorder):
     assert (status, doc["stored"]) == (202, 2)
     # V2: the version comes from the response's model_version.
     v2_request = {"inputs": [{"name": "spectra", "shape": [2, 448], "datatype": "FP32",
-                              "data": spectra.reshape(-1).tolist()}]}
+                              "data": spectra.reshape(-1).tolist()},
+                             {"name": "sample_id", "shape": [2], "datatype": "BYTES", "data": ["lot-v2", "lot-w2"]}]}
     v2_response = {"model_name": "don-rf", "model_version": "3",
                    "outputs": [{"name": "ppb", "shape": [2], "datatype": "FP32", "data": [10.0, 20.0]}]}
     assert _post(recorder.url + "/", json.dumps(v2_request).encode(), _ce(KSERVE_REQUEST_EVENT_TYPE, "kserve-v2"))[0] == 202
@@ -177,7 +178,7 @@ def test_kserve_logger_pairs_become_records(recorder):
         rows = conn.execute(sa.select(db.predictions).order_by(db.predictions.c.id)).mappings().all()
     assert [(r["model"], r["version"], r["request_id"], r["row"], r["sample_id"], r["predicted_ppb"]) for r in rows] == [
         ("don-rf", 0, v1_id, 0, "lot-a", 1200.5), ("don-rf", 0, v1_id, 1, None, 30.0),
-        ("don-rf", 3, "kserve-v2", 0, None, 10.0), ("don-rf", 3, "kserve-v2", 1, None, 20.0)]
+        ("don-rf", 3, "kserve-v2", 0, "lot-v2", 10.0), ("don-rf", 3, "kserve-v2", 1, "lot-w2", 20.0)]
     # The recorder hashes the spectrum the way the model server does (float32 bytes).
     assert rows[0]["spectrum_sha256"] == spectrum_sha256(spectra[0]) == rows[2]["spectrum_sha256"]
     assert rows[0]["spectrum"] is None

@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 import requests
 
-from tests.fixtures_server import copy_version
+from tests.fixtures_server import ServerProcess, copy_version
 
 ROW = [0.5] * 448
 PREDICT = "/v1/models/don-rf:predict"
 
 
 def grpc_infer(server, token: str | None = None, method: str = "ModelInfer",
-               caller: str | None = None):
+               caller: str | None = None, value: float = 0.5):
     """One real gRPC call (grpcio and KServe's own protobuf stubs): (status code name, details)."""
     import grpc
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
@@ -32,7 +38,7 @@ def grpc_infer(server, token: str | None = None, method: str = "ModelInfer",
             request = pb.ModelInferRequest(
                 model_name="don-rf", inputs=[pb.ModelInferRequest.InferInputTensor(
                     name="spectra", datatype="FP32", shape=[1, 448])],
-                raw_input_contents=[np.full((1, 448), 0.5, "<f4").tobytes()])
+                raw_input_contents=[np.full((1, 448), value, "<f4").tobytes()])
         elif method == "RepositoryModelUnload":
             request = pb.RepositoryModelUnloadRequest(model_name="don-rf")
         elif method == "ServerReady":
@@ -81,6 +87,9 @@ def test_grpc_needs_the_same_bearer_token_as_http(guarded):
     assert grpc_infer(guarded, "the-token", "RepositoryModelUnload",
                       caller="10.0.1.1")[0] == "PERMISSION_DENIED"
     assert grpc_infer(guarded, "the-token", caller="10.0.1.1") == ("OK", "")  # still serving
+    # and its tensors pass the same validation as REST
+    code, details = grpc_infer(guarded, "the-token", caller="10.0.1.5", value=3e38)
+    assert code == "INVALID_ARGUMENT" and "plausible range" in details
     r = requests.post(guarded.url(PREDICT), json={"instances": [ROW]},
                       headers={"X-Forwarded-For": "10.0.1.4"})
     assert r.status_code == 401
@@ -231,3 +240,34 @@ def test_swapped_model_files_with_recomputed_hashes_are_refused(serving_store, s
     assert status["state"] == "refused"
     assert "differ from those recorded at training time" in status["reason"]
     assert "differ from those recorded at training time" in server.log()
+
+
+def test_prestop_drain_then_sigterm_finishes_in_flight_requests(serving_store, tmp_path):
+    # every prediction takes 2 s, so that SIGTERM lands while one is in flight
+    server = ServerProcess("don-rf", serving_store / "don-rf" / "1", tmp_path / "server.log",
+                           fault="slow:2")
+    try:
+        server.wait()
+        with requests.Session() as session:
+            first = session.post(server.url(PREDICT), json={"instances": [ROW]})
+            assert first.status_code == 200 and first.headers.get("connection") != "close"
+            # the chart's preStop hook, pointed at this server instead of PID 1
+            hook = subprocess.run([sys.executable, "-m", "model_server.drain", "0"], timeout=30,
+                                  env={**os.environ, "DON_SERVER_PID": str(server.proc.pid)})
+            assert hook.returncode == 0
+            assert requests.get(server.url("/v2/health/ready")).status_code == 503
+            assert requests.get(server.url("/v2/models/don-rf/ready")).status_code == 503
+            during = session.post(server.url(PREDICT), json={"instances": [ROW]})
+            assert during.status_code == 200 and during.headers["connection"] == "close"
+        answers = []
+        caller = threading.Thread(target=lambda: answers.append(requests.post(
+            server.url(PREDICT), json={"instances": [ROW, ROW]}, timeout=30)))
+        caller.start()
+        time.sleep(0.7)
+        os.kill(server.proc.pid, signal.SIGTERM)
+        caller.join(30)
+        assert answers and answers[0].status_code == 200, answers
+        assert len(answers[0].json()["predictions"]) == 2
+        assert server.proc.wait(30) == 0
+    finally:
+        server.stop()

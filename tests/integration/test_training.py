@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from don_core.artifact import read_golden, verify_version_dir
-from don_core.schema import N_BANDS
+from don_core.artifact import Calibration, read_golden, verify_version_dir
+from don_core.schema import (DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, INTERVAL_LEVEL,
+                             N_BANDS)
 from tests.conftest import REPO, run_training
 from training_job import onnx_export
 from training_job.synthetic import generate, to_csv
@@ -18,23 +20,40 @@ from training_job.synthetic import generate, to_csv
 
 def test_both_families_publish_complete_versions(model_store):
     for model, family, versions in (("don-rf", "sklearn", [1, 2]), ("don-tf", "tensorflow", [1])):
-        listed = sorted(int(p.name) for p in (model_store / model).iterdir())
+        listed = sorted(int(p.name) for p in (model_store / model).iterdir() if p.name.isdigit())
         assert listed == versions
         meta = verify_version_dir(model_store / model / "1", expected_model=model)
         assert meta["family"] == family
         assert meta["training_data"]["rows"] == 300
         assert len(meta["training_data"]["sha256"]) == 64
+        # the model's reference rows are never fitted on: CV, hold-out and golden use the rest
+        held = meta["training_data"]["reference"]
+        assert held["uri"] == str(model_store / model / "reference.json")
+        assert held["fit_rows"] + held["excluded"]["rows"] == 300 and held["excluded"]["rows"] > 15
+        assert meta["metrics"]["reference"]["rows"] == held["rows"]
         cv = meta["metrics"]["cv"]
         assert cv["folds"] * cv["repeats"] == len(cv["per_fold"]) == 3     # --quick
         for figure in ("r2", "rmse_ppb", "mae_ppb", "r2_log1p", "spearman",
                        "balanced_accuracy_1000", "balanced_accuracy_5000", "auc_1000",
                        "false_accept_rate_1000"):
             assert {"mean", "sd", "median"} <= set(cv["summary"][figure]), figure
-        assert meta["metrics"]["holdout"]["rows"] == 60
+        holdout_rows = meta["metrics"]["holdout"]["rows"]
+        assert holdout_rows == math.ceil(0.2 * held["fit_rows"])  # train_test_split rounds up
         assert meta["libraries"]["scikit-learn"] and meta["libraries"]["onnxruntime"]
         assert meta["hyperparameters"]["seed"] in (1, 2)
         golden = read_golden(model_store / model / "1" / "golden.json")
-        assert len(golden["instances"]) == 60 and len(golden["instances"][0]) == N_BANDS
+        assert len(golden["instances"]) == holdout_rows and len(golden["instances"][0]) == N_BANDS
+        assert not set(golden["ids"]) & set(held["excluded"]["ids"])
+        calibration = Calibration.from_metadata(meta)
+        assert calibration.limits == DECISION_THRESHOLDS_PPB
+        assert calibration.interval_level == INTERVAL_LEVEL
+        doc = meta["calibration"]
+        assert doc["targets"]["false_accept_rate"] == FALSE_ACCEPT_TARGET and doc["method"]
+        for rule in doc["limits"]:
+            assert 0 <= rule["expected"]["lab_share"] <= 1
+            for key in ("false_accept_rate", "false_reject_rate", "lab_share"):
+                assert doc["cv"]["summary"][f"{key}_{rule['limit_ppb']}"]["n"] >= 1, key
+        assert 0.5 < doc["cv"]["summary"]["interval_coverage"]["mean"] <= 1
 
 
 def test_sklearn_artifact_loads_without_this_project(model_store, tmp_path):
@@ -55,7 +74,8 @@ print(json.dumps(model.predict(np.array(golden['instances'])).tolist()))
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                          text=True, check=True)
     predictions = np.array(json.loads(out.stdout))
-    assert predictions.shape == (60,) and (predictions >= 0).all()
+    rows = len(read_golden(version / "golden.json")["instances"])
+    assert predictions.shape == (rows,) and (predictions >= 0).all()
     onnx = onnx_export.onnx_predict(version / "model.onnx",
                                     np.array(read_golden(version / "golden.json")["instances"]))
     assert np.allclose(onnx, predictions, rtol=1e-3, atol=1.0)
@@ -70,7 +90,7 @@ def test_tensorflow_saved_model_has_the_serving_signature(model_store):
     assert spec.shape.as_list() == [None, N_BANDS] and spec.dtype == tf.float32
     golden = np.array(read_golden(version / "golden.json")["instances"], dtype=np.float32)
     ppb = signature(spectra=tf.constant(golden))["ppb"].numpy()
-    assert ppb.shape == (60,) and (ppb >= 0).all()
+    assert ppb.shape == (len(golden),) and (ppb >= 0).all()
     meta = verify_version_dir(version)
     low, high = meta["target_range_ppb"]
     assert ppb.max() <= high * 1.001          # clipped to the training range: no wild extrapolation
@@ -106,9 +126,15 @@ def test_cli_lists_and_shows_versions(model_store):
     assert [r["version"] for r in rows] == [1, 2]
     shown = json.loads(run_training("show", "--store", str(model_store), "--model", "don-rf").stdout)
     assert shown["version"] == 2
-    one = json.loads(run_training("show", "--store", str(model_store), "--model", "don-rf",
-                                  "--version", "1").stdout)
+    shown = run_training("show", "--store", str(model_store), "--model", "don-rf",
+                         "--version", "1")
+    one = json.loads(shown.stdout)
     assert one["version"] == 1
+    # the decision figures for people, per limit, on stderr beside the JSON
+    for limit in DECISION_THRESHOLDS_PPB:
+        line = next(x for x in shown.stderr.splitlines() if x.split()[:2] == ["sklearn",
+                                                                             str(limit)])
+        assert "+/-" in line
 
 
 def test_cli_versions_of_an_unknown_model_fails_with_one_line(model_store):
@@ -138,12 +164,29 @@ def test_cli_shows_both_family_names_and_a_schema_summary(model_store):
 
 def test_cli_reads_every_option_from_the_environment(tmp_path):
     env = {"DON_DATA": "synthetic:120", "DON_STORE": str(tmp_path), "DON_MODEL": "env-model",
-           "DON_FAMILY": "rf", "DON_SEED": "7", "DON_QUICK": "true"}
+           "DON_FAMILY": "rf", "DON_SEED": "7", "DON_QUICK": "true", "DON_LIMITS": "800",
+           "DON_FALSE_ACCEPT_TARGET": "0.1", "DON_FALSE_REJECT_TARGET": "0.2"}
     out = run_training("train", env=env)
     assert out.stdout.strip().splitlines()[-1] == str(tmp_path / "env-model" / "1")
     assert "fold 3/3" in out.stderr              # progress, and --quick from DON_QUICK
     meta = verify_version_dir(tmp_path / "env-model" / "1")
     assert meta["hyperparameters"]["seed"] == 7 and meta["training_data"]["rows"] == 120
+    assert [r["limit_ppb"] for r in meta["calibration"]["limits"]] == [800]
+    assert meta["calibration"]["targets"] == {"false_accept_rate": 0.1,
+                                              "false_reject_rate": 0.2, "interval_level": 0.9}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--limits", "1000,abc"], "expected ppb integers"),
+    (["--limits", "0"], "distinct positive integers"),
+    (["--false-accept-target", "1.5"], "strictly between 0 and 1"),
+    (["--false-reject-target", "x"], "is not a number"),
+])
+def test_bad_calibration_options_are_refused_before_training(tmp_path, args, message):
+    out = run_training("train", "--data", "synthetic:50", "--store", str(tmp_path), "--model",
+                       "don-rf", "--family", "rf", *args, check=False)
+    assert out.returncode == 2 and message in out.stderr.strip().splitlines()[-1], out.stderr
+    assert not (tmp_path / "don-rf").exists()
 
 
 @pytest.mark.parametrize("args, code, message", [

@@ -266,3 +266,104 @@ def test_golden_store_root_resolution(monkeypatch):
         store_root(None, "pvc://model-store")
     monkeypatch.setenv("DON_STORE", "/mnt/store")
     assert store_root(None, "pvc://model-store") == "/mnt/store"
+
+
+def test_desired_delivery_spec():
+    spec = parse_spec({"target": "don", "delivery": "Desired", "candidate": {"version": 3}})
+    assert spec.desired and spec.progress_deadline_s == 600
+    assert not parse_spec({"target": "don", "candidate": {"version": 3}}).desired
+    with pytest.raises(SpecError, match="Desired needs spec.candidate.version"):
+        parse_spec({"target": "don", "delivery": "Desired", "candidate": {"storageUri": "s3://m/don/3"}})
+    with pytest.raises(SpecError, match="delivery"):
+        parse_spec({"target": "don", "delivery": "Sometimes", "candidate": {"version": 3}})
+    with pytest.raises(SpecError, match="30s, 5m or 1h"):
+        parse_spec({"target": "don", "candidate": {"version": 3}, "progressDeadline": "soon"})
+
+
+def test_inconclusive_past_the_progress_deadline_rolls_back():
+    spec = parse_spec({"target": "don", "candidate": {"version": 2}, "interval": "30s",
+                       "progressDeadline": "2m"})
+    status = state.start(spec, T0, "s3://m/don/1", "s3://m/don/2", 1, 2)
+    inconclusive = {"verdict": analysis.INCONCLUSIVE, "summary": "canaryReady: no traffic reached the canary",
+                    "checks": []}
+    decisions = []
+    for minutes in (0.5, 1, 1.5, 2):
+        decision, changes = state.decide(status, spec, inconclusive, T0 + dt.timedelta(minutes=minutes))
+        status = dict(status, **changes)
+        decisions.append(decision)
+    assert decisions == ["Hold", "Hold", "Hold", "RollBack"]
+    assert status["phase"] == "RolledBack" and status["deadlineExceeded"]
+    assert status["message"].startswith("progress deadline 2m exceeded (inconclusive for 120s): canaryReady")
+    # a decisive analysis restarts the clock
+    status = state.start(spec, T0, "s3://m/don/1", "s3://m/don/2", 1, 2)
+    fail = {"verdict": analysis.FAIL, "summary": "x", "checks": []}
+    _, changes = state.decide(status, spec, fail, T0 + dt.timedelta(minutes=1.5))
+    status = dict(status, **changes)
+    decision, _ = state.decide(status, spec, inconclusive, T0 + dt.timedelta(minutes=2.5))
+    assert decision == "Hold"
+
+
+def test_a_new_desired_rollout_keeps_the_history_and_clears_the_last_analysis():
+    spec = parse_spec({"target": "don", "delivery": "Desired", "candidate": {"version": 3}})
+    previous = state.rollback(state.start(spec, T0, "a/1", "a/2", 1, 2), T0, "bad")
+    previous["lastAnalysis"] = {"verdict": "Fail"}
+    fresh = state.start(spec, T0, "a/2", "a/3", 2, 3, previous)
+    assert [h["event"] for h in fresh["history"]] == ["Started", "RolledBack", "Started"]
+    assert fresh["lastAnalysis"] is None and fresh["candidateVersion"] == 3
+    delivered = state.delivered(fresh, T0, 2, "version 2 serves all traffic")
+    assert delivered["phase"] == "Delivered" and "Delivered" in state.TERMINAL
+    assert {c["type"]: c["status"] for c in delivered["conditions"]}["Succeeded"] == "True"
+
+
+def test_retargeting_a_predictor_keeps_its_version_env_and_label_true():
+    isvc = copy.deepcopy(ISVC)
+    predictor = isvc["spec"]["predictor"]
+    predictor["labels"] = {"app": "don", "don-predictor.io/model-version": "1"}
+    predictor["model"]["env"] = [{"name": "DON_MODEL_VERSION", "value": "1"}, {"name": "OTHER", "value": "x"}]
+    for mode in ("Knative", "Standard"):
+        progressing = merge(isvc, traffic.isvc_patch(mode, isvc, "Progressing", 10,
+                                                     "s3://models/don-rf/1", "s3://models/don-rf/2"))
+        canary = progressing["spec"]["canary"][0]["predictor"] if mode == "Standard" \
+            else progressing["spec"]["predictor"]
+        assert canary["model"]["env"] == [{"name": "DON_MODEL_VERSION", "value": "2"},
+                                          {"name": "OTHER", "value": "x"}]
+        assert canary["labels"] == {"app": "don", "don-predictor.io/model-version": "2"}
+        rolled = merge(progressing, traffic.isvc_patch(mode, progressing, "RolledBack", 0,
+                                                       "s3://models/don-rf/1", "s3://models/don-rf/2"))
+        assert rolled["spec"]["predictor"]["model"]["env"][0] == {"name": "DON_MODEL_VERSION", "value": "1"}
+        assert rolled["spec"]["predictor"]["labels"]["don-predictor.io/model-version"] == "1"
+
+
+def test_stable_deployment_is_created_from_the_canary():
+    canary = {"metadata": {"name": "don-rf-canary", "labels": {"app": "x", traffic.TRACK_LABEL: "canary"}},
+              "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "x", traffic.TRACK_LABEL: "canary"}},
+                       "template": {"metadata": {"labels": {"app": "x", traffic.TRACK_LABEL: "canary"}},
+                                    "spec": {"containers": [{"name": "s"}]}}}}
+    owner = {"apiVersion": "rollouts.don-predictor.io/v1alpha1", "kind": "ModelRollout", "name": "don-rf",
+             "uid": "u", "controller": True}
+    stable = traffic.stable_from_canary(canary, "don-rf", 2, owner)
+    assert stable["metadata"] == {"name": "don-rf", "labels": {"app": "x", traffic.TRACK_LABEL: "stable"},
+                                  "ownerReferences": [owner]}
+    assert stable["spec"]["replicas"] == 2
+    assert stable["spec"]["selector"]["matchLabels"][traffic.TRACK_LABEL] == "stable"
+    assert stable["spec"]["template"]["metadata"]["labels"][traffic.TRACK_LABEL] == "stable"
+    assert canary["spec"]["selector"]["matchLabels"][traffic.TRACK_LABEL] == "canary"  # not modified
+    ready = {"metadata": {"generation": 3}, "status": {"observedGeneration": 3, "replicas": 2,
+                                                       "updatedReplicas": 2, "readyReplicas": 2}}
+    assert traffic.deployment_ready(ready, 2)
+    assert not traffic.deployment_ready(dict(ready, status=dict(ready["status"], readyReplicas=1)), 2)
+    assert not traffic.deployment_ready(dict(ready, metadata={"generation": 4}), 2)  # template not rolled yet
+    assert not traffic.deployment_ready(dict(ready, status=dict(ready["status"], replicas=3)), 2)  # old pod left
+
+
+def test_the_stables_golden_error_is_remembered_for_the_step_without_stable_pods():
+    from ops.rollout.controller import _stable_golden
+    measured = {"stable": {"mae": 0.5, "rows": 30, "version": "1"}, "canary": {"mae": 0.52, "version": "2"},
+                "relativeIncrease": 0.04}
+    golden, remembered = _stable_golden(measured, None)
+    assert golden is measured and remembered == {"mae": 0.5, "rows": 30, "version": "1"}
+    gone = {"stable": {"error": "no pod"}, "canary": {"mae": 0.75, "version": "2"}}
+    golden, again = _stable_golden(gone, remembered)
+    assert golden["relativeIncrease"] == pytest.approx(0.5) and golden["stable"]["mae"] == 0.5
+    assert again == remembered
+    assert _stable_golden(gone, None)[0] is gone  # never measured: the check stays Inconclusive

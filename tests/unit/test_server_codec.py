@@ -78,7 +78,8 @@ def test_v2_binary_tensor_round_trip():
     req = codec.decode_v2(body, length, 10)
     np.testing.assert_array_equal(req.x, x)
     assert req.binary_output
-    content, headers = codec.encode_v2(np.arange(5.0), "m", "3", "id-1", binary=True)
+    content, headers = codec.encode_v2([codec.Tensor("ppb", "FP32", np.arange(5.0), True)],
+                                       "m", "3", "id-1")
     json_len = int(headers["Inference-Header-Content-Length"])
     head = orjson.loads(content[:json_len])
     assert head["model_version"] == "3" and head["outputs"][0]["parameters"] == {
@@ -95,7 +96,9 @@ def test_v2_binary_tensor_round_trip():
     (lambda d: d["inputs"][0].update(shape=[0, 448], data=[]), "empty batch"),
     (lambda d: d["inputs"][0].update(shape=[2, 448]), "needs 896"),
     (lambda d: d["inputs"][0].pop("data"), "neither"),
-    (lambda d: d.update(outputs=[{"name": "logits"}]), "unknown output"),
+    (lambda d: d.update(outputs=["ppb"]), "object with a \"name\""),
+    (lambda d: d.update(outputs=[{"name": "ppb"}, {"name": "ppb"}]), "more than once"),
+    (lambda d: d.update(outputs=[{"name": "ppb", "parameters": 3}]), "must be a JSON object"),
     (lambda d: d.update(id=5), '"id" must be a string'),
 ])
 def test_v2_bad_input_is_named(mutate, words):
@@ -129,6 +132,57 @@ def test_v2_batch_limit():
 def test_v1_response_is_plain_json():
     assert orjson.loads(codec.encode_v1(np.array([1.5, 0.0], "f4"))) == {
         "predictions": [1.5, 0.0]}
+
+
+CALIBRATED = {"ppb": "FP32", "decision_1000": "BYTES", "ppb_lower": "FP32", "ppb_upper": "FP32"}
+
+
+def test_named_outputs_are_decoded_in_order_with_their_binary_flags():
+    doc = v2_doc([ROW], outputs=[{"name": "decision_1000", "parameters": {"binary_data": True}},
+                                 {"name": "ppb"}], parameters={"binary_data_output": False})
+    req = codec.decode_v2(v1(doc), None, 10)
+    assert req.named and req.outputs == [codec.RequestedOutput("decision_1000", True),
+                                         codec.RequestedOutput("ppb", False)]
+    codec.check_outputs(req.outputs, CALIBRATED)
+    plain = codec.decode_v2(v1(v2_doc([ROW])), None, 10)
+    assert not plain.named and plain.outputs == [codec.RequestedOutput("ppb", False)]
+
+
+def test_unknown_outputs_name_what_the_version_offers():
+    with pytest.raises(codec.ClientError, match="has outputs ppb, decision_1000"):
+        codec.check_outputs([codec.RequestedOutput("decision_42")], CALIBRATED)
+    with pytest.raises(codec.ClientError, match="need a version trained with calibration"):
+        codec.check_outputs([codec.RequestedOutput("ppb_lower")], {"ppb": "FP32"})
+
+
+def test_v1_outputs_parameter():
+    body = v1({"instances": [ROW], "parameters": {"outputs": ["ppb", "decision_1000"]}})
+    x, outputs = codec.decode_v1_request(body, 10)
+    assert x.shape == (1, 448) and outputs == [codec.RequestedOutput("decision_1000")]
+    for params, words in (({"outputs": "decision_1000"}, "list of output names"),
+                          ({"outputs": ["a", "a"]}, "more than once"), (3, "JSON object")):
+        with pytest.raises(codec.ClientError, match=words):
+            codec.decode_v1_request(v1({"instances": [ROW], "parameters": params}), 10)
+    decided = np.array(["accept", "lab"], dtype=object)
+    assert orjson.loads(codec.encode_v1(np.array([1.5, 0.0], "f4"),
+                                        {"decision_1000": decided})) == {
+        "predictions": [1.5, 0.0], "decision_1000": ["accept", "lab"]}
+
+
+def test_bytes_and_fp32_outputs_json_and_binary():
+    decided = np.array(["accept", "reject", "lab"], dtype=object)
+    tensors = [codec.Tensor("ppb", "FP32", np.array([1.0, 2.0, 3.0]), False),
+               codec.Tensor("decision_1000", "BYTES", decided, False)]
+    content, headers = codec.encode_v2(tensors, "m", "1", None)
+    assert headers == {} and orjson.loads(content)["outputs"][1] == {
+        "name": "decision_1000", "datatype": "BYTES", "shape": [3],
+        "data": ["accept", "reject", "lab"]}
+    content, headers = codec.encode_v2([t._replace(binary=True) for t in tensors], "m", "1", None)
+    json_len = int(headers["Inference-Header-Content-Length"])
+    head, raw = orjson.loads(content[:json_len]), content[json_len:]
+    sizes = [o["parameters"]["binary_data_size"] for o in head["outputs"]]
+    assert sizes == [12, 3 * 4 + len("acceptrejectlab")]
+    assert raw[12:] == b"\x06\x00\x00\x00accept\x06\x00\x00\x00reject\x03\x00\x00\x00lab"
 
 
 @pytest.mark.parametrize("datatype", [{}, [], None, 3, True, {"FP32": 1}, ["FP32"]])
@@ -191,3 +245,24 @@ def test_other_data_formats_are_415(content_type):
     with pytest.raises(codec.ClientError) as err:
         codec.check_json_content_type(content_type)
     assert err.value.status == 415 and content_type.split(";")[0] in err.value.message
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda d: d["inputs"][0].update(name=5), '"name" string'),
+    (lambda d: d["inputs"][0].pop("name"), '"name" string'),
+    (lambda d: d.update(id=None), '"id" must be a string'),
+    (lambda d: d.update(outputs=None), '"outputs" must be a list'),
+    (lambda d: d["inputs"][0].update(shape=[1.5, 448]), "non-negative integers"),
+])
+def test_v2_fields_are_typed_as_the_openapi_document_says(mutate, words):
+    doc = v2_doc([ROW])
+    mutate(doc)
+    with pytest.raises(codec.ClientError) as err:
+        codec.decode_v2(v1(doc), None, 10)
+    assert err.value.status == 400 and words in err.value.message
+
+
+def test_integral_floats_in_shape_are_integers_as_in_json_schema():
+    doc = v2_doc([ROW])
+    doc["inputs"][0]["shape"] = [1.0, 448.0]
+    assert codec.decode_v2(v1(doc), None, 10).x.shape == (1, 448)

@@ -119,6 +119,21 @@ def test_tensorflow_version_serves_onnx_checked_against_saved_model(serving_stor
                                rtol=ServeOptions.onnx_rtol, atol=ServeOptions.onnx_atol)
 
 
+def test_a_version_without_calibration_serves_ppb_only(rf_dir, tmp_path):
+    def drop_calibration(path):
+        meta = json.loads((path / "metadata.json").read_text())
+        meta.pop("calibration")
+        (path / "metadata.json").write_text(json.dumps(meta))
+
+    model = loaded(copy_version(rf_dir, tmp_path / "v", drop_calibration))
+    assert model.ready and model.output_types == {"ppb": "FP32"}
+    calibrated = loaded(rf_dir)
+    rows = golden(rf_dir)[:5]
+    ppb = calibrated.infer(rows)
+    out = calibrated.outputs(rows, ppb, ["ppb_upper", "decision_1000"])
+    assert list(out) == ["ppb_upper", "decision_1000"] and (out["ppb_upper"] >= ppb).all()
+
+
 def test_model_files_swapped_from_another_version_are_refused(serving_store, rf_dir, tmp_path):
     # Both files of version 2 (another seed, same data) with every sha256 recomputed: the hashes
     # pass, the predictions recorded at training time do not.

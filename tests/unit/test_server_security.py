@@ -6,17 +6,17 @@ import time
 
 import pytest
 
-from model_server.security import (Guard, TokenBucket, TokenSource, _grpc_peer, _is_open,
+from model_server.security import (Guard, TokenBucket, TokenSource, _grpc_peer, is_open,
                                    limiter_from_env)
 
 
 def test_probe_and_metrics_paths_stay_open():
     for path in ("/v2/health/live", "/v2/health/ready", "/", "/metrics", "/v1/models/don-rf",
                  "/v2/models/don-rf/ready"):
-        assert _is_open(path), path
+        assert is_open(path), path
     for path in ("/v1/models/don-rf:predict", "/v2/models/don-rf/infer", "/status",
                  "/v2/models/don-rf", "/v2/models/don-rf/status", "/openapi.json"):
-        assert not _is_open(path), path
+        assert not is_open(path), path
 
 
 def test_token_from_variable_or_off():

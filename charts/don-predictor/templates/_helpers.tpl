@@ -270,12 +270,23 @@ app.kubernetes.io/part-of: don-predictor
 don-predictor.io/model: {{ .model.name }}
 {{- end -}}
 
-{{/* Replica count of the canary Deployment in the replica-ratio split. */}}
-{{- define "don.canaryReplicas" -}}
-{{- $stable := int .stable -}}
+{{/* (stable canary) replicas for `percent` on the canary out of `total`: THE replica-split rule,
+the same as ops/rollout/traffic.replica_split (a test compares the two): the canary gets
+ceil(total * p / 100) replicas, at least 1 and at most total - 1; a total of 1 runs one of each.
+Returns JSON [stable, canary]. (dict "total" 2 "percent" 25) */}}
+{{- define "don.replicaSplit" -}}
+{{- $total := int .total -}}
 {{- $p := int .percent -}}
-{{- $r := div (add (mul $stable $p) (div (sub 100 $p) 2)) (sub 100 $p) -}}
-{{- max 1 $r -}}
+{{- if le $p 0 -}}
+{{- toJson (list $total 0) -}}
+{{- else if ge $p 100 -}}
+{{- toJson (list 0 $total) -}}
+{{- else if eq $total 1 -}}
+{{- toJson (list 1 1) -}}
+{{- else -}}
+{{- $canary := min (sub $total 1) (max 1 (div (add (mul $total $p) 99) 100)) -}}
+{{- toJson (list (sub $total $canary) $canary) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* JSON {model name: {url, serviceEnv}} for the helm test. serviceEnv is the prefix of the
@@ -298,3 +309,19 @@ the test uses them when present, so it also works on clusters without cluster DN
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
+
+{{/* metadata.labels and annotations of a model's InferenceService: (dict "ctx" $ "model" $m) */}}
+{{- define "don.isvcMetadata" -}}
+{{- $standard := eq .ctx.Values.kserve.deploymentMode "Standard" -}}
+labels:
+  {{- include "don.componentLabels" (dict "ctx" .ctx "component" "predictor") | nindent 2 }}
+  don-predictor.io/model: {{ .model.name }}
+annotations:
+  serving.kserve.io/deploymentMode: {{ ternary "Standard" "Serverless" $standard }}
+  serving.kserve.io/enable-prometheus-scraping: "true"
+  {{- if $standard }}
+  # KServe owns the HPA (no chart HPA for KServe predictors, so the two never fight).
+  serving.kserve.io/autoscalerClass: hpa
+  {{- end }}
+{{- end -}}
+

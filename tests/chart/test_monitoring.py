@@ -1,0 +1,288 @@
+"""Alerts, dashboard and recorder in the chart: rendered by real helm, the prometheus-operator
+objects validated against their CRD schemas (the validators npm's @kubernetes-models/prometheus-operator
+compiles from those CRDs, run with node), every alert checked and unit-tested with promtool."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from ops.cluster import binaries
+from tests.chart.test_render import assert_restricted_container, selects
+from tests.fixtures_chart import Case, render_case, run_helm
+
+pytestmark = pytest.mark.chart
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "don-predictor"
+RUNBOOK = REPO / "docs" / "runbook.md"
+NS, FULL = "don", "don-don-predictor"
+MODELS_PACKAGE = "@kubernetes-models/prometheus-operator@6.0.0"
+ON = ("--set", "recorder.enabled=true", "--set", "recorder.token.value=tok-sentinel",
+      "--set", "operator.enabled=true", "--set", "monitoring.serviceMonitor.enabled=true",
+      "--set", "monitoring.prometheusRule.enabled=true", "--set", "monitoring.grafanaDashboard.enabled=true")
+
+
+def _unavailable(message: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def render():
+    return render_case(Case("monitoring", ON))
+
+
+@pytest.fixture(scope="module")
+def rules(render) -> dict:
+    return {"groups": render.named("PrometheusRule", FULL)["spec"]["groups"]}
+
+
+def _alerts(rules: dict) -> list[dict]:
+    return [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    if not shutil.which("promtool"):
+        try:
+            binaries.apt_install(["prometheus"])
+        except Exception as exc:  # noqa: BLE001 (any install failure means no promtool here)
+            _unavailable(f"no promtool (Debian package `prometheus`): {exc}")
+    return shutil.which("promtool") or _unavailable("promtool missing after installing `prometheus`")
+
+
+@pytest.fixture(scope="session")
+def crd_validator() -> Path:
+    """node + the npm package whose validators are generated from the prometheus-operator CRDs."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        try:
+            binaries.apt_install(["nodejs", "npm"])
+        except Exception as exc:  # noqa: BLE001
+            _unavailable(f"no node/npm: {exc}")
+    root = binaries.cache_root() / "npm-prometheus-operator-6.0.0"
+    with binaries.file_lock(binaries.cache_root() / "npm-prometheus-operator.lock", print, "npm"):
+        if not (root / ".complete").exists():
+            root.mkdir(parents=True, exist_ok=True)
+            out = subprocess.run(["npm", "install", "--prefix", str(root), "--no-audit", "--no-fund", MODELS_PACKAGE],
+                                 capture_output=True, text=True, timeout=600)
+            if out.returncode:
+                _unavailable(f"npm install {MODELS_PACKAGE} failed: {out.stderr[-500:]}")
+            (root / ".complete").touch()
+    script = root / "validate.mjs"
+    script.write_text("""
+import { readFileSync } from "node:fs";
+const docs = JSON.parse(readFileSync(0, "utf8"));
+const errors = [];
+for (const doc of docs) {
+  const mod = await import(`@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/${doc.kind}`);
+  try { new mod[doc.kind](doc).validate(); } catch (e) { errors.push(`${doc.kind} ${doc.metadata.name}: ${e.message}`); }
+}
+console.log(JSON.stringify(errors));
+""")
+    return script
+
+
+def _crd_errors(script: Path, docs: list[dict]) -> list[str]:
+    out = subprocess.run(["node", str(script)], input=json.dumps(docs), capture_output=True, text=True,
+                         timeout=60, cwd=script.parent)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_off_by_default():
+    docs = [d for d in yaml.safe_load_all(run_helm("template", "don", str(CHART), "-n", NS).stdout) if d]
+    kinds = {d["kind"] for d in docs}
+    assert not kinds & {"PrometheusRule", "ServiceMonitor", "PodMonitor"}
+    assert not [d for d in docs if "recorder" in d["metadata"]["name"] or "dashboard" in d["metadata"]["name"]]
+
+
+def test_monitoring_objects_validate_against_their_crd_schemas(render, crd_validator):
+    docs = render.of_kind("PrometheusRule") + render.of_kind("ServiceMonitor") + render.of_kind("PodMonitor")
+    assert len(docs) == 3
+    assert _crd_errors(crd_validator, docs) == []
+    broken = json.loads(json.dumps(docs[0]))
+    broken["spec"]["groups"][0]["rules"][0]["for"] = "5 minutes"
+    assert "must match pattern" in _crd_errors(crd_validator, [broken])[0]
+
+
+def test_recorder_and_dashboard_objects_are_valid_and_restricted(render):
+    for doc in render.docs:
+        if doc["kind"] in ("PrometheusRule", "ServiceMonitor", "PodMonitor"):
+            continue
+        try:
+            kubernetes_validate.validate(doc, "1.30", strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            continue  # CRD kinds of the rest of the chart, checked by test_render
+    deployment = render.named("Deployment", f"{FULL}-recorder")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for container in pod["containers"]:
+        assert_restricted_container("recorder", container)
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["DON_RECORDER_DB_URL"].startswith("sqlite:////var/lib/don-recorder/")
+    assert env["DON_RECORDER_TOKEN_FILE"] == "/var/run/secrets/don-recorder/token/token"
+    assert "tok-sentinel" not in render.text.replace("dG9rLXNlbnRpbmVs", "")  # only base64 in the Secret
+    # Network: the recorder is covered by a policy; predictors may send to it.
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    policies = [p for p in render.of_kind("NetworkPolicy") if selects(p["spec"]["podSelector"], labels)]
+    assert {p["metadata"]["name"] for p in policies} >= {f"{FULL}-default-deny", f"{FULL}-recorder"}
+    dashboard = render.named("ConfigMap", f"{FULL}-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    panels = json.loads(dashboard["data"]["don-predictor.json"])["panels"]
+    assert len(panels) >= 10 and all(p["targets"] for p in panels)
+
+
+def test_recorder_takes_postgres_url_and_token_from_existing_secrets():
+    render = render_case(Case("recorder-pg", ("--set", "recorder.enabled=true", "--set",
+                                              "recorder.token.existingSecret=lab-token", "--set",
+                                              "recorder.database.existingSecret=don-db", "--set", "recorder.replicas=2")))
+    deployment = render.named("Deployment", f"{FULL}-recorder")
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["DON_RECORDER_DB_URL_FILE"] == "/var/run/secrets/don-recorder/db/url" and "DON_RECORDER_DB_URL" not in env
+    volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in pod["volumes"]}
+    assert (volumes["token"], volumes["database"]) == ("lab-token", "don-db")
+    assert deployment["spec"]["replicas"] == 2 and not render.of_kind("Secret")
+    egress = render.named("NetworkPolicy", f"{FULL}-recorder")["spec"]["egress"]
+    assert any(p.get("port") == 5432 for rule in egress for p in rule.get("ports", []))
+    failed = run_helm("template", "don", str(CHART), "--set", "recorder.enabled=true", check=False)
+    assert failed.returncode != 0 and "recorder.token.existingSecret" in failed.stderr
+
+
+def test_every_alert_has_a_runbook_section(rules):
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
+               for h in re.findall(r"^## (.+)$", RUNBOOK.read_text(), re.M)}
+    alerts = _alerts(rules)
+    assert {a["alert"] for a in alerts} == {
+        "DonModelServerDown", "DonModelServerNotReady", "DonHighErrorRate", "DonHighP99Latency", "DonInputDriftHigh",
+        "DonLiveFalseAcceptRateHigh", "DonRecorderDroppingRecords", "DonTrainingJobFailed", "DonRolloutRolledBack"}
+    for alert in alerts:
+        url = alert["annotations"]["runbook_url"]
+        assert url.startswith("docs/runbook.md#") and url.split("#")[1] in anchors, url
+
+
+def test_alert_and_dashboard_metrics_exist_in_the_code(render, rules):
+    """Each metric the alerts and dashboard query is exported by our code (or kube-state-metrics /
+    Prometheus itself), so a renamed counter cannot silently break an alert."""
+    code = "".join(p.read_text() for d in ("don_core", "model_server", "ops") for p in (REPO / d).rglob("*.py"))
+    exprs = [a["expr"] for a in _alerts(rules)]
+    dashboard = json.loads(render.named("ConfigMap", f"{FULL}-dashboard")["data"]["don-predictor.json"])
+    exprs += [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\b(don_[a-z0-9_]+)", e)}
+    external = {"up", "kube_job_status_failed"}
+    assert used and external
+    missing = set()
+    for name in used:
+        base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+        if f'"{base}"' not in code and f'"{name}"' not in code and f'+ "{base[len("don_live_"):]}"' not in code:
+            missing.add(name)
+    assert not missing, f"queried but defined nowhere in the code: {sorted(missing)}"
+
+
+def _series(name: str, values: str, **labels) -> dict:
+    labels = {"namespace": NS, **labels}
+    return {"series": name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}", "values": values}
+
+
+PROMTOOL_TESTS = [
+    # (alert, eval_time, input series, expected firing label sets)
+    ("DonModelServerDown", "10m",
+     [_series("up", "0x20", job=f"{NS}/{FULL}-predictors", pod="p1", instance="10.0.0.1:8080"),
+      _series("up", "1x20", job=f"{NS}/{FULL}-predictors", pod="p2", instance="10.0.0.2:8080")],
+     [{"severity": "critical", "namespace": NS, "job": f"{NS}/{FULL}-predictors", "pod": "p1", "instance": "10.0.0.1:8080"}]),
+    ("DonModelServerNotReady", "15m",
+     [_series("don_model_ready", "0x20", pod="p1", model="don-rf", version="2"),
+      _series("don_model_ready", "1x20", pod="p2", model="don-rf", version="1")],
+     [{"severity": "warning", "namespace": NS, "pod": "p1", "model": "don-rf", "version": "2"}]),
+    ("DonHighErrorRate", "15m",
+     [_series("don_requests_total", "0+10x30", model="don-rf", version="2", protocol="v1", outcome="server_error"),
+      _series("don_requests_total", "0+90x30", model="don-rf", version="2", protocol="v1", outcome="success"),
+      _series("don_requests_total", "0+100x30", model="don-rf", version="1", protocol="v1", outcome="success")],
+     [{"severity": "critical", "namespace": NS, "model": "don-rf", "version": "2"}]),
+    ("DonHighP99Latency", "20m",
+     [_series("don_request_duration_seconds_bucket", "0+0x30", model="don-tf", version="1", protocol="v1", le="0.5"),
+      _series("don_request_duration_seconds_bucket", "0+10x30", model="don-tf", version="1", protocol="v1", le="1.0"),
+      _series("don_request_duration_seconds_bucket", "0+10x30", model="don-tf", version="1", protocol="v1", le="+Inf")],
+     [{"severity": "warning", "namespace": NS, "model": "don-tf", "version": "1"}]),
+    ("DonInputDriftHigh", "35m",
+     [_series("don_out_of_distribution_rows_total", "0+30x40", model="don-rf", version="2"),
+      _series("don_batch_rows_sum", "0+100x40", model="don-rf", version="2"),
+      _series("don_out_of_distribution_rows_total", "0+1x40", model="don-rf", version="1"),
+      _series("don_batch_rows_sum", "0+100x40", model="don-rf", version="1")],
+     [{"severity": "warning", "namespace": NS, "model": "don-rf", "version": "2"}]),
+    ("DonLiveFalseAcceptRateHigh", "45m",
+     [_series("don_live_false_accept_rate", "0.3x60", model="don-rf", version="3", window="7d", threshold_ppb="1000"),
+      _series("don_live_matched_samples", "40x60", model="don-rf", version="3", window="7d"),
+      # Too few matched samples: no alert yet.
+      _series("don_live_false_accept_rate", "0.5x60", model="don-rf", version="4", window="7d", threshold_ppb="1000"),
+      _series("don_live_matched_samples", "5x60", model="don-rf", version="4", window="7d")],
+     [{"severity": "critical", "namespace": NS, "model": "don-rf", "version": "3", "window": "7d", "threshold_ppb": "1000"}]),
+    ("DonRecorderDroppingRecords", "20m",
+     [_series("don_records_dropped_total", "0+5x30", pod="p1", model="don-rf", version="2")],
+     [{"severity": "warning", "namespace": NS}]),
+    ("DonTrainingJobFailed", "5m",
+     [_series("kube_job_status_failed", "0 1x10", job_name=f"{FULL}-train-rf-1"),
+      _series("kube_job_status_failed", "1x10", job_name="someone-elses-job")],
+     [{"severity": "warning", "namespace": NS, "job_name": f"{FULL}-train-rf-1"}]),
+    ("DonRolloutRolledBack", "5m",
+     [_series("don_rollout_events_total", "0 0 1x20", rollout="don-rf-v3", reason="RolledBack"),
+      _series("don_rollout_events_total", "0+1x20", rollout="don-rf-v2", reason="Advanced")],
+     [{"severity": "warning", "namespace": NS, "rollout": "don-rf-v3", "reason": "RolledBack"}]),
+]
+
+
+# What each alert says when it fires in the test above (templates resolved by Prometheus).
+ANNOTATIONS = {
+    "DonModelServerDown": ('Model server p1 is down',
+                           'Prometheus cannot scrape p1 (10.0.0.1:8080) for 5 minutes.'),
+    "DonModelServerNotReady": ('don-rf version 2 is not ready in p1',
+                               'The model has not been loaded, verified and warmed up for 10 minutes.'),
+    "DonHighErrorRate": ('don-rf version 2 answers 10% of requests with 5xx',
+                         'More than 0.01 of requests failed on the server side over 5 minutes.'),
+    "DonHighP99Latency": ('don-tf version 1 p99 latency is 995ms',
+                          'Server-side p99 latency above 0.5 s for 10 minutes.'),
+    "DonInputDriftHigh": ('30% of spectra sent to don-rf are out of distribution',
+                          'More than 0.1 of rows lie outside the training data (Hotelling T2 / Q residual above the 99th percentile) over 15 minutes.'),
+    "DonLiveFalseAcceptRateHigh": ('don-rf version 3 accepted 30% of contaminated lots',
+                                   'Live false-accept rate at 1000 ppb over 7d (lab results joined to predictions) is above 0.1.'),
+    "DonRecorderDroppingRecords": ('Prediction records are being dropped in don',
+                                   'Model servers could not deliver records to the recorder, or the recorder dropped unpaired KServe events, for 10 minutes.'),
+    "DonTrainingJobFailed": ('Training Job don-don-predictor-train-rf-1 failed',
+                             'A training Job of don-don-predictor has failed pods; no new model version was published by it.'),
+    "DonRolloutRolledBack": ('ModelRollout don-rf-v3 was rolled back',
+                             'The operator rolled the canary back; `python -m ops rollout status don-rf-v3` shows why.'),
+}
+
+
+def test_promtool_checks_and_unit_tests_every_alert(rules, promtool, tmp_path):
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
+    check = subprocess.run([promtool, "check", "rules", str(tmp_path / "rules.yaml")], capture_output=True,
+                           text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert {t[0] for t in PROMTOOL_TESTS} == {a["alert"] for a in _alerts(rules)}, "an alert without a promtool test"
+    tests = [{"interval": "1m", "input_series": series,
+              "alert_rule_test": [{"eval_time": at, "alertname": alert,
+                                   "exp_alerts": [{"exp_labels": labels, "exp_annotations": {
+                                       "summary": ANNOTATIONS[alert][0], "description": ANNOTATIONS[alert][1],
+                                       "runbook_url": f"docs/runbook.md#{alert.lower()}"}} for labels in expected]},
+                                  # and not before its `for` has passed on the first sample
+                                  {"eval_time": "0m", "alertname": alert, "exp_alerts": []}]}
+             for alert, at, series, expected in PROMTOOL_TESTS]
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "evaluation_interval": "1m",
+                                                         "tests": tests}))
+    result = subprocess.run([promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    # The tests can fail: an alert that fires with other labels is caught.
+    tests[0]["alert_rule_test"][0]["exp_alerts"][0]["exp_labels"]["pod"] = "p2"
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "tests": tests[:1]}))
+    assert subprocess.run([promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path).returncode != 0

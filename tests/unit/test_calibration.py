@@ -1,0 +1,84 @@
+"""The calibrated decisions: the conformal bounds hold on fresh lots, and the served structure."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from don_core.artifact import ACCEPT, LAB, REJECT, ArtifactError, Calibration, LimitRule
+from training_job import calibration
+
+
+def _lots(n, rng):
+    """A heavy-tailed ppb target and a noisy prediction of it, exchangeable lots."""
+    y = np.expm1(rng.normal(6.5, 1.8, n)).clip(0)
+    return y, y * np.exp(rng.normal(0, 0.8, n))
+
+
+def test_bounds_hold_on_fresh_lots():
+    rng = np.random.default_rng(3)
+    far, frr, cover = [], [], []
+    for _ in range(200):
+        y, p = _lots(300, rng)
+        fitted = calibration.fit(y, p, limits=(1000,), alpha=0.05, beta=0.10)
+        y_new, p_new = _lots(300, rng)
+        judged = calibration.judge(fitted, y_new, p_new)
+        far.append(judged["false_accept_rate_1000"])
+        frr.append(judged["false_reject_rate_1000"])
+        cover.append(judged["interval_coverage"])
+    # split-conformal: expected rates at or below the targets, coverage at or above the level
+    assert np.mean(far) <= 0.05 + 0.005 and np.mean(frr) <= 0.10 + 0.01
+    assert 0.89 <= np.mean(cover) <= 0.95
+    assert np.mean(far) > 0.02  # tight, not trivially conservative
+
+
+def test_pooled_repeats_give_the_single_copy_thresholds():
+    rng = np.random.default_rng(1)
+    y, p = _lots(400, rng)
+    single = calibration.fit(y, p)
+    pooled = calibration.fit(np.tile(y, 5), np.tile(p, 5), rows=len(y))
+    assert pooled == single
+
+
+def test_too_few_contaminated_lots_accept_nothing():
+    y = np.array([0, 10, 20, 30, 2000, 3000, 50, 60.0])
+    fitted = calibration.fit(y, y, limits=(1000,))
+    assert fitted.rules[0].accept_below_ppb is None   # floor(0.05 * 3) = 0: no bound possible
+    assert set(fitted.decisions(np.array([0.0, 5000]))[1000]) <= {LAB, REJECT}
+
+
+def test_decisions_intervals_and_crossing_thresholds():
+    rule = LimitRule(1000, accept_below_ppb=400, reject_above_ppb=1500)
+    assert list(rule.decide(np.array([0, 399.9, 400, 1500, 1500.1]))) == \
+        [ACCEPT, ACCEPT, LAB, LAB, REJECT]
+    crossed = LimitRule(1000, accept_below_ppb=900, reject_above_ppb=700)
+    assert list(crossed.decide(np.array([600, 800, 950]))) == [ACCEPT, ACCEPT, REJECT]
+    cal = Calibration((rule,), 0.9, "sqrt", 10.0)
+    lower, upper = cal.interval(np.array([0.0, 400.0]))
+    assert lower.tolist() == [0.0, 100.0] and upper.tolist() == [100.0, 900.0]
+
+
+def test_calibrate_reports_honest_folds_and_metadata_round_trip():
+    rng = np.random.default_rng(2)
+    y, _ = _lots(200, rng)
+    oof = np.stack([y * np.exp(rng.normal(0, 0.8, 200)) for _ in range(2)])
+    fold = np.stack([rng.permutation(np.arange(200) % 5) for _ in range(2)])
+    doc = calibration.calibrate(y, {"oof": oof, "fold": fold})
+    assert doc["cv"]["folds"] == 10 and doc["repeats"] == 2
+    served = Calibration.from_metadata({"calibration": doc})
+    assert served.limits == (1000, 5000) and served.interval_transform == "sqrt"
+    assert "floor(alpha" in doc["method"]
+    assert "lab share" in calibration.format_table({"sklearn": doc})
+
+
+@pytest.mark.parametrize("broken", [
+    {"limits": [{"limit_ppb": 1000}], "interval": {"level": 0.9, "transform": "sqrt",
+                                                   "halfwidth": 1}},
+    {"limits": [], "interval": {"level": 0.9, "transform": "cube", "halfwidth": 1}},
+    {"limits": [], "interval": {"level": 1.5, "transform": "sqrt", "halfwidth": 1}},
+    {"limits": [{"limit_ppb": 1000, "accept_below_ppb": "x", "reject_above_ppb": None}],
+     "interval": {"level": 0.9, "transform": "sqrt", "halfwidth": 1}},
+])
+def test_malformed_calibration_is_refused(broken):
+    with pytest.raises(ArtifactError, match="calibration is malformed"):
+        Calibration.from_metadata({"calibration": broken})
+    assert Calibration.from_metadata({}) is None   # versions from before calibration
