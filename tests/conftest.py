@@ -58,8 +58,9 @@ def model_store(tmp_path_factory) -> Path:
     """A local store with don-rf versions 1 and 2 and don-tf version 1 (synthetic data, --quick)."""
     root = tmp_path_factory.mktemp("store")
     for model, family, seed in (("don-rf", "rf", 1), ("don-rf", "rf", 2), ("don-tf", "tf", 1)):
+        usual = "about 2 minutes" if family == "tf" else "about 30 s"
         progress.say(f"model_store: training {model} seed {seed} ({family}, --quick) for the "
-                     "server tests; the network takes about 2 minutes")
+                     f"server tests, usually {usual}")
         run_training("train", "--data", "synthetic:300", "--store", str(root), "--model", model,
                      "--family", family, "--seed", str(seed), "--quick")
     return root
