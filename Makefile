@@ -22,10 +22,10 @@ help:
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@echo "[install] virtualenv $(VENV) with '.[train,serve,ops,dev]' (first time: about 4-5 minutes)"
+	@echo "[install] virtualenv $(VENV) with '.[train,serve,serve-native,ops,dev]' (first time: about 4-5 minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e '.[train,serve,ops,dev]'
+	$(BIN)/python -m pip install --progress-bar off -e '.[train,serve,serve-native,ops,dev]'
 	touch $(STAMP)
 
 ## The main job: train both families on embedded synthetic data, serve and call them.
@@ -53,7 +53,7 @@ test-operator: install
 
 ## The end-to-end suite alone, with its report (DON_E2E_TARGET=kind for kind).
 e2e: install
-	$(PYTEST) -m e2e -v
+	flock /tmp/don-e2e.lock $(PYTEST) -m e2e -v
 
 ## Serving benchmark: our server vs a plain kserve.Model and the framework's no-op floor.
 bench: install

@@ -1,5 +1,10 @@
 """One rule, used by the training job before publishing and by the server before trusting the
-ONNX copy: the fast copy must reproduce the native model on real rows and on rows near them."""
+ONNX copy: the fast copy must reproduce the native model on real rows and on rows near them.
+
+A server with the native library compares the copy with the native model itself on its probe rows
+(the golden rows and perturbed copies of them); the lean serving image has no native library and
+compares it with the native predictions training recorded in golden.json
+(don_core.artifact.REFERENCE_KEY, covered by metadata.json's sha256)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,6 +12,11 @@ import numpy as np
 # Float32 trees against float64 sklearn: a split can flip for a value within float32 rounding of a
 # threshold, moving one tree's leaf. Allow that on a rare row, never a systematic difference.
 MIN_AGREEMENT = 0.99
+# The serving check: perturbed golden rows added to the golden rows (~3 rows may flip a split), and
+# |onnx - native| <= atol + rtol * |native| (ppb). float32 ONNX against the float64 pipeline differs
+# by float rounding only, far below this, apart from a rare tree split flip.
+SERVE_PROBE_EXTRA = 300
+SERVE_RTOL, SERVE_ATOL_PPB = 1e-3, 0.5
 
 
 def probe_rows(rows: np.ndarray, extra: int, seed: int = 0) -> np.ndarray:
@@ -23,3 +33,8 @@ def agreement(reference, candidate, rtol: float, atol: float) -> tuple[float, np
     reference, candidate = np.asarray(reference, float), np.asarray(candidate, float)
     diff = np.abs(candidate - reference)
     return float((diff <= atol + rtol * np.abs(reference)).mean()), diff
+
+
+def serve_probe(golden_rows: np.ndarray) -> np.ndarray:
+    return probe_rows(np.asarray(golden_rows, dtype=np.float64), extra=SERVE_PROBE_EXTRA)
+

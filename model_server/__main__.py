@@ -17,6 +17,7 @@ import sys
 import tempfile
 
 from don_core import telemetry
+from don_core.export_check import SERVE_ATOL_PPB, SERVE_RTOL
 from don_core.schema import REFLECTANCE_RANGE
 
 
@@ -34,10 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse requests with more spectra than this (413)")
     parser.add_argument("--no_onnx", action="store_true",
                         help="serve the native artifact even when model.onnx matches it")
-    parser.add_argument("--onnx_rtol", type=float, default=1e-3,
+    parser.add_argument("--onnx_rtol", type=float, default=SERVE_RTOL,
                         help="relative tolerance of the ONNX check on the golden rows")
-    parser.add_argument("--onnx_atol", type=float, default=0.5,
+    parser.add_argument("--onnx_atol", type=float, default=SERVE_ATOL_PPB,
                         help="absolute tolerance (ppb) of the ONNX check on the golden rows")
+    parser.add_argument("--native_fallback", choices=("auto", "on", "off"),
+                        default=os.environ.get("DON_NATIVE_FALLBACK", "auto"),
+                        help="serve the native artifact when the ONNX copy is missing or disagrees "
+                             "(off: refuse the version, as the lean image does; auto: when the "
+                             "family's library is installed)")
     low, high = REFLECTANCE_RANGE
     parser.add_argument("--reflectance_range", type=_value_range,
                         default=os.environ.get("DON_REFLECTANCE_RANGE", f"{low:g},{high:g}"),
@@ -91,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     install_drain_signal()  # the preStop hook's signal (model_server/drain.py)
     options = ServeOptions(max_batch_rows=args.max_batch_rows, use_onnx=not args.no_onnx,
                            onnx_rtol=args.onnx_rtol, onnx_atol=args.onnx_atol,
+                           native_fallback={"on": True, "off": False}.get(args.native_fallback),
                            reflectance_range=args.reflectance_range)
     model = DonModel(args.model_name, args.model_dir, options)
     # With --workers N each worker loads its own copy; this process needs one only for gRPC.

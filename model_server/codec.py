@@ -147,14 +147,14 @@ def decode_v1_request(body: bytes, max_rows: int,
 
 
 def _v1_outputs(doc: dict) -> list[RequestedOutput]:
-    params = doc.get("parameters")
-    if params is None:
+    if "parameters" not in doc:  # null is not an object: 400, as documented
         return []
+    params = doc["parameters"]
     if not isinstance(params, dict):
         raise ClientError(400, '"parameters" must be a JSON object')
-    names = params.get(V1_OUTPUTS_PARAMETER)
-    if names is None:
+    if V1_OUTPUTS_PARAMETER not in params:
         return []
+    names = params[V1_OUTPUTS_PARAMETER]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ClientError(400, f'parameters.{V1_OUTPUTS_PARAMETER} must be a list of output '
                                'names, e.g. ["decision_1000", "ppb_lower", "ppb_upper"]')

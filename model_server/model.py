@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import threading
@@ -18,15 +19,15 @@ from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENC
                                ArtifactError, Calibration, read_golden, reference_rows,
                                verify_version_dir)
 from don_core import telemetry
-from don_core.export_check import MIN_AGREEMENT, agreement, probe_rows
+from don_core.export_check import (MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement,
+                                   serve_probe)
 from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 from model_server import codec
-from model_server.backends import NATIVE_BACKENDS, BackendError, OnnxBackend
+from model_server.backends import NATIVE_LIBRARY, BackendError, OnnxBackend
 from model_server.metrics import ServingMetrics
 from model_server.security import process_guard
 
 log = logging.getLogger("model_server")
-PROBE_EXTRA_ROWS = 300  # perturbed golden rows for the ONNX check: ~3 rows may flip a split
 QUIET_LOGGERS = ("uvicorn.access", "kserve.trace")  # one line per request costs ~15% throughput
 
 # The one model this process serves; the fast REST routes and the status endpoint read it.
@@ -41,12 +42,19 @@ def current_model() -> "DonModel | None":
 class ServeOptions:
     max_batch_rows: int = 10_000
     use_onnx: bool = True
-    # ONNX vs native on the golden rows and rows near them: |onnx - native| <= atol + rtol *
-    # |native| (ppb) on 99% of rows. float32 ONNX against the float64 pipeline differs by float
-    # rounding only, far below this, apart from a rare tree split flip.
-    onnx_rtol: float = 1e-3
-    onnx_atol: float = 0.5
+    # ONNX vs native on the golden rows and rows near them (don_core.export_check).
+    onnx_rtol: float = SERVE_RTOL
+    onnx_atol: float = SERVE_ATOL_PPB
     reflectance_range: tuple[float, float] = REFLECTANCE_RANGE  # other values: 400
+    # Fall back to the native artifact (sklearn / TensorFlow) when the ONNX copy is unusable:
+    # True (full image), False (lean image: refuse instead) or None: when the family's library is
+    # installed. Looked up without importing it.
+    native_fallback: bool | None = None
+
+    def resolve_native_fallback(self, family: str) -> bool:
+        if self.native_fallback is not None:
+            return self.native_fallback
+        return importlib.util.find_spec(NATIVE_LIBRARY[family]) is not None
 
 
 class DonModel(Model):
@@ -62,6 +70,7 @@ class DonModel(Model):
         self.backend = None
         self.backend_name = "none"
         self.onnx_check: dict = {}
+        self.native_fallback: bool | None = None
         self.load_seconds: float | None = None
         self.loaded_at: float | None = None
         self.metrics: ServingMetrics | None = None
@@ -123,20 +132,27 @@ class DonModel(Model):
         self.calibration = Calibration.from_metadata(metadata)
         self.output_types = self._output_types()
         artifacts = metadata.get("artifacts") or {}
-        native_path = self.model_dir / artifacts.get("native", NATIVE_ARTIFACT[self.family])
-        native = NATIVE_BACKENDS[self.family](native_path)
-        golden = read_golden(self.model_dir / artifacts.get("golden", GOLDEN_FILE))
+        golden_path = self.model_dir / artifacts.get("golden", GOLDEN_FILE)
+        golden = read_golden(golden_path)
         rows = np.asarray(golden["instances"], dtype=np.float64).reshape(-1, N_BANDS)
         if len(rows) == 0:
             raise ArtifactError(f"{self.model_dir}: golden set is empty; nothing to check against")
-        if not np.isfinite(native.predict(rows)).all():
-            raise ArtifactError(f"{self.model_dir}: native model predicts non-finite values on "
-                                "its own golden rows")
-        self._check_reference(native, golden)
-        self.backend, self.backend_name = native, native.name
         onnx_path = self.model_dir / artifacts.get("onnx", ONNX_FILE)
-        if self.options.use_onnx:
-            self._try_onnx(onnx_path, native, rows)
+        self.native_fallback = self.options.resolve_native_fallback(self.family)
+        if self.native_fallback:
+            from model_server.native import NATIVE_BACKENDS  # sklearn / TensorFlow: the full image only
+
+            native_path = self.model_dir / artifacts.get("native", NATIVE_ARTIFACT[self.family])
+            native = NATIVE_BACKENDS[self.family](native_path)
+            if not np.isfinite(native.predict(rows)).all():
+                raise ArtifactError(f"{self.model_dir}: native model predicts non-finite values on "
+                                    "its own golden rows")
+            self._check_reference(native, golden)
+            self.backend, self.backend_name = native, native.name
+            if self.options.use_onnx:
+                self._try_onnx(onnx_path, native.predict, rows)
+        else:
+            self._onnx_only(onnx_path, golden)
         self._warm_up(rows)
         if self.metrics is None:
             self.metrics = ServingMetrics(self.name, self.version, self.family, self.backend_name)
@@ -161,8 +177,8 @@ class DonModel(Model):
                 out[codec.decision_output(limit)] = decided
         return {name: out[name] for name in names}
 
-    def _check_reference(self, native, golden: dict) -> None:
-        """The model must still make the predictions training recorded for this version."""
+    def _recorded_reference(self, golden: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The reference rows and the native predictions training recorded on them."""
         recorded = golden.get(REFERENCE_KEY)
         if not isinstance(recorded, dict) or "ppb" not in recorded:
             raise ArtifactError(f"{self.model_dir}: golden.json records no reference predictions "
@@ -173,10 +189,15 @@ class DonModel(Model):
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{self.model_dir}: golden.json reference predictions are "
                                 f"unreadable ({exc})") from None
-        served = native.predict(rows)
-        if served.shape != expected.shape:
+        if len(rows) != len(expected):
             raise ArtifactError(f"{self.model_dir}: {len(expected)} reference predictions "
-                                f"recorded, {len(served)} reference rows")
+                                f"recorded, {len(rows)} reference rows")
+        return rows, expected
+
+    def _check_reference(self, native, golden: dict) -> None:
+        """The model must still make the predictions training recorded for this version."""
+        rows, expected = self._recorded_reference(golden)
+        served = native.predict(rows)
         agreed, diff = agreement(expected, served, self.options.onnx_rtol, self.options.onnx_atol)
         if agreed < MIN_AGREEMENT:
             raise ArtifactError(
@@ -184,36 +205,62 @@ class DonModel(Model):
                 f"time on {100 * (1 - agreed):.0f}% of the reference rows (max |diff| "
                 f"{float(np.nanmax(diff)):.1f} ppb): its files are not this version's model")
 
-    def _try_onnx(self, path: Path, native, golden: np.ndarray) -> None:
+    def _onnx_only(self, path: Path, golden: dict) -> None:
+        """Lean image: ONNX Runtime or nothing. The copy must make the native predictions training
+        recorded; otherwise the version is refused (never served silently wrong)."""
+        lean = "this server has no native fallback (the lean image; the full image serves it natively)"
+        if not self.options.use_onnx:
+            raise ArtifactError(f"ONNX is turned off and {lean}")
+        if not path.is_file():
+            raise ArtifactError(f"{path}: missing; {lean}")
+        rows, expected = self._recorded_reference(golden)
+        try:
+            onnx = OnnxBackend(path)
+        except BackendError as exc:
+            raise ArtifactError(f"{self.model_dir}/{exc}; {lean}") from None
+        if not self._check_onnx(onnx, expected, rows, "recorded native predictions"):
+            raise ArtifactError(f"{path}: {self.onnx_check['reason']} ({100 * self.onnx_check['agreement']:.1f}% "
+                                f"of {len(rows)} reference rows agree, max |diff| "
+                                f"{self.onnx_check['max_abs_diff_ppb']} ppb); {lean}")
+        self.backend, self.backend_name = onnx, onnx.name
+
+    def _try_onnx(self, path: Path, native_predict, golden: np.ndarray) -> None:
         """Use ONNX Runtime if the file loads and matches the native model near the golden rows."""
         if not path.is_file():
             self.onnx_check = {"used": False, "reason": f"{path.name} is absent"}
             log.warning("no %s in %s; serving the native model", path.name, self.model_dir)
             return
-        rows = probe_rows(golden, extra=PROBE_EXTRA_ROWS)
+        rows = serve_probe(golden)
         try:
             onnx = OnnxBackend(path)
-            fast = onnx.predict(rows)
         except BackendError as exc:
             self.onnx_check = {"used": False, "reason": str(exc)}
             log.warning("ONNX fast path unavailable, serving the native model: %s", exc)
             return
-        reference = native.predict(rows)
+        if self._check_onnx(onnx, native_predict(rows), rows, "native model"):
+            self.backend, self.backend_name = onnx, onnx.name
+        else:
+            log.warning("ONNX copy agrees with the native model on only %.1f%% of probe rows (max "
+                        "|diff| %s ppb); serving the native model", 100 * self.onnx_check["agreement"],
+                        self.onnx_check["max_abs_diff_ppb"], extra={"onnx_check": self.onnx_check})
+
+    def _check_onnx(self, onnx: OnnxBackend, reference: np.ndarray, rows: np.ndarray, against: str) -> bool:
+        """The one agreement rule (don_core.export_check); records the outcome in onnx_check."""
+        try:
+            fast = onnx.predict(rows)
+        except Exception as exc:  # onnxruntime raises its own types for a graph that cannot run
+            fast = np.full(reference.shape, np.nan)
+            log.warning("ONNX Runtime fails on the probe rows: %s", exc)
         if fast.shape != reference.shape:  # a wrong graph; broadcasting must not hide it
             fast = np.full(reference.shape, np.nan)
         agreed, diff = agreement(reference, fast, self.options.onnx_rtol, self.options.onnx_atol)
         worst = float(np.nanmax(diff)) if np.isfinite(diff).any() else None
-        self.onnx_check = {"rows": int(len(rows)), "agreement": agreed, "max_abs_diff_ppb": worst,
-                           "rtol": self.options.onnx_rtol, "atol_ppb": self.options.onnx_atol}
-        if agreed < MIN_AGREEMENT:
-            self.onnx_check.update(used=False, reason="ONNX predictions differ from the native "
-                                                      "model beyond tolerance")
-            log.warning("ONNX copy agrees with the native model on only %.1f%% of probe rows (max "
-                        "|diff| %s ppb); serving the native model", 100 * agreed, worst,
-                        extra={"onnx_check": self.onnx_check})
-            return
-        self.onnx_check["used"] = True
-        self.backend, self.backend_name = onnx, onnx.name
+        self.onnx_check = {"rows": int(len(rows)), "against": against, "agreement": agreed,
+                           "max_abs_diff_ppb": worst, "rtol": self.options.onnx_rtol,
+                           "atol_ppb": self.options.onnx_atol, "used": agreed >= MIN_AGREEMENT}
+        if not self.onnx_check["used"]:
+            self.onnx_check["reason"] = f"ONNX predictions differ from the {against} beyond tolerance"
+        return self.onnx_check["used"]
 
     def _warm_up(self, rows: np.ndarray) -> None:
         """First calls allocate and compile; do them before reporting ready."""
@@ -288,6 +335,7 @@ class DonModel(Model):
             "reason": self.reason,
             "backend": self.backend_name,
             "onnx_check": self.onnx_check,
+            "native_fallback": self.native_fallback,
             "model_dir": str(self.model_dir),
             "trained_model": self.metadata.get("model"),
             "created": self.metadata.get("created"),

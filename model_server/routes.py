@@ -369,6 +369,11 @@ def _document_served_model(schema: dict, model) -> None:
         props = body.get("schema", {}).get("properties", {})
         if path.endswith(":predict"):
             props["instances"]["maxItems"] = limit
+            names = props.get("parameters", {}).get("properties", {}).get(
+                codec.V1_OUTPUTS_PARAMETER)
+            if names is not None:  # the outputs this version has
+                names["items"] = {"type": "string",
+                                  "enum": [o["name"] for o in model.get_output_types()]}
         elif path.endswith("/infer"):
             props["inputs"]["items"]["properties"]["shape"]["prefixItems"][0]["maximum"] = limit
 

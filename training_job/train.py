@@ -11,7 +11,7 @@ import numpy as np
 
 from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
                                reference_rows, write_golden)
-from don_core.export_check import probe_rows
+from don_core.export_check import MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
 from training_job import calibration, drift, evaluate, onnx_export, synthetic
@@ -86,10 +86,11 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         out = Path(tmp) / "version"
         out.mkdir()
         module.export(final, out)
-        reference = module.load_native(out)(reference_rows(X[golden]))  # what serving must match
+        reference_at = reference_rows(X[golden])
+        reference = module.load_native(out)(reference_at)  # what serving must match
         write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden],
                      reference_ppb=reference)
-        export_check = _check_exports(module, final, out, X)
+        export_check = _check_exports(module, final, out, X, reference_at, reference)
         metadata = build_metadata(
             model=model, family=family,
             training_data={"source": dataset.source, "sha256": dataset.sha256,
@@ -114,13 +115,19 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     return version, uri, target_store.read_metadata(model, version)
 
 
-def _check_exports(module, fitted, directory: Path, X: np.ndarray) -> dict:
-    """The written native artifact and the ONNX copy must both reproduce the fitted model."""
+def _check_exports(module, fitted, directory: Path, X: np.ndarray, reference_at: np.ndarray,
+                   reference: np.ndarray) -> dict:
+    """The written native artifact and the ONNX copy must both reproduce the fitted model, and the
+    ONNX copy must pass the lean serving image's check (against the recorded reference predictions)."""
     probe = probe_rows(X, extra=200)
     expected = fitted.predict(probe)
     native = onnx_export.check_match(expected, module.load_native(directory)(probe), "native")
-    onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(directory / ONNX_FILE,
-                                                                          probe), "onnx")
+    onnx_path = directory / ONNX_FILE
+    onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(onnx_path, probe), "onnx")
+    served, _ = agreement(reference, onnx_export.onnx_predict(onnx_path, reference_at), SERVE_RTOL, SERVE_ATOL_PPB)
+    if served < MIN_AGREEMENT:
+        raise RuntimeError(f"onnx: the serving check would refuse the ONNX copy (agrees on {served:.1%} of "
+                           f"the reference rows, needs {MIN_AGREEMENT:.0%})")
     return {"rows": int(len(probe)), "max_relative_error_native": native,
             "max_relative_error_onnx": onnx_err, "rtol": onnx_export.RTOL,
-            "atol_ppb": onnx_export.ATOL_PPB}
+            "atol_ppb": onnx_export.ATOL_PPB, "reference_agreement_onnx": served}

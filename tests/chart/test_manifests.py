@@ -70,20 +70,28 @@ def test_local_cluster_render_passes_server_side_dry_run(helm, kubectl, chart_ap
     # uses the namespace's default ServiceAccount.
     out = kubectl_run(kubectl, chart_apiserver, "create", "serviceaccount", "default", "-n", namespace)
     assert out.returncode == 0, out.stderr
-    rendered = run_helm("template", "don", str(CHART), "--namespace", namespace, *K120,
-                        "--set", "serving.engine=deployment", "--set", "operator.enabled=true",
-                        "--set", "training.job.enabled=true", "--set", "training.cronJob.enabled=true",
-                        "--set", "backup.enabled=true", "--set", "backup.to=/mnt/backup",
-                        "--set", "backup.targetClaim=don-backup",
-                        *canary("rf", 2, 25)).stdout
-    out = kubectl_run(kubectl, chart_apiserver, "apply", "--dry-run=server", "-n", namespace, "-f", "-",
-                      stdin=rendered)
+    # The chart's own CRDs first, as `helm install` does (the operator's ModelRollouts need them).
+    out = kubectl_run(kubectl, chart_apiserver, "apply", "-f", str(CHART / "crds"))
     assert out.returncode == 0, out.stderr
-    applied = out.stdout
-    for expected in ("deployment.apps/don-rf-canary", "cronjob.batch/don-don-predictor-backup",
-                     "horizontalpodautoscaler.autoscaling/don-tf", "poddisruptionbudget.policy/don-rf",
-                     "clusterrole.rbac.authorization.k8s.io/don-don-predictor-operator"):
-        assert f"{expected} created (server dry run)" in applied, applied
+    common = ("--set", "serving.engine=deployment", "--set", "training.job.enabled=true",
+              "--set", "training.cronJob.enabled=true", "--set", "backup.enabled=true",
+              "--set", "backup.to=/mnt/backup", "--set", "backup.targetClaim=don-backup")
+    # With the operator, traffic is its own (ModelRollouts, no HPA); without it, manual canaries.
+    for values, expected in (
+            (("--set", "operator.enabled=true"),
+             ("deployment.apps/don-rf-canary", "cronjob.batch/don-don-predictor-backup",
+              "poddisruptionbudget.policy/don-rf", "modelrollout.rollouts.don-predictor.io/don-rf",
+              "clusterrole.rbac.authorization.k8s.io/don-don-predictor-operator")),
+            (canary("rf", 2, 25),
+             ("deployment.apps/don-rf-canary", "deployment.apps/don-rf",
+              "horizontalpodautoscaler.autoscaling/don-tf"))):
+        rendered = run_helm("template", "don", str(CHART), "--namespace", namespace, *K120,
+                            *common, *values).stdout
+        out = kubectl_run(kubectl, chart_apiserver, "apply", "--dry-run=server", "-n", namespace,
+                          "-f", "-", stdin=rendered)
+        assert out.returncode == 0, out.stderr
+        for name in expected:
+            assert f"{name} created (server dry run)" in out.stdout, out.stdout
 
 
 @pytest.mark.chart

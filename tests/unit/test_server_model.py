@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from don_core.artifact import REFERENCE_KEY, read_golden
-from model_server.backends import NATIVE_BACKENDS
+from model_server.native import NATIVE_BACKENDS
 from model_server.model import DonModel, ServeOptions
 from tests.fixtures_server import copy_version
 
