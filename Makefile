@@ -8,23 +8,34 @@ STORE ?= .demo-store
 KSERVE_MODE ?= Standard
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: install demo test test-fast test-chart test-operator e2e bench manifests kind-up kind-e2e kind-down clean
+# Targets: `make help` prints the first `## ` comment line above each one.
+.PHONY: help install demo test test-fast test-chart test-operator e2e bench manifests kind-up kind-e2e kind-down clean
 
+## List every target with what it does.
+help:
+	@awk '/^## /{if (!doc) doc = substr($$0, 4); next} \
+	     /^[a-z][a-z0-9-]*:/{if (doc) printf "  make %-14s %s\n", substr($$1, 1, length($$1) - 1), doc; doc = ""; next} \
+	     {doc = ""}' $(MAKEFILE_LIST)
+
+## Create .venv/ with the project and every extra (first time about 4-5 minutes).
+## pip prints each package it fetches, so a long install is never silent.
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "[install] virtualenv $(VENV) with '.[train,serve,serve-native,ops,dev]' (first time: about 4-5 minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[train,serve,serve-native,ops,dev]'
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --progress-bar off -e '.[train,serve,serve-native,ops,dev]'
 	touch $(STAMP)
 
-## The main job on the embedded default: train both families on synthetic data into $(STORE),
-## serve them with the model server and call them over V1 and V2 (Ctrl-C stops the servers).
+## The main job: train both families on embedded synthetic data, serve and call them.
+## Trains into $(STORE), serves don-rf and don-tf with the model server, calls them over V1 and
+## V2 (the forest answers first, while the network trains); Ctrl-C stops the servers.
 demo: install
 	$(BIN)/python -m scripts.demo --store $(STORE)
 
-## The whole suite (what CI runs): unit, integration, chart, operator (real kube-apiserver) and
-## the end-to-end suite on a real local one-node Kubernetes.
+## The whole suite (what CI runs), the end-to-end suite on a real local Kubernetes last.
+## Unit, integration, chart, operator (real kube-apiserver) and end-to-end; needs root.
 test: install
 	$(PYTEST)
 
@@ -32,33 +43,40 @@ test: install
 test-fast: install
 	$(PYTEST) -m "not slow and not apiserver and not e2e"
 
+## The chart tests alone (real helm; rendered manifests validated offline).
 test-chart: install
 	$(PYTEST) -m chart
 
+## The operator tests on a real kube-apiserver (no kubelet).
 test-operator: install
 	$(PYTEST) -m apiserver
 
-## The end-to-end suite alone (local real cluster here; DON_E2E_TARGET=kind for kind), with its report.
+## The end-to-end suite alone, with its report (DON_E2E_TARGET=kind for kind).
 e2e: install
 	flock /tmp/don-e2e.lock $(PYTEST) -m e2e -v
 
+## Serving benchmark: our server vs a plain kserve.Model and the framework's no-op floor.
 bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/serve.py
 
-## Re-render manifests/ from the chart (tests/chart/test_manifests.py fails when it is stale).
+## Re-render manifests/ from the chart (a test fails when they are stale).
 manifests: install
 	$(BIN)/python -m scripts.render_manifests
 
-## kind path, for machines with Docker and internet (see README "End to end on kind").
+# kind path, for machines with Docker and internet (see README "End to end on kind").
+## Create a kind cluster with KServe (needs Docker and internet).
 kind-up: install
 	KSERVE_MODE=$(KSERVE_MODE) ops/cluster/kind/kind-up.sh
 
+## Build the images, load them into kind and run the e2e suite there.
 kind-e2e: install
 	KSERVE_MODE=$(KSERVE_MODE) PYTHON=$(abspath $(BIN)/python) ops/cluster/kind/kind-e2e.sh
 
+## Delete the kind cluster.
 kind-down:
 	ops/cluster/kind/kind-down.sh
 
+## Remove the virtualenv and the demo store.
 clean:
 	rm -rf $(VENV) $(STORE) .pytest_cache

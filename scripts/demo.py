@@ -28,6 +28,7 @@ from don_core.store import open_store
 from training_job import synthetic
 
 MODELS = (("don-rf", "rf"), ("don-tf", "tf"))
+TYPICAL_TRAINING = {"rf": "about 30 s", "tf": "about 2 minutes"}  # --quick, this 2-core machine
 UNSEEN_SEED = 2026  # training uses synthetic seed 0; this seed's spectra are new to the models
 
 
@@ -67,6 +68,20 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     raise SystemExit(f"{url} not ready after {timeout:.0f}s")
 
 
+def call(model: str, port: int, data: str, version_dir: Path) -> None:
+    """Calls one served model over V1 and V2 with the same rows and prints both answers."""
+    rows, truth, what = example_rows(data, version_dir)
+    v1, v1_version = post(f"http://127.0.0.1:{port}/v1/models/{model}:predict",
+                          {"instances": rows,
+                           "sample_ids": [f"demo-{model}-{i}" for i in range(len(rows))]})
+    v2, _ = post(f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+                 {"inputs": [{"name": "spectra", "shape": [len(rows), len(rows[0])],
+                              "datatype": "FP32", "data": rows}]})
+    print(f"\n{model} version {v1_version} (V1 and V2), {what}:")
+    for t, p1, p2 in zip(truth, v1["predictions"], v2["outputs"][0]["data"]):
+        print(f"  true {t:>9.0f} ppb   V1 {p1:>9.0f} ppb   V2 {p2:>9.0f} ppb", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,18 +102,6 @@ def main() -> int:
     store = Path(args.store).resolve()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
-    versions = {}
-    for model, family in MODELS:
-        print(f"\n=== training {model} ({family}) on {args.data} ===", flush=True)
-        cmd = [sys.executable, "-m", "training_job", "train", "--data", args.data, "--store",
-               str(store), "--model", model, "--family", family]
-        out = subprocess.run(cmd + ([] if args.full else ["--quick"]), env=env, text=True,
-                             stdout=subprocess.PIPE, check=False)
-        print(out.stdout, end="")
-        if out.returncode:
-            return out.returncode
-        versions[model] = Path(out.stdout.strip().splitlines()[-1])
-
     ports = {model: args.port + i for i, (model, _) in enumerate(MODELS)}
     servers = []
     recorder_db = None
@@ -108,26 +111,29 @@ def main() -> int:
             recorder_db = store.parent / f"{store.name}.recorder.db"
             records_url = start_recorder(recorder_db, env, servers)
         record_args = ["--records_url", records_url] if args.recorder and records_url else []
-        for model, port in ports.items():
-            print(f"\n=== serving {versions[model]} on http://127.0.0.1:{port} ===", flush=True)
+        # Each model is trained, served and called before the next one trains, so the forest
+        # (about 30 s) answers while the network (a few minutes) is still to come.
+        for step, (model, family) in enumerate(MODELS, start=1):
+            print(f"\n=== [{step}/{len(MODELS)}] training {model} ({family}) on {args.data}, "
+                  f"usually {TYPICAL_TRAINING[family]} on 2 cores ===", flush=True)
+            cmd = [sys.executable, "-m", "training_job", "train", "--data", args.data, "--store",
+                   str(store), "--model", model, "--family", family]
+            out = subprocess.run(cmd + ([] if args.full else ["--quick"]), env=env, text=True,
+                                 stdout=subprocess.PIPE, check=False)
+            print(out.stdout, end="")
+            if out.returncode:
+                return out.returncode
+            version_dir = Path(out.stdout.strip().splitlines()[-1])
+            port = ports[model]
+            print(f"\n=== serving {version_dir} on http://127.0.0.1:{port} ===", flush=True)
             proc = subprocess.Popen([sys.executable, "-m", "model_server", "--model_name", model,
-                                     "--model_dir", str(versions[model]), "--http_port", str(port),
+                                     "--model_dir", str(version_dir), "--http_port", str(port),
                                      "--enable_grpc", "false", "--log_level", "WARNING",
                                      *record_args], env=env)
             servers.append(proc)
             wait_ready(f"http://127.0.0.1:{port}/v2/models/{model}/ready", proc)
+            call(model, port, args.data, version_dir)
 
-        for model, port in ports.items():
-            rows, truth, what = example_rows(args.data, versions[model])
-            v1, v1_version = post(f"http://127.0.0.1:{port}/v1/models/{model}:predict",
-                                  {"instances": rows, "sample_ids": [
-                                      f"demo-{model}-{i}" for i in range(len(rows))]})
-            v2, _ = post(f"http://127.0.0.1:{port}/v2/models/{model}/infer",
-                         {"inputs": [{"name": "spectra", "shape": [len(rows), len(rows[0])],
-                                      "datatype": "FP32", "data": rows}]})
-            print(f"\n{model} version {v1_version} (V1 and V2), {what}:")
-            for t, p1, p2 in zip(truth, v1["predictions"], v2["outputs"][0]["data"]):
-                print(f"  true {t:>9.0f} ppb   V1 {p1:>9.0f} ppb   V2 {p2:>9.0f} ppb")
         if recorder_db is not None:
             print(f"\n{stored_records(recorder_db, 6)} prediction records stored in {recorder_db} "
                   f"(recorder at {records_url}):\n  sqlite3 {recorder_db} 'select time, model, "
@@ -135,7 +141,9 @@ def main() -> int:
         elif records_url:
             print(f"\nprediction records sent to {records_url}")
         rf_port = ports["don-rf"]
-        print(f"\nTry it yourself:\n  curl -s http://127.0.0.1:{rf_port}/v2/models/don-rf | python -m json.tool"
+        print(f"\nTry it yourself (in another shell, from {Path.cwd()}):"
+              f"\n  . .venv/bin/activate     # puts the project's python first on PATH"
+              f"\n  curl -s http://127.0.0.1:{rf_port}/v2/models/don-rf | python -m json.tool"
               f"\n  curl -s http://127.0.0.1:{rf_port}/metrics | grep don_requests_total"
               f"\n  python -m training_job versions --store {store} --model don-rf")
         if not args.once:

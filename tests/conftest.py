@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import progress
 from tests.net import free_port, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +58,9 @@ def model_store(tmp_path_factory) -> Path:
     """A local store with don-rf versions 1 and 2 and don-tf version 1 (synthetic data, --quick)."""
     root = tmp_path_factory.mktemp("store")
     for model, family, seed in (("don-rf", "rf", 1), ("don-rf", "rf", 2), ("don-tf", "tf", 1)):
+        usual = "about 2 minutes" if family == "tf" else "about 30 s"
+        progress.say(f"model_store: training {model} seed {seed} ({family}, --quick) for the "
+                     f"server tests, usually {usual}")
         run_training("train", "--data", "synthetic:300", "--store", str(root), "--model", model,
                      "--family", family, "--seed", str(seed), "--quick")
     return root
@@ -103,3 +107,31 @@ def pytest_collection_modifyitems(items):
     """The local cluster behind the e2e suite is session-scoped and heavy (kubelet, containerd,
     pods): run those tests last so that it is up only at the end and never slows the others."""
     items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
+def pytest_configure(config):
+    config._don_progress_stop = progress.start()
+
+
+def pytest_unconfigure(config):
+    stop = getattr(config, "_don_progress_stop", None)
+    if stop is not None:
+        stop.set()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    progress.now_running(f"{item.nodeid} (setting up its fixtures)")
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    progress.now_running(item.nodeid)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    progress.now_running(f"{item.nodeid} (tearing down)")
+    yield

@@ -13,6 +13,7 @@ import pytest
 from ops.cluster import binaries
 from ops.cluster.control_plane import ControlPlane
 from ops.cluster.crds import install_crds  # noqa: F401  (re-exported for tests)
+from tests.progress import say
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
 KSERVE_CRD_DIR = SHARED / "kserve-crds"
@@ -22,7 +23,7 @@ KSERVE_CRD_DIR = SHARED / "kserve-crds"
 def kube_binaries() -> Path:
     """The cached server binaries; builds them on first use (about 6 minutes cold)."""
     try:
-        return binaries.kubernetes_binaries()
+        return binaries.kubernetes_binaries(log=say)
     except (binaries.BuildError, OSError) as exc:
         pytest.skip(f"Kubernetes server binaries cannot be built on this machine: {exc}")
 
@@ -30,7 +31,7 @@ def kube_binaries() -> Path:
 @pytest.fixture(scope="session")
 def kube_apiserver(kube_binaries):
     try:
-        binaries.etcd_binary()
+        binaries.etcd_binary(log=say)
     except (binaries.BuildError, OSError) as exc:
         pytest.skip(f"etcd cannot be installed on this machine: {exc}")
     with ControlPlane() as cp:

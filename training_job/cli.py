@@ -148,11 +148,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train(args) -> int:
+    from training_job.progress import Progress
     from training_job.train import train
-    _, uri, _ = train(data=args.data, store=args.store, model=args.model, family=args.family,
-                      seed=args.seed, quick=args.quick, limits=_limits(args.limits),
-                      alpha=_rate(args.false_accept_target), beta=_rate(args.false_reject_target),
-                      reference_fraction=args.reference_fraction)
+    with Progress() as say:
+        _, uri, _ = train(data=args.data, store=args.store, model=args.model, family=args.family,
+                          seed=args.seed, quick=args.quick, limits=_limits(args.limits),
+                          alpha=_rate(args.false_accept_target),
+                          beta=_rate(args.false_reject_target),
+                          reference_fraction=args.reference_fraction, progress=say)
     print(uri)
     return 0
 

@@ -76,6 +76,10 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     final = module.build(seed, **params).fit(X, y)
     print(evaluate.format_table({family: cv}), flush=True)
     print(calibration.format_table({family: calibrated}), flush=True)
+    if synthetic.is_source(data):
+        say("[note] synthetic data: these figures show that the pipeline runs end to end, not how "
+            "well a model predicts real corn (real-data figures: README, 'Models and honest "
+            "evaluation')")
 
     golden = holdout_rows[:evaluate.GOLDEN_MAX_ROWS]
     with tempfile.TemporaryDirectory(prefix="don-train-") as tmp:
