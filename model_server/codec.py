@@ -422,7 +422,10 @@ def _requested_outputs(doc: dict) -> tuple[list[RequestedOutput], bool]:
             raise ClientError(400, f"parameters of output {out['name']!r} must be a JSON object")
         wanted.append(RequestedOutput(out["name"],
                                       bool(out_params.get("binary_data", default_binary))))
-    return _unique(wanted), True
+    wanted = _unique(wanted)
+    if OUTPUT_NAME not in {o.name for o in wanted}:  # the extras come beside ppb, never instead
+        wanted.insert(0, RequestedOutput(OUTPUT_NAME, default_binary))
+    return wanted, True
 
 
 def check_outputs(outputs: list[RequestedOutput], available: Mapping[str, str]) -> None:

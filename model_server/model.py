@@ -320,7 +320,8 @@ class DonModel(Model):
             if not isinstance(payload, InferRequest):
                 raise codec.ClientError(400, f"unsupported payload {type(payload).__name__}")
             x, sample_ids = self._rows_from_infer_request(payload)
-            names = [o.name for o in payload.request_outputs or ()] or [codec.OUTPUT_NAME]
+            named = [o.name for o in payload.request_outputs or ()]
+            names = named if codec.OUTPUT_NAME in named else [codec.OUTPUT_NAME, *named]
             codec.check_outputs([codec.RequestedOutput(n) for n in names], self.output_types)
         except codec.ClientError as exc:
             self.metrics.request("grpc", "client_error", time.perf_counter() - started)

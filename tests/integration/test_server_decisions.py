@@ -84,11 +84,11 @@ def test_raw_json_v1_and_v2(server, golden_rows):
     check(server, ppb, {1000: outputs["decision_1000"]["data"],
                         5000: outputs["decision_5000"]["data"]},
           np.asarray(outputs["ppb_lower"]["data"]), np.asarray(outputs["ppb_upper"]["data"]))
-    # only what is named: one decision alone
+    # what is named, beside ppb (a caller naming only the extras still gets the prediction)
     one = requests.post(server.url(f"/v2/models/{server.model_name}/infer"), json={
         "inputs": [{"name": "spectra", "shape": [1, 448], "datatype": "FP32",
                     "data": rows[:1].tolist()}], "outputs": [{"name": "decision_5000"}]})
-    assert [o["name"] for o in one.json()["outputs"]] == ["decision_5000"]
+    assert [o["name"] for o in one.json()["outputs"]] == ["ppb", "decision_5000"]
 
 
 @pytest.mark.parametrize("body, words", [
@@ -145,7 +145,7 @@ def test_grpc(server, golden_rows):
                 tensor.set_data_from_numpy(rows)
                 return InferRequest(server.model_name, infer_inputs=[tensor], request_outputs=[
                     RequestedOutput(name) for name in names] or None)
-            named = await client.infer(request(["ppb", *EXTRA]))
+            named = await client.infer(request(EXTRA))  # ppb comes first, named or not
             plain = await client.infer(request([]))
             with pytest.raises(Exception) as err:
                 await client.infer(request(["decision_42"]))

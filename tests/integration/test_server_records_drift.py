@@ -165,7 +165,7 @@ def test_drift_outputs_and_decisions_in_one_request(rf_server, golden_rows):
                   for name in ("decision_5000", "out_of_distribution", "outlier_score")]
         result = client.infer("don-rf", [spectra], outputs=wanted)
         assert [o["name"] for o in result.get_response()["outputs"]] == [
-            "decision_5000", "out_of_distribution", "outlier_score"]
+            "ppb", "decision_5000", "out_of_distribution", "outlier_score"]
         assert set(result.as_numpy("decision_5000").tolist()) <= {b"accept", b"reject", b"lab"}
         assert result.as_numpy("out_of_distribution").tolist() == (scores > 1).tolist()
         np.testing.assert_allclose(result.as_numpy("outlier_score"), scores, rtol=1e-5)
