@@ -1,6 +1,7 @@
 """Fixtures every test area shares: paths to shared reference data and a small trained model store."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -66,9 +67,9 @@ def model_store(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """A real S3-compatible server (moto) on loopback; yields its endpoint URL."""
+@contextlib.contextmanager
+def running_moto():
+    """A real S3-compatible server (moto) on loopback while the block runs; yields its URL."""
     port = free_port()
     moto = Path(sys.executable).with_name("moto_server")
     proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
@@ -80,6 +81,13 @@ def s3_server():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto) on loopback for the session; yields its endpoint URL."""
+    with running_moto() as url:
+        yield url
 
 
 @pytest.fixture

@@ -205,23 +205,11 @@ def test_import_version_keeps_numbers_and_refuses_overwrite(tmp_path, s3_bucket)
 @pytest.fixture
 def stopped_s3(s3_env, monkeypatch):
     """An endpoint where a real moto server held a bucket with a published version, then stopped."""
-    import subprocess
-    import sys
-
     from don_core.store import s3_client
-    from tests.net import free_port, wait_for_http
-    port = free_port()
-    moto = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(url, process=proc)
+    from tests.conftest import running_moto
+    with running_moto() as url:
         monkeypatch.setenv("AWS_ENDPOINT_URL", url)
         s3_client().create_bucket(Bucket="lab")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
     return url
 
 
