@@ -76,7 +76,7 @@ def running_moto():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(url, process=proc)
+        wait_for_http(url, timeout=90, process=proc)  # its first start imports a lot: slow on a busy host
         yield url
     finally:
         proc.terminate()
