@@ -104,8 +104,7 @@ def test_an_unreadable_reference_set_is_inconclusive_naming_path_and_error(gate,
     store, versions, servers = gate
     result, checks = analyse(store, servers["stable"], servers["good"], versions["good"],
                              store={"root": str(tmp_path), "model": MODEL},
-                             analysis={"minRequests": 1, "maxP99LatencyMs": 10000,
-                                       "goldenSet": False})
+                             analysis={"minRequests": 1, "maxP99LatencyMs": 10000})
     assert result["verdict"] == "Inconclusive"
     assert checks["referenceSet"]["result"] == "Inconclusive"
     assert f"reference set unreadable: {tmp_path}/{MODEL}/reference.json: does not exist" in \
