@@ -42,6 +42,7 @@ def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
     from don_core.artifact import build_metadata, reference_rows, utc_now, write_golden
     from don_core.schema import ID_COLUMN, N_BANDS
     from don_core.store import open_store
+    from training_job import drift
 
     store = open_store(str(root))
     rng = np.random.default_rng(seed)
@@ -67,7 +68,8 @@ def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
     metadata = build_metadata(model=model, version=0, family="sklearn", files={},
                               training_data={"source": "synthetic", "sha256": "0" * 64,
                                              "rows": len(fit)},
-                              hyperparameters={"seed": seed, "broken": broken}, metrics={},
+                              hyperparameters={"seed": seed, "broken": broken},
+                              metrics={"drift": drift.export(x[fit], staging, seed)},
                               target_range_ppb=(float(y.min()), float(y.max())))
     for key in ("version", "files"):
         metadata.pop(key)
