@@ -9,7 +9,7 @@ KSERVE_MODE ?= Standard
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 # Targets: `make help` prints the first `## ` comment line above each one.
-.PHONY: help install demo test test-fast test-chart test-operator e2e bench manifests kind-up kind-e2e kind-down clean
+.PHONY: help install demo test test-fast test-chart test-operator e2e images bench manifests kind-up kind-e2e kind-down clean
 
 ## List every target with what it does.
 help:
@@ -54,6 +54,10 @@ test-operator: install
 ## The end-to-end suite alone, with its report (DON_E2E_TARGET=kind for kind).
 e2e: install
 	flock /tmp/don-e2e.lock $(PYTEST) -m e2e -v
+
+## Build the three images from their Dockerfiles (Debian's docker.io; cached under ~/.cache/don-predictor).
+images: install
+	$(BIN)/python -m tests.cluster.images
 
 ## Serving benchmark: our server vs a plain kserve.Model and the framework's no-op floor.
 bench: install

@@ -116,7 +116,8 @@ def e2e_cluster():
         refs = cluster.import_project_images()
         timings["images build+import"] = time.monotonic() - started
         description = (f"local one-node Kubernetes {binaries.KUBERNETES_DEBIAN_VERSION} (Debian source, "
-                       f"registry-built), containerd, bridge CNI; images {', '.join(refs)}")
+                       f"registry-built), containerd, bridge CNI; images {', '.join(refs)} built from "
+                       "their Dockerfiles")
         E2E_REPORT["cluster"] = description
         E2E_REPORT["timings"] = timings
         yield E2ECluster("local", description, cluster.kubeconfig, "deployment", cluster.volumes, "Never",

@@ -1,40 +1,48 @@
-"""Build the project's container images without Docker and import them into containerd.
+"""Build the project's images from their Dockerfiles with Docker, and import them into containerd.
 
-No registry and no Docker engine here, so an image is assembled from plain layer tarballs:
+What the local cluster and the e2e suite run is what users build (`docker build -f <component>/Dockerfile .`):
 
-1. base: ``debootstrap --variant=minbase --include=python3-minimal bookworm`` (cached by suite);
-2. deps: the image's Python dependencies (its pyproject extras) installed with ``pip --target``
-   into ``/opt/don/lib`` (cached by a hash of the requirement list);
-3. app: the project wheel (``pip wheel .``) installed without dependencies (rebuilt every time).
-
-The layers are streamed as a docker-archive straight into ``ctr -n k8s.io images import -``; images
-sharing a layer store it once. Pods use ``imagePullPolicy: Never``. Images run as uid 1000 and work
-with a read-only root filesystem (``PYTHONDONTWRITEBYTECODE``, ``HOME=/tmp``).
+1. docker: Debian's ``docker.io`` (installed when missing); our own ``dockerd --bridge=none
+   --iptables=false`` on ``/run/don-docker.sock`` with its data root (the layer and pip caches) under
+   ``~/.cache/don-predictor/docker``, started on first use and left running for the next build.
+2. base: no registry here, so the Dockerfiles' ``FROM`` (build argument ``PYTHON_IMAGE``; the public
+   ``python:3.11-slim-bookworm`` by default) is a local image: a ``debootstrap`` rootfs of Debian's
+   Python 3.11 imported as ``don-predictor/base:<suite>-<key of its package list>``.
+3. build: BuildKit with the host network; this machine's pip configuration and CA bundle are build
+   secrets (mounted for the ``pip install`` steps, never stored in a layer). Layers are cached by
+   content: a second build without changes takes seconds, a code change rebuilds only the small
+   project layer.
+4. import: ``docker save`` | ``ctr -n k8s.io images import -``; pods use ``imagePullPolicy: Never``.
 """
 from __future__ import annotations
 
+import configparser
 import hashlib
-import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from don_core.artifact import file_sha256
-
 from . import binaries
 
 REPO = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
-# python3-minimal alone lacks most of the standard library (http, email, ...): add the rest.
-BASE_PACKAGES = "python3-minimal,libpython3.11-stdlib"
-SITE = "/opt/don/lib"
+# The Debian counterpart of python:3.11-slim-bookworm: `python`, venv/ensurepip, the whole stdlib.
+BASE_PACKAGES = "python3-minimal,libpython3.11-stdlib,python3-venv,python-is-python3"
+DOCKER = "/usr/bin/docker"  # Debian's client, matching its daemon (BuildKit without buildx)
+DOCKER_SOCKET = "/run/don-docker.sock"
+INPUTS_LABEL = "io.don-predictor.build-inputs"
+# `docker build --progress plain` announces each step as "#N [stage i/n] INSTRUCTION".
+STEP_LINE = re.compile(r"^#\d+ (\[[^\]]+\] .*)$")
+PROGRESS_SECONDS = 55
 # The chart's default tag is its appVersion, which follows the project version.
 IMAGE_TAG = (os.environ.get("DON_IMAGE_TAG")
              or tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"])
@@ -43,192 +51,266 @@ IMAGE_TAG = (os.environ.get("DON_IMAGE_TAG")
 @dataclass(frozen=True)
 class ImageSpec:
     name: str  # repository, e.g. don-predictor/model-server
-    extras: tuple[str, ...]
-    entrypoint: tuple[str, ...]
+    dockerfile: str  # relative to the repository root (the build context)
+    target: str | None = None
+    tag_suffix: str = ""
 
     @property
     def ref(self) -> str:
-        return f"{self.name}:{IMAGE_TAG}"
+        return f"{self.name}:{IMAGE_TAG}{self.tag_suffix}"
 
 
-# The training and serving images share one dependency layer (TensorFlow alone is 1.3 GB; storing and
-# importing it twice would double the cold e2e time on 2 cores). The kind path builds the slim
-# per-component images from the Dockerfiles instead.
-IMAGES = (
-    ImageSpec("don-predictor/training-job", ("train", "serve"), ("python3", "-m", "training_job")),
-    ImageSpec("don-predictor/model-server", ("train", "serve"), ("python3", "-m", "model_server")),
-    ImageSpec("don-predictor/operator", ("ops",), ("python3", "-m", "ops")),  # as ops/Dockerfile
-)
+TRAINING = ImageSpec("don-predictor/training-job", "training_job/Dockerfile")
+SERVING = ImageSpec("don-predictor/model-server", "model_server/Dockerfile", "lean")
+SERVING_FULL = ImageSpec("don-predictor/model-server", "model_server/Dockerfile", "full", "-full")
+OPERATOR = ImageSpec("don-predictor/operator", "ops/Dockerfile")
+# What the local cluster runs (the chart's images; the full serving image is built on demand).
+IMAGES = (TRAINING, SERVING, OPERATOR)
 
 
-def _images_dir() -> Path:
-    d = binaries.cache_root() / "images"
+def _cache_dir() -> Path:
+    d = binaries.cache_root() / "docker"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
-def _tar_dir(src: Path, dest: Path) -> str:
-    """Deterministic-enough layer tarball of a directory; returns its sha256 (the layer diff_id)."""
-    partial = dest.with_suffix(".partial")
-    subprocess.run(["tar", "--numeric-owner", "--sort=name", "--mtime=@0", "-C", str(src), "-cf",
-                    str(partial), "."], check=True)
-    digest = file_sha256(partial)
-    (dest.parent / (dest.name + ".sha256")).write_text(digest)
-    partial.replace(dest)
-    return digest
+def docker_env() -> dict:
+    return {**os.environ, "DOCKER_HOST": f"unix://{DOCKER_SOCKET}", "DOCKER_BUILDKIT": "1"}
 
 
-def _layer_digest(layer: Path) -> str:
-    return (layer.parent / (layer.name + ".sha256")).read_text().strip()
+def docker(*args: str, log=binaries._default_log, step: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return binaries._run([DOCKER, *args], log, step or f"docker {args[0]}", env=docker_env(), **kwargs)
 
 
-def base_layer(log=binaries._default_log) -> Path:
-    layer = _images_dir() / f"base-{SUITE}-minbase-python3-stdlib.tar"
-    if layer.exists():
-        return layer
-    with binaries.file_lock(_images_dir() / "base.lock", log, "the base rootfs"):
-        if layer.exists():
-            return layer
+def _daemon_up() -> bool:
+    return subprocess.run([DOCKER, "version"], env=docker_env(), capture_output=True).returncode == 0
+
+
+def ensure_docker(log=binaries._default_log) -> None:
+    """Install Debian's docker.io if needed and start our dockerd once (it stays up: the cache)."""
+    if Path(DOCKER).exists() and _daemon_up():
+        return
+    binaries.apt_install(["docker.io"], log)
+    with binaries.file_lock(_cache_dir() / "dockerd.lock", log, "dockerd"):
+        if _daemon_up():
+            return
+        data = _cache_dir() / "root"
+        log(f"starting dockerd on {DOCKER_SOCKET} (data root {data})")
+        with open(_cache_dir() / "dockerd.log", "ab") as out:
+            # No bridge, no iptables rules: builds use the host network, nothing is published.
+            subprocess.Popen(["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false",
+                              "--data-root", str(data), "--exec-root", "/run/don-docker",
+                              "--pidfile", "/run/don-docker.pid", "-H", f"unix://{DOCKER_SOCKET}"],
+                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+        deadline = time.monotonic() + 60
+        while not _daemon_up():
+            if time.monotonic() > deadline:
+                tail = (_cache_dir() / "dockerd.log").read_text(errors="replace")[-3000:]
+                raise binaries.BuildError(f"dockerd did not come up within 60 s:\n{tail}")
+            time.sleep(0.5)
+
+
+def _image_exists(ref: str) -> bool:
+    return subprocess.run([DOCKER, "image", "inspect", ref], env=docker_env(), capture_output=True).returncode == 0
+
+
+def base_image(log=binaries._default_log) -> str:
+    """The local stand-in for python:3.11-slim-bookworm, built from Debian packages once."""
+    key = hashlib.sha256(f"{SUITE} {BASE_PACKAGES}".encode()).hexdigest()[:12]
+    ref = f"don-predictor/base:{SUITE}-{key}"
+    if _image_exists(ref):
+        return ref
+    with binaries.file_lock(_cache_dir() / "base.lock", log, "the base image"):
+        if _image_exists(ref):
+            return ref
         binaries.apt_install(["debootstrap"], log)
         started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="rootfs-", dir=_images_dir()) as tmp:
+        with tempfile.TemporaryDirectory(prefix="rootfs-", dir=_cache_dir()) as tmp:
             root = Path(tmp) / "rootfs"
-            proc = subprocess.run(["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", SUITE,
-                                   str(root), "http://deb.debian.org/debian"], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise binaries.BuildError(f"debootstrap failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+            binaries._run(["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", SUITE, str(root),
+                           "http://deb.debian.org/debian"], log, "debootstrap")
             for junk in ("var/cache/apt/archives", "var/lib/apt/lists", "var/log", "usr/share/doc",
                          "usr/share/man", "usr/share/locale"):
                 shutil.rmtree(root / junk, ignore_errors=True)
-            (root / "etc/passwd").open("a").write("don:x:1000:1000:don:/tmp:/usr/sbin/nologin\n")
-            (root / "etc/group").open("a").write("don:x:1000:\n")
-            _tar_dir(root, layer)
-        log(f"base rootfs layer built in {time.monotonic() - started:.0f} s: {layer}")
-    return layer
+                (root / junk).mkdir(parents=True)
+            tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+            # No ENV: Docker gives an image without PATH the standard one, which the Dockerfiles extend.
+            docker("import", "--change", 'CMD ["python3"]', "-", ref, log=log, stdin=tar.stdout)
+            if tar.wait() != 0:
+                raise binaries.BuildError("tar of the base rootfs failed")
+        log(f"base image {ref} built in {time.monotonic() - started:.0f} s")
+    return ref
 
 
-def _requirements(extras: tuple[str, ...]) -> list[str]:
-    # DON_IMAGE_PYPROJECT: try a dependency change in the images before it lands in pyproject.toml.
-    pyproject = Path(os.environ.get("DON_IMAGE_PYPROJECT") or REPO / "pyproject.toml")
-    project = tomllib.loads(pyproject.read_text())["project"]
-    reqs = list(project.get("dependencies", []))
-    for extra in extras:
-        reqs += project.get("optional-dependencies", {}).get(extra, [])
-    return sorted(set(reqs))
+def pip_build_config(dest: Path) -> dict[str, Path]:
+    """This machine's pip configuration (files and PIP_* variables, as `pip config list` merges them)
+    as build secrets: `pip.conf`, with the CA bundle it names as `pip-cert`. Values that are host
+    paths (local wheel directories, constraint files) cannot be reached from a build and are left out."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
+    config, secrets = configparser.ConfigParser(interpolation=None), {}
+    config["global"] = {}
+    for line in proc.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        option, value = key.split(".", 1)[-1], value.strip().strip("'\"")
+        if option == "cert":
+            if Path(value).is_file():
+                shutil.copyfile(value, dest / "pip-cert")
+                secrets["pip-cert"] = dest / "pip-cert"
+                config["global"]["cert"] = "/run/secrets/pip-cert"
+            continue
+        kept = [v for v in value.split() if not v.startswith(("/", "file:", "~"))]
+        if kept and option not in ("constraint", "requirement", "find-links", "config-file"):
+            config["global"][option] = " ".join(kept)
+    with open(dest / "pip.conf", "w") as fh:
+        config.write(fh)
+    secrets["pip.conf"] = dest / "pip.conf"
+    return secrets
 
 
-def _pip_target(args: list[str], target: Path, log, what: str) -> None:
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-           "--no-warn-script-location", "--target", str(target), *args]
-    log(f"pip install {what} into an image layer")
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise binaries.BuildError(f"pip install {what} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+def _build_with_progress(cmd: list[str], log, what: str) -> None:
+    """Run `docker build --progress plain`, logging each step it starts and, while one step runs
+    long (a cold dependency install takes minutes), a line at least once a minute."""
+    log(f"docker build {what}")
+    proc = subprocess.Popen(cmd, env=docker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace")
+    tail: list[str] = []
+    state = {"step": "starting", "last": time.monotonic(), "started": time.monotonic()}
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        while not done.wait(5):
+            if time.monotonic() - state["last"] >= PROGRESS_SECONDS:
+                state["last"] = time.monotonic()
+                log(f"  {what}: still at {state['step']} ({time.monotonic() - state['started']:.0f} s so far)")
+
+    threading.Thread(target=heartbeat, daemon=True).start()
+    try:
+        for line in proc.stdout:
+            tail = (tail + [line])[-60:]
+            step = STEP_LINE.match(line)
+            if step:
+                text = " ".join(re.sub(r"--mount=\S+", "", step.group(1)).split())
+                state.update(step=text[:160], last=time.monotonic())
+                log(f"  {what}: {state['step']}")
+    finally:
+        done.set()
+    if proc.wait() != 0:
+        raise binaries.BuildError(f"docker build {what} failed (exit {proc.returncode}):\n{''.join(tail)[-4000:]}")
 
 
-def deps_layer(extras: tuple[str, ...], log=binaries._default_log) -> Path:
-    reqs = _requirements(extras)
-    key = hashlib.sha256(json.dumps([sys.version_info[:2], reqs]).encode()).hexdigest()[:16]
-    layer = _images_dir() / f"deps-{'-'.join(extras)}-{key}.tar"
-    if layer.exists():
-        return layer
-    with binaries.file_lock(_images_dir() / f"deps-{key}.lock", log, f"the {extras} dependency layer"):
-        if layer.exists():
-            return layer
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory(prefix="deps-", dir=_images_dir()) as tmp:
-            root = Path(tmp) / "root"
-            _pip_target(reqs, root / SITE.lstrip("/"), log, f"{len(reqs)} requirements ({', '.join(extras)})")
-            shutil.rmtree(root / SITE.lstrip("/") / "bin", ignore_errors=True)  # host-python shebangs
-            _tar_dir(root, layer)
-        log(f"dependency layer {layer.name} built in {time.monotonic() - started:.0f} s")
-    return layer
+def _inputs_key(spec: ImageSpec, base: str) -> str:
+    """A hash of what the build reads: the Dockerfile, target, base and every file the build context
+    admits (.dockerignore's `!` entries). An image labelled with it is current: Docker's own cache
+    check re-hashes the copied venvs (minutes for the 2 GB training image on a busy machine)."""
+    digest = hashlib.sha256(f"{spec.dockerfile} {spec.target} {base}".encode())
+    digest.update((REPO / spec.dockerfile).read_bytes())
+    allowed = [line[1:].strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.startswith("!") and not any(c in line for c in "*?[")]
+    for entry in sorted(allowed):
+        root = REPO / entry
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            if "__pycache__" in path.parts or path.suffix == ".pyc":
+                continue
+            digest.update(f"\0{path.relative_to(REPO).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
-def app_layer(workdir: Path, log=binaries._default_log) -> Path:
-    """The project itself, from the current working tree (``pip wheel . --no-deps``)."""
-    wheels = workdir / "wheels"
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                           "-w", str(wheels), str(REPO)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise binaries.BuildError(f"pip wheel . failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    (wheel,) = wheels.glob("don_predictor-*.whl")
-    root = workdir / "app"
-    _pip_target(["--no-deps", str(wheel)], root / SITE.lstrip("/"), log, wheel.name)
-    shutil.rmtree(root / SITE.lstrip("/") / "bin", ignore_errors=True)
-    (root / "usr" / "bin").mkdir(parents=True)
-    (root / "usr" / "bin" / "python").symlink_to("python3")  # manifests may say `python`
-    layer = workdir / "app.tar"
-    _tar_dir(root, layer)
-    return layer
+def _current_image(ref: str, key: str) -> str | None:
+    proc = subprocess.run([DOCKER, "image", "inspect", "--format",
+                           f'{{{{.Id}}}} {{{{index .Config.Labels "{INPUTS_LABEL}"}}}}', ref],
+                          env=docker_env(), capture_output=True, text=True)
+    image_id, _, found = proc.stdout.strip().partition(" ")
+    return image_id if proc.returncode == 0 and found == key else None
 
 
-def _config(spec: ImageSpec, diff_ids: list[str]) -> bytes:
-    return json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {
-            "User": "1000:1000", "WorkingDir": "/tmp", "Entrypoint": list(spec.entrypoint),
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    f"PYTHONPATH={SITE}", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "HOME=/tmp"],
-            "Labels": {"org.opencontainers.image.source": "don-predictor (tests/cluster/images.py)"},
-        },
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]},
-        "history": [{"created_by": "tests/cluster/images.py"}],
-    }, sort_keys=True).encode()
-
-
-def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
-    import io
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    archive.addfile(info, io.BytesIO(data))
-
-
-def import_images(ctr: list[str], specs: tuple[ImageSpec, ...] = IMAGES, log=binaries._default_log,
-                  extra: list[tuple[str, list[Path], dict]] | None = None) -> list[str]:
-    """Build every image and stream one docker-archive holding all of them into ``ctr images import``."""
+def build(spec: ImageSpec, log=binaries._default_log) -> str:
+    """`docker build` of one Dockerfile, unless the image of exactly these inputs exists; returns its id."""
+    ensure_docker(log)
+    base = base_image(log)
+    key = _inputs_key(spec, base)
+    image_id = _current_image(spec.ref, key)
+    if image_id:
+        log(f"{spec.ref} is current (inputs {key}): not rebuilt")
+        return image_id
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="app-", dir=_images_dir()) as tmp:
-        images: list[tuple[str, list[Path], bytes]] = []
-        if specs:
-            base = base_layer(log)
-            app = app_layer(Path(tmp), log)
-        for spec in specs:
-            layers = [base, deps_layer(spec.extras, log), app]
-            digests = [_layer_digest(layer) for layer in layers]
-            images.append((spec.ref, layers, _config(spec, digests)))
-        for ref, layers, config in extra or []:
-            images.append((ref, layers, json.dumps(config).encode()))
-        manifest, seen = [], set()
-        proc = subprocess.Popen([*ctr, "images", "import", "-"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        with tarfile.open(fileobj=proc.stdin, mode="w|") as archive:
-            for ref, layers, config in images:
-                config_name = hashlib.sha256(config).hexdigest() + ".json"
-                _add_bytes(archive, config_name, config)
-                names = []
-                for layer in layers:
-                    name = f"{_layer_digest(layer)}/layer.tar"
-                    if name not in seen:
-                        archive.add(str(layer), arcname=name)
-                        seen.add(name)
-                    names.append(name)
-                manifest.append({"Config": config_name, "RepoTags": [ref], "Layers": names})
-            _add_bytes(archive, "manifest.json", json.dumps(manifest).encode())
-        proc.stdin.close()
-        out = proc.stdout.read().decode(errors="replace")
-        if proc.wait() != 0:
-            raise binaries.BuildError(f"ctr images import failed:\n{out[-3000:]}")
-    refs = [ref for ref, _, _ in images]
+    with tempfile.TemporaryDirectory(prefix="pip-", dir=_cache_dir()) as tmp:
+        secrets = pip_build_config(Path(tmp))
+        cmd = ["build", "--network", "host", "-f", str(REPO / spec.dockerfile), "--build-arg",
+               f"PYTHON_IMAGE={base}", "-t", spec.ref, "--label", f"{INPUTS_LABEL}={key}",
+               "--iidfile", str(Path(tmp) / "iid")]
+        if spec.target:
+            cmd += ["--target", spec.target]
+        for name, path in secrets.items():
+            cmd += ["--secret", f"id={name},src={path}"]
+        _build_with_progress([DOCKER, *cmd, "--progress", "plain", str(REPO)], log, spec.ref)
+        image_id = (Path(tmp) / "iid").read_text().strip()
+    log(f"built {spec.ref} ({image_id[7:19]}) in {time.monotonic() - started:.1f} s")
+    return image_id
+
+
+def build_images(specs: tuple[ImageSpec, ...] = IMAGES, log=binaries._default_log) -> list[str]:
+    for spec in specs:
+        build(spec, log)
+    return [spec.ref for spec in specs]
+
+
+def import_images(ctr: list[str], specs: tuple[ImageSpec, ...] = IMAGES, log=binaries._default_log) -> list[str]:
+    """Build the images and stream them (`docker save`, shared layers once) into `ctr images import`."""
+    refs = build_images(specs, log)
+    started = time.monotonic()
+    save = subprocess.Popen([DOCKER, "save", *refs], env=docker_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc = subprocess.run([*ctr, "images", "import", "-"], stdin=save.stdout, capture_output=True, text=True)
+    save.stdout.close()
+    save_err = save.stderr.read().decode(errors="replace")
+    if save.wait() != 0 or proc.returncode != 0:
+        raise binaries.BuildError(f"docker save | ctr images import failed:\n{save_err[-2000:]}"
+                                  f"{(proc.stdout + proc.stderr)[-2000:]}")
     log(f"imported {', '.join(refs)} in {time.monotonic() - started:.0f} s")
     return refs
 
 
-def layer_from_dir(src: Path, name: str) -> Path:
-    layer = _images_dir() / f"{name}.tar"
-    _tar_dir(src, layer)
-    return layer
+def import_rootfs(ctr: list[str], ref: str, root: Path, config: dict, log=binaries._default_log) -> None:
+    """A one-layer image from a directory (the pause image), straight into containerd."""
+    import io
+    import json
+
+    with tempfile.TemporaryDirectory(prefix="rootfs-") as tmp:
+        layer = Path(tmp) / "layer.tar"
+        binaries._run(["tar", "--numeric-owner", "--sort=name", "--mtime=@0", "-C", str(root), "-cf", str(layer),
+                       "."], log, "tar")
+        digest = hashlib.sha256(layer.read_bytes()).hexdigest()
+        config = {**config, "rootfs": {"type": "layers", "diff_ids": [f"sha256:{digest}"]}}
+        archive_path = Path(tmp) / "image.tar"
+        with tarfile.open(archive_path, "w") as archive:
+            for name, data in (("config.json", json.dumps(config).encode()),
+                               ("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": [ref],
+                                                              "Layers": [f"{digest}/layer.tar"]}]).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+            archive.add(str(layer), arcname=f"{digest}/layer.tar")
+        binaries._run([*ctr, "images", "import", str(archive_path)], log, f"ctr images import {ref}")
 
 
-def layer_digest(layer: Path) -> str:
-    return _layer_digest(layer)
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.cluster.images [training-job|model-server|model-server-full|operator ...]`: build."""
+    by_name = {"training-job": TRAINING, "model-server": SERVING, "model-server-full": SERVING_FULL,
+               "operator": OPERATOR}
+    names = argv if argv is not None else sys.argv[1:]
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        print(f"unknown image(s) {', '.join(unknown)}; choose from {', '.join(by_name)}", file=sys.stderr)
+        return 2
+    specs = tuple(by_name[n] for n in names) or IMAGES
+    print("\n".join(build_images(specs)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

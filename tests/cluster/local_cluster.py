@@ -151,11 +151,9 @@ state = "{root / 'state'}"
             root.mkdir()
             subprocess.run(["gcc", "-Os", "-static", "-o", str(root / "pause"), str(source)], check=True,
                            capture_output=True)
-            layer = images.layer_from_dir(root, "pause-3.4")
-        config = {"architecture": "amd64", "os": "linux",
-                  "config": {"Entrypoint": ["/pause"], "User": "65535:65535"},
-                  "rootfs": {"type": "layers", "diff_ids": [f"sha256:{images.layer_digest(layer)}"]}}
-        images.import_images(self.ctr(), specs=(), log=self.log, extra=[(PAUSE_IMAGE, [layer], config)])
+            images.import_rootfs(self.ctr(), PAUSE_IMAGE, root, {
+                "architecture": "amd64", "os": "linux",
+                "config": {"Entrypoint": ["/pause"], "User": "65535:65535"}}, self.log)
 
     def _start_kubelet(self, bin_dir: Path) -> None:
         p = self.cp.pki
