@@ -296,8 +296,9 @@ def kube_client(settings: Settings):
         load_config(settings.kubeconfig)
         return Kube(), settings.namespace or current_namespace()
     except Exception as exc:  # no kubeconfig, no in-cluster account, a broken file
-        raise ConsoleError(f"no Kubernetes API configured ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ConsoleError("no Kubernetes API to read ModelRollouts from: give --kubeconfig, set "
+                           f"$KUBECONFIG or run in a cluster ({detail})") from None
 
 
 def list_rollouts(kube, namespace: str) -> list[dict]:

@@ -218,7 +218,7 @@ def _check_header(header: list[str], name: str,
     missing = [c for c in BAND_COLUMNS if c not in seen]
     if missing:
         raise DataError(f"{name}: row 1: missing band column{'s' if len(missing) > 1 else ''} "
-                        f"{_short_list(missing)} ({len(missing)} of {N_BANDS})")
+                        f"{_short_list(missing)} ({len(missing)} of {N_BANDS})" + _separator_hint(header))
     known = set(BAND_COLUMNS) | {TARGET_COLUMN, ID_COLUMN}
     extra = [c for c in header if c not in known]
     if extra:
