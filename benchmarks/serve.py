@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO / ".." / "shared" / "data" / "corn_hsi_don.csv"
 sys.path.insert(0, str(REPO))
 
+from scripts.records_sink import RecordsSink  # noqa: E402  (after the path insert)
+
 GOAL_PLAIN_1ROW = 10.0
 GOAL_FLOOR_1ROW = 0.75
 GOAL_PLAIN_100ROW = 2.5
@@ -59,33 +61,6 @@ if hl ~= nil and hl ~= "" then wrk.headers["Inference-Header-Content-Length"] = 
 
 class BenchError(Exception):
     pass
-
-
-class RecorderSink:
-    """Accepts every records event (204) and counts the records, like a fast recorder."""
-
-    def __init__(self):
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        sink = self
-        self.records = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                sink.records += len(json.loads(body)["records"])
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/records"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 def free_port() -> int:
@@ -232,7 +207,7 @@ def latest_version(store: Path, model: str) -> Path:
 
 
 def bench_family(family: str, version_dir: Path, args, wrk: str, work: Path,
-                 sink: RecorderSink) -> dict:
+                 sink: RecordsSink) -> dict:
     """All three servers up at once (idle ones cost nothing); cells interleaved over rounds so
     that background load drifting during the run hits every server alike; median per cell."""
     name = "don-rf" if family == "sklearn" else "don-tf"
@@ -379,11 +354,11 @@ def main() -> int:
                   f"{args.duration:g} s per cell, median of {args.rounds} interleaved rounds; "
                   f"servers and wrk pinned to separate CPUs: {args.pin}", flush=True)
             checks = []
-            sink = RecorderSink()
+            sink = RecordsSink(keep=False)
             for family, version_dir in dirs.items():
                 results = bench_family(family, version_dir, args, wrk, work, sink)
                 checks += report(family, results)
-            print(f"\nrecords received by the recorder stand-in: {sink.records}")
+            print(f"\nrecords received by the recorder stand-in: {sink.received}")
     except BenchError as exc:
         print(f"benchmark cannot run: {exc}", file=sys.stderr)
         return 2
