@@ -1,16 +1,19 @@
 """What ships is the product only: the wheel (what every Dockerfile installs with `pip install .`)
-holds our four packages and no test tooling; the local-cluster builder lives in tests/cluster/."""
+holds the packages pyproject.toml names and no test tooling; the local-cluster builder lives in
+tests/cluster/."""
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("don_core", "training_job", "model_server", "ops")
+PACKAGES = tuple(p.rstrip("*") for p in tomllib.loads((REPO / "pyproject.toml").read_text())
+                 ["tool"]["setuptools"]["packages"]["find"]["include"])
 
 
 def test_wheel_holds_our_packages_and_no_test_tooling(tmp_path):
@@ -31,6 +34,7 @@ def test_wheel_holds_our_packages_and_no_test_tooling(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     modules = [n for n in names if n.endswith(".py")]
     assert {n.split("/")[0] for n in modules} == set(PACKAGES)
+    assert "tests" not in PACKAGES and {"don_core", "ops"} <= set(PACKAGES)
     assert not [n for n in names if n.startswith(("ops/cluster/", "tests/"))]
     assert "ops/operator.py" in names and "ops/rollout/controller.py" in names  # the operator itself ships
 
