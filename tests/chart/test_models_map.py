@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from tests.chart.test_render import selects
 from tests.fixtures_chart import CHART, THIRD_MODEL, render_notes, run_helm
@@ -78,3 +79,19 @@ def test_model_keys_must_be_short_dns_labels(helm, key):
                    "--set", f"models.{key}.family=sklearn", "--set", f"models.{key}.version=1",
                    "--set", f"models.{key}.canary.trafficPercent=10", check=False)
     assert out.returncode != 0 and f"invalid propertyName '{key}'" in out.stderr, out.stderr
+
+
+def test_object_names_fit_what_kserve_and_knative_derive(helm):
+    """The longest release name and model key: a model's objects and the Services stay DNS labels, and an
+    InferenceService name leaves room for Knative's `latest-<name>-predictor` (63 characters)."""
+    release, key = "r" * 53, "k" * 15
+    out = run_helm("template", release, str(CHART), "--set", f"models.{key}.name=don-long",
+                   "--set", f"models.{key}.family=sklearn", "--set", f"models.{key}.version=1",
+                   "--set", f"models.{key}.canary.trafficPercent=10")
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    isvcs = [d["metadata"]["name"] for d in docs if d["kind"] == "InferenceService"]
+    assert len(isvcs) == 3 and all(len(f"latest-{n}-predictor") <= 63 for n in isvcs), isvcs
+    assert f"{'r' * 30}-{key}" in isvcs
+    models = [d["metadata"]["name"] for d in docs
+              if d["kind"] == "Service" or "don-predictor.io/model" in d["metadata"].get("labels", {})]
+    assert models and all(len(name) <= 63 for name in models), models
