@@ -589,7 +589,7 @@ def test_helm_test_program_makes_a_real_inference_call(renders):
         assert "ok don-rf version=1 ppb=812.5" in out.stdout
         assert sorted(seen) == [("/v1/models/don-rf:predict", 448), ("/v1/models/don-tf:predict", 448)]
         # A server that answers nonsense fails the test.
-        run_env["DON_TF_SERVICE_PORT"] = "1"
+        run_env["DON_DON_PREDICTOR_TF_SERVICE_PORT"] = "1"
         failed = subprocess.run([sys.executable, "-c", container["args"][0]], env=run_env,
                                 capture_output=True, text=True, timeout=60)
         assert failed.returncode == 1 and "FAIL don-tf" in failed.stderr
