@@ -9,8 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
-                               reference_rows, write_golden)
+from don_core.artifact import (EVALUATION_FILE, FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
+                               reference_rows, write_evaluation, write_golden)
 from don_core.export_check import MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
@@ -64,8 +64,8 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
                                  progress=lambda m: say(f"[cv] {m}"), **scheme)
-    calibrated = calibration.calibrate(y, cv.pop("predictions"), limits=limits, alpha=alpha,
-                                       beta=beta)
+    predictions = cv.pop("predictions")
+    calibrated = calibration.calibrate(y, predictions, limits=limits, alpha=alpha, beta=beta)
 
     train_rows, holdout_rows = evaluate.holdout_split(y, seed)
     say(f"[holdout] fitting on {len(train_rows)} rows, scoring {len(holdout_rows)}")
@@ -86,6 +86,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         out = Path(tmp) / "version"
         out.mkdir()
         module.export(final, out)
+        write_evaluation(out / EVALUATION_FILE, ids, y, predictions["oof"], X)
         reference_at = reference_rows(X[golden])
         reference = module.load_native(out)(reference_at)  # what serving must match
         write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden],
