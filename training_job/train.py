@@ -11,7 +11,8 @@ import numpy as np
 
 from don_core.artifact import (EVALUATION_FILE, FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
                                reference_rows, write_evaluation, write_golden)
-from don_core.export_check import MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, probe_rows
+from don_core.contract import ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT, ONNX_RTOL
+from don_core.export_check import agreement, probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
 from training_job import calibration, drift, evaluate, onnx_export, synthetic
@@ -125,10 +126,10 @@ def _check_exports(module, fitted, directory: Path, X: np.ndarray, reference_at:
     native = onnx_export.check_match(expected, module.load_native(directory)(probe), "native")
     onnx_path = directory / ONNX_FILE
     onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(onnx_path, probe), "onnx")
-    served, _ = agreement(reference, onnx_export.onnx_predict(onnx_path, reference_at), SERVE_RTOL, SERVE_ATOL_PPB)
-    if served < MIN_AGREEMENT:
+    served, _ = agreement(reference, onnx_export.onnx_predict(onnx_path, reference_at))
+    if served < ONNX_MIN_AGREEMENT:
         raise RuntimeError(f"onnx: the serving check would refuse the ONNX copy (agrees on {served:.1%} of "
-                           f"the reference rows, needs {MIN_AGREEMENT:.0%})")
+                           f"the reference rows, needs {ONNX_MIN_AGREEMENT:.0%})")
     return {"rows": int(len(probe)), "max_relative_error_native": native,
-            "max_relative_error_onnx": onnx_err, "rtol": onnx_export.RTOL,
-            "atol_ppb": onnx_export.ATOL_PPB, "reference_agreement_onnx": served}
+            "max_relative_error_onnx": onnx_err, "rtol": ONNX_RTOL,
+            "atol_ppb": ONNX_ATOL_PPB, "reference_agreement_onnx": served}
