@@ -17,8 +17,9 @@ from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENC
                                ArtifactError, Calibration, read_golden, reference_rows,
                                verify_version_dir)
 from don_core.drift import SCORE_LIMIT, DriftReference, read_reference
-from don_core.export_check import (MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement,
-                                   serve_probe)
+from don_core.contract import (CLIENT_ERROR, MAX_BATCH_ROWS, ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT,
+                               ONNX_RTOL, SUCCESS)
+from don_core.export_check import agreement, serve_probe
 from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 from model_server import codec
 from model_server.backends import NATIVE_LIBRARY, BackendError, OnnxBackend
@@ -31,11 +32,11 @@ QUIET_LOGGERS = ("uvicorn.access", "kserve.trace")  # one line per request costs
 
 @dataclass(frozen=True)
 class ServeOptions:
-    max_batch_rows: int = 10_000
+    max_batch_rows: int = MAX_BATCH_ROWS
     use_onnx: bool = True
     # ONNX vs native on the golden rows and rows near them (don_core.export_check).
-    onnx_rtol: float = SERVE_RTOL
-    onnx_atol: float = SERVE_ATOL_PPB
+    onnx_rtol: float = ONNX_RTOL
+    onnx_atol: float = ONNX_ATOL_PPB
     reflectance_range: tuple[float, float] = REFLECTANCE_RANGE  # other values: 400
     records: RecordOptions | None = None  # where prediction records go; None: off
     # Fall back to the native artifact (sklearn / TensorFlow) when the ONNX copy is unusable:
@@ -176,11 +177,11 @@ class DonModel(Model):
     def _recorded_reference(self, golden: dict) -> tuple[np.ndarray, np.ndarray]:
         """The reference rows and the native predictions training recorded on them."""
         recorded = golden.get(REFERENCE_KEY)
-        if not isinstance(recorded, dict) or "ppb" not in recorded:
+        if not isinstance(recorded, dict) or codec.OUTPUT_NAME not in recorded:
             raise ArtifactError(f"{self.model_dir}: golden.json records no reference predictions "
                                 "of the trained model; retrain it with this release")
         try:
-            expected = np.asarray(recorded["ppb"], dtype=np.float64).reshape(-1)
+            expected = np.asarray(recorded[codec.OUTPUT_NAME], dtype=np.float64).reshape(-1)
             rows = reference_rows(golden["instances"], recorded["probe"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{self.model_dir}: golden.json reference predictions are "
@@ -195,7 +196,7 @@ class DonModel(Model):
         rows, expected = self._recorded_reference(golden)
         served = native.predict(rows)
         agreed, diff = agreement(expected, served, self.options.onnx_rtol, self.options.onnx_atol)
-        if agreed < MIN_AGREEMENT:
+        if agreed < ONNX_MIN_AGREEMENT:
             raise ArtifactError(
                 f"{self.model_dir}: the model's predictions differ from those recorded at training "
                 f"time on {100 * (1 - agreed):.0f}% of the reference rows (max |diff| "
@@ -253,7 +254,7 @@ class DonModel(Model):
         worst = float(np.nanmax(diff)) if np.isfinite(diff).any() else None
         self.onnx_check = {"rows": int(len(rows)), "against": against, "agreement": agreed,
                            "max_abs_diff_ppb": worst, "rtol": self.options.onnx_rtol,
-                           "atol_ppb": self.options.onnx_atol, "used": agreed >= MIN_AGREEMENT}
+                           "atol_ppb": self.options.onnx_atol, "used": agreed >= ONNX_MIN_AGREEMENT}
         if not self.onnx_check["used"]:
             self.onnx_check["reason"] = f"ONNX predictions differ from the {against} beyond tolerance"
         return self.onnx_check["used"]
@@ -310,7 +311,7 @@ class DonModel(Model):
                                              self.options.reflectance_range)
             _, outputs = self.answer(req, (headers or {}).get("x-request-id"))
         except codec.ClientError as exc:
-            self.metrics.request("grpc", "client_error", time.perf_counter() - started)
+            self.metrics.request("grpc", CLIENT_ERROR, time.perf_counter() - started)
             raise InvalidInput(exc.message) from None
         infer_outputs = []
         # gRPC answers every output as raw bytes (raw_output_contents is all or nothing)
@@ -323,7 +324,7 @@ class DonModel(Model):
                 out.set_data_from_numpy(values.astype(np.bool_ if datatype == "BOOL"
                                                       else np.float32))
             infer_outputs.append(out)
-        self.metrics.request("grpc", "success", time.perf_counter() - started)
+        self.metrics.request("grpc", SUCCESS, time.perf_counter() - started)
         return InferResponse(response_id=payload.id or "", model_name=self.name,
                              model_version=self.version, infer_outputs=infer_outputs)
 

@@ -21,6 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from don_core import telemetry
+from don_core.contract import VERSION_HEADER
 from model_server import codec
 from model_server.metrics import exposition, outcome_of
 from model_server.drain import DRAINING, DrainMiddleware
@@ -98,7 +99,7 @@ _GUARD_ERRORS = {code: PREDICT_ERRORS[code] for code in (401, 429, 503)}
 
 
 def _error(status: int, message: str, version: str | None = None) -> Response:
-    headers = {"X-Model-Version": version} if version else None
+    headers = {VERSION_HEADER: version} if version else None
     return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON,
                     headers=headers)
 
@@ -196,7 +197,7 @@ async def _answer(request: Request, model, protocol: str, tracer) -> Response:
     with _span(tracer, "predict", attributes={"batch.rows": int(req.x.shape[0])}):
         ppb, values = model.answer(req, headers.get("x-request-id"), _trace_id(headers),
                                    _caller(request))
-    out_headers = {"X-Model-Version": model.version}
+    out_headers = {VERSION_HEADER: model.version}
     if protocol == "v1":
         return Response(codec.encode_v1(ppb, values), media_type=JSON, headers=out_headers)
     tensors = [codec.Tensor(o.name, model.output_types[o.name], values[o.name], o.binary)
@@ -256,7 +257,7 @@ def _metadata(model, model_name: str) -> Response:
     doc = {"name": model.name, "versions": [model.version], "platform": model.backend_name,
            "inputs": model.get_input_types(), "outputs": model.get_output_types()}
     return Response(orjson.dumps(doc), media_type=JSON,
-                    headers={"X-Model-Version": model.version})
+                    headers={VERSION_HEADER: model.version})
 
 
 async def v2_metadata(model_name: str, request: Request) -> Response:
@@ -303,7 +304,7 @@ async def status(request: Request, model_name: str | None = None) -> Response:
                rss_bytes=_PROCESS.memory_info().rss,
                tracing=telemetry.tracing_enabled())
     return Response(orjson.dumps(doc), media_type=JSON,
-                    status_code=200, headers={"X-Model-Version": model.version})
+                    status_code=200, headers={VERSION_HEADER: model.version})
 
 
 async def model_status(model_name: str, request: Request) -> Response:

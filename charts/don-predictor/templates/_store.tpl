@@ -26,7 +26,8 @@
 {{- end -}}
 {{- end -}}
 
-{{/* storageUri of one version: (dict "ctx" $ "model" "don-rf" "version" 1) */}}
+{{/* storageUri of one version: (dict "ctx" $ "model" "don-rf" "version" 1); the layout <root>/<model>/<N>
+is don_core.contract.storage_uri's (tests/chart/test_contract.py) */}}
 {{- define "don.storageUri" -}}
 {{- if eq .ctx.Values.modelStore.type "s3" -}}
 {{- printf "%s/%s/%v" (include "don.s3Root" .ctx) .model (int .version) -}}
