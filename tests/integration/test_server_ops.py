@@ -183,14 +183,10 @@ def test_metrics_with_two_workers_count_every_request(serving_store, start_serve
     from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
     from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
 
+    # The parent process answers gRPC, the workers REST: a scrape (served by one worker) that
+    # counts the gRPC calls reads every process. Which worker takes each REST connection is the
+    # kernel's choice (on a busy machine one may take them all): the totals must hold either way.
     server = start_server("don-rf", serving_store / "don-rf" / "1", "--workers", "2")
-    deadline, pids = time.monotonic() + 120, set()
-    while len(pids) < 2 and time.monotonic() < deadline:  # a new connection per call
-        r = requests.get(server.url("/status"), timeout=10)
-        if r.status_code == 200:
-            pids.add(r.json()["pid"])
-        time.sleep(0.1)
-    assert len(pids) == 2, f"only worker(s) {pids} answered"
     n_rest, n_grpc, n_bad = 40, 5, 3
     for _ in range(n_rest):
         assert requests.post(server.url(PREDICT), json={"instances": [ROW, ROW]},
