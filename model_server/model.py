@@ -76,6 +76,8 @@ class DonModel(Model):
         self.onnx_check: dict = {}
         self.native_fallback: bool | None = None
         self.load_seconds: float | None = None
+        # Seconds per load phase (verify, golden, backend, warm_up): where start-to-ready goes.
+        self.load_phases: dict[str, float] = {}
         self.loaded_at: float | None = None
         self.metrics: ServingMetrics | None = None
         self.calibration: Calibration | None = None
@@ -127,11 +129,20 @@ class DonModel(Model):
         log.info("serving %s version %s (%s) via %s, loaded in %.2f s", self.name, self.version,
                  self.family, self.backend_name, self.load_seconds,
                  extra={"model": self.name, "version": self.version, "family": self.family,
-                        "backend": self.backend_name, "onnx_check": self.onnx_check})
+                        "backend": self.backend_name, "onnx_check": self.onnx_check,
+                        "load_phases": self.load_phases})
         return True
 
+    def _phase(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.load_phases[name] = round(now - since, 4)
+        return now
+
     def _load(self) -> None:
+        self.load_phases = {}
+        mark = time.perf_counter()
         metadata = verify_version_dir(self.model_dir)
+        mark = self._phase("verify", mark)
         self.metadata = metadata
         self.version = str(metadata["version"])
         self.family = metadata["family"]
@@ -142,6 +153,7 @@ class DonModel(Model):
         rows = np.asarray(golden["instances"], dtype=np.float64).reshape(-1, N_BANDS)
         if len(rows) == 0:
             raise ArtifactError(f"{self.model_dir}: golden set is empty; nothing to check against")
+        mark = self._phase("golden", mark)
         onnx_path = self.model_dir / artifacts.get("onnx", ONNX_FILE)
         self.native_fallback = self.options.resolve_native_fallback(self.family)
         if self.native_fallback:
@@ -160,7 +172,9 @@ class DonModel(Model):
             self._onnx_only(onnx_path, golden)
         self.drift = self._drift_reference(artifacts)
         self.output_types = self._output_types()
+        mark = self._phase("backend", mark)  # load, ONNX agreement check, drift reference
         self._warm_up(rows)
+        self._phase("warm_up", mark)
         if self.metrics is None:
             self.metrics = ServingMetrics(self.name, self.version, self.family, self.backend_name)
         if self.options.records is not None and self.records is None:
@@ -377,6 +391,7 @@ class DonModel(Model):
             "trained_model": self.metadata.get("model"),
             "created": self.metadata.get("created"),
             "load_seconds": self.load_seconds,
+            "load_phases": self.load_phases,
             "loaded_at": self.loaded_at,
             "pid": os.getpid(),
             "max_batch_rows": self.options.max_batch_rows,
