@@ -9,18 +9,19 @@ from typing import Callable
 
 import numpy as np
 
-from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
-                               reference_rows, write_golden)
+from don_core.artifact import (DECISION_SCORE, FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE,
+                               build_metadata, reference_rows, write_golden)
 from don_core.export_check import MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
-from training_job import calibration, drift, evaluate, onnx_export, synthetic
+from training_job import calibration, decision, drift, evaluate, onnx_export, synthetic
 from training_job import reference as reference_set
 from training_job.data import Dataset, check_trainable, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
 
 FAMILIES = {"sklearn": rf, "tensorflow": tf}
+HEAD_ATOL = 1e-4   # on the 0..1 decision head score
 
 
 def load_data(src: str) -> Dataset:
@@ -64,8 +65,12 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
                                  progress=lambda m: say(f"[cv] {m}"), **scheme)
-    calibrated = calibration.calibrate(y, cv.pop("predictions"), limits=limits, alpha=alpha,
-                                       beta=beta)
+    say(f"[cv] decision head: the same {scheme['folds']} folds x {scheme['repeats']} repeats")
+    head = evaluate.out_of_fold_scores(lambda: decision.build(seed, limits), X, y, seed=seed,
+                                       **scheme)
+    calibrated = calibration.calibrate(y, cv.pop("predictions"), head, limits=limits,
+                                       alpha=alpha, beta=beta)
+    calibrated["score_method"] = decision.METHOD
 
     train_rows, holdout_rows = evaluate.holdout_split(y, seed)
     say(f"[holdout] fitting on {len(train_rows)} rows, scoring {len(holdout_rows)}")
@@ -74,6 +79,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
 
     say(f"[final] fitting on all {len(y)} rows")
     final = module.build(seed, **params).fit(X, y)
+    final_head = decision.build(seed, limits).fit(X, y)
     print(evaluate.format_table({family: cv}), flush=True)
     print(calibration.format_table({family: calibrated}), flush=True)
     if synthetic.is_source(data):
@@ -91,6 +97,8 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden],
                      reference_ppb=reference)
         export_check = _check_exports(module, final, out, X, reference_at, reference)
+        decision_files = final_head.export(out)
+        export_check["decision_head"] = _check_head(final_head, decision_files, out, X)
         metadata = build_metadata(
             model=model, family=family,
             training_data={"source": dataset.source, "sha256": dataset.sha256,
@@ -98,7 +106,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
                            "reference": held.metadata},
             target_range_ppb=(float(y.min()), float(y.max())),
             hyperparameters={"seed": seed, **params},
-            calibration=calibrated,
+            calibration=calibrated, decision=decision_files,
             metrics={"cv": cv,
                      "holdout": {"rows": int(len(holdout_rows)),
                                  "fraction": evaluate.HOLDOUT_FRACTION, "figures": holdout},
@@ -131,3 +139,18 @@ def _check_exports(module, fitted, directory: Path, X: np.ndarray, reference_at:
     return {"rows": int(len(probe)), "max_relative_error_native": native,
             "max_relative_error_onnx": onnx_err, "rtol": onnx_export.RTOL,
             "atol_ppb": onnx_export.ATOL_PPB, "reference_agreement_onnx": served}
+
+
+def _check_head(head, files: dict[str, str], directory: Path, X: np.ndarray) -> dict:
+    """Each limit's exported decision head must give the fitted head's scores (float32 trees may
+    flip a split on a rare probe row, as for the model itself: MIN_AGREEMENT of the rows)."""
+    probe = probe_rows(X, extra=200)
+    expected = head.predict(probe)
+    agreed = {}
+    for limit, name in files.items():
+        got = onnx_export.onnx_predict(directory / name, probe, DECISION_SCORE)
+        agreed[limit], _ = agreement(expected[int(limit)], got, 0.0, HEAD_ATOL)
+        if agreed[limit] < MIN_AGREEMENT:
+            raise RuntimeError(f"onnx: decision head {name} agrees with the fitted head on only "
+                               f"{agreed[limit]:.1%} of {len(probe)} rows")
+    return {"rows": int(len(probe)), "atol": HEAD_ATOL, "agreement": agreed}
