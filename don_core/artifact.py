@@ -38,6 +38,12 @@ SCORE_PPB, SCORE_HEAD = "ppb", "decision_head"
 def decision_file(limit: int) -> str:
     return f"decision_{int(limit)}.onnx"
 
+
+# What people look at (the console's Models and Predict pages): the cross-validation's out-of-fold
+# predictions and the band-wise range of the training spectra. Versions published before it
+# existed lack it; nothing served reads it.
+EVALUATION_FILE = "evaluation.json"
+
 # family -> its native artifact (a file for sklearn, a SavedModel directory for tensorflow)
 NATIVE_ARTIFACT = {"sklearn": "model.joblib", "tensorflow": "saved_model"}
 # CLI short names of the families
@@ -108,7 +114,8 @@ def build_metadata(*, model: str, family: str, training_data: dict, hyperparamet
         "family": family,
         "created": created or utc_now(),
         "artifacts": {"native": NATIVE_ARTIFACT[family], "onnx": ONNX_FILE, "golden": GOLDEN_FILE,
-                      "drift": DRIFT_FILE, **({"decision": decision} if decision else {})},
+                      "drift": DRIFT_FILE, "evaluation": EVALUATION_FILE,
+                      **({"decision": decision} if decision else {})},
         "feature_schema": FEATURE_SCHEMA,
         "feature_schema_sha256": schema_fingerprint(),
         "training_data": training_data,
@@ -222,6 +229,36 @@ def write_golden(path: Path, spectra, targets_ppb, ids, reference_ppb=None) -> N
 
 def read_golden(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def write_evaluation(path: Path, ids, measured_ppb, oof_ppb, spectra) -> None:
+    """`oof_ppb[r, i]`: repeat r's out-of-fold prediction of row i (NaN where it had none); kept
+    as the per-row mean over repeats, one point per sample. `spectra`: the rows fitted on."""
+    oof = np.asarray(oof_ppb, dtype=np.float64).reshape(-1, len(measured_ppb))
+    X = np.asarray(spectra, dtype=np.float64)
+    doc = {"format": 1,
+           "out_of_fold": {"ids": [str(i) for i in ids],
+                           "measured_ppb": [float(v) for v in measured_ppb],
+                           "predicted_ppb": [round(float(v), 3) for v in np.nanmean(oof, axis=0)],
+                           "repeats": int(oof.shape[0])},
+           "bands": {"rows": int(len(X)),
+                     **{name: [round(float(v), 6) for v in fn(X, axis=0)]
+                        for name, fn in (("min", np.min), ("max", np.max), ("mean", np.mean))}}}
+    Path(path).write_text(json.dumps(doc))
+
+
+def parse_evaluation(body: bytes, name: str = EVALUATION_FILE) -> dict:
+    """The checked evaluation document; ArtifactError names what is wrong."""
+    try:
+        doc = json.loads(body)
+        oof, bands = doc["out_of_fold"], doc["bands"]
+        n = len(oof["measured_ppb"])
+        if doc.get("format") != 1 or len(oof["predicted_ppb"]) != n or len(oof["ids"]) != n or \
+                any(len(bands[k]) != FEATURE_SCHEMA["n_features"] for k in ("min", "max", "mean")):
+            raise ValueError("arrays of the wrong length or an unknown format")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{name}: unreadable ({exc})") from None
+    return doc
 
 
 def fsync_dir(path: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -73,6 +74,21 @@ class Store(ABC):
 
     @abstractmethod
     def uri(self, model: str, version: int) -> str: ...
+
+    @abstractmethod
+    def _read_version_bytes(self, model: str, version: int, name: str) -> bytes: ...
+
+    def read_file(self, model: str, version: int, name: str) -> bytes:
+        """One file of a published version (e.g. evaluation.json), checked against its sha256 in
+        metadata.json, without fetching the whole version. StoreError when it is not listed."""
+        metadata = self.read_metadata(model, version)
+        digest = metadata["files"].get(name)
+        if digest is None:
+            raise StoreError(f"{model} version {version} has no {name}")
+        body = self._read_version_bytes(model, version, name)
+        if hashlib.sha256(body).hexdigest() != digest:
+            raise StoreError(f"{model} version {version}: {name} fails its sha256 check")
+        return body
 
     @abstractmethod
     def fetch(self, model: str, version: int, dest: Path) -> Path:
@@ -170,6 +186,12 @@ class LocalStore(Store):
         if not version_dir.is_dir():
             raise StoreError(f"{model} version {version} does not exist in {self.root}")
         return read_metadata(version_dir)
+
+    def _read_version_bytes(self, model, version, name):
+        try:
+            return (self.path / check_model_name(model) / str(version) / name).read_bytes()
+        except OSError as exc:
+            raise StoreError(f"{model} version {version}: cannot read {name} ({exc})") from None
 
     def fetch(self, model: str, version: int, dest: Path) -> Path:
         source = self.path / check_model_name(model) / str(version)
@@ -460,6 +482,13 @@ class S3Store(Store):
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / METADATA_FILE).write_bytes(body)
             return read_metadata(Path(tmp))
+
+    def _read_version_bytes(self, model, version, name):
+        key = self._key(check_model_name(model), version, name)
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self._client_error() as exc:
+            raise self._failure(f"{model} version {version}: cannot read", key, exc) from None
 
     def fetch(self, model: str, version: int, dest: Path) -> Path:
         dest = Path(dest)

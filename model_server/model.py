@@ -329,28 +329,35 @@ class DonModel(Model):
         self.metrics.outliers(score, int(np.count_nonzero(flagged)))
         return score, flagged
 
+    def answer(self, req: codec.Request, request_id: str | None, trace_id: str | None = None,
+               caller: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """ppb and the outputs a decoded request names (REST and gRPC alike), recorded if records
+        are on."""
+        codec.check_outputs(req.outputs, self.output_types)
+        x = req.x
+        ppb = self.infer(x)
+        outliers = self.outliers(x)  # every batch: the drift metrics and records count it
+        values = self.outputs(x, ppb, [o.name for o in req.outputs], outliers)
+        if self.records is not None:
+            self.records.submit(x, ppb, outliers, req.id or request_id, trace_id, caller,
+                                req.sample_ids)
+        return ppb, values
+
     # --- KServe's own data plane: only gRPC reaches it (our REST routes replace KServe's) ---
     def predict(self, payload, headers=None):
         started = time.perf_counter()
         try:
             if not isinstance(payload, InferRequest):
                 raise codec.ClientError(400, f"unsupported payload {type(payload).__name__}")
-            x, sample_ids = self._rows_from_infer_request(payload)
-            named = [o.name for o in payload.request_outputs or ()]
-            names = named if codec.OUTPUT_NAME in named else [codec.OUTPUT_NAME, *named]
-            codec.check_outputs([codec.RequestedOutput(n) for n in names], self.output_types)
+            req = codec.decode_infer_request(payload, self.options.max_batch_rows,
+                                             self.options.reflectance_range)
+            _, outputs = self.answer(req, (headers or {}).get("x-request-id"))
         except codec.ClientError as exc:
             self.metrics.request("grpc", "client_error", time.perf_counter() - started)
             raise InvalidInput(exc.message) from None
-        ppb = self.infer(x)
-        outliers = self.outliers(x)
-        if self.records is not None:
-            headers = headers or {}
-            self.records.submit(x, ppb, outliers, payload.id or headers.get("x-request-id"),
-                                None, None, sample_ids)
         infer_outputs = []
         # gRPC answers every output as raw bytes (raw_output_contents is all or nothing)
-        for name, values in self.outputs(x, ppb, names, outliers).items():
+        for name, values in outputs.items():
             datatype = self.output_types[name]
             out = InferOutput(name=name, shape=[len(values)], datatype=datatype)
             if datatype == "BYTES":
@@ -362,38 +369,6 @@ class DonModel(Model):
         self.metrics.request("grpc", "success", time.perf_counter() - started)
         return InferResponse(response_id=payload.id or "", model_name=self.name,
                              model_version=self.version, infer_outputs=infer_outputs)
-
-    def _rows_from_infer_request(self, request: InferRequest):
-        """(spectra [n, 448], sample ids or None) from one spectra input and an optional BYTES
-        input named codec.SAMPLE_ID_INPUT: the same rules as the REST routes (codec)."""
-        ids_inputs = [t for t in request.inputs if t.name == codec.SAMPLE_ID_INPUT]
-        spectra = [t for t in request.inputs if t.name != codec.SAMPLE_ID_INPUT]
-        if len(spectra) != 1 or len(ids_inputs) > 1:
-            raise codec.ClientError(400, f"expected exactly one input tensor of spectra (and "
-                                         f"optionally {codec.SAMPLE_ID_INPUT!r}), got "
-                                         f"{len(request.inputs)}")
-        tensor = spectra[0]
-        shape = list(tensor.shape)
-        codec.check_tensor_header(tensor.datatype, shape, self.options.max_batch_rows)
-        try:
-            x = tensor.as_numpy()
-        except Exception as exc:  # kserve raises assorted errors for inconsistent tensors
-            raise codec.ClientError(400, f"input tensor does not match its shape: {exc}") from None
-        x = codec.check_rows(np.asarray(x).reshape(shape), self.options.max_batch_rows,
-                             self.options.reflectance_range)
-        sample_ids = None
-        if ids_inputs:
-            ids = ids_inputs[0]
-            if ids.datatype != "BYTES":
-                raise codec.ClientError(400, f"input {codec.SAMPLE_ID_INPUT!r} must be BYTES")
-            try:
-                values = np.asarray(ids.as_numpy(), dtype=object).reshape(-1).tolist()
-                values = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
-            except Exception as exc:  # undecodable or inconsistent tensor
-                raise codec.ClientError(400, f"input {codec.SAMPLE_ID_INPUT!r}: {exc}") from None
-            sample_ids = codec.check_sample_ids(values, len(x), f"input "
-                                                                f"{codec.SAMPLE_ID_INPUT!r}")
-        return x, sample_ids
 
     def get_input_types(self):
         return [{"name": codec.INPUT_NAME, "datatype": "FP32", "shape": [-1, N_BANDS]}]

@@ -5,8 +5,11 @@ never saw, on other data with rows of the model's reference set (no version is f
 The servers record every prediction to a prediction recorder: by default one the demo starts on
 SQLite beside the store (`<store>.recorder.db`), or the one named by --records_url.
 
+The web console (console/) starts as soon as the first model has answered, on
+http://127.0.0.1:8501 (--console_port), next to the model servers.
+
   python -m scripts.demo [--store DIR] [--data SRC] [--port N] [--full] [--once]
-                         [--records_url URL | --no-recorder]
+                         [--records_url URL | --no-recorder] [--console_port N | --no-console]
 """
 from __future__ import annotations
 
@@ -53,11 +56,11 @@ def post(url: str, body: dict) -> tuple[dict, str]:
         return json.loads(response.read()), response.headers.get("X-Model-Version", "?")
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180, what: str = "model server") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"model server exited with {proc.returncode}; see its log above")
+            raise SystemExit(f"{what} exited with {proc.returncode}; see its log above")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -98,6 +101,10 @@ def main() -> int:
                         help="send prediction records to this recorder instead of starting one")
     parser.add_argument("--no-recorder", dest="recorder", action="store_false",
                         help="record nothing")
+    parser.add_argument("--console_port", type=int, default=8501,
+                        help="serve the web console on this port (default 8501)")
+    parser.add_argument("--no-console", dest="console", action="store_false",
+                        help="do not start the web console")
     args = parser.parse_args()
     store = Path(args.store).resolve()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -133,6 +140,10 @@ def main() -> int:
             servers.append(proc)
             wait_ready(f"http://127.0.0.1:{port}/v2/models/{model}/ready", proc)
             call(model, port, args.data, version_dir)
+            if step == 1 and args.console:
+                # after the first answer, so it never delays it; ready long before the network is
+                console, console_proc = start_console(store, ports, records_url, args.console_port,
+                                                      env, servers)
 
         if recorder_db is not None:
             print(f"\n{stored_records(recorder_db, 6)} prediction records stored in {recorder_db} "
@@ -140,6 +151,9 @@ def main() -> int:
                   "version, sample_id, predicted_ppb, out_of_distribution from predictions'")
         elif records_url:
             print(f"\nprediction records sent to {records_url}")
+        if args.console:
+            wait_ready(f"{console}/_stcore/health", console_proc, timeout=120, what="web console")
+            print(f"\nWeb console: {console}  (Predict, Models, Rollouts, Monitoring)", flush=True)
         rf_port = ports["don-rf"]
         print(f"\nTry it yourself (in another shell, from {Path.cwd()}):"
               f"\n  . .venv/bin/activate     # puts the project's python first on PATH"
@@ -178,6 +192,19 @@ def start_recorder(db: Path, env: dict, processes: list) -> str:
     processes.append(proc)
     wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
     return f"http://127.0.0.1:{port}/"
+
+
+def start_console(store: Path, ports: dict, records_url: str | None, port: int, env: dict,
+                  processes: list) -> tuple[str, subprocess.Popen]:
+    """`python -m console` on loopback for the demo's servers, store and recorder: URL, process."""
+    servers = [arg for model, p in ports.items() for arg in ("--server", f"{model}=http://127.0.0.1:{p}")]
+    recorder = ["--recorder", records_url] if records_url else []
+    print(f"\n=== web console starting on http://127.0.0.1:{port} ===", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "console", "--store", str(store), *servers,
+                             *recorder, "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes.append(proc)
+    return f"http://127.0.0.1:{port}", proc
 
 
 def stored_records(db: Path, expected: int, timeout: float = 30.0) -> int:

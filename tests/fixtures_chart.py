@@ -41,6 +41,10 @@ EVERYTHING_ON = ("--set", "operator.enabled=true", "--set", "tracing.collector.e
                  "--set", "serving.autoscaling.minReplicas=2", "--set", "images.pullSecrets[0].name=regcred",
                  "--set", "images.registry=ghcr.io/acme", "--set", "images.tag=1.2.3")
 
+# A third model added through values alone (the templates iterate over `models`).
+THIRD_MODEL = ("--set", "models.gbr.name=don-gbr", "--set", "models.gbr.family=sklearn",
+               "--set", "models.gbr.version=1", "--set", "models.gbr.canary.trafficPercent=10")
+
 
 def canary(key: str, version: int, percent: int) -> tuple[str, ...]:
     return ("--set", f"models.{key}.canary.version={version}",
@@ -80,6 +84,11 @@ MATRIX = [
     Case("deployment-operator-off-collector-off", K130 + (
         "--set", "serving.engine=deployment", "--set", "operator.enabled=false",
         "--set", "tracing.collector.enabled=false", "--set", "networkPolicy.ingressNamespaces={istio-system}")),
+    Case("third-model-deployment-gateway", K130 + GATEWAY + THIRD_MODEL + ("--set", "serving.engine=deployment")
+         + canary("gbr", 2, 30)),
+    Case("third-model-knative-operator", KSERVE + K130 + THIRD_MODEL + (
+        "--set", "operator.enabled=true", "--set", "training.job.enabled=true",
+        "--set", "training.models={rf,tf,gbr}", "--set", "models.gbr.version=3")),
     # The local Kubernetes 1.20 test cluster: no KServe, no Gateway API, older API versions.
     Case("kube-1.20-deployment", K120 + ("--set", "serving.engine=deployment", "--set", "operator.enabled=true",
          "--set", "training.job.enabled=true", "--set", "training.cronJob.enabled=true",

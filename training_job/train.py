@@ -9,8 +9,9 @@ from typing import Callable
 
 import numpy as np
 
-from don_core.artifact import (DECISION_SCORE, FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE,
-                               build_metadata, reference_rows, write_golden)
+from don_core.artifact import (DECISION_SCORE, EVALUATION_FILE, FAMILY_ALIASES, GOLDEN_FILE,
+                               ONNX_FILE, build_metadata, reference_rows, write_evaluation,
+                               write_golden)
 from don_core.export_check import MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
@@ -68,8 +69,9 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     say(f"[cv] decision head: the same {scheme['folds']} folds x {scheme['repeats']} repeats")
     head = evaluate.out_of_fold_scores(lambda: decision.build(seed, limits), X, y, seed=seed,
                                        **scheme)
-    calibrated = calibration.calibrate(y, cv.pop("predictions"), head, limits=limits,
-                                       alpha=alpha, beta=beta)
+    predictions = cv.pop("predictions")
+    calibrated = calibration.calibrate(y, predictions, head, limits=limits, alpha=alpha,
+                                       beta=beta)
     calibrated["score_method"] = decision.METHOD
 
     train_rows, holdout_rows = evaluate.holdout_split(y, seed)
@@ -92,6 +94,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         out = Path(tmp) / "version"
         out.mkdir()
         module.export(final, out)
+        write_evaluation(out / EVALUATION_FILE, ids, y, predictions["oof"], X)
         reference_at = reference_rows(X[golden])
         reference = module.load_native(out)(reference_at)  # what serving must match
         write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden],

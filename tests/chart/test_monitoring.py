@@ -157,6 +157,84 @@ def test_recorder_takes_postgres_url_and_token_from_existing_secrets():
     assert failed.returncode != 0 and "recorder.token.existingSecret" in failed.stderr
 
 
+def _predictor_pods(render) -> list[tuple[str, dict, dict, dict]]:
+    """(where, pod spec, model-server container, pod labels) of every predictor the render defines:
+    Deployments and InferenceService predictors, also the ones inside a ModelRollout."""
+    found = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if isinstance(node.get("model"), dict) and "runtime" in node["model"]:  # an isvc predictor
+                found.append((where, node, node["model"], node.get("labels", {})))
+            for key, value in node.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    for doc in render.docs:
+        name = f"{doc['kind']} {doc['metadata']['name']}"
+        labels = doc["metadata"].get("labels", {})
+        if doc["kind"] == "Deployment" and labels.get("app.kubernetes.io/component") == "predictor":
+            template = doc["spec"]["template"]
+            found.append((name, template["spec"], template["spec"]["containers"][0], template["metadata"]["labels"]))
+        elif doc["kind"] in ("InferenceService", "ModelRollout"):
+            walk(doc["spec"], name)
+    return found
+
+
+def _allows(rules: list[dict], peer_key: str, labels: dict, port: int) -> bool:
+    return any(any(selects(peer.get("podSelector", {}), labels) and "namespaceSelector" not in peer
+                   for peer in rule.get(peer_key, []))
+               and any(p["port"] == port for p in rule.get("ports", [])) for rule in rules)
+
+
+@pytest.mark.parametrize("engine", ["kserve-operator", "deployment"])
+def test_predictors_send_records_to_the_recorder(render, engine):
+    """Recorder on: every model server gets the recorder's URL and the token Secret mounted as a file
+    (never a value in the pod spec), and the network policies let exactly that traffic through."""
+    if engine == "deployment":  # existing token Secret, another port and a sample
+        render = render_case(Case("recorder-deployment", (
+            "--set", "serving.engine=deployment", "--set", "recorder.enabled=true",
+            "--set", "recorder.token.existingSecret=lab-token", "--set", "recorder.port=9000",
+            "--set-json", "recorder.sampleRate=0.25", "--set", "apiToken.enabled=true", "--set", "apiToken.value=api")))
+    service = render.named("Service", f"{FULL}-recorder")
+    port = service["spec"]["ports"][0]["port"]
+    secret = "lab-token" if engine == "deployment" else f"{FULL}-recorder-token"
+    recorder_labels = render.named("Deployment", f"{FULL}-recorder")["spec"]["template"]["metadata"]["labels"]
+    assert render.named("Deployment", f"{FULL}-recorder")["spec"]["template"]["spec"]["volumes"][1]["secret"] == \
+        {"secretName": secret}
+    pods = _predictor_pods(render)
+    assert len(pods) == 2, [w for w, *_ in pods]  # rf and tf
+    policies = render.of_kind("NetworkPolicy")
+    ingress = render.named("NetworkPolicy", f"{FULL}-recorder")["spec"]["ingress"]
+    for where, pod, container, labels in pods:
+        env = {e["name"]: e for e in container["env"]}
+        assert env["DON_RECORDS_URL"]["value"] == f"http://{FULL}-recorder.{NS}.svc.cluster.local:{port}/", where
+        assert env["DON_RECORDS_SAMPLE_RATE"]["value"] == ("0.25" if engine == "deployment" else "1"), where
+        token_file = Path(env["DON_RECORDS_TOKEN_FILE"]["value"])
+        mount = [m for m in container["volumeMounts"] if m["mountPath"] == str(token_file.parent)]
+        assert len(mount) == 1 and mount[0]["readOnly"] is True, where
+        volume = [v for v in pod["volumes"] if v["name"] == mount[0]["name"]][0]
+        assert volume["secret"]["secretName"] == secret, where
+        assert {"key": "token", "path": token_file.name} in volume["secret"]["items"], where
+        # The caller API token keeps its own mount (the two Secrets never share a directory).
+        if engine == "deployment":
+            assert env["DON_API_TOKEN_FILE"]["value"] != str(token_file), where
+        egress = [r for p in policies if selects(p["spec"]["podSelector"], labels) for r in p["spec"].get("egress", [])]
+        assert _allows(egress, "to", recorder_labels, port), f"{where}: no egress to the recorder on {port}"
+        assert _allows(ingress, "from", labels, port), f"{where}: the recorder does not admit it on {port}"
+
+
+def test_predictors_record_nothing_without_the_recorder():
+    render = render_case(Case("no-recorder", ("--set", "serving.engine=deployment")))
+    assert "DON_RECORDS_" not in render.text and "records-token" not in render.text
+    assert _predictor_pods(render)
+    failed = run_helm("template", "don", str(CHART), "--set", "recorder.enabled=true", "--set",
+                      "recorder.token.value=t", "--set", "recorder.sampleRate=0", check=False)
+    assert failed.returncode != 0 and "sampleRate" in failed.stderr
+
+
 def test_every_alert_has_a_runbook_section(rules):
     anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-")
                for h in re.findall(r"^## (.+)$", RUNBOOK.read_text(), re.M)}

@@ -156,6 +156,21 @@ def test_decide_promotes_through_every_step():
     assert status["trafficApplied"] is False  # the promotion patch is still to be applied
 
 
+def test_each_analysis_keeps_its_figures_in_the_history():
+    """lastAnalysis holds only the latest; the history entry of every analysis keeps its numbers
+    (the console's rollout timeline)."""
+    spec = parse_spec({"target": "don", "candidate": {"version": 2}, "steps": [10, 100], "interval": "5s"})
+    status = state.start(spec, T0, "s3://b/don/1", "s3://b/don/2", 1, 2)
+    checks = [{"name": "successRate", "value": 0.99, "threshold": 0.95, "result": analysis.PASS},
+              {"name": "p99LatencyMs", "value": 40, "threshold": 500, "result": analysis.PASS},
+              {"name": "metrics", "value": None, "threshold": None, "result": analysis.PASS}]
+    _, changes = state.decide(status, spec, {"verdict": analysis.PASS, "summary": "ok", "checks": checks},
+                              T0 + dt.timedelta(seconds=5))
+    entry = changes["history"][-1]
+    assert entry["event"] == "Advanced" and entry["verdict"] == analysis.PASS
+    assert entry["figures"] == {"successRate": 0.99, "p99LatencyMs": 40}
+
+
 def test_decide_tolerates_failure_limit_then_rolls_back():
     trail, status = run_to_end([analysis.PASS, analysis.FAIL, analysis.PASS, analysis.FAIL, analysis.FAIL])
     assert [t[0] for t in trail[1:]] == ["Advance", "Hold", "Advance", "Hold", "RollBack"]

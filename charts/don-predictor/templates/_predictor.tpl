@@ -38,6 +38,7 @@ model:
     - name: DON_MODEL_VERSION
       value: {{ .version | quote }}
     {{- with include "don.apiTokenEnv" $ctx }}{{ . | trim | nindent 4 }}{{ end }}
+    {{- with include "don.recordsEnv" $ctx }}{{ . | trim | nindent 4 }}{{ end }}
     {{- include "don.otelEnv" (dict "ctx" $ctx "service" .model.name) | trim | nindent 4 }}
   resources:
     {{- toYaml $v.serving.resources | nindent 4 }}
@@ -46,8 +47,10 @@ model:
   volumeMounts:
     - {name: tmp, mountPath: /tmp}
     {{- with include "don.apiTokenMount" $ctx }}{{ . | trim | nindent 4 }}{{ end }}
+    {{- with include "don.recordsMount" $ctx }}{{ . | trim | nindent 4 }}{{ end }}
 volumes:
   - name: tmp
     emptyDir: {sizeLimit: 256Mi}
   {{- with include "don.apiTokenVolume" $ctx }}{{ . | trim | nindent 2 }}{{ end }}
+  {{- with include "don.recordsVolume" $ctx }}{{ . | trim | nindent 2 }}{{ end }}
 {{- end -}}
