@@ -16,6 +16,7 @@ import numpy as np
 import requests
 
 from don_core.artifact import EVALUATION_FILE, ArtifactError, parse_evaluation
+from don_core.contract import VERSION_HEADER
 from don_core.labcsv import DataError, Dataset, parse_csv
 from don_core.schema import BAND_COLUMNS, DECISION_THRESHOLDS_PPB, N_BANDS
 
@@ -154,7 +155,7 @@ def predict(settings: Settings, model: str, dataset: Dataset) -> Prediction:
         if extras:
             body["parameters"] = {"outputs": extras}
         response = _call("POST", f"{base}/v1/models/{model}:predict", settings, json=body)
-        version = response.headers.get("X-Model-Version", version)
+        version = response.headers.get(VERSION_HEADER, version)
         doc = response.json()
         columns["predicted_ppb"].extend(float(v) for v in doc["predictions"])
         for name in extras:

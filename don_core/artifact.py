@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from don_core.contract import OUTPUT_NAME
 from don_core.schema import FEATURE_SCHEMA, schema_fingerprint
 
 FORMAT_VERSION = 1
@@ -223,7 +224,7 @@ def write_golden(path: Path, spectra, targets_ppb, ids, reference_ppb=None) -> N
     }
     if reference_ppb is not None:
         doc[REFERENCE_KEY] = {"probe": REFERENCE_PROBE,
-                              "ppb": [float(v) for v in reference_ppb]}
+                              OUTPUT_NAME: [float(v) for v in reference_ppb]}
     Path(path).write_text(json.dumps(doc))
 
 

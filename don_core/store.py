@@ -30,6 +30,7 @@ from pathlib import Path
 
 from don_core.artifact import (METADATA_FILE, ArtifactError, dump_metadata, fsync_dir, hash_tree,
                                read_metadata, utc_now, verify_version_dir)
+from don_core.contract import storage_uri
 from don_core.reference import REFERENCE_FILE, ReferenceError, check_reference, dump_reference
 
 _MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
@@ -172,7 +173,7 @@ class LocalStore(Store):
         self.path = Path(root)
 
     def uri(self, model: str, version: int) -> str:
-        return str(self.path / model / str(version))
+        return storage_uri(str(self.path), model, version)
 
     def list_versions(self, model: str) -> list[int]:
         model_dir = self.path / check_model_name(model)
@@ -424,7 +425,7 @@ class S3Store(Store):
         return key
 
     def uri(self, model: str, version: int) -> str:
-        return f"s3://{self.bucket}/{self._key(model, version)}".rstrip("/")
+        return storage_uri(f"s3://{self.bucket}/{self.prefix}", model, version)
 
     def _objects(self, prefix: str):
         """(key, last-modified) of every object under `prefix`."""

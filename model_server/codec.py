@@ -11,10 +11,9 @@ from typing import Mapping, NamedTuple
 import numpy as np
 import orjson
 
+from don_core.contract import INPUT_NAME, OUTPUT_NAME, SAMPLE_ID_INPUT, V1_SAMPLE_IDS
 from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 
-OUTPUT_NAME = "ppb"
-INPUT_NAME = "spectra"
 # Outputs served only when a request names them (V2 "outputs", V1 parameters.outputs); a request
 # that names none gets exactly the ppb response KServe clients know. The calibrated ones exist
 # when the version has a calibration, the drift ones when it has a drift reference.
@@ -26,10 +25,6 @@ HEADER_LENGTH = "inference-header-content-length"
 # The input datatypes a spectra tensor may have (REST JSON, REST binary and gRPC alike; the
 # OpenAPI body schema lists the same, see request_schemas)
 V2_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-# The caller's identifier per row (a lab's lot or sample id), stored with the prediction record:
-# V2 an optional BYTES input tensor of this name, shape [n]; V1 a "sample_ids" list.
-SAMPLE_ID_INPUT = "sample_id"
-V1_SAMPLE_IDS = "sample_ids"
 MAX_SAMPLE_ID_CHARS = 256
 
 

@@ -1,11 +1,9 @@
 """The served model: a kserve.Model that loads one verified version directory of either family."""
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +16,10 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY,
                                SCORE_HEAD, ArtifactError, Calibration, read_golden,
                                reference_rows, verify_version_dir)
-from don_core import telemetry
 from don_core.drift import SCORE_LIMIT, DriftReference, read_reference
-from don_core.export_check import (MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement,
-                                   serve_probe)
+from don_core.contract import (CLIENT_ERROR, MAX_BATCH_ROWS, ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT,
+                               ONNX_RTOL, SUCCESS)
+from don_core.export_check import agreement, serve_probe
 from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 from model_server import codec
 from model_server.backends import NATIVE_LIBRARY, BackendError, OnnxBackend
@@ -32,21 +30,13 @@ from model_server.security import process_guard
 log = logging.getLogger("model_server")
 QUIET_LOGGERS = ("uvicorn.access", "kserve.trace")  # one line per request costs ~15% throughput
 
-# The one model this process serves; the fast REST routes and the status endpoint read it.
-_CURRENT: "DonModel | None" = None
-
-
-def current_model() -> "DonModel | None":
-    return _CURRENT
-
-
 @dataclass(frozen=True)
 class ServeOptions:
-    max_batch_rows: int = 10_000
+    max_batch_rows: int = MAX_BATCH_ROWS
     use_onnx: bool = True
     # ONNX vs native on the golden rows and rows near them (don_core.export_check).
-    onnx_rtol: float = SERVE_RTOL
-    onnx_atol: float = SERVE_ATOL_PPB
+    onnx_rtol: float = ONNX_RTOL
+    onnx_atol: float = ONNX_ATOL_PPB
     reflectance_range: tuple[float, float] = REFLECTANCE_RANGE  # other values: 400
     records: RecordOptions | None = None  # where prediction records go; None: off
     # Fall back to the native artifact (sklearn / TensorFlow) when the ONNX copy is unusable:
@@ -85,30 +75,14 @@ class DonModel(Model):
         self.records: RecordSender | None = None
 
     # KServe copies the model into each worker process (--workers N); an ONNX Runtime session
-    # cannot be pickled, so a worker gets the recipe and loads (and checks) the version itself.
+    # cannot be pickled, so a worker gets the recipe (model_server.workers loads it there).
     def __getstate__(self):
         return {"name": self.name, "model_dir": str(self.model_dir), "options": self.options}
 
     def __setstate__(self, state):
         self.__init__(state["name"], state["model_dir"], state["options"])
-        from model_server.routes import install  # the worker's own (fresh) FastAPI app
-        telemetry.configure_logging(None, QUIET_LOGGERS)
-        app = install()
-        # Load in a thread: KServe's parent pings each worker and replaces one that does not
-        # answer within 5 s. The worker's startup waits for the load, so it accepts no
-        # connection before its model is ready (the other workers take them meanwhile).
-        loader = threading.Thread(target=self.load, name="load-model", daemon=True)
-        loader.start()
-
-        async def wait_for_model():
-            while loader.is_alive():
-                await asyncio.sleep(0.05)
-
-        app.router.on_startup.append(wait_for_model)
 
     def load(self) -> bool:
-        global _CURRENT
-        _CURRENT = self
         started = time.perf_counter()
         try:
             problem = process_guard().problem  # serving without the Secret would be worse
@@ -219,11 +193,11 @@ class DonModel(Model):
     def _recorded_reference(self, golden: dict) -> tuple[np.ndarray, np.ndarray]:
         """The reference rows and the native predictions training recorded on them."""
         recorded = golden.get(REFERENCE_KEY)
-        if not isinstance(recorded, dict) or "ppb" not in recorded:
+        if not isinstance(recorded, dict) or codec.OUTPUT_NAME not in recorded:
             raise ArtifactError(f"{self.model_dir}: golden.json records no reference predictions "
                                 "of the trained model; retrain it with this release")
         try:
-            expected = np.asarray(recorded["ppb"], dtype=np.float64).reshape(-1)
+            expected = np.asarray(recorded[codec.OUTPUT_NAME], dtype=np.float64).reshape(-1)
             rows = reference_rows(golden["instances"], recorded["probe"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{self.model_dir}: golden.json reference predictions are "
@@ -238,7 +212,7 @@ class DonModel(Model):
         rows, expected = self._recorded_reference(golden)
         served = native.predict(rows)
         agreed, diff = agreement(expected, served, self.options.onnx_rtol, self.options.onnx_atol)
-        if agreed < MIN_AGREEMENT:
+        if agreed < ONNX_MIN_AGREEMENT:
             raise ArtifactError(
                 f"{self.model_dir}: the model's predictions differ from those recorded at training "
                 f"time on {100 * (1 - agreed):.0f}% of the reference rows (max |diff| "
@@ -296,7 +270,7 @@ class DonModel(Model):
         worst = float(np.nanmax(diff)) if np.isfinite(diff).any() else None
         self.onnx_check = {"rows": int(len(rows)), "against": against, "agreement": agreed,
                            "max_abs_diff_ppb": worst, "rtol": self.options.onnx_rtol,
-                           "atol_ppb": self.options.onnx_atol, "used": agreed >= MIN_AGREEMENT}
+                           "atol_ppb": self.options.onnx_atol, "used": agreed >= ONNX_MIN_AGREEMENT}
         if not self.onnx_check["used"]:
             self.onnx_check["reason"] = f"ONNX predictions differ from the {against} beyond tolerance"
         return self.onnx_check["used"]
@@ -353,7 +327,7 @@ class DonModel(Model):
                                              self.options.reflectance_range)
             _, outputs = self.answer(req, (headers or {}).get("x-request-id"))
         except codec.ClientError as exc:
-            self.metrics.request("grpc", "client_error", time.perf_counter() - started)
+            self.metrics.request("grpc", CLIENT_ERROR, time.perf_counter() - started)
             raise InvalidInput(exc.message) from None
         infer_outputs = []
         # gRPC answers every output as raw bytes (raw_output_contents is all or nothing)
@@ -366,7 +340,7 @@ class DonModel(Model):
                 out.set_data_from_numpy(values.astype(np.bool_ if datatype == "BOOL"
                                                       else np.float32))
             infer_outputs.append(out)
-        self.metrics.request("grpc", "success", time.perf_counter() - started)
+        self.metrics.request("grpc", SUCCESS, time.perf_counter() - started)
         return InferResponse(response_id=payload.id or "", model_name=self.name,
                              model_version=self.version, infer_outputs=infer_outputs)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from don_core.contract import INPUT_NAME, REQUESTS_METRIC, V1_SAMPLE_IDS, VERSION_HEADER
 from don_core.store import open_store
 from training_job import synthetic
 
@@ -53,7 +54,7 @@ def post(url: str, body: dict) -> tuple[dict, str]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read()), response.headers.get("X-Model-Version", "?")
+        return json.loads(response.read()), response.headers.get(VERSION_HEADER, "?")
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180, what: str = "model server") -> None:
@@ -76,9 +77,9 @@ def call(model: str, port: int, data: str, version_dir: Path) -> None:
     rows, truth, what = example_rows(data, version_dir)
     v1, v1_version = post(f"http://127.0.0.1:{port}/v1/models/{model}:predict",
                           {"instances": rows,
-                           "sample_ids": [f"demo-{model}-{i}" for i in range(len(rows))]})
+                           V1_SAMPLE_IDS: [f"demo-{model}-{i}" for i in range(len(rows))]})
     v2, _ = post(f"http://127.0.0.1:{port}/v2/models/{model}/infer",
-                 {"inputs": [{"name": "spectra", "shape": [len(rows), len(rows[0])],
+                 {"inputs": [{"name": INPUT_NAME, "shape": [len(rows), len(rows[0])],
                               "datatype": "FP32", "data": rows}]})
     print(f"\n{model} version {v1_version} (V1 and V2), {what}:")
     for t, p1, p2 in zip(truth, v1["predictions"], v2["outputs"][0]["data"]):
@@ -158,7 +159,7 @@ def main() -> int:
         print(f"\nTry it yourself (in another shell, from {Path.cwd()}):"
               f"\n  . .venv/bin/activate     # puts the project's python first on PATH"
               f"\n  curl -s http://127.0.0.1:{rf_port}/v2/models/don-rf | python -m json.tool"
-              f"\n  curl -s http://127.0.0.1:{rf_port}/metrics | grep don_requests_total"
+              f"\n  curl -s http://127.0.0.1:{rf_port}/metrics | grep {REQUESTS_METRIC}_total"
               f"\n  python -m training_job versions --store {store} --model don-rf")
         if not args.once:
             print("\nServing until Ctrl-C ...", flush=True)

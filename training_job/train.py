@@ -12,7 +12,8 @@ import numpy as np
 from don_core.artifact import (DECISION_SCORE, EVALUATION_FILE, FAMILY_ALIASES, GOLDEN_FILE,
                                ONNX_FILE, build_metadata, reference_rows, write_evaluation,
                                write_golden)
-from don_core.export_check import MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, probe_rows
+from don_core.contract import ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT, ONNX_RTOL
+from don_core.export_check import agreement, probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
 from training_job import calibration, decision, drift, evaluate, onnx_export, synthetic
@@ -135,25 +136,25 @@ def _check_exports(module, fitted, directory: Path, X: np.ndarray, reference_at:
     native = onnx_export.check_match(expected, module.load_native(directory)(probe), "native")
     onnx_path = directory / ONNX_FILE
     onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(onnx_path, probe), "onnx")
-    served, _ = agreement(reference, onnx_export.onnx_predict(onnx_path, reference_at), SERVE_RTOL, SERVE_ATOL_PPB)
-    if served < MIN_AGREEMENT:
+    served, _ = agreement(reference, onnx_export.onnx_predict(onnx_path, reference_at))
+    if served < ONNX_MIN_AGREEMENT:
         raise RuntimeError(f"onnx: the serving check would refuse the ONNX copy (agrees on {served:.1%} of "
-                           f"the reference rows, needs {MIN_AGREEMENT:.0%})")
+                           f"the reference rows, needs {ONNX_MIN_AGREEMENT:.0%})")
     return {"rows": int(len(probe)), "max_relative_error_native": native,
-            "max_relative_error_onnx": onnx_err, "rtol": onnx_export.RTOL,
-            "atol_ppb": onnx_export.ATOL_PPB, "reference_agreement_onnx": served}
+            "max_relative_error_onnx": onnx_err, "rtol": ONNX_RTOL,
+            "atol_ppb": ONNX_ATOL_PPB, "reference_agreement_onnx": served}
 
 
 def _check_head(head, files: dict[str, str], directory: Path, X: np.ndarray) -> dict:
     """Each limit's exported decision head must give the fitted head's scores (float32 trees may
-    flip a split on a rare probe row, as for the model itself: MIN_AGREEMENT of the rows)."""
+    flip a split on a rare probe row, as for the model itself: ONNX_MIN_AGREEMENT of the rows)."""
     probe = probe_rows(X, extra=200)
     expected = head.predict(probe)
     agreed = {}
     for limit, name in files.items():
         got = onnx_export.onnx_predict(directory / name, probe, DECISION_SCORE)
         agreed[limit], _ = agreement(expected[int(limit)], got, 0.0, HEAD_ATOL)
-        if agreed[limit] < MIN_AGREEMENT:
+        if agreed[limit] < ONNX_MIN_AGREEMENT:
             raise RuntimeError(f"onnx: decision head {name} agrees with the fitted head on only "
                                f"{agreed[limit]:.1%} of {len(probe)} rows")
     return {"rows": int(len(probe)), "atol": HEAD_ATOL, "agreement": agreed}

@@ -197,7 +197,8 @@ def test_predictors_send_records_to_the_recorder(render, engine):
         render = render_case(Case("recorder-deployment", (
             "--set", "serving.engine=deployment", "--set", "recorder.enabled=true",
             "--set", "recorder.token.existingSecret=lab-token", "--set", "recorder.port=9000",
-            "--set-json", "recorder.sampleRate=0.25", "--set", "apiToken.enabled=true", "--set", "apiToken.value=api")))
+            "--set-json", "recorder.sampleRate=0.25", "--set", "recorder.recordsUrl=http://10.96.0.9:9000/",
+            "--set", "apiToken.enabled=true", "--set", "apiToken.value=api")))
     service = render.named("Service", f"{FULL}-recorder")
     port = service["spec"]["ports"][0]["port"]
     secret = "lab-token" if engine == "deployment" else f"{FULL}-recorder-token"
@@ -210,7 +211,9 @@ def test_predictors_send_records_to_the_recorder(render, engine):
     ingress = render.named("NetworkPolicy", f"{FULL}-recorder")["spec"]["ingress"]
     for where, pod, container, labels in pods:
         env = {e["name"]: e for e in container["env"]}
-        assert env["DON_RECORDS_URL"]["value"] == f"http://{FULL}-recorder.{NS}.svc.cluster.local:{port}/", where
+        # The recorder Service by its DNS name, unless recorder.recordsUrl says otherwise (no cluster DNS).
+        url = "http://10.96.0.9:9000/" if engine == "deployment" else f"http://{FULL}-recorder.{NS}.svc.cluster.local:{port}/"
+        assert env["DON_RECORDS_URL"]["value"] == url, where
         assert env["DON_RECORDS_SAMPLE_RATE"]["value"] == ("0.25" if engine == "deployment" else "1"), where
         token_file = Path(env["DON_RECORDS_TOKEN_FILE"]["value"])
         mount = [m for m in container["volumeMounts"] if m["mountPath"] == str(token_file.parent)]

@@ -4,9 +4,7 @@ CloudEvents to a real HTTP sink, and a recorder that is down costing no predicti
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -14,49 +12,17 @@ import requests
 
 from don_core.drift import read_reference
 from don_core.records import RECORDS_EVENT_TYPE, PredictionRecord, spectrum_sha256
+from scripts.records_sink import RecordsSink
 from tests.net import free_port
 
 TOKEN = "recorder-secret"
 
 
-class Sink:
-    """A recorder stand-in: a real HTTP server that keeps every event it receives."""
-
-    def __init__(self, status: int = 200):
-        self.events: list[tuple[dict, dict]] = []
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                sink.events.append(({k.lower(): v for k, v in self.headers.items()},
-                                    json.loads(body)))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/records"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def records(self) -> list[dict]:
-        return [r for _, body in self.events for r in body["records"]]
-
-    def wait_for(self, rows: int, timeout: float = 15.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(self.records()) < rows:
-            time.sleep(0.1)
-        return self.records()
-
-
 @pytest.fixture(scope="module")
 def sink():
-    sink = Sink()
+    sink = RecordsSink()
     yield sink
-    sink.server.shutdown()
+    sink.close()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@
 {{- $r := .Values.recorder -}}
 {{- if $r.enabled }}
 - name: DON_RECORDS_URL
-  value: {{ printf "http://%s.%s.svc.cluster.local:%d/" (include "don.recorderName" .) .Release.Namespace (int $r.port) | quote }}
+  value: {{ $r.recordsUrl | default (printf "http://%s.%s.svc.cluster.local:%d/" (include "don.recorderName" .) .Release.Namespace (int $r.port)) | quote }}
 - name: DON_RECORDS_TOKEN_FILE
   value: /var/run/secrets/don-records/token
 - name: DON_RECORDS_SAMPLE_RATE
