@@ -9,7 +9,7 @@ never becomes ready), while a client pod records every response; then the same d
 flow on real InferenceService objects.
 
 Runs on the registry-built local cluster (default; ``serving.engine=deployment``) or on kind
-(``DON_E2E_TARGET=kind``, ``serving.engine=kserve``; see ops/cluster/kind/). The tests are ordered
+(``DON_E2E_TARGET=kind``, ``serving.engine=kserve``; see tests/cluster/kind/). The tests are ordered
 and share one Helm release; each states what it needs from the previous one.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from don_core.artifact import verify_version_dir
-from ops.cluster.crds import install_crds
+from tests.cluster.crds import install_crds
 from tests.e2e.kube import Kube
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -123,7 +123,7 @@ def _client_pod(name: str, cluster, script: str) -> dict:
 
 
 def _image_tag() -> str:
-    from ops.cluster.images import IMAGE_TAG
+    from tests.cluster.images import IMAGE_TAG
     return IMAGE_TAG
 
 
@@ -185,7 +185,7 @@ def test_training_jobs_publish_versions_to_the_persistent_volume(e2e_cluster, ku
     crd_args = []
     if e2e_cluster.api is not None:
         # Kubernetes 1.20 rejects `default: ""` in CRD schemas, which `helm install` would send as
-        # is; install_crds retries without empty-string defaults (ops/cluster/crds.py).
+        # is; install_crds retries without empty-string defaults (tests/cluster/crds.py).
         install_crds(e2e_cluster.api, sorted((CHART / "crds").glob("*.yaml")))
         crd_args = ["--skip-crds"]
     kube.helm("upgrade", "--install", RELEASE, str(CHART), *_base_values(e2e_cluster), *crd_args,
