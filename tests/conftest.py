@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures_chart",
     "tests.fixtures_operator",
     "tests.fixtures_cluster",
+    "tests.fixtures_browser",
     "tests.fixtures_postgres",
 ]
 

@@ -48,11 +48,15 @@ def test_skaffold_builds_three_images_and_deploys_the_chart():
     config = yaml.safe_load((REPO / "skaffold.yaml").read_text())
     assert config["apiVersion"].startswith("skaffold/v4") and config["kind"] == "Config"
     artifacts = {a["image"]: a for a in config["build"]["artifacts"]}
-    assert set(artifacts) == {"don-predictor/training-job", "don-predictor/model-server", "don-predictor/operator"}
+    assert set(artifacts) == {"don-predictor/python-base", "don-predictor/training-job", "don-predictor/model-server",
+                              "don-predictor/operator"}
     for artifact in artifacts.values():
         assert artifact["context"] == "."
         dockerfile = REPO / artifact["docker"]["dockerfile"]
         assert dockerfile.is_file(), f"skaffold.yaml names {dockerfile}, which does not exist"
+        # an image FROM the shared base is built after it, with it as its BASE_IMAGE
+        if "ARG BASE_IMAGE=" in dockerfile.read_text():
+            assert artifact["requires"] == [{"image": "don-predictor/python-base", "alias": "BASE_IMAGE"}]
     [release] = config["deploy"]["helm"]["releases"]
     assert (REPO / release["chartPath"] / "Chart.yaml").is_file()
     # Every image is wired into the chart value that names it.

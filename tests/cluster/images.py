@@ -5,9 +5,11 @@ What the local cluster and the e2e suite run is what users build (`docker build 
 1. docker: Debian's ``docker.io`` (installed when missing); our own ``dockerd --bridge=none
    --iptables=false`` on ``/run/don-docker.sock`` with its data root (the layer and pip caches) under
    ``~/.cache/don-predictor/docker``, started on first use and left running for the next build.
-2. base: no registry here, so the Dockerfiles' ``FROM`` (build argument ``PYTHON_IMAGE``; the public
-   ``python:3.11-slim-bookworm`` by default) is a local image: a ``debootstrap`` rootfs of Debian's
-   Python 3.11 imported as ``don-predictor/base:<suite>-<key of its package list>``.
+2. base: no registry here, so the public ``python:3.11-slim-bookworm`` (build argument
+   ``PYTHON_IMAGE``) is a local image: a ``debootstrap`` rootfs of Debian's Python 3.11 imported as
+   ``don-predictor/base:<suite>-<key of its package list>``. The shared ``don-predictor/python-base``
+   (docker/python-base/Dockerfile) is built FROM it, and the training-job, operator and console
+   images FROM that (build argument ``BASE_IMAGE``); the model server FROM the Debian base.
 3. build: BuildKit with the host network; this machine's pip configuration and CA bundle are build
    secrets (mounted for the ``pip install`` steps, never stored in a layer). Layers are cached by
    content: a second build without changes takes seconds, a code change rebuilds only the small
@@ -54,18 +56,28 @@ class ImageSpec:
     dockerfile: str  # relative to the repository root (the build context)
     target: str | None = None
     tag_suffix: str = ""
+    # The build argument naming the FROM image: BASE_IMAGE (don-predictor/python-base) or PYTHON_IMAGE.
+    base_arg: str = "BASE_IMAGE"
+    # False: the build reads nothing of the repository (an empty context; the key is the Dockerfile's).
+    context: bool = True
 
     @property
     def ref(self) -> str:
         return f"{self.name}:{IMAGE_TAG}{self.tag_suffix}"
 
 
+PYTHON_BASE = ImageSpec("don-predictor/python-base", "docker/python-base/Dockerfile", base_arg="PYTHON_IMAGE",
+                        context=False)
 TRAINING = ImageSpec("don-predictor/training-job", "training_job/Dockerfile")
-SERVING = ImageSpec("don-predictor/model-server", "model_server/Dockerfile", "lean")
-SERVING_FULL = ImageSpec("don-predictor/model-server", "model_server/Dockerfile", "full", "-full")
+SERVING = ImageSpec("don-predictor/model-server", "model_server/Dockerfile", "lean", base_arg="PYTHON_IMAGE")
+SERVING_FULL = ImageSpec("don-predictor/model-server", "model_server/Dockerfile", "full", "-full",
+                         base_arg="PYTHON_IMAGE")
 OPERATOR = ImageSpec("don-predictor/operator", "ops/Dockerfile")
+CONSOLE = ImageSpec("don-predictor/console", "console/Dockerfile")
 # What the local cluster runs (the chart's images; the full serving image is built on demand).
-IMAGES = (TRAINING, SERVING, OPERATOR)
+IMAGES = (TRAINING, SERVING, OPERATOR, CONSOLE)
+BY_NAME = {"python-base": PYTHON_BASE, "training-job": TRAINING, "model-server": SERVING,
+           "model-server-full": SERVING_FULL, "operator": OPERATOR, "console": CONSOLE}
 
 
 def _cache_dir() -> Path:
@@ -177,6 +189,7 @@ def _build_with_progress(cmd: list[str], log, what: str) -> None:
     proc = subprocess.Popen(cmd, env=docker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace")
     tail: list[str] = []
+    seen: set[str] = set()
     state = {"step": "starting", "last": time.monotonic(), "started": time.monotonic()}
     done = threading.Event()
 
@@ -192,9 +205,12 @@ def _build_with_progress(cmd: list[str], log, what: str) -> None:
             tail = (tail + [line])[-60:]
             step = STEP_LINE.match(line)
             if step:
-                text = " ".join(re.sub(r"--mount=\S+", "", step.group(1)).split())
-                state.update(step=text[:160], last=time.monotonic())
-                log(f"  {what}: {state['step']}")
+                text = " ".join(re.sub(r"--mount=\S+", "", step.group(1)).split())[:160]
+                state["step"] = text
+                if text not in seen:  # BuildKit repeats a step's header when parallel steps interleave
+                    seen.add(text)
+                    state["last"] = time.monotonic()
+                    log(f"  {what}: {text}")
     finally:
         done.set()
     if proc.wait() != 0:
@@ -207,6 +223,8 @@ def _inputs_key(spec: ImageSpec, base: str) -> str:
     check re-hashes the copied venvs (minutes for the 2 GB training image on a busy machine)."""
     digest = hashlib.sha256(f"{spec.dockerfile} {spec.target} {base}".encode())
     digest.update((REPO / spec.dockerfile).read_bytes())
+    if not spec.context:
+        return digest.hexdigest()[:16]
     allowed = [line[1:].strip().rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
                if line.startswith("!") and not any(c in line for c in "*?[")]
     for entry in sorted(allowed):
@@ -220,6 +238,12 @@ def _inputs_key(spec: ImageSpec, base: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def _image_id(ref: str) -> str | None:
+    proc = subprocess.run([DOCKER, "image", "inspect", "--format", "{{.Id}}", ref], env=docker_env(),
+                          capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def _current_image(ref: str, key: str) -> str | None:
     proc = subprocess.run([DOCKER, "image", "inspect", "--format",
                            f'{{{{.Id}}}} {{{{index .Config.Labels "{INPUTS_LABEL}"}}}}', ref],
@@ -231,25 +255,35 @@ def _current_image(ref: str, key: str) -> str | None:
 def build(spec: ImageSpec, log=binaries._default_log) -> str:
     """`docker build` of one Dockerfile, unless the image of exactly these inputs exists; returns its id."""
     ensure_docker(log)
-    base = base_image(log)
-    key = _inputs_key(spec, base)
+    if spec.base_arg == "PYTHON_IMAGE":
+        base = base_key = base_image(log)
+    else:  # the key follows the shared base's image id: a rebuilt base rebuilds its images
+        base, base_key = PYTHON_BASE.ref, build(PYTHON_BASE, log)
+    key = _inputs_key(spec, base_key)
     image_id = _current_image(spec.ref, key)
     if image_id:
         log(f"{spec.ref} is current (inputs {key}): not rebuilt")
         return image_id
+    previous = _image_id(spec.ref)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pip-", dir=_cache_dir()) as tmp:
         secrets = pip_build_config(Path(tmp))
+        context = REPO if spec.context else Path(tmp) / "empty"
+        context.mkdir(exist_ok=True)
         cmd = ["build", "--network", "host", "-f", str(REPO / spec.dockerfile), "--build-arg",
-               f"PYTHON_IMAGE={base}", "-t", spec.ref, "--label", f"{INPUTS_LABEL}={key}",
+               f"{spec.base_arg}={base}", "-t", spec.ref, "--label", f"{INPUTS_LABEL}={key}",
                "--iidfile", str(Path(tmp) / "iid")]
         if spec.target:
             cmd += ["--target", spec.target]
         for name, path in secrets.items():
             cmd += ["--secret", f"id={name},src={path}"]
-        _build_with_progress([DOCKER, *cmd, "--progress", "plain", str(REPO)], log, spec.ref)
+        _build_with_progress([DOCKER, *cmd, "--progress", "plain", str(context)], log, spec.ref)
         image_id = (Path(tmp) / "iid").read_text().strip()
     log(f"built {spec.ref} ({image_id[7:19]}) in {time.monotonic() - started:.1f} s")
+    if previous and previous != image_id:
+        # The image this tag named before, now untagged: its own layers would pile up in the cache
+        # (layers the new image shares stay). Refused while another tag names it; that is fine.
+        subprocess.run([DOCKER, "image", "rm", previous], env=docker_env(), capture_output=True)
     return image_id
 
 
@@ -299,15 +333,13 @@ def import_rootfs(ctr: list[str], ref: str, root: Path, config: dict, log=binari
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tests.cluster.images [training-job|model-server|model-server-full|operator ...]`: build."""
-    by_name = {"training-job": TRAINING, "model-server": SERVING, "model-server-full": SERVING_FULL,
-               "operator": OPERATOR}
+    """`python -m tests.cluster.images [NAME ...]`: build the named images (default: the cluster's)."""
     names = argv if argv is not None else sys.argv[1:]
-    unknown = [n for n in names if n not in by_name]
+    unknown = [n for n in names if n not in BY_NAME]
     if unknown:
-        print(f"unknown image(s) {', '.join(unknown)}; choose from {', '.join(by_name)}", file=sys.stderr)
+        print(f"unknown image(s) {', '.join(unknown)}; choose from {', '.join(BY_NAME)}", file=sys.stderr)
         return 2
-    specs = tuple(by_name[n] for n in names) or IMAGES
+    specs = tuple(BY_NAME[n] for n in names) or IMAGES
     print("\n".join(build_images(specs)))
     return 0
 

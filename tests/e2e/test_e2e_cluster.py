@@ -493,6 +493,55 @@ def test_a_candidate_that_never_becomes_ready_is_rolled_back_by_the_deadline(e2e
     assert set(_window(kube, start)) == {"200 v2"}, _window(kube, start)
 
 
+CONSOLE = f"{RELEASE}-console"
+
+
+def test_the_console_answers_and_shows_the_rollout(e2e_cluster, kube, chromium):
+    """The chart's console (console.enabled; the image built from console/Dockerfile): its pod is
+    ready and answers Streamlit's health check, and its Rollouts page, loaded in headless Chromium,
+    shows the ModelRollout the tests above drove, in the phase the API server has. From the host,
+    by the pod's IP (the host is the pod bridge's gateway; the local cluster enforces no
+    NetworkPolicy); the Service's endpoints are checked to be that pod."""
+    import re
+
+    import requests
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.fixtures_browser import ARTIFACTS
+    kube.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", "console.enabled=true")
+    kube.kubectl("rollout", "status", f"deployment/{CONSOLE}", "--timeout=300s", timeout=320)
+    pods = [p for p in kube.get("pods", selector="app.kubernetes.io/component=console")["items"]
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+    assert len(pods) == 1, kube.describe("pods", selector="app.kubernetes.io/component=console")
+    ip, port = pods[0]["status"]["podIP"], 8501
+    endpoints = kube.get("endpoints", CONSOLE)["subsets"]
+    assert [a["ip"] for s in endpoints for a in s["addresses"]] == [ip], endpoints
+    url = f"http://{ip}:{port}"
+    health = requests.get(f"{url}/_stcore/health", timeout=30)
+    assert health.status_code == 200 and health.text == "ok", (health.status_code, health.text)
+    phase = _mro(kube)["status"]["phase"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(90_000)
+            expect.set_options(timeout=90_000)  # a pod with a 1-CPU limit on a busy node
+            page.goto(url)
+            expect(page.get_by_text("DON predictor console")).to_be_visible()
+            page.locator("[data-testid='stRadio'] label").filter(has_text="Rollouts").click()
+            expect(page.get_by_role("heading", name="Rollouts", exact=True)).to_be_visible()
+            # the first rollout (by name) is shown: its phase, and its history as a timeline chart
+            expect(page.get_by_text(re.compile(rf"^{RF}: phase {phase}\b"))).to_be_visible()
+            expect(page.locator("[data-testid='stVegaLiteChart']").first).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "rollouts-e2e-cluster.png"), full_page=True)
+            assert page.locator("[data-testid='stAlertContentError']").count() == 0
+            assert page.locator("text=Traceback").count() == 0
+        finally:
+            browser.close()
+
+
 KSERVE_ISVC_CRD = Path(__file__).resolve().parents[3] / "shared" / "kserve-crds" / "serving.kserve.io_inferenceservices.yaml"
 
 

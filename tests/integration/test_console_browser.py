@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,36 +16,11 @@ import pytest
 import requests
 
 from tests.conftest import REPO, SHARED
+from tests.fixtures_browser import ARTIFACTS
 from tests.net import free_port, running
 
 pytestmark = pytest.mark.slow
 ROWS = 20
-ARTIFACTS = Path(os.environ.get("DON_TEST_ARTIFACTS") or REPO / "test-artifacts") / "console"
-
-
-def _unavailable(message: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium, installed with apt when absent (as the suite installs PostgreSQL)."""
-    if shutil.which("chromium") is None:
-        from tests.fixtures_cluster import binaries
-        try:
-            binaries.apt_install(["chromium"])
-        except Exception as exc:  # no root, no apt, no package: the browser test cannot run here
-            _unavailable(f"chromium is not installed and apt failed: {exc}")
-    path = shutil.which("chromium")
-    if path is None:
-        _unavailable("no chromium on PATH after installing it")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as exc:
-        _unavailable(f"the playwright package is missing: {exc}")
-    return path
 
 
 def first_rows(tmp_path: Path) -> Path:

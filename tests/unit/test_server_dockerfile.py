@@ -45,9 +45,12 @@ def test_requirement_lists_follow_the_extras():
 
 
 def test_every_dockerfile_copies_what_exists_and_keeps_secrets_out_of_layers():
-    for dockerfile in ("model_server/Dockerfile", "training_job/Dockerfile", "ops/Dockerfile", "console/Dockerfile"):
+    for dockerfile in ("model_server/Dockerfile", "training_job/Dockerfile", "ops/Dockerfile", "console/Dockerfile",
+                       "docker/python-base/Dockerfile"):
         text = (REPO / dockerfile).read_text()
-        assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text, dockerfile  # users keep the public base
+        # users keep the public base (the shared python-base is built FROM it)
+        assert ("ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text
+                or "ARG BASE_IMAGE=don-predictor/python-base" in text), dockerfile
         for copied in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
             assert (REPO / copied.rstrip("/")).exists(), (dockerfile, copied)
         # pip's configuration and CA bundle arrive as build secrets, never COPY or ARG

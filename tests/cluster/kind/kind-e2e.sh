@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the three images with Docker, load them into the kind cluster made by kind-up.sh, and run
+# Build the images with Docker, load them into the kind cluster made by kind-up.sh, and run
 # the end-to-end suite against it (the KServe engine: InferenceServices reconciled by KServe's
 # controller, canary traffic split and promotion/rollback by the rollout operator).
 set -euo pipefail
@@ -11,10 +11,12 @@ TAG=${DON_IMAGE_TAG:-$("$PYTHON" -c 'import tomllib;print(tomllib.load(open("pyp
 
 cd "$repo"
 kubectl config use-context "kind-$KIND_CLUSTER"
+# The shared base of the training-job, operator and console images first (built, never loaded).
+docker build -f docker/python-base/Dockerfile -t "don-predictor/python-base:$TAG" .
 for pair in training-job:training_job/Dockerfile model-server:model_server/Dockerfile operator:ops/Dockerfile; do
   name=${pair%%:*}; dockerfile=${pair#*:}
   [ -f "$dockerfile" ] || { echo "kind-e2e: $dockerfile is missing" >&2; exit 2; }
-  docker build -f "$dockerfile" -t "don-predictor/$name:$TAG" .
+  docker build -f "$dockerfile" --build-arg "BASE_IMAGE=don-predictor/python-base:$TAG" -t "don-predictor/$name:$TAG" .
   kind load docker-image --name "$KIND_CLUSTER" "don-predictor/$name:$TAG"
 done
 
