@@ -55,7 +55,7 @@ test-operator: install
 e2e: install
 	flock /tmp/don-e2e.lock $(PYTEST) -m e2e -v
 
-## Build the three images from their Dockerfiles (Debian's docker.io; cached under ~/.cache/don-predictor).
+## Build the four images from their Dockerfiles (Debian's docker.io; cached under ~/.cache/don-predictor).
 images: install
 	$(BIN)/python -m tests.cluster.images
 
