@@ -215,22 +215,61 @@ def timeline_chart(item: dict) -> None:
 def monitoring_page(settings: svc.Settings) -> None:
     st.header("Monitoring")
     if settings.recorder:
-        with st.spinner("Reading live accuracy from the recorder ..."):
-            rows = svc.accuracy_rows(svc.accuracy(settings))
-        if rows:
-            frame = pd.DataFrame(rows)
-            frame["model version"] = frame["model"] + " v" + frame["version"].astype(str)
-            st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
-                x=alt.X("window:N", sort=["1d", "7d", "30d"], title="window (predictions made within)"),
-                y=alt.Y("MAE log1p:Q"), color="model version:N"), width="stretch")
-            st.dataframe(frame.drop(columns=["model version"]), hide_index=True, width="stretch")
-        else:
-            st.info("no lab results matched to predictions yet (import them: python -m ops labresults)")
+        try:
+            live_accuracy(settings)
+        except svc.ConsoleError as exc:   # the recorder away: the servers' drift still shows
+            st.error(str(exc))
     else:
         st.info("no prediction recorder configured (--recorder URL): live accuracy is not available")
     if settings.servers:
         st.subheader("Input drift (out-of-distribution rate since each server started)")
-        st.dataframe(pd.DataFrame(svc.drift_rates(settings)), hide_index=True, width="stretch")
+        with st.spinner("Reading the model servers' metrics ..."):
+            st.dataframe(pd.DataFrame(svc.drift_rates(settings)), hide_index=True, width="stretch")
+
+
+def live_accuracy(settings: svc.Settings) -> None:
+    days = st.selectbox("Span", svc.SPANS_DAYS, index=1, format_func=lambda d: f"last {d} days", key="span")
+    with st.spinner(f"Reading {days} days of live accuracy from the recorder ..."):
+        doc = svc.accuracy_series(settings, days)
+        windows = svc.accuracy_rows(svc.accuracy(settings))
+    st.subheader(f"Live accuracy per version and day, {doc['from']} to {doc['to']} (UTC)")
+    rows = svc.series_rows(doc)
+    if not rows:
+        st.info(f"no prediction recorded from {doc['from']} to {doc['to']}")
+    else:
+        frame = pd.DataFrame(rows)
+        limit = doc["thresholdsPpb"][0]
+        left, right = st.columns(2)
+        series_chart(left, frame, "MAE log1p", "error: MAE of log1p(ppb), lab-matched samples")
+        series_chart(right, frame, f"false accept @{limit}", f"false-accept rate at {limit} ppb")
+        series_chart(left, frame, "matched", "lab-matched samples")
+        series_chart(right, frame, "OOD rate", "drift: out-of-distribution rate")
+        if not frame["matched"].any():
+            st.caption("no lab results matched to these predictions yet (import them: "
+                       "python -m ops labresults import FILE --url RECORDER)")
+        with st.expander("Figures per day"):
+            st.dataframe(frame, hide_index=True, width="stretch")
+    st.subheader("Current windows (predictions made in the last 1, 7 and 30 days)")
+    if windows:
+        st.dataframe(pd.DataFrame(windows), hide_index=True, width="stretch")
+    else:
+        st.info("no lab results matched to predictions yet (import them: python -m ops labresults)")
+
+
+def series_chart(container, frame: pd.DataFrame, column: str, title: str) -> None:
+    """One figure per day, a line per model version (days without the figure are left out)."""
+    data = frame.dropna(subset=[column]).assign(day=lambda f: pd.to_datetime(f["day"]))
+    if data.empty:
+        container.caption(f"{title}: nothing in this span")
+        return
+    chart = alt.Chart(data).mark_line(point=True).encode(
+        x=alt.X("day:T", title=None, axis=alt.Axis(format="%b %d")),
+        y=alt.Y(field=column, type="quantitative", title=None),
+        color=alt.Color("model version:N", legend=alt.Legend(orient="bottom", title=None)),
+        tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), "model version:N",
+                 alt.Tooltip(field=column, type="quantitative", format=".3~f"), "matched:Q", "predictions:Q"],
+    ).properties(title=title, height=220)
+    container.altair_chart(chart, width="stretch")
 
 
 main()
