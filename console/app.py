@@ -239,11 +239,12 @@ def live_accuracy(settings: svc.Settings) -> None:
     else:
         frame = pd.DataFrame(rows)
         limit = doc["thresholdsPpb"][0]
-        left, right = st.columns(2)
-        series_chart(left, frame, "MAE log1p", "error: MAE of log1p(ppb), lab-matched samples")
-        series_chart(right, frame, f"false accept @{limit}", f"false-accept rate at {limit} ppb")
-        series_chart(left, frame, "matched", "lab-matched samples")
-        series_chart(right, frame, "OOD rate", "drift: out-of-distribution rate")
+        # two charts a row; a phone stacks them in this order
+        for row in ((("MAE log1p", "MAE of log1p(ppb)", None), (f"false accept @{limit}",
+                                                                  f"false-accept rate @{limit} ppb", "%")),
+                    (("matched", "lab-matched samples", "d"), ("OOD rate", "out-of-distribution rate", "%"))):
+            for container, (column, title, fmt) in zip(st.columns(2), row):
+                series_chart(container, frame, column, title, fmt)
         if not frame["matched"].any():
             st.caption("no lab results matched to these predictions yet (import them: "
                        "python -m ops labresults import FILE --url RECORDER)")
@@ -256,19 +257,22 @@ def live_accuracy(settings: svc.Settings) -> None:
         st.info("no lab results matched to predictions yet (import them: python -m ops labresults)")
 
 
-def series_chart(container, frame: pd.DataFrame, column: str, title: str) -> None:
-    """One figure per day, a line per model version (days without the figure are left out)."""
+def series_chart(container, frame: pd.DataFrame, column: str, title: str, fmt: str | None) -> None:
+    """One figure per day, a line per model version (days without the figure are left out);
+    fmt "%": a share, plotted from 0 to 100 %; "d": a count."""
     data = frame.dropna(subset=[column]).assign(day=lambda f: pd.to_datetime(f["day"]))
     if data.empty:
         container.caption(f"{title}: nothing in this span")
         return
+    y_axis = alt.Axis(format=".0%" if fmt == "%" else fmt or ".2~f", **({"tickMinStep": 1} if fmt == "d" else {}))
     chart = alt.Chart(data).mark_line(point=True).encode(
-        x=alt.X("day:T", title=None, axis=alt.Axis(format="%b %d")),
-        y=alt.Y(field=column, type="quantitative", title=None),
-        color=alt.Color("model version:N", legend=alt.Legend(orient="bottom", title=None)),
+        x=alt.X("day:T", title=None, axis=alt.Axis(format="%b %d", tickCount={"interval": "day", "step": 1})),
+        y=alt.Y(field=column, type="quantitative", title=None, axis=y_axis,
+                scale=alt.Scale(domain=[0, 1]) if fmt == "%" else alt.Scale(zero=True)),
+        color=alt.Color("model version:N", legend=alt.Legend(orient="top", title=None)),
         tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), "model version:N",
                  alt.Tooltip(field=column, type="quantitative", format=".3~f"), "matched:Q", "predictions:Q"],
-    ).properties(title=title, height=220)
+    ).properties(title=title, height=260)
     container.altair_chart(chart, width="stretch")
 
 

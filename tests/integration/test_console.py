@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,8 @@ import pytest
 import requests
 
 from don_core.schema import BAND_COLUMNS
-from tests.net import free_port, running
+from tests.fixtures_server import post_records
+from tests.net import free_port
 
 APP = str(Path(__file__).resolve().parents[2] / "console" / "app.py")
 HEADER = ["hsi_id", *BAND_COLUMNS, "vomitoxin_ppb"]
@@ -132,24 +131,11 @@ def test_evaluation_file_holds_the_out_of_fold_predictions(serving_store):
     assert all(lo <= hi for lo, hi in zip(doc["bands"]["min"], doc["bands"]["max"]))
 
 
-@pytest.fixture
-def recorder(tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with running([sys.executable, "-m", "ops", "recorder", "serve", "--db",
-                  f"sqlite:///{tmp_path / 'rec.db'}", "--host", "127.0.0.1", "--port", str(port),
-                  "--no-auth"], url + "/readyz", timeout=60,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
-        yield url
-
-
-def test_monitoring_page_plots_live_accuracy_per_version_and_day(monkeypatch, rf_server, golden_rows, recorder):
+def test_monitoring_page_plots_live_accuracy_per_version_and_day(monkeypatch, rf_server, golden_rows,
+                                                                 recorder_url):
     import datetime as dt
-    import json
     import math
-    import uuid
 
-    from don_core.records import RECORDS_EVENT_TYPE
     requests.post(rf_server.url("/v1/models/don-rf:predict"), json={"instances": golden_rows[:2]}, timeout=30)
     # recorded predictions (as a server sends them) with lab sample ids: version 1 today (lot-0,
     # lot-1) and yesterday (lot-0, flagged out of distribution), version 2 today (lot-1); then
@@ -162,14 +148,11 @@ def test_monitoring_page_plots_live_accuracy_per_version_and_day(monkeypatch, rf
                 "row": 0, "predicted_ppb": ppb, "spectrum_sha256": f"{i:064x}", "sample_id": sample,
                 "outlier_score": 0.5, "out_of_distribution": ood}
                for i, (version, sample, ppb, when, ood) in enumerate(sent)]
-    posted = requests.post(recorder + "/", data=json.dumps({"records": records}), timeout=30, headers={
-        "Content-Type": "application/json", "ce-specversion": "1.0", "ce-type": RECORDS_EVENT_TYPE,
-        "ce-id": uuid.uuid4().hex, "ce-source": "test"})
-    assert posted.status_code == 202, posted.text
+    post_records(recorder_url, records)
     lab = "sample_id,vomitoxin_ppb,method,measured_at\nlot-0,150,HPLC,2026-11-30\nlot-1,2500,HPLC,2026-11-30\n"
-    stored = requests.post(recorder + "/v1/labresults", data=lab, headers={"Content-Type": "text/csv"}, timeout=30)
+    stored = requests.post(recorder_url + "/v1/labresults", data=lab, headers={"Content-Type": "text/csv"}, timeout=30)
     assert stored.status_code < 300, stored.text
-    at = app(monkeypatch, servers=f"don-rf={rf_server.base}", recorder=recorder)
+    at = app(monkeypatch, servers=f"don-rf={rf_server.base}", recorder=recorder_url)
     at.radio(key="page").set_value("Monitoring").run()
     assert errors(at) == []
     assert at.selectbox(key="span").value == 30
