@@ -81,7 +81,8 @@ def show_prediction(settings: svc.Settings, dataset, prediction: svc.Prediction)
     band_range = None
     if settings.store and prediction.version.isdigit():
         try:
-            doc = svc.evaluation(settings, prediction.model, int(prediction.version))
+            with st.spinner("Reading the training data's band-wise range ..."):
+                doc = svc.evaluation(settings, prediction.model, int(prediction.version))
             band_range = doc["bands"] if doc else None
         except svc.ConsoleError as exc:
             st.caption(f"training range unavailable: {exc}")
@@ -124,8 +125,9 @@ def models_page(settings: svc.Settings) -> None:
     left, right = st.columns(2)
     a = left.selectbox("A", labels, index=0, key="compare_a")
     b = right.selectbox("B", labels, index=len(labels) - 1, key="compare_b")
-    meta_a = svc.metadata(settings, rows[labels.index(a)]["model"], rows[labels.index(a)]["version"])
-    meta_b = svc.metadata(settings, rows[labels.index(b)]["model"], rows[labels.index(b)]["version"])
+    with st.spinner(f"Reading {a} and {b} from the store ..."):
+        meta_a = svc.metadata(settings, rows[labels.index(a)]["model"], rows[labels.index(a)]["version"])
+        meta_b = svc.metadata(settings, rows[labels.index(b)]["model"], rows[labels.index(b)]["version"])
     st.dataframe(pd.DataFrame(svc.compare_metrics(meta_a, meta_b)), hide_index=True, width="stretch")
     for col, row in ((left, rows[labels.index(a)]), (right, rows[labels.index(b)])):
         with col:
@@ -145,7 +147,8 @@ def show_version(settings: svc.Settings, row: dict) -> None:
 
 
 def oof_chart(settings: svc.Settings, model: str, version: int) -> None:
-    doc = svc.evaluation(settings, model, version)
+    with st.spinner(f"Reading the out-of-fold predictions of {model} v{version} ..."):
+        doc = svc.evaluation(settings, model, version)
     if doc is None:
         st.caption(f"{model} v{version} was published before out-of-fold predictions were kept.")
         return
