@@ -287,9 +287,21 @@ def build(spec: ImageSpec, log=binaries._default_log) -> str:
     return image_id
 
 
+# BuildKit keeps every intermediate stage (a model-server venv copy, each code change's wheel) until
+# its garbage collector trims it to a share of the disk; the cache is pruned to this size instead,
+# least recently used first (what the current images were built from stays: a warm build stays warm).
+BUILD_CACHE_KEEP = os.environ.get("DON_BUILD_CACHE_KEEP", "10GB")
+
+
 def build_images(specs: tuple[ImageSpec, ...] = IMAGES, log=binaries._default_log) -> list[str]:
+    before = {spec.ref: _image_id(spec.ref) for spec in specs}
     for spec in specs:
         build(spec, log)
+    if any(_image_id(spec.ref) != before[spec.ref] for spec in specs):
+        started = time.monotonic()
+        docker("builder", "prune", "--force", "--keep-storage", BUILD_CACHE_KEEP, log=log,
+               step="docker builder prune")
+        log(f"build cache pruned to {BUILD_CACHE_KEEP} in {time.monotonic() - started:.0f} s")
     return [spec.ref for spec in specs]
 
 
