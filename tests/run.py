@@ -15,6 +15,7 @@ goes ahead; when the lock is already held by a process that started this one (``
 """
 from __future__ import annotations
 
+import codecs
 import contextlib
 import fcntl
 import os
@@ -120,7 +121,10 @@ def held(path: Path, say: Callable[[str], None], every: float = WAIT_SAY_EVERY,
     """Hold the flock on ``path`` for the block: wait for another holder (saying so every
     ``every`` seconds), but not for one of this process's ancestors, which holds it for us.
     Setting ``cancel`` ends the wait with ``Cancelled``."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:  # another user's lock file: a read-only descriptor locks it as well
+        fd = os.open(path, os.O_RDONLY)
     try:
         waited_since, said = time.monotonic(), 0.0
         while True:
@@ -149,9 +153,9 @@ def held(path: Path, say: Callable[[str], None], every: float = WAIT_SAY_EVERY,
 
 
 def _pump(part: Part, proc: subprocess.Popen, term: Terminal) -> None:
-    pending = ""
+    pending, decoder = "", codecs.getincrementaldecoder("utf-8")(errors="replace")
     while chunk := os.read(proc.stdout.fileno(), 65536):
-        text = chunk.decode(errors="replace")
+        text = decoder.decode(chunk)  # a character split between two reads is kept for the next
         term.write(part.name, text)
         pending = (pending + text)[-4096:]
         for line in pending.splitlines():
@@ -160,6 +164,14 @@ def _pump(part: Part, proc: subprocess.Popen, term: Terminal) -> None:
 
 
 def _run(part: Part, term: Terminal, procs: list, stopping: threading.Event) -> None:
+    try:
+        _run_part(part, term, procs, stopping)
+    except Exception as exc:  # a thread's exception would otherwise only end the thread
+        term.write(part.name, f"could not run {part.argv}: {exc!r}\n")
+        part.returncode = 1
+
+
+def _run_part(part: Part, term: Terminal, procs: list, stopping: threading.Event) -> None:
     with contextlib.ExitStack() as stack:
         if part.lock is not None:
             try:
