@@ -44,7 +44,7 @@ def test_both_parts_run_at_once_and_each_must_pass(tmp_path):
     wait = ("import pathlib, time\n"
             "def test_meet():\n"
             "    pathlib.Path({mine!r}).touch()\n"
-            "    deadline = time.monotonic() + 60\n"
+            "    deadline = time.monotonic() + 300\n"
             "    while not pathlib.Path({theirs!r}).exists():\n"
             "        assert time.monotonic() < deadline, 'the other part is not running'\n"
             "        time.sleep(0.1)\n")
@@ -68,13 +68,17 @@ def test_both_parts_run_at_once_and_each_must_pass(tmp_path):
     assert run.run_parts(parts, out=io.StringIO()) == 0
 
 
-def test_lock_held_by_another_process_is_waited_for(tmp_path):
-    lock = tmp_path / "e2e.lock"
-    holder = subprocess.Popen(["flock", str(lock), "sleep", "2"])
-    deadline = time.monotonic() + 10
+def _wait_until_held(lock, holder: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
     while not run.lock_holders(lock):
         assert time.monotonic() < deadline and holder.poll() is None, "flock did not take the lock"
         time.sleep(0.05)
+
+
+def test_lock_held_by_another_process_is_waited_for(tmp_path):
+    lock = tmp_path / "e2e.lock"
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "2"])
+    _wait_until_held(lock, holder)
     said = []
     with run.held(lock, said.append, every=0.5):
         assert holder.poll() is not None, "entered while another process held the lock"
@@ -99,8 +103,7 @@ def test_waiting_for_the_lock_ends_when_the_run_is_stopped(tmp_path):
     lock = tmp_path / "e2e.lock"
     holder = subprocess.Popen(["flock", str(lock), "sleep", "30"])
     try:
-        while not run.lock_holders(lock):
-            time.sleep(0.05)
+        _wait_until_held(lock, holder)
         cancel = threading.Event()
         threading.Timer(0.5, cancel.set).start()
         with pytest.raises(run.Cancelled):
