@@ -280,17 +280,23 @@ class QueryError(ValueError):
     """A query parameter a GET cannot use (answered 400 with this message)."""
 
 
+def _whole(text: str) -> bool:
+    return text.isascii() and text.isdigit()   # not "²": str.isdigit() alone takes it, int() does not
+
+
 def _model_version(query: dict) -> tuple[str | None, int | None]:
     model = query.get("model", [None])[0]
     version = query.get("version", [None])[0]
-    if version is not None and not (version.isdigit() and int(version) <= events.INT32_MAX):
+    if model is not None and (len(model) > 253 or "\x00" in model):   # the column's limits
+        raise QueryError(f"model {model[:40]!r} must be a model name (at most 253 characters, no NUL)")
+    if version is not None and not (_whole(version) and int(version) <= events.INT32_MAX):
         raise QueryError(f"version {version[:40]!r} must be a whole number")
     return model, int(version) if version else None
 
 
 def _days(query: dict) -> int:
     text = query.get("days", ["30"])[0]
-    if not text.isdigit() or not 1 <= int(text) <= accuracy.MAX_SERIES_DAYS:
+    if not _whole(text) or not 1 <= int(text) <= accuracy.MAX_SERIES_DAYS:
         raise QueryError(f"days {text[:40]!r} must be a whole number from 1 to {accuracy.MAX_SERIES_DAYS}")
     return int(text)
 

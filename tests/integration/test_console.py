@@ -177,7 +177,7 @@ def test_monitoring_page_plots_live_accuracy_per_version_and_day(monkeypatch, rf
                                     for h in at.subheader)
 
 
-def test_monitoring_page_reads_as_messages_without_a_recorder(monkeypatch, rf_server):
+def test_monitoring_page_reads_as_messages_without_a_recorder_or_lab_results(monkeypatch, rf_server, recorder_url):
     # a recorder that does not answer: its error in a sentence, and the servers' drift still shown
     at = app(monkeypatch, servers=f"don-rf={rf_server.base}", recorder=f"http://127.0.0.1:{free_port()}")
     at.radio(key="page").set_value("Monitoring").run()
@@ -186,6 +186,18 @@ def test_monitoring_page_reads_as_messages_without_a_recorder(monkeypatch, rf_se
     at = app(monkeypatch, servers=f"don-rf={rf_server.base}")
     at.radio(key="page").set_value("Monitoring").run()
     assert errors(at) == [] and "no prediction recorder configured" in at.info[0].value
+    # predictions recorded but no lab result yet: volume and drift plotted, accuracy said to wait
+    import datetime as dt
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+    post_records(recorder_url, [{"time": now, "model": "don-rf", "version": 1, "request_id": "r", "row": 0,
+                                 "predicted_ppb": 10.0, "spectrum_sha256": "0" * 64, "sample_id": "lot-0",
+                                 "out_of_distribution": True}])
+    at = app(monkeypatch, recorder=recorder_url)
+    at.radio(key="page").set_value("Monitoring").run()
+    assert errors(at) == [] and len(at.get("vega_lite_chart")) == 2      # matched (0) and drift (100 %)
+    assert any("MAE of log1p(ppb): nothing in this span" == c.value for c in at.caption)
+    assert any("no lab results matched to these predictions yet" in c.value for c in at.caption)
+    assert at.dataframe[0].value["OOD rate"].tolist() == [1.0]
 
 
 @pytest.mark.apiserver

@@ -343,7 +343,9 @@ def test_accuracy_series_per_day_against_a_hand_computation(recorder):
     assert default["days"] == 30 and default["to"] == dt.datetime.now(dt.UTC).date().isoformat()
     for query, needle in (("days=0", "days '0'"), ("days=367", "from 1 to 366"), ("days=x", "days 'x'"),
                           ("to=30/11/2026", "YYYY-MM-DD"), ("to=0001-01-01", "between"),
-                          ("version=99999999999", "whole number"), ("version=-1", "whole number")):
+                          ("version=99999999999", "whole number"), ("version=-1", "whole number"),
+                          ("version=%C2%B2", "whole number"), ("days=%C2%B2", "days"),
+                          ("model=a%00b", "no NUL"), ("model=" + "m" * 254, "253")):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(recorder.url + "/v1/accuracy/series?" + query, timeout=30)
         assert err.value.code == 400 and needle in json.load(err.value)["error"], query
@@ -356,9 +358,11 @@ def test_bad_lab_files_and_queries_are_4xx(recorder):
     for body, needle in cases:
         status, doc = _post(recorder.url + "/v1/labresults", body, {"Content-Type": "text/csv"})
         assert status in (400, 422) and needle in json.dumps(doc), (body, doc)
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(recorder.url + "/v1/accuracy?version=x")
-    assert err.value.code == 400
+    # before: "²" dropped the connection (int() refused what isdigit() let by); a NUL was a 503 on PostgreSQL
+    for query in ("version=x", "version=%C2%B2", "model=a%00b"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(recorder.url + "/v1/accuracy?" + query)
+        assert err.value.code == 400, query
 
 
 def test_retention_and_size_limits(recorder):
