@@ -22,10 +22,10 @@ help:
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@echo "[install] virtualenv $(VENV) with '.[train,serve,serve-native,ops,dev]' (first time: about 4-5 minutes)"
+	@echo "[install] virtualenv $(VENV) with '.[train,serve,serve-native,ops,console,dev]' (first time: about 4-5 minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e '.[train,serve,serve-native,ops,dev]'
+	$(BIN)/python -m pip install --progress-bar off -e '.[train,serve,serve-native,ops,console,dev]'
 	touch $(STAMP)
 
 ## The main job: train both families on embedded synthetic data, serve and call them.

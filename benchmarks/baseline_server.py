@@ -18,6 +18,8 @@ import numpy as np
 from kserve import Model, ModelServer
 
 from don_core import telemetry
+from don_core.contract import INPUT_NAME, OUTPUT_NAME
+from don_core.schema import N_BANDS
 
 QUIET_LOGGERS = ("uvicorn.access", "kserve.trace")
 
@@ -38,8 +40,8 @@ class PlainModel(Model):
 
             layer = keras.layers.TFSMLayer(str(self.model_dir / "saved_model"),
                                            call_endpoint="serving_default")
-            inputs = keras.Input(shape=(448,), dtype="float32", name="spectra")
-            self.model = keras.Model(inputs, layer(inputs)["ppb"])
+            inputs = keras.Input(shape=(N_BANDS,), dtype="float32", name=INPUT_NAME)
+            self.model = keras.Model(inputs, layer(inputs)[OUTPUT_NAME])
         self.ready = True
         return True
 

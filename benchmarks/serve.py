@@ -47,6 +47,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = REPO / ".." / "shared" / "data" / "corn_hsi_don.csv"
 sys.path.insert(0, str(REPO))
+from don_core.contract import INPUT_NAME, OUTPUT_NAME  # noqa: E402
 
 from scripts.records_sink import RecordsSink  # noqa: E402  (after the path insert)
 
@@ -190,10 +191,10 @@ def payloads(version_dir: Path, work: Path) -> dict[int, Path]:
 def binary_payload(version_dir: Path, work: Path, n: int = 100) -> tuple[Path, int]:
     rows = np.asarray(json.loads((version_dir / "golden.json").read_text())["instances"])
     batch = np.resize(rows, (n, rows.shape[1])).astype("<f4")
-    head = json.dumps({"inputs": [{"name": "spectra", "shape": list(batch.shape),
+    head = json.dumps({"inputs": [{"name": INPUT_NAME, "shape": list(batch.shape),
                                    "datatype": "FP32",
                                    "parameters": {"binary_data_size": batch.nbytes}}],
-                       "outputs": [{"name": "ppb", "parameters": {"binary_data": True}}]}).encode()
+                       "outputs": [{"name": OUTPUT_NAME, "parameters": {"binary_data": True}}]}).encode()
     path = work / f"v2_{n}.bin"
     path.write_bytes(head + batch.tobytes())
     return path, len(head)

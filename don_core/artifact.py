@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from don_core.contract import OUTPUT_NAME
 from don_core.schema import FEATURE_SCHEMA, schema_fingerprint
 
 FORMAT_VERSION = 1
@@ -27,6 +28,10 @@ GOLDEN_FILE = "golden.json"
 # Input-drift reference (PCA T2/Q of the training spectra; format in don_core.drift). Versions
 # published before it existed lack it and are served without an outlier score.
 DRIFT_FILE = "drift.json"
+# What people look at (the console's Models and Predict pages): the cross-validation's out-of-fold
+# predictions and the band-wise range of the training spectra. Versions published before it
+# existed lack it; nothing served reads it.
+EVALUATION_FILE = "evaluation.json"
 
 # family -> its native artifact (a file for sklearn, a SavedModel directory for tensorflow)
 NATIVE_ARTIFACT = {"sklearn": "model.joblib", "tensorflow": "saved_model"}
@@ -98,7 +103,7 @@ def build_metadata(*, model: str, family: str, training_data: dict, hyperparamet
         "family": family,
         "created": created or utc_now(),
         "artifacts": {"native": NATIVE_ARTIFACT[family], "onnx": ONNX_FILE, "golden": GOLDEN_FILE,
-                      "drift": DRIFT_FILE},
+                      "drift": DRIFT_FILE, "evaluation": EVALUATION_FILE},
         "feature_schema": FEATURE_SCHEMA,
         "feature_schema_sha256": schema_fingerprint(),
         "training_data": training_data,
@@ -206,12 +211,42 @@ def write_golden(path: Path, spectra, targets_ppb, ids, reference_ppb=None) -> N
     }
     if reference_ppb is not None:
         doc[REFERENCE_KEY] = {"probe": REFERENCE_PROBE,
-                              "ppb": [float(v) for v in reference_ppb]}
+                              OUTPUT_NAME: [float(v) for v in reference_ppb]}
     Path(path).write_text(json.dumps(doc))
 
 
 def read_golden(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def write_evaluation(path: Path, ids, measured_ppb, oof_ppb, spectra) -> None:
+    """`oof_ppb[r, i]`: repeat r's out-of-fold prediction of row i (NaN where it had none); kept
+    as the per-row mean over repeats, one point per sample. `spectra`: the rows fitted on."""
+    oof = np.asarray(oof_ppb, dtype=np.float64).reshape(-1, len(measured_ppb))
+    X = np.asarray(spectra, dtype=np.float64)
+    doc = {"format": 1,
+           "out_of_fold": {"ids": [str(i) for i in ids],
+                           "measured_ppb": [float(v) for v in measured_ppb],
+                           "predicted_ppb": [round(float(v), 3) for v in np.nanmean(oof, axis=0)],
+                           "repeats": int(oof.shape[0])},
+           "bands": {"rows": int(len(X)),
+                     **{name: [round(float(v), 6) for v in fn(X, axis=0)]
+                        for name, fn in (("min", np.min), ("max", np.max), ("mean", np.mean))}}}
+    Path(path).write_text(json.dumps(doc))
+
+
+def parse_evaluation(body: bytes, name: str = EVALUATION_FILE) -> dict:
+    """The checked evaluation document; ArtifactError names what is wrong."""
+    try:
+        doc = json.loads(body)
+        oof, bands = doc["out_of_fold"], doc["bands"]
+        n = len(oof["measured_ppb"])
+        if doc.get("format") != 1 or len(oof["predicted_ppb"]) != n or len(oof["ids"]) != n or \
+                any(len(bands[k]) != FEATURE_SCHEMA["n_features"] for k in ("min", "max", "mean")):
+            raise ValueError("arrays of the wrong length or an unknown format")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{name}: unreadable ({exc})") from None
+    return doc
 
 
 def fsync_dir(path: Path) -> None:

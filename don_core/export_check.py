@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-# Float32 trees against float64 sklearn: a split can flip for a value within float32 rounding of a
-# threshold, moving one tree's leaf. Allow that on a rare row, never a systematic difference.
-MIN_AGREEMENT = 0.99
-# The serving check: perturbed golden rows added to the golden rows (~3 rows may flip a split), and
-# |onnx - native| <= atol + rtol * |native| (ppb). float32 ONNX against the float64 pipeline differs
-# by float rounding only, far below this, apart from a rare tree split flip.
+from don_core.contract import ONNX_ATOL_PPB, ONNX_RTOL
+
+# The tolerance (atol, rtol, the share of rows that must agree) is the contract's:
+# don_core.contract.ONNX_*. The serving check's rows: the golden rows plus perturbed copies of them
+# (~3 rows may flip a split).
 SERVE_PROBE_EXTRA = 300
-SERVE_RTOL, SERVE_ATOL_PPB = 1e-3, 0.5
 
 
 def probe_rows(rows: np.ndarray, extra: int, seed: int = 0) -> np.ndarray:
@@ -28,7 +26,8 @@ def probe_rows(rows: np.ndarray, extra: int, seed: int = 0) -> np.ndarray:
     return np.vstack([rows, picked * rng.normal(1.0, 0.02, picked.shape)])
 
 
-def agreement(reference, candidate, rtol: float, atol: float) -> tuple[float, np.ndarray]:
+def agreement(reference, candidate, rtol: float = ONNX_RTOL,
+              atol: float = ONNX_ATOL_PPB) -> tuple[float, np.ndarray]:
     """Fraction of rows with |candidate - reference| <= atol + rtol * |reference|, and |diff|."""
     reference, candidate = np.asarray(reference, float), np.asarray(candidate, float)
     diff = np.abs(candidate - reference)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from don_core.artifact import (METADATA_FILE, ArtifactError, dump_metadata, fsync_dir, hash_tree,
                                read_metadata, utc_now, verify_version_dir)
+from don_core.contract import storage_uri
 from don_core.reference import REFERENCE_FILE, ReferenceError, check_reference, dump_reference
 
 _MODEL_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
@@ -73,6 +75,21 @@ class Store(ABC):
 
     @abstractmethod
     def uri(self, model: str, version: int) -> str: ...
+
+    @abstractmethod
+    def _read_version_bytes(self, model: str, version: int, name: str) -> bytes: ...
+
+    def read_file(self, model: str, version: int, name: str) -> bytes:
+        """One file of a published version (e.g. evaluation.json), checked against its sha256 in
+        metadata.json, without fetching the whole version. StoreError when it is not listed."""
+        metadata = self.read_metadata(model, version)
+        digest = metadata["files"].get(name)
+        if digest is None:
+            raise StoreError(f"{model} version {version} has no {name}")
+        body = self._read_version_bytes(model, version, name)
+        if hashlib.sha256(body).hexdigest() != digest:
+            raise StoreError(f"{model} version {version}: {name} fails its sha256 check")
+        return body
 
     @abstractmethod
     def fetch(self, model: str, version: int, dest: Path) -> Path:
@@ -156,7 +173,7 @@ class LocalStore(Store):
         self.path = Path(root)
 
     def uri(self, model: str, version: int) -> str:
-        return str(self.path / model / str(version))
+        return storage_uri(str(self.path), model, version)
 
     def list_versions(self, model: str) -> list[int]:
         model_dir = self.path / check_model_name(model)
@@ -170,6 +187,12 @@ class LocalStore(Store):
         if not version_dir.is_dir():
             raise StoreError(f"{model} version {version} does not exist in {self.root}")
         return read_metadata(version_dir)
+
+    def _read_version_bytes(self, model, version, name):
+        try:
+            return (self.path / check_model_name(model) / str(version) / name).read_bytes()
+        except OSError as exc:
+            raise StoreError(f"{model} version {version}: cannot read {name} ({exc})") from None
 
     def fetch(self, model: str, version: int, dest: Path) -> Path:
         source = self.path / check_model_name(model) / str(version)
@@ -402,7 +425,7 @@ class S3Store(Store):
         return key
 
     def uri(self, model: str, version: int) -> str:
-        return f"s3://{self.bucket}/{self._key(model, version)}".rstrip("/")
+        return storage_uri(f"s3://{self.bucket}/{self.prefix}", model, version)
 
     def _objects(self, prefix: str):
         """(key, last-modified) of every object under `prefix`."""
@@ -460,6 +483,13 @@ class S3Store(Store):
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / METADATA_FILE).write_bytes(body)
             return read_metadata(Path(tmp))
+
+    def _read_version_bytes(self, model, version, name):
+        key = self._key(check_model_name(model), version, name)
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self._client_error() as exc:
+            raise self._failure(f"{model} version {version}: cannot read", key, exc) from None
 
     def fetch(self, model: str, version: int, dest: Path) -> Path:
         dest = Path(dest)

@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 from don_core import telemetry
-from don_core.export_check import SERVE_ATOL_PPB, SERVE_RTOL
+from don_core.contract import MAX_BATCH_ROWS, ONNX_ATOL_PPB, ONNX_RTOL
 from don_core.schema import REFLECTANCE_RANGE
 
 
@@ -31,13 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_dir", default=os.environ.get("DON_MODEL_DIR", "/mnt/models"),
                         help="one version directory of the model store")
     parser.add_argument("--max_batch_rows", type=int,
-                        default=int(os.environ.get("DON_MAX_BATCH_ROWS", "10000")),
+                        default=int(os.environ.get("DON_MAX_BATCH_ROWS", MAX_BATCH_ROWS)),
                         help="refuse requests with more spectra than this (413)")
     parser.add_argument("--no_onnx", action="store_true",
                         help="serve the native artifact even when model.onnx matches it")
-    parser.add_argument("--onnx_rtol", type=float, default=SERVE_RTOL,
+    parser.add_argument("--onnx_rtol", type=float, default=ONNX_RTOL,
                         help="relative tolerance of the ONNX check on the golden rows")
-    parser.add_argument("--onnx_atol", type=float, default=SERVE_ATOL_PPB,
+    parser.add_argument("--onnx_atol", type=float, default=ONNX_ATOL_PPB,
                         help="absolute tolerance (ppb) of the ONNX check on the golden rows")
     parser.add_argument("--native_fallback", choices=("auto", "on", "off"),
                         default=os.environ.get("DON_NATIVE_FALLBACK", "auto"),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from don_core.contract import OUTPUT_NAME
 from don_core.schema import N_BANDS
 
 
@@ -40,7 +41,7 @@ class OnnxBackend:
                                f"{[(i.name, i.shape) for i in inputs]}")
         self._input = inputs[0].name
         outputs = [o.name for o in self._session.get_outputs()]
-        self._output = "ppb" if "ppb" in outputs else outputs[0]
+        self._output = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)

@@ -11,10 +11,9 @@ from typing import Mapping, NamedTuple
 import numpy as np
 import orjson
 
+from don_core.contract import INPUT_NAME, OUTPUT_NAME, SAMPLE_ID_INPUT, V1_SAMPLE_IDS
 from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 
-OUTPUT_NAME = "ppb"
-INPUT_NAME = "spectra"
 # Outputs served only when a request names them (V2 "outputs", V1 parameters.outputs); a request
 # that names none gets exactly the ppb response KServe clients know. The calibrated ones exist
 # when the version has a calibration, the drift ones when it has a drift reference.
@@ -23,11 +22,9 @@ OUTLIER_SCORE, OUT_OF_DISTRIBUTION = "outlier_score", "out_of_distribution"
 DRIFT_OUTPUTS = (OUTLIER_SCORE, OUT_OF_DISTRIBUTION)
 V1_OUTPUTS_PARAMETER = "outputs"
 HEADER_LENGTH = "inference-header-content-length"
-_V2_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-# The caller's identifier per row (a lab's lot or sample id), stored with the prediction record:
-# V2 an optional BYTES input tensor of this name, shape [n]; V1 a "sample_ids" list.
-SAMPLE_ID_INPUT = "sample_id"
-V1_SAMPLE_IDS = "sample_ids"
+# The input datatypes a spectra tensor may have (REST JSON, REST binary and gRPC alike; the
+# OpenAPI body schema lists the same, see request_schemas)
+V2_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 MAX_SAMPLE_ID_CHARS = 256
 
 
@@ -107,7 +104,7 @@ def check_rows(x: np.ndarray, max_rows: int,
     return x
 
 
-def _numeric_array(data, what: str, body: bytes) -> np.ndarray:
+def _numeric_array(data, what: str, may_hold_bool: bool) -> np.ndarray:
     try:
         x = np.array(data)
     except (ValueError, TypeError):
@@ -116,7 +113,7 @@ def _numeric_array(data, what: str, body: bytes) -> np.ndarray:
     if x.dtype.kind not in "fiu":
         raise ClientError(400, f"{what} must hold only numbers (found {_kind_name(x)})")
     # numpy turns a boolean among numbers into 1.0 silently; look only when the body has one
-    if (b"true" in body or b"false" in body) and _holds_bool(data):
+    if may_hold_bool and _holds_bool(data):
         raise ClientError(400, f"{what} must hold only numbers (found a boolean)")
     return x
 
@@ -201,7 +198,12 @@ def _v1_instances(doc: dict, body: bytes, max_rows: int,
     if len(instances) > max_rows:  # refuse before converting a huge batch
         raise ClientError(413, f"batch of {len(instances)} rows is above this server's limit "
                                f"of {max_rows} rows per request; split it")
-    return check_rows(_numeric_array(instances, '"instances"', body), max_rows, valid_range)
+    return check_rows(_numeric_array(instances, '"instances"', _may_hold_bool(body)), max_rows,
+                      valid_range)
+
+
+def _may_hold_bool(body: bytes) -> bool:
+    return b"true" in body or b"false" in body
 
 
 class Request:
@@ -241,9 +243,8 @@ def check_sample_ids(ids: list, n: int, what: str) -> list[str | None]:
 
 def decode_v2(body: bytes, header_length: str | None, max_rows: int,
               valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> Request:
-    """JSON V2 request, or the binary tensor extension (JSON header + raw little-endian tensors,
-    in the order of the inputs). One spectra tensor [n, 448]; sample ids optionally as a BYTES
-    tensor `sample_id` [n] or as the request parameter `sample_ids` (a list)."""
+    """REST V2: a JSON request, or the binary tensor extension (JSON header + raw little-endian
+    tensors, in the order of the inputs), read by `decode_v2_document`."""
     binary = b""
     if header_length is not None:
         try:
@@ -254,7 +255,51 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int,
             raise ClientError(400, f"Inference-Header-Content-Length {json_len} does not fit a "
                                    f"body of {len(body)} bytes")
         body, binary = body[:json_len], body[json_len:]
-    doc = parse_json(body)
+    return decode_v2_document(parse_json(body), binary, max_rows, valid_range,
+                              _may_hold_bool(body))
+
+
+def decode_infer_request(request, max_rows: int,
+                         valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> Request:
+    """gRPC V2 (KServe's InferRequest): its tensors are put in the binary extension's form (raw
+    contents as binary chunks, typed contents as "data") and read by the same rules as REST."""
+    inputs, chunks = [], []
+    for tensor in request.inputs:
+        doc = {"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype}
+        raw = tensor._raw_data  # KServe keeps raw_input_contents there; no public accessor
+        if raw is not None:
+            doc["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            doc["data"] = list(tensor.data or ())
+        inputs.append(doc)
+    doc = {"inputs": inputs}
+    if request.id:
+        doc["id"] = request.id
+    if request.parameters:
+        doc["parameters"] = _grpc_parameters(request.parameters)
+    if request.request_outputs:
+        doc["outputs"] = [{"name": o.name} for o in request.request_outputs]
+    # typed contents hold numbers only (a protobuf field per datatype): no boolean can hide there
+    return decode_v2_document(doc, b"".join(chunks), max_rows, valid_range, False)
+
+
+def _grpc_parameters(params) -> dict:
+    """gRPC InferParameter messages (one of bool/int64/string) as the JSON values they stand for."""
+    plain = {}
+    for key, value in params.items():
+        choice = value.WhichOneof("parameter_choice") if hasattr(value, "WhichOneof") else None
+        plain[key] = getattr(value, choice) if choice else value
+    return plain
+
+
+def decode_v2_document(doc: dict, binary: bytes, max_rows: int,
+                       valid_range: tuple[float, float] = REFLECTANCE_RANGE,
+                       may_hold_bool: bool = True) -> Request:
+    """The one V2 decoder (REST JSON, REST binary and gRPC): one spectra tensor [n, 448]; sample
+    ids optionally as a BYTES tensor `sample_id` [n] or as the request parameter `sample_ids` (a
+    list). `binary`: the raw tensors that follow the JSON header (binary_data_size each, in the
+    order of the inputs)."""
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ClientError(400, f'V2 request needs "inputs": a list with one tensor '
@@ -284,7 +329,7 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int,
     if offset != len(binary):
         raise ClientError(400, f"binary_data_size of the inputs adds up to {offset} but "
                                f"{len(binary)} bytes of binary data follow the JSON header")
-    x = _spectra(*spectra[0], max_rows, valid_range, body)
+    x = _spectra(*spectra[0], max_rows, valid_range, may_hold_bool)
     ids = _sample_id_tensor(*sample_ids, len(x)) if sample_ids is not None else None
     params = doc.get("parameters")
     if ids is None and isinstance(params, dict) and V1_SAMPLE_IDS in params:
@@ -299,7 +344,7 @@ def decode_v2(body: bytes, header_length: str | None, max_rows: int,
 
 
 def _spectra(tensor: dict, chunk: bytes | None, max_rows: int,
-             valid_range: tuple[float, float], body: bytes) -> np.ndarray:
+             valid_range: tuple[float, float], may_hold_bool: bool) -> np.ndarray:
     shape = _shape(tensor.get("shape"))
     dtype = check_tensor_header(tensor.get("datatype"), shape, max_rows)
     count = shape[0] * shape[1]
@@ -308,7 +353,7 @@ def _spectra(tensor: dict, chunk: bytes | None, max_rows: int,
     else:
         if "data" not in tensor:
             raise ClientError(400, 'input has neither "data" nor parameters.binary_data_size')
-        x = _numeric_array(tensor["data"], "input data", body)
+        x = _numeric_array(tensor["data"], "input data", may_hold_bool)
         if x.size != count:
             raise ClientError(400, f"input data holds {x.size} numbers but shape {shape} "
                                    f"needs {count}")
@@ -316,15 +361,15 @@ def _spectra(tensor: dict, chunk: bytes | None, max_rows: int,
 
 
 def check_tensor_header(datatype, shape: list[int], max_rows: int) -> np.dtype:
-    """The datatype and shape of the one input tensor (JSON V2 and gRPC); its numpy dtype."""
-    if not isinstance(datatype, str) or datatype not in _V2_DTYPES:
+    """The datatype and shape of the one spectra tensor; its numpy dtype."""
+    if not isinstance(datatype, str) or datatype not in V2_DTYPES:
         raise ClientError(400, f"input datatype must be FP32 or FP64, got {datatype!r}")
     if len(shape) != 2 or shape[1] != N_BANDS:
         raise ClientError(400, f"input shape must be [n, {N_BANDS}], got {shape}")
     if shape[0] > max_rows:
         raise ClientError(413, f"batch of {shape[0]} rows is above this server's limit of "
                                f"{max_rows} rows per request; split it")
-    return _V2_DTYPES[datatype]
+    return V2_DTYPES[datatype]
 
 
 def _sample_id_tensor(tensor: dict, chunk: bytes | None, n: int) -> list[str | None]:
@@ -343,8 +388,15 @@ def _sample_id_tensor(tensor: dict, chunk: bytes | None, n: int) -> list[str | N
             data = [d[0] for d in data]  # shape [n, 1] sent nested
         if not isinstance(data, list):
             raise ClientError(400, f'{what} needs "data": a list of {n} strings')
-        ids = data
+        ids = [_text(v, what, i) if isinstance(v, bytes) else v for i, v in enumerate(data)]
     return check_sample_ids(ids, n, what)
+
+
+def _text(value: bytes, what: str, i: int) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClientError(400, f"{what}[{i}] is not UTF-8 text") from None
 
 
 def _binary_bytes(chunk: bytes, n: int, what: str) -> list[str]:
@@ -357,10 +409,7 @@ def _binary_bytes(chunk: bytes, n: int, what: str) -> list[str]:
         value = chunk[pos + 4:pos + 4 + size]
         if len(value) != size:
             raise ClientError(400, f"{what}: truncated binary BYTES element")
-        try:
-            ids.append(value.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ClientError(400, f"{what}[{len(ids)}] is not UTF-8 text") from None
+        ids.append(_text(value, what, len(ids)))
         pos += 4 + size
     if len(ids) != n:
         raise ClientError(400, f"{what} has {len(ids)} entries for {n} spectra")
@@ -497,3 +546,57 @@ def _bytes_tensor(values: np.ndarray) -> bytes:
         parts.append(struct.pack("<I", len(data)) + data)
     return b"".join(parts)
 
+
+
+# --- The request bodies as OpenAPI (JSON Schema 2020-12) documents them, from the rules above ---
+
+def spectrum_schema(valid_range: tuple[float, float] = REFLECTANCE_RANGE) -> dict:
+    low, high = valid_range
+    return {"type": "array", "items": {"type": "number", "minimum": low, "maximum": high},
+            "minItems": N_BANDS, "maxItems": N_BANDS,
+            "description": f"{N_BANDS} reflectance values, each within the server's plausible "
+                           "range (--reflectance_range)"}
+
+
+def v1_body_schema(valid_range: tuple[float, float] = REFLECTANCE_RANGE,
+                   max_rows: int | None = None, outputs: list[str] | None = None) -> dict:
+    """`outputs`: the extra outputs the served version has (None: not known yet)."""
+    instances = {"type": "array", "items": spectrum_schema(valid_range), "minItems": 1}
+    if max_rows is not None:
+        instances["maxItems"] = max_rows
+    names = {"type": "string"} if outputs is None else {"type": "string", "enum": outputs}
+    return {"type": "object", "required": ["instances"], "properties": {
+        "instances": instances,
+        "parameters": {"type": "object", "properties": {V1_OUTPUTS_PARAMETER: {
+            "type": "array", "items": names,
+            "description": "extra outputs: decision_<limit>, ppb_lower, ppb_upper, "
+                           f"{OUTLIER_SCORE}, {OUT_OF_DISTRIBUTION}"}}}}}
+
+
+def v2_body_schema(valid_range: tuple[float, float] = REFLECTANCE_RANGE,
+                   max_rows: int | None = None) -> dict:
+    """The JSON form with one spectra tensor (the binary extension and the optional sample_id
+    tensor are described in prose: a schema cannot tie binary_data_size to the bytes after it)."""
+    spectrum = spectrum_schema(valid_range)
+    rows = {"type": "integer", "minimum": 1}
+    if max_rows is not None:
+        rows["maximum"] = max_rows
+    return {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
+            "type": "object", "required": ["name", "shape", "datatype", "data"],
+            "properties": {
+                # any name but the sample id tensor's, which must be BYTES
+                "name": {"type": "string", "not": {"const": SAMPLE_ID_INPUT}},
+                "shape": {"type": "array", "minItems": 2, "maxItems": 2,
+                          "prefixItems": [rows, {"type": "integer", "const": N_BANDS}],
+                          "description": f"[n, {N_BANDS}]: n spectra; data holds n x {N_BANDS} "
+                                         "numbers"},
+                "datatype": {"type": "string", "enum": sorted(V2_DTYPES)},
+                "data": {"description": f"row-major: nested rows, or flat (n x {N_BANDS} "
+                                        "numbers)",
+                         "anyOf": [{"type": "array", "items": spectrum, "minItems": 1},
+                                   {"type": "array", "items": spectrum["items"],
+                                    "minItems": N_BANDS}]}}}},
+        "outputs": {"type": "array", "items": {"type": "object",
+                                               "properties": {"name": {"type": "string"}}}}}}

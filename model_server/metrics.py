@@ -12,7 +12,9 @@ import numpy as np
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 
-OUTCOMES = ("success", "client_error", "server_error")
+from don_core.contract import (CLIENT_ERROR, LATENCY_METRIC, MODEL_LABEL, OUTCOME_LABEL, OUTCOMES,
+                               PROTOCOL_LABEL, REQUESTS_METRIC, SERVER_ERROR, SUCCESS, VERSION_LABEL)
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # ppb: dense around the 1,000 and 5,000 ppb decision thresholds
 PPB_BUCKETS = (0.0, 50.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 1500.0, 2500.0, 5000.0, 7500.0,
@@ -21,10 +23,10 @@ ROW_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 # outlier score (max of T2 and Q over their training 99th percentiles): above 1 is flagged
 OUTLIER_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 100.0)
 
-REQUESTS = Counter("don_requests", "Inference requests by outcome",
-                   ["model", "version", "protocol", "outcome"])
-LATENCY = Histogram("don_request_duration_seconds", "Inference request latency (server side)",
-                    ["model", "version", "protocol"], buckets=LATENCY_BUCKETS)
+REQUESTS = Counter(REQUESTS_METRIC, "Inference requests by outcome",
+                   [MODEL_LABEL, VERSION_LABEL, PROTOCOL_LABEL, OUTCOME_LABEL])
+LATENCY = Histogram(LATENCY_METRIC, "Inference request latency (server side)",
+                    [MODEL_LABEL, VERSION_LABEL, PROTOCOL_LABEL], buckets=LATENCY_BUCKETS)
 BATCH_ROWS = Histogram("don_batch_rows", "Spectra per inference request",
                        ["model", "version"], buckets=ROW_BUCKETS)
 MODEL_INFO = Gauge("don_model_info", "The model version this process serves (value 1)",
@@ -134,5 +136,5 @@ def count_refusal(protocol: str, outcome: str) -> None:
 
 def outcome_of(status: int) -> str:
     if status < 400:
-        return "success"
-    return "client_error" if status < 500 else "server_error"
+        return SUCCESS
+    return CLIENT_ERROR if status < 500 else SERVER_ERROR

@@ -20,8 +20,9 @@ from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENC
                                verify_version_dir)
 from don_core import telemetry
 from don_core.drift import SCORE_LIMIT, DriftReference, read_reference
-from don_core.export_check import (MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement,
-                                   serve_probe)
+from don_core.contract import (CLIENT_ERROR, MAX_BATCH_ROWS, ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT,
+                               ONNX_RTOL, SUCCESS)
+from don_core.export_check import agreement, serve_probe
 from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 from model_server import codec
 from model_server.backends import NATIVE_LIBRARY, BackendError, OnnxBackend
@@ -42,11 +43,11 @@ def current_model() -> "DonModel | None":
 
 @dataclass(frozen=True)
 class ServeOptions:
-    max_batch_rows: int = 10_000
+    max_batch_rows: int = MAX_BATCH_ROWS
     use_onnx: bool = True
     # ONNX vs native on the golden rows and rows near them (don_core.export_check).
-    onnx_rtol: float = SERVE_RTOL
-    onnx_atol: float = SERVE_ATOL_PPB
+    onnx_rtol: float = ONNX_RTOL
+    onnx_atol: float = ONNX_ATOL_PPB
     reflectance_range: tuple[float, float] = REFLECTANCE_RANGE  # other values: 400
     records: RecordOptions | None = None  # where prediction records go; None: off
     # Fall back to the native artifact (sklearn / TensorFlow) when the ONNX copy is unusable:
@@ -203,11 +204,11 @@ class DonModel(Model):
     def _recorded_reference(self, golden: dict) -> tuple[np.ndarray, np.ndarray]:
         """The reference rows and the native predictions training recorded on them."""
         recorded = golden.get(REFERENCE_KEY)
-        if not isinstance(recorded, dict) or "ppb" not in recorded:
+        if not isinstance(recorded, dict) or codec.OUTPUT_NAME not in recorded:
             raise ArtifactError(f"{self.model_dir}: golden.json records no reference predictions "
                                 "of the trained model; retrain it with this release")
         try:
-            expected = np.asarray(recorded["ppb"], dtype=np.float64).reshape(-1)
+            expected = np.asarray(recorded[codec.OUTPUT_NAME], dtype=np.float64).reshape(-1)
             rows = reference_rows(golden["instances"], recorded["probe"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{self.model_dir}: golden.json reference predictions are "
@@ -222,7 +223,7 @@ class DonModel(Model):
         rows, expected = self._recorded_reference(golden)
         served = native.predict(rows)
         agreed, diff = agreement(expected, served, self.options.onnx_rtol, self.options.onnx_atol)
-        if agreed < MIN_AGREEMENT:
+        if agreed < ONNX_MIN_AGREEMENT:
             raise ArtifactError(
                 f"{self.model_dir}: the model's predictions differ from those recorded at training "
                 f"time on {100 * (1 - agreed):.0f}% of the reference rows (max |diff| "
@@ -280,7 +281,7 @@ class DonModel(Model):
         worst = float(np.nanmax(diff)) if np.isfinite(diff).any() else None
         self.onnx_check = {"rows": int(len(rows)), "against": against, "agreement": agreed,
                            "max_abs_diff_ppb": worst, "rtol": self.options.onnx_rtol,
-                           "atol_ppb": self.options.onnx_atol, "used": agreed >= MIN_AGREEMENT}
+                           "atol_ppb": self.options.onnx_atol, "used": agreed >= ONNX_MIN_AGREEMENT}
         if not self.onnx_check["used"]:
             self.onnx_check["reason"] = f"ONNX predictions differ from the {against} beyond tolerance"
         return self.onnx_check["used"]
@@ -313,28 +314,35 @@ class DonModel(Model):
         self.metrics.outliers(score, int(np.count_nonzero(flagged)))
         return score, flagged
 
+    def answer(self, req: codec.Request, request_id: str | None, trace_id: str | None = None,
+               caller: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """ppb and the outputs a decoded request names (REST and gRPC alike), recorded if records
+        are on."""
+        codec.check_outputs(req.outputs, self.output_types)
+        x = req.x
+        ppb = self.infer(x)
+        outliers = self.outliers(x)  # every batch: the drift metrics and records count it
+        values = self.outputs(x, ppb, [o.name for o in req.outputs], outliers)
+        if self.records is not None:
+            self.records.submit(x, ppb, outliers, req.id or request_id, trace_id, caller,
+                                req.sample_ids)
+        return ppb, values
+
     # --- KServe's own data plane: only gRPC reaches it (our REST routes replace KServe's) ---
     def predict(self, payload, headers=None):
         started = time.perf_counter()
         try:
             if not isinstance(payload, InferRequest):
                 raise codec.ClientError(400, f"unsupported payload {type(payload).__name__}")
-            x, sample_ids = self._rows_from_infer_request(payload)
-            named = [o.name for o in payload.request_outputs or ()]
-            names = named if codec.OUTPUT_NAME in named else [codec.OUTPUT_NAME, *named]
-            codec.check_outputs([codec.RequestedOutput(n) for n in names], self.output_types)
+            req = codec.decode_infer_request(payload, self.options.max_batch_rows,
+                                             self.options.reflectance_range)
+            _, outputs = self.answer(req, (headers or {}).get("x-request-id"))
         except codec.ClientError as exc:
-            self.metrics.request("grpc", "client_error", time.perf_counter() - started)
+            self.metrics.request("grpc", CLIENT_ERROR, time.perf_counter() - started)
             raise InvalidInput(exc.message) from None
-        ppb = self.infer(x)
-        outliers = self.outliers(x)
-        if self.records is not None:
-            headers = headers or {}
-            self.records.submit(x, ppb, outliers, payload.id or headers.get("x-request-id"),
-                                None, None, sample_ids)
         infer_outputs = []
         # gRPC answers every output as raw bytes (raw_output_contents is all or nothing)
-        for name, values in self.outputs(x, ppb, names, outliers).items():
+        for name, values in outputs.items():
             datatype = self.output_types[name]
             out = InferOutput(name=name, shape=[len(values)], datatype=datatype)
             if datatype == "BYTES":
@@ -343,41 +351,9 @@ class DonModel(Model):
                 out.set_data_from_numpy(values.astype(np.bool_ if datatype == "BOOL"
                                                       else np.float32))
             infer_outputs.append(out)
-        self.metrics.request("grpc", "success", time.perf_counter() - started)
+        self.metrics.request("grpc", SUCCESS, time.perf_counter() - started)
         return InferResponse(response_id=payload.id or "", model_name=self.name,
                              model_version=self.version, infer_outputs=infer_outputs)
-
-    def _rows_from_infer_request(self, request: InferRequest):
-        """(spectra [n, 448], sample ids or None) from one spectra input and an optional BYTES
-        input named codec.SAMPLE_ID_INPUT: the same rules as the REST routes (codec)."""
-        ids_inputs = [t for t in request.inputs if t.name == codec.SAMPLE_ID_INPUT]
-        spectra = [t for t in request.inputs if t.name != codec.SAMPLE_ID_INPUT]
-        if len(spectra) != 1 or len(ids_inputs) > 1:
-            raise codec.ClientError(400, f"expected exactly one input tensor of spectra (and "
-                                         f"optionally {codec.SAMPLE_ID_INPUT!r}), got "
-                                         f"{len(request.inputs)}")
-        tensor = spectra[0]
-        shape = list(tensor.shape)
-        codec.check_tensor_header(tensor.datatype, shape, self.options.max_batch_rows)
-        try:
-            x = tensor.as_numpy()
-        except Exception as exc:  # kserve raises assorted errors for inconsistent tensors
-            raise codec.ClientError(400, f"input tensor does not match its shape: {exc}") from None
-        x = codec.check_rows(np.asarray(x).reshape(shape), self.options.max_batch_rows,
-                             self.options.reflectance_range)
-        sample_ids = None
-        if ids_inputs:
-            ids = ids_inputs[0]
-            if ids.datatype != "BYTES":
-                raise codec.ClientError(400, f"input {codec.SAMPLE_ID_INPUT!r} must be BYTES")
-            try:
-                values = np.asarray(ids.as_numpy(), dtype=object).reshape(-1).tolist()
-                values = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
-            except Exception as exc:  # undecodable or inconsistent tensor
-                raise codec.ClientError(400, f"input {codec.SAMPLE_ID_INPUT!r}: {exc}") from None
-            sample_ids = codec.check_sample_ids(values, len(x), f"input "
-                                                                f"{codec.SAMPLE_ID_INPUT!r}")
-        return x, sample_ids
 
     def get_input_types(self):
         return [{"name": codec.INPUT_NAME, "datatype": "FP32", "shape": [-1, N_BANDS]}]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from don_core.contract import INPUT_NAME, OUTPUT_NAME
 from model_server.backends import BackendError
 
 
@@ -63,8 +64,8 @@ class TensorflowBackend:
         self._tf = tf
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        out = self._fn(spectra=self._tf.constant(np.asarray(x, dtype=np.float32)))
-        return out["ppb"].numpy().reshape(-1)
+        out = self._fn(**{INPUT_NAME: self._tf.constant(np.asarray(x, dtype=np.float32))})
+        return out[OUTPUT_NAME].numpy().reshape(-1)
 
 
 NATIVE_BACKENDS = {"sklearn": SklearnBackend, "tensorflow": TensorflowBackend}

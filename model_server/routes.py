@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from don_core import telemetry
-from don_core.schema import N_BANDS, REFLECTANCE_RANGE
+from don_core.contract import VERSION_HEADER
 from model_server import codec
 from model_server.metrics import outcome_of
 from model_server.model import current_model
@@ -34,38 +34,14 @@ SERVICE_NAME = "don-model-server"
 JSON = "application/json"
 MAX_BODY_BYTES = int(os.environ.get("DON_MAX_BODY_BYTES", str(64 * 1024 * 1024)))
 _PROCESS = psutil.Process()
-_LOW, _HIGH = REFLECTANCE_RANGE  # the defaults; _openapi documents the served limits
-_SPECTRUM = {"type": "array", "items": {"type": "number", "minimum": _LOW, "maximum": _HIGH},
-             "minItems": N_BANDS, "maxItems": N_BANDS,
-             "description": f"{N_BANDS} reflectance values, each within the server's plausible "
-                            "range (--reflectance_range)"}
-V1_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": {
-    "type": "object", "required": ["instances"],
-    "properties": {"instances": {"type": "array", "items": _SPECTRUM, "minItems": 1},
-                   "parameters": {"type": "object", "properties": {codec.V1_OUTPUTS_PARAMETER: {
-                       "type": "array", "items": {"type": "string"},
-                       "description": "extra outputs: decision_<limit>, ppb_lower, ppb_upper, "
-                                      "outlier_score, out_of_distribution"}}}}}}}}}
-V2_BODY = {"requestBody": {"required": True, "content": {JSON: {"schema": {
-    "type": "object", "required": ["inputs"],
-    "properties": {
-        "id": {"type": "string"},
-        "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {
-            "type": "object", "required": ["name", "shape", "datatype", "data"],
-            "properties": {
-                "name": {"type": "string"},
-                "shape": {"type": "array", "minItems": 2, "maxItems": 2,
-                          "prefixItems": [{"type": "integer", "minimum": 1},
-                                          {"type": "integer", "const": N_BANDS}],
-                          "description": f"[n, {N_BANDS}]: n spectra; data holds n x {N_BANDS} "
-                                         "numbers"},
-                "datatype": {"type": "string", "enum": ["FP32", "FP64"]},
-                "data": {"description": "row-major: nested rows, or flat (n x 448 numbers)",
-                         "anyOf": [{"type": "array", "items": _SPECTRUM, "minItems": 1},
-                                   {"type": "array", "items": _SPECTRUM["items"],
-                                    "minItems": N_BANDS}]}}}},
-        "outputs": {"type": "array", "items": {"type": "object",
-                                               "properties": {"name": {"type": "string"}}}}}}}}}}
+def _body(schema: dict) -> dict:
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
+
+
+# The request schemas come from the decoder's own rules (codec); _openapi restates them with the
+# served model's range, batch limit and outputs once it is loaded.
+V1_BODY = _body(codec.v1_body_schema())
+V2_BODY = _body(codec.v2_body_schema())
 V1_RESPONSE = {"type": "object", "required": ["predictions"], "properties": {
     "predictions": {"type": "array", "minItems": 1, "description": "ppb, one per spectrum",
                     "items": {"type": "number", "minimum": 0}}}}
@@ -112,7 +88,7 @@ _GUARD_ERRORS = {code: PREDICT_ERRORS[code] for code in (401, 429, 503)}
 
 
 def _error(status: int, message: str, version: str | None = None) -> Response:
-    headers = {"X-Model-Version": version} if version else None
+    headers = {VERSION_HEADER: version} if version else None
     return Response(orjson.dumps({"error": message}), status_code=status, media_type=JSON,
                     headers=headers)
 
@@ -207,20 +183,14 @@ async def _answer(request: Request, model, protocol: str, tracer) -> Response:
             req = codec.decode_v1_request(body, limit, valid)
         else:
             req = codec.decode_v2(body, header_length, limit, valid)
-        x, outputs = req.x, req.outputs
-        codec.check_outputs(outputs, model.output_types)
-    with _span(tracer, "predict", attributes={"batch.rows": int(x.shape[0])}):
-        ppb = model.infer(x)
-        outliers = model.outliers(x)  # every batch: the drift metrics and records count it
-        values = model.outputs(x, ppb, [o.name for o in outputs], outliers)
-    if model.records is not None:
-        model.records.submit(x, ppb, outliers, req.id or headers.get("x-request-id"),
-                             _trace_id(headers), _caller(request), req.sample_ids)
-    out_headers = {"X-Model-Version": model.version}
+    with _span(tracer, "predict", attributes={"batch.rows": int(req.x.shape[0])}):
+        ppb, values = model.answer(req, headers.get("x-request-id"), _trace_id(headers),
+                                   _caller(request))
+    out_headers = {VERSION_HEADER: model.version}
     if protocol == "v1":
         return Response(codec.encode_v1(ppb, values), media_type=JSON, headers=out_headers)
     tensors = [codec.Tensor(o.name, model.output_types[o.name], values[o.name], o.binary)
-               for o in outputs]
+               for o in req.outputs]
     content, extra = codec.encode_v2(tensors, model.name, model.version, req.id)
     out_headers.update(extra)
     return Response(content, media_type="application/octet-stream" if extra else JSON,
@@ -277,7 +247,7 @@ def _metadata(model_name: str) -> Response:
     doc = {"name": model.name, "versions": [model.version], "platform": model.backend_name,
            "inputs": model.get_input_types(), "outputs": model.get_output_types()}
     return Response(orjson.dumps(doc), media_type=JSON,
-                    headers={"X-Model-Version": model.version})
+                    headers={VERSION_HEADER: model.version})
 
 
 async def v2_metadata(model_name: str) -> Response:
@@ -323,7 +293,7 @@ async def status(model_name: str | None = None) -> Response:
                rss_bytes=_PROCESS.memory_info().rss,
                tracing=telemetry.tracing_enabled())
     return Response(orjson.dumps(doc), media_type=JSON,
-                    status_code=200, headers={"X-Model-Version": model.version})
+                    status_code=200, headers={VERSION_HEADER: model.version})
 
 
 async def model_status(model_name: str) -> Response:
@@ -381,42 +351,21 @@ def _document_kserve_routes(schema: dict) -> None:
 
 
 def _document_served_model(schema: dict, model) -> None:
-    low, high = model.options.reflectance_range
-    for operations in schema["paths"].values():
+    valid, limit = model.options.reflectance_range, model.options.max_batch_rows
+    outputs = [o["name"] for o in model.get_output_types()]
+    for path, operations in schema["paths"].items():
         for operation in operations.values():
             for param in operation.get("parameters", ()):
                 if param.get("in") == "path" and param["name"] in ("model_name", "model_version"):
                     served = model.name if param["name"] == "model_name" else model.version
                     param["schema"] = {"type": "string", "enum": [served]}
-            body = operation.get("requestBody", {}).get("content", {}).get(JSON, {})
-            for spectrum in _spectra(body.get("schema")):
-                spectrum["items"] = {**spectrum["items"], "minimum": low, "maximum": high}
-    limit = model.options.max_batch_rows
-    for path, operations in schema["paths"].items():
-        body = operations.get("post", {}).get("requestBody", {}).get("content", {}).get(JSON, {})
-        props = body.get("schema", {}).get("properties", {})
+        body = operations.get("post", {}).get("requestBody", {}).get("content", {}).get(JSON)
+        if body is None:
+            continue
         if path.endswith(":predict"):
-            props["instances"]["maxItems"] = limit
-            names = props.get("parameters", {}).get("properties", {}).get(
-                codec.V1_OUTPUTS_PARAMETER)
-            if names is not None:  # the outputs this version has
-                names["items"] = {"type": "string",
-                                  "enum": [o["name"] for o in model.get_output_types()]}
+            body["schema"] = codec.v1_body_schema(valid, limit, outputs)
         elif path.endswith("/infer"):
-            props["inputs"]["items"]["properties"]["shape"]["prefixItems"][0]["maximum"] = limit
-
-
-def _spectra(node):
-    """Every number-array schema below `node` (the spectra and flat data of a request body)."""
-    if isinstance(node, dict):
-        if node.get("type") == "array" and isinstance(node.get("items"), dict) \
-                and node["items"].get("type") == "number":
-            yield node
-        for value in node.values():
-            yield from _spectra(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _spectra(value)
+            body["schema"] = codec.v2_body_schema(valid, limit)
 
 
 def install(app: FastAPI | None = None) -> FastAPI:

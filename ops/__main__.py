@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from don_core.contract import ROLLOUT_DEFAULTS
+from ops.rollout.spec import MODES
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ops", description=__doc__)
@@ -19,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--version", type=int, help="candidate model version")
     start.add_argument("--storage-uri", help="candidate storageUri (instead of --version)")
     start.add_argument("--name", help="ModelRollout name (default <target>-v<version>)")
-    start.add_argument("--mode", choices=["Knative", "Standard", "Deployment"], default="Standard")
+    start.add_argument("--mode", choices=MODES, default=ROLLOUT_DEFAULTS["mode"])
     start.add_argument("--steps", help="comma-separated traffic percents, e.g. 10,25,50,100")
     start.add_argument("--interval", help="time between analyses, e.g. 30s, 2m")
     start.add_argument("--min-success-rate", type=float)
@@ -27,10 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--max-error-increase", type=float,
                        help="golden set: largest relative log1p-MAE increase")
     start.add_argument("--max-reference-error-increase", type=float,
-                       help="reference set: largest relative log1p-MAE increase (default 0.1)")
+                       help="reference set: largest relative log1p-MAE increase (default "
+                            f"{ROLLOUT_DEFAULTS['analysis']['maxReferenceErrorIncrease']})")
     start.add_argument("--max-reference-false-accept-increase", type=float,
                        help="reference set: largest false-accept rate increase at 1000 ppb "
-                            "(default 0.1)")
+                            f"(default {ROLLOUT_DEFAULTS['analysis']['maxReferenceFalseAcceptIncrease']})")
     start.add_argument("--failure-limit", type=int)
     start.add_argument("--min-requests", type=int)
     start.add_argument("--stable-url")

@@ -14,12 +14,13 @@ import os
 import kopf
 from prometheus_client import Counter, start_http_server
 
+from don_core.contract import ROLLOUT_EVENTS_METRIC
 from ops.rollout import GROUP, PLURAL, VERSION
 from ops.rollout.controller import Engine
 from ops.rollout.kube import Kube, load_config
 
 
-ROLLOUT_EVENTS = Counter("don_rollout_events", "ModelRollout Events by reason (Advanced, Promoted, RolledBack, ...)",
+ROLLOUT_EVENTS = Counter(ROLLOUT_EVENTS_METRIC, "ModelRollout Events by reason (Advanced, Promoted, RolledBack, ...)",
                          ["namespace", "rollout", "reason"])
 
 

@@ -5,8 +5,11 @@ never saw, on other data with rows of the model's reference set (no version is f
 The servers record every prediction to a prediction recorder: by default one the demo starts on
 SQLite beside the store (`<store>.recorder.db`), or the one named by --records_url.
 
+The web console (console/) starts as soon as the first model has answered, on
+http://127.0.0.1:8501 (--console_port), next to the model servers.
+
   python -m scripts.demo [--store DIR] [--data SRC] [--port N] [--full] [--once]
-                         [--records_url URL | --no-recorder]
+                         [--records_url URL | --no-recorder] [--console_port N | --no-console]
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from don_core.contract import INPUT_NAME, REQUESTS_METRIC, V1_SAMPLE_IDS, VERSION_HEADER
 from don_core.store import open_store
 from training_job import synthetic
 
@@ -50,14 +54,14 @@ def post(url: str, body: dict) -> tuple[dict, str]:
     request = urllib.request.Request(url, data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read()), response.headers.get("X-Model-Version", "?")
+        return json.loads(response.read()), response.headers.get(VERSION_HEADER, "?")
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180, what: str = "model server") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"model server exited with {proc.returncode}; see its log above")
+            raise SystemExit(f"{what} exited with {proc.returncode}; see its log above")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -73,9 +77,9 @@ def call(model: str, port: int, data: str, version_dir: Path) -> None:
     rows, truth, what = example_rows(data, version_dir)
     v1, v1_version = post(f"http://127.0.0.1:{port}/v1/models/{model}:predict",
                           {"instances": rows,
-                           "sample_ids": [f"demo-{model}-{i}" for i in range(len(rows))]})
+                           V1_SAMPLE_IDS: [f"demo-{model}-{i}" for i in range(len(rows))]})
     v2, _ = post(f"http://127.0.0.1:{port}/v2/models/{model}/infer",
-                 {"inputs": [{"name": "spectra", "shape": [len(rows), len(rows[0])],
+                 {"inputs": [{"name": INPUT_NAME, "shape": [len(rows), len(rows[0])],
                               "datatype": "FP32", "data": rows}]})
     print(f"\n{model} version {v1_version} (V1 and V2), {what}:")
     for t, p1, p2 in zip(truth, v1["predictions"], v2["outputs"][0]["data"]):
@@ -98,6 +102,10 @@ def main() -> int:
                         help="send prediction records to this recorder instead of starting one")
     parser.add_argument("--no-recorder", dest="recorder", action="store_false",
                         help="record nothing")
+    parser.add_argument("--console_port", type=int, default=8501,
+                        help="serve the web console on this port (default 8501)")
+    parser.add_argument("--no-console", dest="console", action="store_false",
+                        help="do not start the web console")
     args = parser.parse_args()
     store = Path(args.store).resolve()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -133,6 +141,10 @@ def main() -> int:
             servers.append(proc)
             wait_ready(f"http://127.0.0.1:{port}/v2/models/{model}/ready", proc)
             call(model, port, args.data, version_dir)
+            if step == 1 and args.console:
+                # after the first answer, so it never delays it; ready long before the network is
+                console, console_proc = start_console(store, ports, records_url, args.console_port,
+                                                      env, servers)
 
         if recorder_db is not None:
             print(f"\n{stored_records(recorder_db, 6)} prediction records stored in {recorder_db} "
@@ -140,11 +152,14 @@ def main() -> int:
                   "version, sample_id, predicted_ppb, out_of_distribution from predictions'")
         elif records_url:
             print(f"\nprediction records sent to {records_url}")
+        if args.console:
+            wait_ready(f"{console}/_stcore/health", console_proc, timeout=120, what="web console")
+            print(f"\nWeb console: {console}  (Predict, Models, Rollouts, Monitoring)", flush=True)
         rf_port = ports["don-rf"]
         print(f"\nTry it yourself (in another shell, from {Path.cwd()}):"
               f"\n  . .venv/bin/activate     # puts the project's python first on PATH"
               f"\n  curl -s http://127.0.0.1:{rf_port}/v2/models/don-rf | python -m json.tool"
-              f"\n  curl -s http://127.0.0.1:{rf_port}/metrics | grep don_requests_total"
+              f"\n  curl -s http://127.0.0.1:{rf_port}/metrics | grep {REQUESTS_METRIC}_total"
               f"\n  python -m training_job versions --store {store} --model don-rf")
         if not args.once:
             print("\nServing until Ctrl-C ...", flush=True)
@@ -178,6 +193,19 @@ def start_recorder(db: Path, env: dict, processes: list) -> str:
     processes.append(proc)
     wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
     return f"http://127.0.0.1:{port}/"
+
+
+def start_console(store: Path, ports: dict, records_url: str | None, port: int, env: dict,
+                  processes: list) -> tuple[str, subprocess.Popen]:
+    """`python -m console` on loopback for the demo's servers, store and recorder: URL, process."""
+    servers = [arg for model, p in ports.items() for arg in ("--server", f"{model}=http://127.0.0.1:{p}")]
+    recorder = ["--recorder", records_url] if records_url else []
+    print(f"\n=== web console starting on http://127.0.0.1:{port} ===", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "console", "--store", str(store), *servers,
+                             *recorder, "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    processes.append(proc)
+    return f"http://127.0.0.1:{port}", proc
 
 
 def stored_records(db: Path, expected: int, timeout: float = 30.0) -> int:

@@ -39,7 +39,12 @@ EVERYTHING_ON = ("--set", "operator.enabled=true", "--set", "tracing.collector.e
                  "--set", "serving.payloadLogger.enabled=true",
                  "--set", "serving.payloadLogger.url=http://logger.logging.svc.cluster.local",
                  "--set", "serving.autoscaling.minReplicas=2", "--set", "images.pullSecrets[0].name=regcred",
-                 "--set", "images.registry=ghcr.io/acme", "--set", "images.tag=1.2.3")
+                 "--set", "images.registry=ghcr.io/acme", "--set", "images.tag=1.2.3",
+                 "--set", "console.enabled=true", "--set", "console.rolloutControl=true")
+
+# A third model added through values alone (the templates iterate over `models`).
+THIRD_MODEL = ("--set", "models.gbr.name=don-gbr", "--set", "models.gbr.family=sklearn",
+               "--set", "models.gbr.version=1", "--set", "models.gbr.canary.trafficPercent=10")
 
 
 def canary(key: str, version: int, percent: int) -> tuple[str, ...]:
@@ -80,11 +85,18 @@ MATRIX = [
     Case("deployment-operator-off-collector-off", K130 + (
         "--set", "serving.engine=deployment", "--set", "operator.enabled=false",
         "--set", "tracing.collector.enabled=false", "--set", "networkPolicy.ingressNamespaces={istio-system}")),
+    Case("third-model-deployment-gateway", K130 + GATEWAY + THIRD_MODEL + ("--set", "serving.engine=deployment")
+         + canary("gbr", 2, 30)),
+    Case("third-model-knative-operator", KSERVE + K130 + THIRD_MODEL + (
+        "--set", "operator.enabled=true", "--set", "training.job.enabled=true",
+        "--set", "training.models={rf,tf,gbr}", "--set", "models.gbr.version=3")),
     # The local Kubernetes 1.20 test cluster: no KServe, no Gateway API, older API versions.
     Case("kube-1.20-deployment", K120 + ("--set", "serving.engine=deployment", "--set", "operator.enabled=true",
          "--set", "training.job.enabled=true", "--set", "training.cronJob.enabled=true",
          "--set", "backup.enabled=true", "--set", "backup.to=/mnt/backup", "--set", "backup.targetClaim=don-backup",
-         "--set", "models.rf.version=2"), kube="1.20"),
+         "--set", "models.rf.version=2", "--set", "console.enabled=true", "--set", "recorder.enabled=true",
+         "--set", "recorder.token.value=recorder-token"),
+         kube="1.20"),
     Case("kube-1.20-deployment-manual-canary", K120 + ("--set", "serving.engine=deployment") + canary("rf", 2, 50),
          kube="1.20"),
 ]

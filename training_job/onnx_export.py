@@ -8,13 +8,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from don_core.export_check import MIN_AGREEMENT, agreement
+from don_core.contract import INPUT_NAME as INPUT
+from don_core.contract import ONNX_MIN_AGREEMENT
+from don_core.contract import OUTPUT_NAME as OUTPUT
+from don_core.export_check import agreement
 from don_core.schema import N_BANDS
 
-INPUT, OUTPUT = "spectra", "ppb"
 OPSET = 17
-# Bound the float32-vs-float64 effect on ppb rather than demand bit equality.
-RTOL, ATOL_PPB = 1e-3, 1.0
 
 
 def sklearn_to_onnx(pipeline) -> onnx.ModelProto:
@@ -128,8 +128,8 @@ def onnx_predict(path: Path, X: np.ndarray) -> np.ndarray:
 def check_match(reference: np.ndarray, candidate: np.ndarray, what: str) -> float:
     """Raise if the ONNX copy strays from the native model; return the worst relative error."""
     reference, candidate = np.asarray(reference, float), np.asarray(candidate, float)
-    agreed, diff = agreement(reference, candidate, RTOL, ATOL_PPB)
-    if agreed < MIN_AGREEMENT:
+    agreed, diff = agreement(reference, candidate)  # the contract's tolerance, as the server's
+    if agreed < ONNX_MIN_AGREEMENT:
         worst = int(np.argmax(diff))
         raise RuntimeError(f"{what}: ONNX export agrees with the native model on only "
                            f"{agreed:.1%} of {len(diff)} rows (row {worst}: "

@@ -9,9 +9,10 @@ from typing import Callable
 
 import numpy as np
 
-from don_core.artifact import (FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
-                               reference_rows, write_golden)
-from don_core.export_check import MIN_AGREEMENT, SERVE_ATOL_PPB, SERVE_RTOL, agreement, probe_rows
+from don_core.artifact import (EVALUATION_FILE, FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
+                               reference_rows, write_evaluation, write_golden)
+from don_core.contract import ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT, ONNX_RTOL
+from don_core.export_check import agreement, probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
 from training_job import calibration, drift, evaluate, onnx_export, synthetic
@@ -64,8 +65,8 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
                                  progress=lambda m: say(f"[cv] {m}"), **scheme)
-    calibrated = calibration.calibrate(y, cv.pop("predictions"), limits=limits, alpha=alpha,
-                                       beta=beta)
+    predictions = cv.pop("predictions")
+    calibrated = calibration.calibrate(y, predictions, limits=limits, alpha=alpha, beta=beta)
 
     train_rows, holdout_rows = evaluate.holdout_split(y, seed)
     say(f"[holdout] fitting on {len(train_rows)} rows, scoring {len(holdout_rows)}")
@@ -86,6 +87,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         out = Path(tmp) / "version"
         out.mkdir()
         module.export(final, out)
+        write_evaluation(out / EVALUATION_FILE, ids, y, predictions["oof"], X)
         reference_at = reference_rows(X[golden])
         reference = module.load_native(out)(reference_at)  # what serving must match
         write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden],
@@ -124,10 +126,10 @@ def _check_exports(module, fitted, directory: Path, X: np.ndarray, reference_at:
     native = onnx_export.check_match(expected, module.load_native(directory)(probe), "native")
     onnx_path = directory / ONNX_FILE
     onnx_err = onnx_export.check_match(expected, onnx_export.onnx_predict(onnx_path, probe), "onnx")
-    served, _ = agreement(reference, onnx_export.onnx_predict(onnx_path, reference_at), SERVE_RTOL, SERVE_ATOL_PPB)
-    if served < MIN_AGREEMENT:
+    served, _ = agreement(reference, onnx_export.onnx_predict(onnx_path, reference_at))
+    if served < ONNX_MIN_AGREEMENT:
         raise RuntimeError(f"onnx: the serving check would refuse the ONNX copy (agrees on {served:.1%} of "
-                           f"the reference rows, needs {MIN_AGREEMENT:.0%})")
+                           f"the reference rows, needs {ONNX_MIN_AGREEMENT:.0%})")
     return {"rows": int(len(probe)), "max_relative_error_native": native,
-            "max_relative_error_onnx": onnx_err, "rtol": onnx_export.RTOL,
-            "atol_ppb": onnx_export.ATOL_PPB, "reference_agreement_onnx": served}
+            "max_relative_error_onnx": onnx_err, "rtol": ONNX_RTOL,
+            "atol_ppb": ONNX_ATOL_PPB, "reference_agreement_onnx": served}

@@ -16,6 +16,8 @@ import threading
 
 import numpy as np
 
+from don_core.contract import SAMPLE_ID_INPUT
+from don_core.contract import V1_SAMPLE_IDS as SAMPLE_IDS_KEY
 from don_core.records import (CLOUDEVENTS_SPEC_VERSION, KSERVE_REQUEST_EVENT_TYPE,
                               KSERVE_RESPONSE_EVENT_TYPE, RECORDS_EVENT_TYPE, PredictionRecord,
                               spectrum_sha256)
@@ -23,9 +25,8 @@ from don_core.schema import N_BANDS
 from ops.recorder.db import utcnow
 
 # How a caller attaches its lab sample ids to a request (as the model server reads them): V1 a
-# top-level list, V2 a request parameter or a BYTES input tensor (one id per row, in row order).
-SAMPLE_IDS_KEY = "sample_ids"
-SAMPLE_ID_INPUT = "sample_id"
+# top-level list (SAMPLE_IDS_KEY), V2 a request parameter or a BYTES input tensor (one id per row,
+# in row order).
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_TEXT = {"model": 253, "request_id": 200, "trace_id": 64, "caller": 200, "sample_id": 200}
 _INT32 = 2**31 - 1

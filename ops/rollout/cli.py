@@ -100,6 +100,27 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
+# The steering verbs and the patch each sends: the CLI and the web console (console/) both call
+# steer(), so a button does exactly what `python -m ops rollout VERB NAME` does.
+ACTIONS = {"pause": {"spec": {"paused": True}}, "resume": {"spec": {"paused": False}},
+           "promote": {"spec": {"action": "Promote"}}, "abort": {"spec": {"action": "Abort"}}}
+
+
+def steer(kube: Kube, namespace: str, name: str, action: str) -> str:
+    """Send one steering verb to a ModelRollout; the line to show. ApiException on refusal."""
+    kube.patch_rollout(namespace, name, ACTIONS[action])
+    return f"modelrollout {name}: {action} requested"
+
+
+def api_reason(exc: ApiException) -> str:
+    """The API server's own message of a refusal (e.g. `... not found`)."""
+    try:
+        import json
+        return json.loads(exc.body).get("message") or exc.reason
+    except Exception:
+        return exc.reason
+
+
 def run(args, kube: Kube, namespace: str, say=print) -> int:
     try:
         if args.rollout_command == "start":
@@ -116,18 +137,8 @@ def run(args, kube: Kube, namespace: str, say=print) -> int:
                 else:
                     say(table(*summary_rows(items, args.all_namespaces)))
             return 0
-        patch = {"pause": {"spec": {"paused": True}}, "resume": {"spec": {"paused": False}},
-                 "promote": {"spec": {"action": "Promote"}},
-                 "abort": {"spec": {"action": "Abort"}}}[args.rollout_command]
-        kube.patch_rollout(namespace, args.name, patch)
-        say(f"modelrollout {args.name}: {args.rollout_command} requested")
+        say(steer(kube, namespace, args.name, args.rollout_command))
         return 0
     except ApiException as exc:
-        reason = exc.reason
-        try:
-            import json
-            reason = json.loads(exc.body).get("message", reason)
-        except Exception:
-            pass
-        say(f"error: {exc.status} {reason}")
+        say(f"error: {exc.status} {api_reason(exc)}")
         return 1

@@ -15,6 +15,7 @@ import logging
 import os
 from typing import Callable
 
+from don_core.contract import storage_uri
 from ops.rollout import analysis as judge_mod
 from ops.rollout import golden as golden_mod
 from ops.rollout import live_accuracy
@@ -302,7 +303,7 @@ class Engine:
                     "(chart value models.<rf|tf>.canary.version)")
             model = spec.raw["store"].get("model") or spec.target
             root = spec.raw["store"].get("root") or "store"
-            return (f"{root}/{model}/{stable_version}", f"{root}/{model}/{candidate['version']}",
+            return (storage_uri(root, model, stable_version), storage_uri(root, model, candidate["version"]),
                     int(stable_version) if str(stable_version).isdigit() else None,
                     int(candidate["version"]))
         stable_uri = traffic.stable_storage_uri(self.kube.get_isvc(ns, spec.target))
@@ -310,7 +311,7 @@ class Engine:
             candidate_uri = candidate["storageUri"]
         else:
             root, model, _ = golden_mod.split_storage_uri(stable_uri)
-            candidate_uri = f"{root}/{model}/{candidate['version']}"
+            candidate_uri = storage_uri(root, model, candidate["version"])
         return (stable_uri, candidate_uri, _version_of(stable_uri),
                 candidate.get("version") or _version_of(candidate_uri))
 

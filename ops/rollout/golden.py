@@ -7,7 +7,6 @@ samples count as much as the rare high ones.
 """
 from __future__ import annotations
 
-import re
 import tempfile
 import threading
 from pathlib import Path
@@ -16,11 +15,10 @@ import numpy as np
 import requests
 
 from don_core.artifact import GOLDEN_FILE, read_golden
+from don_core.contract import VERSION_HEADER, parse_storage_uri
 from don_core.reference import false_accept_rate, log1p_mae
 from don_core.store import open_store
 
-VERSION_HEADER = "X-Model-Version"
-_URI = re.compile(r"^(?P<root>.+)/(?P<model>[^/]+)/(?P<version>[0-9]+)/?$")
 _cache: dict[tuple[str, str, int], dict] = {}
 _lock = threading.Lock()
 
@@ -31,10 +29,10 @@ class GoldenError(RuntimeError):
 
 def split_storage_uri(uri: str) -> tuple[str, str, int]:
     """`<root>/<model>/<N>` -> (root, model, N)."""
-    match = _URI.match(uri or "")
-    if not match:
-        raise GoldenError(f"storage URI {uri!r} does not end in <model>/<version>")
-    return match["root"], match["model"], int(match["version"])
+    try:
+        return parse_storage_uri(uri)
+    except ValueError as exc:
+        raise GoldenError(str(exc)) from None
 
 
 def load_golden(store_root: str, model: str, version: int) -> dict:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import requests
 
+from don_core.contract import LIVE_ACCURACY_DEFAULTS as DEFAULTS
+
 from ops.rollout.analysis import FAIL, INCONCLUSIVE, PASS
 
-DEFAULTS: dict = {"thresholdPpb": 1000, "window": "7d", "maxFalseAcceptIncrease": 0.05, "minMatched": 30}
 NAME = "liveFalseAcceptIncrease"
 
 

@@ -15,13 +15,9 @@ import math
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-# Label names the model server puts on its metrics (model_server/metrics.py: don_requests_total
-# {model,version,protocol,outcome}, don_request_duration_seconds histogram {model,version,protocol}).
-MODEL_LABEL = "model"
-VERSION_LABEL = "version"
-OUTCOME_LABEL = "outcome"
-SUCCESS = "success"
-CLIENT_ERROR = "client_error"
+# The names the model server puts on its metrics: don_requests_total{model,version,protocol,outcome},
+# don_request_duration_seconds histogram {model,version,protocol}.
+from don_core.contract import CLIENT_ERROR, MODEL_LABEL, OUTCOME_LABEL, SUCCESS, VERSION_LABEL
 
 
 class MetricsError(RuntimeError):

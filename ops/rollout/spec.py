@@ -1,7 +1,8 @@
 """A ModelRollout spec with every default filled in.
 
-The CRD's schema defaults are applied by the API server; the same defaults live here so that the
-operator also works on objects written before a default existed (a unit test keeps both in step).
+The CRD's schema defaults are applied by the API server; the operator fills in the same ones
+(don_core.contract.ROLLOUT_DEFAULTS) so that it also works on objects written before a default
+existed (tests keep the CRD in step with them).
 """
 from __future__ import annotations
 
@@ -9,22 +10,8 @@ import copy
 import re
 from dataclasses import dataclass
 
-DEFAULTS: dict = {
-    "delivery": "Once",
-    "mode": "Standard",
-    "steps": [10, 25, 50, 100],
-    "interval": "60s",
-    "progressDeadline": "10m",
-    "paused": False,
-    "analysis": {"minSuccessRate": 0.99, "maxP99LatencyMs": 500, "maxRelativeErrorIncrease": 0.1,
-                 "failureLimit": 1, "minRequests": 10, "goldenSet": True, "referenceSet": True,
-                 "maxReferenceErrorIncrease": 0.1, "maxReferenceFalseAcceptIncrease": 0.1},
-    "metrics": {"source": "Direct", "requestsMetric": "don_requests_total",
-                "latencyMetric": "don_request_duration_seconds"},
-    "endpoints": {"timeoutSeconds": 10},
-    "store": {},
-    "deployment": {"versionEnv": "DON_MODEL_VERSION"},
-}
+from don_core.contract import ROLLOUT_DEFAULTS as DEFAULTS
+
 MODES = ("Knative", "Standard", "Deployment")
 # Once: one rollout of spec.candidate, then the object is done (`python -m ops rollout start`).
 # Desired: spec.candidate.version is the version that should serve (the chart's models.<m>.version);

@@ -125,6 +125,17 @@ def decide(status: dict, spec, result: dict, moment: dt.datetime) -> tuple[str, 
     step = int(status.get("step") or 1)
     next_check = stamp(moment + dt.timedelta(seconds=spec.interval_s))
     analysis = dict(result, time=stamp(moment), step=step, weight=status.get("weight"))
+    decision, changes = _decide(status, spec, result, moment, verdict, summary, step, next_check, analysis)
+    # Each analysis's figures stay in its history entry (lastAnalysis keeps only the latest): the
+    # console draws them as a timeline.
+    entry = changes["history"][-1]
+    changes["history"][-1] = dict(entry, verdict=verdict, figures={
+        c["name"]: c["value"] for c in result["checks"]
+        if isinstance(c.get("value"), (int, float)) and not isinstance(c["value"], bool)})
+    return decision, changes
+
+
+def _decide(status, spec, result, moment, verdict, summary, step, next_check, analysis):
     if verdict == PASS:
         if step >= len(spec.steps):
             changes = promote(status, moment, f"candidate promoted after {step} steps: {summary}")

@@ -23,6 +23,8 @@ from __future__ import annotations
 import copy
 import math
 
+from don_core.contract import MODEL_VERSION_ENV, MODEL_VERSION_LABEL, TRACK_LABEL, parse_storage_uri
+
 # Where a predictor may keep its storageUri, in KServe's order of preference.
 _FRAMEWORK_KEYS = ("model", "sklearn", "onnx", "tensorflow", "triton", "xgboost", "lightgbm",
                    "pytorch", "pmml", "paddle", "huggingface")
@@ -45,7 +47,7 @@ def stable_storage_uri(isvc: dict) -> str:
     return predictor[storage_key(predictor)]["storageUri"]
 
 
-VERSION_ENV, VERSION_LABEL = "DON_MODEL_VERSION", "don-predictor.io/model-version"
+VERSION_ENV, VERSION_LABEL = MODEL_VERSION_ENV, MODEL_VERSION_LABEL
 
 
 def retarget(predictor: dict, uri: str) -> dict:
@@ -55,8 +57,11 @@ def retarget(predictor: dict, uri: str) -> dict:
     out.pop("canaryTrafficPercent", None)
     key = storage_key(out)
     out[key]["storageUri"] = uri
-    version = uri.rstrip("/").rsplit("/", 1)[-1]
-    if version.isdigit():
+    try:
+        version = str(parse_storage_uri(uri)[2])
+    except ValueError:
+        version = None
+    if version:
         for env in out[key].get("env") or []:
             if env.get("name") == VERSION_ENV:
                 env["value"] = version
@@ -141,7 +146,7 @@ def route_rules(route: dict, stable_service: str, canary_service: str, weight: i
     return rules
 
 
-def promotion_patch(canary: dict, version_label: str = "don-predictor.io/model-version") -> dict:
+def promotion_patch(canary: dict, version_label: str = MODEL_VERSION_LABEL) -> dict:
     """JSON merge patch giving the stable Deployment the canary's pod spec (and version label).
 
     Labels other than the version stay the stable's own: the Deployment's selector needs them.
@@ -163,8 +168,6 @@ def deployment_version(deployment: dict, env_name: str) -> str | None:
                     return env.get("value")
     return None
 
-
-TRACK_LABEL = "don-predictor.io/track"
 
 
 def stable_from_canary(canary: dict, name: str, replicas: int, owner: dict) -> dict:

@@ -11,6 +11,7 @@ import pytest
 
 from don_core.artifact import verify_version_dir
 from tests.conftest import REPO
+from tests.net import free_port
 
 
 def two_free_ports() -> int:
@@ -30,10 +31,10 @@ def two_free_ports() -> int:
 @pytest.mark.slow
 def test_demo_trains_serves_and_calls_both_families(tmp_path):
     store = tmp_path / "store"
-    port = two_free_ports()
+    port, console_port = two_free_ports(), free_port()
     out = subprocess.run([sys.executable, "-m", "scripts.demo", "--once", "--store", str(store),
-                          "--port", str(port)], cwd=REPO, capture_output=True, text=True,
-                         timeout=900)
+                          "--port", str(port), "--console_port", str(console_port)], cwd=REPO,
+                         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     for model in ("don-rf", "don-tf"):
@@ -48,5 +49,8 @@ def test_demo_trains_serves_and_calls_both_families(tmp_path):
     rf = [int(v1) for _, v1, _ in calls[:3]]
     assert rf[0] < rf[2], f"low- and high-DON spectra not told apart: {calls}"
     assert f"http://127.0.0.1:{port}/metrics" in out.stdout
+    # the web console was started after the forest's first answer and answered its health check
+    assert out.stdout.index("don-rf version 1 (V1 and V2)") < out.stdout.index("web console starting")
+    assert f"Web console: http://127.0.0.1:{console_port}" in out.stdout
     # every prediction was recorded by the prediction recorder on SQLite
     assert f"6 prediction records stored in {tmp_path / 'store.recorder.db'}" in out.stdout

@@ -56,7 +56,7 @@ def prometheus(servers, tmp_path_factory):
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/-/ready", process=process)
+        wait_for_http(f"{url}/-/ready", timeout=60, process=process, ok_only=True)  # 503 while starting
         deadline = time.monotonic() + 30  # the first scrape comes a few seconds after start
         while time.monotonic() < deadline:
             up = requests.get(f"{url}/api/v1/query", params={"query": "up == 1"}, timeout=5).json()

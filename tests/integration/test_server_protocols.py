@@ -191,3 +191,36 @@ def test_grpc_v2_as_kserve_provides_it(rf_server, golden_rows):
     preds = response.outputs[0].as_numpy()
     assert preds.shape == (2,) and (preds >= 0).all()
     assert "INVALID_ARGUMENT" in str(error) and "448" in str(error)
+
+
+def test_the_same_bad_tensor_gets_the_same_message_over_rest_json_binary_and_grpc(rf_server):
+    """One decoder: REST JSON, the REST binary extension and gRPC refuse alike, word for word."""
+    import grpc
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    url = rf_server.url("/v2/models/don-rf/infer")
+    cases = [("INT32", [1, 448], np.zeros((1, 448), "<i4")),
+             ("FP32", [1, 447], np.full((1, 447), 0.5, "<f4")),
+             ("FP32", [2, 448], np.where(np.arange(896) == 600, 50.0, 0.5).astype("<f4"))]
+    with grpc.insecure_channel(f"127.0.0.1:{rf_server.grpc_port}") as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        for datatype, shape, values in cases:
+            tensor = {"name": "spectra", "datatype": datatype, "shape": shape}
+            as_json = requests.post(url, json={"inputs": [{**tensor,
+                                                           "data": values.ravel().tolist()}]})
+            raw = values.tobytes()
+            head = json.dumps({"inputs": [{**tensor, "parameters": {
+                "binary_data_size": len(raw)}}]}).encode()
+            as_binary = requests.post(url, data=head + raw, headers={
+                "Inference-Header-Content-Length": str(len(head)),
+                "Content-Type": "application/octet-stream"})
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ModelInfer(pb.ModelInferRequest(
+                    model_name="don-rf", raw_input_contents=[raw],
+                    inputs=[pb.ModelInferRequest.InferInputTensor(**tensor)]), timeout=20)
+            assert as_json.status_code == as_binary.status_code == 400
+            message = as_json.json()["error"]
+            assert as_binary.json()["error"] == message
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details() == message, (err.value.details(), message)

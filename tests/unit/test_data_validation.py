@@ -227,7 +227,7 @@ def test_row_length_problems_are_capped(tmp_path):
 
 def test_lines_split_across_read_blocks(monkeypatch):
     # Tiny blocks put CR|LF pairs, multi-byte characters and rows across block edges.
-    import training_job.data as data
+    import don_core.labcsv as data
     raw = rows_csv([good_row(i, str(i)) for i in range(30)], newline="\r\n")
     raw = raw.replace(b"id1,", "id\u00e9,".encode())
     monkeypatch.setattr(data, "_BLOCK", 7)

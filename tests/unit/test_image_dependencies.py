@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FIRST_PARTY = {"don_core", "training_job", "model_server", "ops"}
+FIRST_PARTY = {"don_core", "training_job", "model_server", "ops", "console"}
 # image -> (package, extras installed, modules of the package it never imports)
 IMAGES = {
     "model-server (lean)": ("model_server", ("serve",), {"model_server/native.py"}),
     "model-server (full)": ("model_server", ("serve", "serve-native"), set()),
     "training-job": ("training_job", ("train",), set()),
     "operator": ("ops", ("ops",), set()),
+    "console": ("console", ("console",), set()),
 }
 
 

@@ -10,7 +10,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from ops.rollout import analysis, metrics, state, traffic
-from ops.rollout.spec import DEFAULTS, SpecError, parse_interval, parse_spec
+from ops.rollout.spec import SpecError, parse_interval, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "charts" / "don-predictor" / "crds" / "modelrollouts.yaml"
@@ -22,14 +22,7 @@ def crd_spec_schema() -> dict:
     return doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
 
 
-def test_crd_defaults_match_the_operator_defaults():
-    props = crd_spec_schema()["properties"]
-    for key, value in DEFAULTS.items():
-        if isinstance(value, dict):
-            crd_defaults = {k: v["default"] for k, v in props[key]["properties"].items() if "default" in v}
-            assert crd_defaults == value, key
-        else:
-            assert props[key]["default"] == value, key
+# The CRD's defaults against the operator's: tests/unit/test_contract.py (both CRD copies).
 
 
 def test_crd_uses_no_cel_so_kubernetes_1_20_accepts_it():
@@ -154,6 +147,21 @@ def test_decide_promotes_through_every_step():
                      ("Advance", "Progressing", 4, 100), ("Promote", "Promoted", 4, 100)]
     assert [h["event"] for h in status["history"]] == ["Started", "Advanced", "Advanced", "Advanced", "Promoted"]
     assert status["trafficApplied"] is False  # the promotion patch is still to be applied
+
+
+def test_each_analysis_keeps_its_figures_in_the_history():
+    """lastAnalysis holds only the latest; the history entry of every analysis keeps its numbers
+    (the console's rollout timeline)."""
+    spec = parse_spec({"target": "don", "candidate": {"version": 2}, "steps": [10, 100], "interval": "5s"})
+    status = state.start(spec, T0, "s3://b/don/1", "s3://b/don/2", 1, 2)
+    checks = [{"name": "successRate", "value": 0.99, "threshold": 0.95, "result": analysis.PASS},
+              {"name": "p99LatencyMs", "value": 40, "threshold": 500, "result": analysis.PASS},
+              {"name": "metrics", "value": None, "threshold": None, "result": analysis.PASS}]
+    _, changes = state.decide(status, spec, {"verdict": analysis.PASS, "summary": "ok", "checks": checks},
+                              T0 + dt.timedelta(seconds=5))
+    entry = changes["history"][-1]
+    assert entry["event"] == "Advanced" and entry["verdict"] == analysis.PASS
+    assert entry["figures"] == {"successRate": 0.99, "p99LatencyMs": 40}
 
 
 def test_decide_tolerates_failure_limit_then_rolls_back():

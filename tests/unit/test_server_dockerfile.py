@@ -45,7 +45,7 @@ def test_requirement_lists_follow_the_extras():
 
 
 def test_every_dockerfile_copies_what_exists_and_keeps_secrets_out_of_layers():
-    for dockerfile in ("model_server/Dockerfile", "training_job/Dockerfile", "ops/Dockerfile"):
+    for dockerfile in ("model_server/Dockerfile", "training_job/Dockerfile", "ops/Dockerfile", "console/Dockerfile"):
         text = (REPO / dockerfile).read_text()
         assert "ARG PYTHON_IMAGE=python:3.11-slim-bookworm" in text, dockerfile  # users keep the public base
         for copied in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from don_core.contract import INPUT_NAME, OUTPUT_NAME
+
 FAMILY = "tensorflow"
 DEFAULTS = {
     "pca_components": 16,
@@ -171,7 +173,7 @@ def export_saved_model(network: Network, directory: Path) -> None:
             self.members = [[(tf.constant(W), tf.constant(b), act) for W, b, act in layers]
                             for layers in network.members]
 
-        @tf.function(input_signature=[tf.TensorSpec([None, N_BANDS], tf.float32, name="spectra")])
+        @tf.function(input_signature=[tf.TensorSpec([None, N_BANDS], tf.float32, name=INPUT_NAME)])
         def serve(self, spectra):
             scores = tf.matmul((spectra - self.mean) / self.scale, self.components)
             outputs = []
@@ -187,7 +189,7 @@ def export_saved_model(network: Network, directory: Path) -> None:
                                  network.target_min, network.target_max)
             ppb = {"log1p": lambda: tf.math.expm1(t), "sqrt": lambda: tf.square(t),
                    "root4": lambda: tf.pow(tf.maximum(t, 0.0), 4.0)}[network.target]()
-            return {"ppb": tf.maximum(ppb, 0.0)}
+            return {OUTPUT_NAME: tf.maximum(ppb, 0.0)}
 
     module = DonModel()
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
@@ -209,4 +211,4 @@ def load_native(directory: Path):
     from don_core.artifact import NATIVE_ARTIFACT
     serve = tf.saved_model.load(str(Path(directory) / NATIVE_ARTIFACT[FAMILY])) \
         .signatures["serving_default"]
-    return lambda X: serve(spectra=tf.constant(np.asarray(X, np.float32)))["ppb"].numpy()
+    return lambda X: serve(**{INPUT_NAME: tf.constant(np.asarray(X, np.float32))})[OUTPUT_NAME].numpy()

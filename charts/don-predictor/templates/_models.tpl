@@ -1,0 +1,82 @@
+{{/* The models of `models`: per-model names, URLs, labels and the canary replica split. */}}
+
+{{/* The predictor's service account (references the S3 Secret for KServe's storage initializer). */}}
+{{- define "don.predictorServiceAccount" -}}
+{{- printf "%s-predictor" (include "don.fullname" .) -}}
+{{- end -}}
+
+{{/* Cluster-internal base URL of a model: (dict "ctx" $ "model" $m) */}}
+{{- define "don.modelUrl" -}}
+{{- $ctx := .ctx -}}
+{{- $override := get $ctx.Values.helmTest.urls .model.name -}}
+{{- if $override -}}
+{{- $override -}}
+{{- else if eq $ctx.Values.serving.engine "deployment" -}}
+{{- printf "http://%s.%s.svc.cluster.local" .model.name $ctx.Release.Namespace -}}
+{{- else if eq $ctx.Values.kserve.deploymentMode "Standard" -}}
+{{- printf "http://%s-predictor.%s.svc.cluster.local" .model.name $ctx.Release.Namespace -}}
+{{- else -}}
+{{- printf "http://%s.%s.svc.cluster.local" .model.name $ctx.Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels every predictor pod carries (NetworkPolicies and PDBs select on them). */}}
+{{- define "don.predictorPodLabels" -}}
+{{ include "don.componentSelector" (dict "ctx" .ctx "component" "predictor") }}
+app.kubernetes.io/part-of: don-predictor
+don-predictor.io/model: {{ .model.name }}
+{{- end -}}
+
+{{/* (stable canary) replicas for `percent` on the canary out of `total`: THE replica-split rule,
+the same as ops/rollout/traffic.replica_split (a test compares the two): the canary gets
+ceil(total * p / 100) replicas, at least 1 and at most total - 1; a total of 1 runs one of each.
+Returns JSON [stable, canary]. (dict "total" 2 "percent" 25) */}}
+{{- define "don.replicaSplit" -}}
+{{- $total := int .total -}}
+{{- $p := int .percent -}}
+{{- if le $p 0 -}}
+{{- toJson (list $total 0) -}}
+{{- else if ge $p 100 -}}
+{{- toJson (list 0 $total) -}}
+{{- else if eq $total 1 -}}
+{{- toJson (list 1 1) -}}
+{{- else -}}
+{{- $canary := min (sub $total 1) (max 1 (div (add (mul $total $p) 99) 100)) -}}
+{{- toJson (list (sub $total $canary) $canary) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* JSON {model name: {url, serviceEnv}} for the helm test. serviceEnv is the prefix of the
+<SERVICE>_SERVICE_HOST/_PORT variables Kubernetes injects for a same-namespace ClusterIP Service:
+the test uses them when present, so it also works on clusters without cluster DNS. */}}
+{{- define "don.testTargets" -}}
+{{- $out := dict -}}
+{{- range $key, $m := $.Values.models -}}
+{{- $service := "" -}}
+{{- if not (get $.Values.helmTest.urls $m.name) -}}
+{{- if eq $.Values.serving.engine "deployment" -}}
+{{- $service = $m.name -}}
+{{- else if eq $.Values.kserve.deploymentMode "Standard" -}}
+{{- $service = printf "%s-predictor" $m.name -}}
+{{- end -}}
+{{- end -}}
+{{- $env := $service | upper | replace "-" "_" -}}
+{{- $_ := set $out $m.name (dict "url" (include "don.modelUrl" (dict "ctx" $ "model" $m)) "serviceEnv" $env) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* metadata.labels and annotations of a model's InferenceService: (dict "ctx" $ "model" $m) */}}
+{{- define "don.isvcMetadata" -}}
+{{- $standard := eq .ctx.Values.kserve.deploymentMode "Standard" -}}
+labels:
+  {{- include "don.componentLabels" (dict "ctx" .ctx "component" "predictor") | nindent 2 }}
+  don-predictor.io/model: {{ .model.name }}
+annotations:
+  serving.kserve.io/deploymentMode: {{ ternary "Standard" "Serverless" $standard }}
+  serving.kserve.io/enable-prometheus-scraping: "true"
+  {{- if $standard }}
+  # KServe owns the HPA (no chart HPA for KServe predictors, so the two never fight).
+  serving.kserve.io/autoscalerClass: hpa
+  {{- end }}
+{{- end -}}

@@ -1,0 +1,389 @@
+"""Everything the console reads or changes, through the system's public interfaces only: model
+servers over KServe V1/V2 HTTP, the model store through don_core.store, ModelRollouts through the
+Kubernetes API (the same steering function as `python -m ops rollout`), the recorder's HTTP API.
+
+No Streamlit here: the pages (console/app.py) call these and show what they return or the
+ConsoleError's message.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import requests
+
+from don_core.artifact import EVALUATION_FILE, ArtifactError, parse_evaluation
+from don_core.contract import VERSION_HEADER
+from don_core.labcsv import DataError, Dataset, parse_csv
+from don_core.schema import BAND_COLUMNS, DECISION_THRESHOLDS_PPB, N_BANDS
+
+# Rows per V1 call: well below the server's default --max_batch_rows (10000).
+BATCH_ROWS = 1000
+TIMEOUT_S = 60
+DECISIONS = tuple(f"decision_{limit}" for limit in DECISION_THRESHOLDS_PPB)
+# Extras asked for whenever the served version offers them (GET /v2/models/NAME lists them).
+EXTRAS = (*DECISIONS, "ppb_lower", "ppb_upper", "outlier_score", "out_of_distribution")
+
+
+class ConsoleError(Exception):
+    """A readable one-line reason something could not be shown or done."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """From the environment (`python -m console` sets it from its options; the chart from values)."""
+    servers: dict[str, str] = field(default_factory=dict)   # model name -> base URL
+    store: str | None = None
+    recorder: str | None = None
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    control: bool = False                                  # rollout buttons enabled
+    token_file: str | None = None                          # model servers' bearer token
+
+    @classmethod
+    def from_env(cls, env=None) -> "Settings":
+        env = os.environ if env is None else env
+        return cls(servers=parse_servers(env.get("DON_CONSOLE_SERVERS", "")),
+                   store=env.get("DON_CONSOLE_STORE") or None,
+                   recorder=env.get("DON_CONSOLE_RECORDER") or None,
+                   namespace=env.get("DON_CONSOLE_NAMESPACE") or None,
+                   kubeconfig=env.get("DON_CONSOLE_KUBECONFIG") or None,
+                   control=env.get("DON_CONSOLE_CONTROL", "").lower() in ("1", "true", "yes"),
+                   token_file=env.get("DON_API_TOKEN_FILE") or None)
+
+    def token(self) -> str | None:
+        if not self.token_file:
+            return os.environ.get("DON_API_TOKEN") or None
+        try:
+            return open(self.token_file).read().strip() or None
+        except OSError as exc:
+            raise ConsoleError(f"API token file {self.token_file}: {exc.strerror or exc}") from None
+
+
+def parse_servers(text: str) -> dict[str, str]:
+    """`name=url[,name=url...]`; the first is the default (the stable model)."""
+    servers = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, url = item.partition("=")
+        if not sep or not name.strip() or not re.match(r"^https?://", url.strip()):
+            raise ConsoleError(f"model server {item!r}: expected NAME=http://HOST:PORT")
+        servers[name.strip()] = url.strip().rstrip("/")
+    return servers
+
+
+# ---- Predict ---------------------------------------------------------------------------------
+
+def parse_upload(raw: bytes, name: str) -> Dataset:
+    """The lab's CSV, checked with the training job's rules and messages (target optional)."""
+    try:
+        return parse_csv(raw, name=name, require_target=False)
+    except DataError as exc:
+        raise ConsoleError(str(exc)) from None
+
+
+def parse_pasted(text: str) -> Dataset:
+    """A pasted CSV with its header, or one spectrum of 448 numbers (commas, spaces or tabs)."""
+    text = text.strip()
+    if not text:
+        raise ConsoleError("nothing pasted")
+    first = text.splitlines()[0]
+    if len(text.splitlines()) == 1 and len(re.split(r"[,\s;]+", first)) == N_BANDS:
+        row = ",".join(re.split(r"[,\s;]+", first))
+        text = ",".join(BAND_COLUMNS) + "\n" + row + "\n"
+    return parse_upload(text.encode(), "pasted text")
+
+
+def _headers(settings: Settings) -> dict:
+    token = settings.token()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _refusal(response: requests.Response) -> str:
+    try:
+        doc = response.json()
+        message = doc.get("error") or doc.get("detail") or doc.get("message") or json.dumps(doc)
+    except ValueError:
+        message = response.text.strip()[:300]
+    return f"{response.status_code}: {str(message)[:400]}"
+
+
+def _call(method: str, url: str, settings: Settings, **kwargs) -> requests.Response:
+    try:
+        response = requests.request(method, url, headers=_headers(settings), timeout=TIMEOUT_S,
+                                    **kwargs)
+    except requests.RequestException as exc:
+        raise ConsoleError(f"{url}: cannot connect ({type(exc).__name__})") from None
+    if response.status_code >= 400:
+        raise ConsoleError(f"{url} refused the request: {_refusal(response)}")
+    return response
+
+
+def server_outputs(settings: Settings, model: str) -> list[str]:
+    """The outputs the served version offers (V2 model metadata)."""
+    base = server_url(settings, model)
+    doc = _call("GET", f"{base}/v2/models/{model}", settings).json()
+    return [o["name"] for o in doc.get("outputs", []) if "name" in o]
+
+
+def server_url(settings: Settings, model: str) -> str:
+    if model not in settings.servers:
+        raise ConsoleError(f"no model server configured for {model!r}")
+    return settings.servers[model]
+
+
+@dataclass
+class Prediction:
+    model: str
+    version: str
+    columns: dict[str, list]    # column name -> one value per row, ids first
+
+
+def predict(settings: Settings, model: str, dataset: Dataset) -> Prediction:
+    """V1 calls in batches; ppb with every extra the version offers."""
+    base = server_url(settings, model)
+    offered = set(server_outputs(settings, model))
+    extras = [name for name in EXTRAS if name in offered]
+    columns: dict[str, list] = {"hsi_id": list(dataset.ids), "predicted_ppb": []}
+    columns.update({name: [] for name in extras})
+    version = "?"
+    for start in range(0, dataset.rows, BATCH_ROWS):
+        rows = dataset.X[start:start + BATCH_ROWS]
+        body = {"instances": rows.tolist()}
+        if extras:
+            body["parameters"] = {"outputs": extras}
+        response = _call("POST", f"{base}/v1/models/{model}:predict", settings, json=body)
+        version = response.headers.get(VERSION_HEADER, version)
+        doc = response.json()
+        columns["predicted_ppb"].extend(float(v) for v in doc["predictions"])
+        for name in extras:
+            columns[name].extend(doc[name])
+    if dataset.has_target:
+        columns["measured_ppb"] = [float(v) for v in dataset.y]
+    return Prediction(model, version, columns)
+
+
+def results_csv(prediction: Prediction) -> bytes:
+    """The download: one row per uploaded row, the columns of the table shown."""
+    import csv
+    import io
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    names = list(prediction.columns)
+    writer.writerow(["model", "version", *names])
+    for i in range(len(prediction.columns["hsi_id"])):
+        writer.writerow([prediction.model, prediction.version,
+                         *(_cell(prediction.columns[n][i]) for n in names)])
+    return out.getvalue().encode()
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return repr(value)   # full precision: the download equals the server's answer
+    return str(value)
+
+
+# ---- the store: Models page, and the training range of the Predict plot -----------------------
+
+def open_console_store(settings: Settings):
+    from don_core.store import open_store
+    if not settings.store:
+        raise ConsoleError("no model store configured (--store)")
+    return open_store(settings.store)
+
+
+def _store_errors():
+    from don_core.store import StoreError
+    return (StoreError, ArtifactError, OSError)
+
+
+def versions_table(settings: Settings) -> list[dict]:
+    """One row per published version of every model in the store."""
+    store = open_console_store(settings)
+    rows = []
+    try:
+        for model in store.models():
+            for version in store.list_versions(model):
+                meta = store.read_metadata(model, version)
+                summary = (meta["metrics"].get("cv") or {}).get("summary", {})
+                rows.append({"model": model, "version": version, "family": meta["family"],
+                             "created": meta["created"],
+                             "data sha256": meta["training_data"].get("sha256", "")[:12],
+                             "rows": meta["training_data"].get("rows"),
+                             "CV R2 (log1p)": _median(summary, "r2_log1p"),
+                             "CV RMSE (ppb)": _median(summary, "rmse_ppb")})
+    except _store_errors() as exc:
+        raise ConsoleError(f"store {settings.store}: {exc}") from None
+    return rows
+
+
+def _median(summary: dict, key: str):
+    value = (summary.get(key) or {}).get("median")
+    return None if value is None else round(float(value), 3)
+
+
+def metadata(settings: Settings, model: str, version: int) -> dict:
+    try:
+        return open_console_store(settings).read_metadata(model, int(version))
+    except _store_errors() as exc:
+        raise ConsoleError(str(exc)) from None
+
+
+def metrics_table(meta: dict) -> list[dict]:
+    """The cross-validated figures: one row per metric, fold median, mean and SD."""
+    summary = (meta["metrics"].get("cv") or {}).get("summary", {})
+    return [{"metric": key, "median": _round(s.get("median")), "mean": _round(s.get("mean")),
+             "SD": _round(s.get("sd"))} for key, s in summary.items()]
+
+
+def _round(value):
+    return None if value is None else round(float(value), 4)
+
+
+def compare_metrics(a: dict, b: dict) -> list[dict]:
+    """Two versions' CV medians side by side, with b - a."""
+    left = {r["metric"]: r["median"] for r in metrics_table(a)}
+    right = {r["metric"]: r["median"] for r in metrics_table(b)}
+    name_a, name_b = f"{a['model']} v{a['version']}", f"{b['model']} v{b['version']}"
+    rows = []
+    for key in list(dict.fromkeys([*left, *right])):
+        va, vb = left.get(key), right.get(key)
+        rows.append({"metric": key, name_a: va, name_b: vb,
+                     "difference": None if va is None or vb is None else round(vb - va, 4)})
+    return rows
+
+
+def evaluation(settings: Settings, model: str, version: int) -> dict | None:
+    """evaluation.json of a version (out-of-fold predictions, training band range); None for a
+    version published before it existed."""
+    store = open_console_store(settings)
+    try:
+        if EVALUATION_FILE not in store.read_metadata(model, int(version))["files"]:
+            return None
+        return parse_evaluation(store.read_file(model, int(version), EVALUATION_FILE))
+    except _store_errors() as exc:
+        raise ConsoleError(str(exc)) from None
+
+
+def spectra_frame(dataset: Dataset, band_range: dict | None, max_rows: int = 50):
+    """Long-form rows for the spectra plot: each uploaded spectrum (first `max_rows`) and, when
+    known, the training data's band-wise min and max."""
+    import pandas as pd
+    bands = np.arange(N_BANDS)
+    shown = dataset.X[:max_rows]
+    frame = pd.DataFrame({"band": np.tile(bands, len(shown)),
+                          "reflectance": shown.reshape(-1),
+                          "spectrum": np.repeat([str(i) for i in dataset.ids[:max_rows]], N_BANDS)})
+    range_frame = None
+    if band_range is not None:
+        range_frame = pd.DataFrame({"band": bands, "min": band_range["min"], "max": band_range["max"]})
+    return frame, range_frame
+
+
+def outside_range(dataset: Dataset, band_range: dict) -> list[int]:
+    """Bands-outside count per row (how many of the 448 values lie outside the training range)."""
+    low, high = np.asarray(band_range["min"]), np.asarray(band_range["max"])
+    return [int(n) for n in ((dataset.X < low) | (dataset.X > high)).sum(axis=1)]
+
+
+# ---- Rollouts ----------------------------------------------------------------------------------
+
+def kube_client(settings: Settings):
+    """(Kube, namespace) from the kubeconfig or the in-cluster account; ConsoleError if neither."""
+    try:
+        from ops.rollout.kube import Kube, current_namespace, load_config
+        load_config(settings.kubeconfig)
+        return Kube(), settings.namespace or current_namespace()
+    except Exception as exc:  # no kubeconfig, no in-cluster account, a broken file
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ConsoleError("no Kubernetes API to read ModelRollouts from: give --kubeconfig, set "
+                           f"$KUBECONFIG or run in a cluster ({detail})") from None
+
+
+def list_rollouts(kube, namespace: str) -> list[dict]:
+    from ops.rollout.kube import ApiException
+    try:
+        return kube.list_rollouts(namespace)
+    except ApiException as exc:
+        from ops.rollout.cli import api_reason
+        raise ConsoleError(f"cannot list ModelRollouts in {namespace}: {exc.status} "
+                           f"{api_reason(exc)}") from None
+    except Exception as exc:   # connection refused, TLS
+        raise ConsoleError(f"cannot reach the Kubernetes API ({type(exc).__name__})") from None
+
+
+def rollout_rows(items: list[dict]) -> list[dict]:
+    """The table of `python -m ops rollout status`, as records."""
+    from ops.rollout.cli import summary_rows
+    rows, headers = summary_rows(items, False)
+    return [dict(zip([h.lower() for h in headers], row)) for row in rows]
+
+
+def timeline(item: dict) -> list[dict]:
+    """One record per history entry and per figure: time, event, weight, figure name, value."""
+    out = []
+    for entry in (item.get("status") or {}).get("history") or []:
+        base = {"time": entry.get("time"), "event": entry.get("event"), "step": entry.get("step"),
+                "weight": entry.get("weight"), "verdict": entry.get("verdict")}
+        out.append(dict(base, figure="weight %", value=entry.get("weight")))
+        for name, value in (entry.get("figures") or {}).items():
+            out.append(dict(base, figure=name, value=value))
+    return [r for r in out if r["value"] is not None and r["time"]]
+
+
+def steer(settings: Settings, kube, namespace: str, name: str, action: str) -> str:
+    """A rollout button: exactly `python -m ops rollout ACTION NAME` (ops.rollout.cli.steer)."""
+    from ops.rollout.cli import api_reason
+    from ops.rollout.cli import steer as cli_steer
+    from ops.rollout.kube import ApiException
+    if not settings.control:
+        raise ConsoleError("rollout control is off (start the console with --control)")
+    try:
+        return cli_steer(kube, namespace, name, action)
+    except ApiException as exc:
+        raise ConsoleError(f"{action} {name}: {exc.status} {api_reason(exc)}") from None
+
+
+# ---- Monitoring --------------------------------------------------------------------------------
+
+def accuracy(settings: Settings) -> dict:
+    if not settings.recorder:
+        raise ConsoleError("no prediction recorder configured (--recorder)")
+    return _call("GET", settings.recorder.rstrip("/") + "/v1/accuracy", settings).json()
+
+
+def accuracy_rows(doc: dict) -> list[dict]:
+    rows = []
+    for r in doc.get("results", []):
+        row = {"model": r["model"], "version": r["version"], "window": r["window"],
+               "matched": r["matched"], "MAE log1p": r.get("maeLog1p"), "R2 log1p": r.get("r2Log1p")}
+        for limit, t in (r.get("thresholds") or {}).items():
+            row[f"false accept @{limit}"] = t.get("falseAcceptRate")
+            row[f"false reject @{limit}"] = t.get("falseRejectRate")
+        rows.append(row)
+    return rows
+
+
+_METRIC = re.compile(r"^(don_out_of_distribution_rows_total|don_drift_scored_rows_total)(\{[^}]*\})?\s+(\S+)",
+                     re.M)
+
+
+def drift_rates(settings: Settings) -> list[dict]:
+    """Per model server: rows scored and the share out of distribution since it started."""
+    rows = []
+    for model, base in settings.servers.items():
+        try:
+            text = _call("GET", f"{base}/metrics", settings).text
+        except ConsoleError as exc:
+            rows.append({"model": model, "scored rows": None, "out of distribution": None,
+                         "rate": None, "note": str(exc)})
+            continue
+        totals = {"don_out_of_distribution_rows_total": 0.0, "don_drift_scored_rows_total": 0.0}
+        for name, _, value in _METRIC.findall(text):
+            totals[name] += float(value)
+        scored, ood = totals["don_drift_scored_rows_total"], totals["don_out_of_distribution_rows_total"]
+        rows.append({"model": model, "scored rows": int(scored), "out of distribution": int(ood),
+                     "rate": round(ood / scored, 4) if scored else None, "note": ""})
+    return rows

@@ -1,0 +1,229 @@
+"""The web console's pages (console/app.py) driven by Streamlit's AppTest, against real model
+servers, the trained store, a real prediction recorder and a real kube-apiserver."""
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from don_core.schema import BAND_COLUMNS
+from tests.net import free_port, wait_for_http
+
+APP = str(Path(__file__).resolve().parents[2] / "console" / "app.py")
+HEADER = ["hsi_id", *BAND_COLUMNS, "vomitoxin_ppb"]
+
+
+def lab_csv(rows: np.ndarray, ids=None, targets=None, header=HEADER) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for i, row in enumerate(rows):
+        writer.writerow([ids[i] if ids else f"s{i}", *(repr(float(v)) for v in row),
+                         targets[i] if targets else "0"])
+    return out.getvalue()
+
+
+def app(monkeypatch, **env):
+    from streamlit.testing.v1 import AppTest
+    for key in ("DON_CONSOLE_SERVERS", "DON_CONSOLE_STORE", "DON_CONSOLE_RECORDER",
+                "DON_CONSOLE_KUBECONFIG", "DON_CONSOLE_NAMESPACE", "DON_CONSOLE_CONTROL",
+                "DON_API_TOKEN_FILE", "DON_API_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(f"DON_CONSOLE_{key.upper()}", value)
+    return AppTest.from_file(APP, default_timeout=60).run()
+
+
+def errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def test_predict_names_bad_rows_with_the_training_jobs_messages(monkeypatch, golden_rows):
+    from don_core.labcsv import DataError, parse_csv
+    rows = np.asarray(golden_rows[:3])
+    text = lab_csv(rows).splitlines()
+    cells = text[2].split(",")
+    cells[5] = "abc"                       # row 3 (header = row 1), band '4'
+    text[2] = ",".join(cells)
+    bad = "\n".join(text) + "\n"
+    with pytest.raises(DataError) as expected:
+        parse_csv(bad.encode(), name="pasted text", require_target=False)
+    # no server is called for a refused file: the URL answers nothing
+    at = app(monkeypatch, servers=f"don-rf=http://127.0.0.1:{free_port()}")
+    at.text_area(key="pasted").set_value(bad).run()
+    at.button(key="predict").click().run()
+    assert errors(at) == [str(expected.value)]
+    assert "row 3, column '4': 'abc' is not a number" in errors(at)[0]
+    # the wrong separator gets the training job's hint; a missing band is named
+    at.text_area(key="pasted").set_value(bad.replace(",", ";")).run()
+    at.button(key="predict").click().run()
+    assert "separated by semicolons" in errors(at)[0]
+    at.text_area(key="pasted").set_value("hsi_id,0,1\nx,0.1,0.2\n").run()
+    at.button(key="predict").click().run()
+    assert errors(at) == ["pasted text: row 1: missing band columns '2', '3', '4', '5', '6', ... "
+                          "(441 more) (446 of 448)"]
+
+
+def test_predict_shows_predictions_decisions_and_the_plot(monkeypatch, rf_server, serving_store, golden_rows):
+    rows = np.asarray(golden_rows[:7])
+    at = app(monkeypatch, servers=f"don-rf={rf_server.base}", store=str(serving_store))
+    at.text_area(key="pasted").set_value(lab_csv(rows, targets=[10] * 7)).run()
+    at.button(key="predict").click().run()
+    assert errors(at) == []
+    assert at.subheader[0].value == "7 predictions from don-rf version 1"
+    shown = at.dataframe[0].value
+    direct = requests.post(rf_server.url("/v1/models/don-rf:predict"), timeout=30, json={
+        "instances": rows.tolist(), "parameters": {"outputs": ["decision_1000", "decision_5000",
+                                                               "out_of_distribution"]}}).json()
+    assert shown["predicted_ppb"].tolist() == pytest.approx(direct["predictions"], rel=1e-6)
+    assert shown["decision_1000"].tolist() == direct["decision_1000"]
+    assert shown["out_of_distribution"].tolist() == direct["out_of_distribution"]
+    assert shown["measured_ppb"].tolist() == [10.0] * 7
+    assert any("training data's band-wise range" in c.value for c in at.caption)
+    # one spectrum pasted as bare numbers
+    at.text_area(key="pasted").set_value(" ".join(repr(float(v)) for v in rows[0])).run()
+    at.button(key="predict").click().run()
+    assert at.subheader[0].value == "1 predictions from don-rf version 1"
+    assert at.dataframe[0].value["predicted_ppb"][0] == pytest.approx(direct["predictions"][0], rel=1e-6)
+    # a value the server refuses: its 400 message, readable
+    bad = rows[:1].copy()
+    bad[0, 7] = 50.0
+    at.text_area(key="pasted").set_value(lab_csv(bad)).run()
+    at.button(key="predict").click().run()
+    assert len(errors(at)) == 1 and "refused the request: 400" in errors(at)[0] and "Traceback" not in errors(at)[0]
+
+
+def test_models_page_lists_versions_metrics_and_compares(monkeypatch, serving_store):
+    at = app(monkeypatch, store=str(serving_store))
+    at.radio(key="page").set_value("Models").run()
+    assert errors(at) == []
+    table = at.dataframe[0].value
+    assert sorted(zip(table["model"], table["version"])) == [("don-rf", 1), ("don-rf", 2), ("don-tf", 1)]
+    assert set(table["family"]) == {"sklearn", "tensorflow"} and table["data sha256"].str.len().eq(12).all()
+    metrics = at.dataframe[1].value
+    assert {"r2_log1p", "rmse_ppb"} <= set(metrics["metric"])
+    at.selectbox(key="compare_a").set_value("don-rf v1").run()
+    at.selectbox(key="compare_b").set_value("don-rf v2").run()
+    compared = at.dataframe[2].value
+    assert list(compared.columns) == ["metric", "don-rf v1", "don-rf v2", "difference"]
+    row = compared[compared["metric"] == "r2_log1p"].iloc[0]
+    assert row["difference"] == pytest.approx(row["don-rf v2"] - row["don-rf v1"], abs=1e-3)
+    # the out-of-fold plots: the selected version and both compared ones
+    assert len(at.get("vega_lite_chart")) == 3
+
+
+def test_evaluation_file_holds_the_out_of_fold_predictions(serving_store):
+    from don_core.artifact import parse_evaluation
+    from don_core.store import open_store
+    store = open_store(str(serving_store))
+    meta = store.read_metadata("don-rf", 1)
+    doc = parse_evaluation(store.read_file("don-rf", 1, "evaluation.json"))
+    oof = doc["out_of_fold"]
+    # one point per fitted row: every training row but the model's reference set
+    held_out = set(store.read_reference("don-rf")["keys"])
+    assert len(oof["ids"]) + len(held_out) == meta["training_data"]["rows"] and not held_out & set(oof["ids"])
+    assert np.isfinite(oof["predicted_ppb"]).all() and oof["repeats"] == 1   # --quick: 3 x 1
+    assert all(lo <= hi for lo, hi in zip(doc["bands"]["min"], doc["bands"]["max"]))
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ops", "recorder", "serve", "--db",
+                             f"sqlite:///{tmp_path / 'rec.db'}", "--host", "127.0.0.1", "--port",
+                             str(port), "--no-auth"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/readyz", timeout=60, process=proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_monitoring_page_shows_live_accuracy_and_drift(monkeypatch, rf_server, golden_rows, recorder):
+    import datetime as dt
+    import json
+    import uuid
+
+    from don_core.records import RECORDS_EVENT_TYPE
+    requests.post(rf_server.url("/v1/models/don-rf:predict"), json={"instances": golden_rows[:2]}, timeout=30)
+    # two recorded predictions of version 1 with lab sample ids (as a server sends them), then
+    # their lab results: two matched pairs
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+    records = [{"time": now, "model": "don-rf", "version": 1, "request_id": f"req-{i}", "row": 0,
+                "predicted_ppb": ppb, "spectrum_sha256": f"{i:064x}", "sample_id": f"lot-{i}",
+                "outlier_score": 0.5, "out_of_distribution": False} for i, ppb in enumerate((100.0, 3000.0))]
+    sent = requests.post(recorder + "/", data=json.dumps({"records": records}), timeout=30, headers={
+        "Content-Type": "application/json", "ce-specversion": "1.0", "ce-type": RECORDS_EVENT_TYPE,
+        "ce-id": uuid.uuid4().hex, "ce-source": "test"})
+    assert sent.status_code == 202, sent.text
+    lab = "sample_id,vomitoxin_ppb,method,measured_at\nlot-0,150,HPLC,2026-11-30\nlot-1,2500,HPLC,2026-11-30\n"
+    stored = requests.post(recorder + "/v1/labresults", data=lab, headers={"Content-Type": "text/csv"}, timeout=30)
+    assert stored.status_code < 300, stored.text
+    at = app(monkeypatch, servers=f"don-rf={rf_server.base}", recorder=recorder)
+    at.radio(key="page").set_value("Monitoring").run()
+    assert errors(at) == []
+    accuracy, drift = at.dataframe[0].value, at.dataframe[1].value
+    assert set(accuracy["window"]) == {"1d", "7d", "30d"} and (accuracy["matched"] == 2).all()
+    assert len(at.get("vega_lite_chart")) == 1
+    assert drift["model"].tolist() == ["don-rf"] and drift["scored rows"][0] >= 2
+
+
+@pytest.mark.apiserver
+def test_rollouts_page_shows_the_timeline_and_its_buttons_steer(monkeypatch, kube_apiserver):
+    """On a real kube-apiserver: the table and timeline of a ModelRollout; read-only by default;
+    with --control each button sends exactly what `python -m ops rollout VERB` sends."""
+    from ops.rollout.cli import ACTIONS
+    from tests.fixtures_cluster import install_crds
+    crd = Path(APP).parents[1] / "charts" / "don-predictor" / "crds" / "modelrollouts.yaml"
+    install_crds(kube_apiserver, [crd])
+    ns, name = "default", f"console-{free_port()}"
+    base = f"/apis/rollouts.don-predictor.io/v1alpha1/namespaces/{ns}/modelrollouts"
+    status, body = kube_apiserver.request("POST", base, {
+        "apiVersion": "rollouts.don-predictor.io/v1alpha1", "kind": "ModelRollout", "metadata": {"name": name},
+        "spec": {"target": "don-rf", "mode": "Standard", "candidate": {"version": 2}}})
+    assert status == 201, body
+    history = [{"time": "2026-12-01T10:00:00Z", "event": "Started", "phase": "Progressing", "step": 1,
+                "weight": 10, "message": "started"},
+               {"time": "2026-12-01T10:01:00Z", "event": "Advanced", "phase": "Progressing", "step": 2,
+                "weight": 50, "message": "analysis passed", "verdict": "Pass",
+                "figures": {"successRate": 1.0, "p99LatencyMs": 42.0, "referenceErrorIncrease": 0.01}}]
+    status, body = kube_apiserver.request(
+        "PATCH", f"{base}/{name}/status", {"status": {"phase": "Progressing", "weight": 50, "step": 2,
+                                                        "stepLabel": "2/3", "history": history}},
+        content_type="application/merge-patch+json")
+    assert status == 200, body
+
+    at = app(monkeypatch, kubeconfig=str(kube_apiserver.kubeconfig), namespace=ns)
+    at.radio(key="page").set_value("Rollouts").run()
+    assert errors(at) == []
+    at.selectbox(key="rollout").set_value(name).run()
+    table = at.dataframe[0].value
+    row = table[table["name"] == name].iloc[0]
+    assert (row["phase"], row["weight"], row["step"]) == ("Progressing", "50%", "2/3")
+    assert len(at.get("vega_lite_chart")) == 1                     # the timeline
+    assert all(at.button(key=f"action-{a}").disabled for a in ACTIONS)   # read-only by default
+
+    at = app(monkeypatch, kubeconfig=str(kube_apiserver.kubeconfig), namespace=ns, control="true")
+    at.radio(key="page").set_value("Rollouts").run()
+    at.selectbox(key="rollout").set_value(name).run()
+    for action, expected in (("pause", {"paused": True}), ("resume", {"paused": False}),
+                             ("promote", {"action": "Promote"}), ("abort", {"action": "Abort"})):
+        at.button(key=f"action-{action}").click().run()
+        assert errors(at) == [] and at.success[0].value == f"modelrollout {name}: {action} requested"
+        _, current = kube_apiserver.request("GET", f"{base}/{name}")
+        assert {k: current["spec"].get(k) for k in expected} == expected == ACTIONS[action]["spec"]
+    # a refusal reads as the API server's message
+    from console import services
+    settings = services.Settings.from_env()
+    kube, namespace = services.kube_client(settings)
+    kube_apiserver.request("DELETE", f"{base}/{name}")
+    with pytest.raises(services.ConsoleError, match=f"pause {name}: 404 .*not found"):
+        services.steer(settings, kube, namespace, name, "pause")
