@@ -7,7 +7,7 @@ recorder also accepts KServe's request/response events. One of our events carrie
 from __future__ import annotations
 
 import hashlib
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 
 import numpy as np
 
@@ -38,7 +38,9 @@ class PredictionRecord:
     spectrum: list[float] | None = None  # only when the server is told to keep spectra
 
     def to_dict(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        # getattr, not dataclasses.asdict: asdict deep-copies every value (about 20 us a record
+        # against 1 us), and the model server builds one record per predicted row
+        return {name: value for name in _FIELD_NAMES if (value := getattr(self, name)) is not None}
 
     @classmethod
     def from_dict(cls, data: dict) -> PredictionRecord:
@@ -53,6 +55,9 @@ class PredictionRecord:
         if missing:
             raise ValueError(f"record is missing field(s): {', '.join(missing)}")
         return cls(**data)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(PredictionRecord))
 
 
 def spectrum_sha256(row: np.ndarray) -> str:
