@@ -67,15 +67,15 @@ manifests: install
 # kind path, for machines with Docker and internet (see README "End to end on kind").
 ## Create a kind cluster with KServe (needs Docker and internet).
 kind-up: install
-	KSERVE_MODE=$(KSERVE_MODE) ops/cluster/kind/kind-up.sh
+	KSERVE_MODE=$(KSERVE_MODE) tests/cluster/kind/kind-up.sh
 
 ## Build the images, load them into kind and run the e2e suite there.
 kind-e2e: install
-	KSERVE_MODE=$(KSERVE_MODE) PYTHON=$(abspath $(BIN)/python) ops/cluster/kind/kind-e2e.sh
+	KSERVE_MODE=$(KSERVE_MODE) PYTHON=$(abspath $(BIN)/python) tests/cluster/kind/kind-e2e.sh
 
 ## Delete the kind cluster.
 kind-down:
-	ops/cluster/kind/kind-down.sh
+	tests/cluster/kind/kind-down.sh
 
 ## Remove the virtualenv and the demo store.
 clean:

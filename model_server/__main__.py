@@ -92,6 +92,9 @@ def _log_config_file(level: str, quiet: tuple[str, ...]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.workers > 1:  # before the first metric sample: every worker's count in /metrics
+        from model_server.metrics import share_across_workers
+        share_across_workers()
     from model_server.model import QUIET_LOGGERS
 
     telemetry.configure_logging(args.log_level, QUIET_LOGGERS)
@@ -100,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     import kserve.model_server as kserve_server
     from kserve import ModelServer
 
-    from model_server.model import DonModel, ServeOptions
+    from model_server.model import ServeOptions
     from model_server.records import RecordOptions
     from model_server.drain import install_signal as install_drain_signal
     from model_server.routes import install
     from model_server.security import install_grpc_guard
+    from model_server.workers import ServedModel
 
     if args.log_config_file is None:
         args.log_config_file = _log_config_file(args.log_level, QUIET_LOGGERS)
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                            onnx_rtol=args.onnx_rtol, onnx_atol=args.onnx_atol,
                            native_fallback={"on": True, "off": False}.get(args.native_fallback),
                            reflectance_range=args.reflectance_range, records=records)
-    model = DonModel(args.model_name, args.model_dir, options)
+    model = ServedModel(args.model_name, args.model_dir, options)
+    install(model=model)  # the routes answer for it (not ready until loaded)
     # With --workers N each worker loads its own copy; this process needs one only for gRPC.
     if args.workers <= 1 or args.enable_grpc:
         model.load()

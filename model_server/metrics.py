@@ -1,16 +1,23 @@
 """Prometheus metrics labelled with model name and version, so a canary can be compared with stable.
 
 Label children are bound once per (protocol, outcome): a labels() lookup per request is measurable
-at thousands of requests per second. Predicted values go into a numpy-backed histogram (one
+at thousands of requests per second. Predicted values are counted a batch at a time (one
 searchsorted per batch instead of one observe() per row).
+
+With --workers N every process writes its samples to files in one directory and /metrics sums them
+(prometheus_client's multiprocess mode), so a scrape covers every worker.
 """
 from __future__ import annotations
 
-import threading
+import atexit
+import os
+import shutil
+import tempfile
 
 import numpy as np
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client import exposition as prometheus_exposition
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from don_core.contract import (CLIENT_ERROR, LATENCY_METRIC, MODEL_LABEL, OUTCOME_LABEL, OUTCOMES,
                                PROTOCOL_LABEL, REQUESTS_METRIC, SERVER_ERROR, SUCCESS, VERSION_LABEL)
@@ -29,14 +36,15 @@ LATENCY = Histogram(LATENCY_METRIC, "Inference request latency (server side)",
                     [MODEL_LABEL, VERSION_LABEL, PROTOCOL_LABEL], buckets=LATENCY_BUCKETS)
 BATCH_ROWS = Histogram("don_batch_rows", "Spectra per inference request",
                        ["model", "version"], buckets=ROW_BUCKETS)
+# Gauges across workers: the highest value of any worker (every worker serves the same version)
 MODEL_INFO = Gauge("don_model_info", "The model version this process serves (value 1)",
-                   ["model", "version", "family", "backend"])
+                   ["model", "version", "family", "backend"], multiprocess_mode="max")
 # Refused before reaching the model (no model/version labels: the guard answers for the process).
 REFUSED = Counter("don_requests_refused", "Requests refused by auth or rate limit, by outcome "
                   "(unauthenticated, auth_throttled, rate_limited, unavailable)",
                   ["protocol", "outcome"])
 MODEL_READY = Gauge("don_model_ready", "1 when the model is loaded, verified and warmed up",
-                    ["model", "version"])
+                    ["model", "version"], multiprocess_mode="max")
 OUT_OF_DISTRIBUTION = Counter("don_out_of_distribution_rows",
                               "Spectra whose outlier score is above 1 (far from the training data)",
                               ["model", "version"])
@@ -44,38 +52,33 @@ SCORED_ROWS = Counter("don_drift_scored_rows", "Spectra given an outlier score",
                       ["model", "version"])
 RECORDS_SENT = Counter("don_records_sent", "Prediction records delivered to the recorder",
                        ["model", "version"])
+PREDICTED_PPB = Histogram("don_prediction_ppb", "Predicted DON (ppb), for drift",
+                          ["model", "version"], buckets=PPB_BUCKETS)
+OUTLIER_SCORE = Histogram("don_outlier_score",
+                          "Input outlier score per spectrum (above 1: out of distribution)",
+                          ["model", "version"], buckets=OUTLIER_BUCKETS)
 RECORDS_DROPPED = Counter("don_records_dropped",
                           "Prediction records lost (queue full, recorder down or refusing)",
                           ["model", "version", "reason"])
 
 
 class BatchHistogram:
-    """A histogram filled a whole batch at a time (one searchsorted instead of n observe())."""
+    """One labelled child of a Histogram, filled a whole batch at a time: one searchsorted and one
+    increment per bucket instead of n observe(). prometheus_client has no batch observe, so this
+    adds to the child's own bucket and sum values: its samples stay the Histogram's, in one
+    process and in multiprocess mode alike."""
 
-    def __init__(self, name: str, documentation: str, buckets: tuple, model: str, version: str):
-        self._name, self._doc, self._buckets = name, documentation, buckets
-        self._labels = [model, version]
-        self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)
-        self._sum = 0.0
-        self._lock = threading.Lock()  # gRPC handlers run in threads
+    def __init__(self, histogram: Histogram, model: str, version: str):
+        child = histogram.labels(model, version)
+        self._bounds = np.asarray(child._upper_bounds[:-1])  # the last one is +Inf
+        self._buckets, self._sum = child._buckets, child._sum  # per bucket, not cumulative
 
-    def observe(self, ppb: np.ndarray) -> None:
-        idx = np.searchsorted(self._buckets, ppb, side="left")
-        counts = np.bincount(idx, minlength=len(self._counts))
-        total = float(ppb.sum())
-        with self._lock:
-            self._counts += counts
-            self._sum += total
-
-    def collect(self):
-        with self._lock:
-            cumulative = np.cumsum(self._counts)
-            total = self._sum
-        family = HistogramMetricFamily(self._name, self._doc, labels=["model", "version"])
-        buckets = [(str(b), int(c)) for b, c in zip(self._buckets, cumulative[:-1])]
-        buckets.append(("+Inf", int(cumulative[-1])))
-        family.add_metric(self._labels, buckets, total)
-        yield family
+    def observe(self, batch: np.ndarray) -> None:
+        idx = np.searchsorted(self._bounds, batch, side="left")  # le: value <= bound
+        for bucket, count in zip(self._buckets, np.bincount(idx, minlength=len(self._buckets))):
+            if count:
+                bucket.inc(int(count))
+        self._sum.inc(float(batch.sum()))
 
 
 class ServingMetrics:
@@ -88,12 +91,8 @@ class ServingMetrics:
                           for p in ("v1", "v2", "grpc") for o in OUTCOMES}
         self._latency = {p: LATENCY.labels(model, version, p) for p in ("v1", "v2", "grpc")}
         self._rows = BATCH_ROWS.labels(model, version)
-        self.predictions = BatchHistogram("don_prediction_ppb", "Predicted DON (ppb), for drift",
-                                          PPB_BUCKETS, model, version)
-        self.outlier_scores = BatchHistogram(
-            "don_outlier_score", "Input outlier score per spectrum (above 1: out of distribution)",
-            OUTLIER_BUCKETS, model, version)
-        _register_histograms(self.predictions, self.outlier_scores)
+        self.predictions = BatchHistogram(PREDICTED_PPB, model, version)
+        self.outlier_scores = BatchHistogram(OUTLIER_SCORE, model, version)
         self._flagged = OUT_OF_DISTRIBUTION.labels(model, version)
         self._scored = SCORED_ROWS.labels(model, version)
         self.records_sent = RECORDS_SENT.labels(model, version)
@@ -118,16 +117,29 @@ class ServingMetrics:
         MODEL_READY.labels(self.model, self.version).set(1 if ready else 0)
 
 
-_REGISTERED: list[BatchHistogram] = []
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's switch
 
 
-def _register_histograms(*histograms: BatchHistogram) -> None:
-    """One set of batch histograms per process: a model loaded again replaces the previous."""
-    while _REGISTERED:
-        REGISTRY.unregister(_REGISTERED.pop())
-    for histogram in histograms:
-        REGISTRY.register(histogram)
-        _REGISTERED.append(histogram)
+def share_across_workers() -> str:
+    """Multiprocess mode for this process and the workers it spawns (they inherit the variable),
+    in a fresh directory removed at exit. Call before any labelled metric is first used."""
+    path = tempfile.mkdtemp(prefix="don-metrics-")
+    os.environ[MULTIPROCESS_DIR] = path
+    # prometheus_client picks its value class when imported, and KServe imported it already
+    values.ValueClass = values.get_value_class()
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def exposition(accept: str | None) -> tuple[bytes, str]:
+    """The /metrics body and its content type: this process's registry, or with workers the
+    samples of every process."""
+    registry = REGISTRY
+    if os.environ.get(MULTIPROCESS_DIR):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    encoder, content_type = prometheus_exposition.choose_encoder(accept)
+    return encoder(registry), content_type
 
 
 def count_refusal(protocol: str, outcome: str) -> None:

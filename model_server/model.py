@@ -1,11 +1,9 @@
 """The served model: a kserve.Model that loads one verified version directory of either family."""
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,6 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY,
                                ArtifactError, Calibration, read_golden, reference_rows,
                                verify_version_dir)
-from don_core import telemetry
 from don_core.drift import SCORE_LIMIT, DriftReference, read_reference
 from don_core.contract import (CLIENT_ERROR, MAX_BATCH_ROWS, ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT,
                                ONNX_RTOL, SUCCESS)
@@ -32,14 +29,6 @@ from model_server.security import process_guard
 
 log = logging.getLogger("model_server")
 QUIET_LOGGERS = ("uvicorn.access", "kserve.trace")  # one line per request costs ~15% throughput
-
-# The one model this process serves; the fast REST routes and the status endpoint read it.
-_CURRENT: "DonModel | None" = None
-
-
-def current_model() -> "DonModel | None":
-    return _CURRENT
-
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -85,30 +74,14 @@ class DonModel(Model):
         self.records: RecordSender | None = None
 
     # KServe copies the model into each worker process (--workers N); an ONNX Runtime session
-    # cannot be pickled, so a worker gets the recipe and loads (and checks) the version itself.
+    # cannot be pickled, so a worker gets the recipe (model_server.workers loads it there).
     def __getstate__(self):
         return {"name": self.name, "model_dir": str(self.model_dir), "options": self.options}
 
     def __setstate__(self, state):
         self.__init__(state["name"], state["model_dir"], state["options"])
-        from model_server.routes import install  # the worker's own (fresh) FastAPI app
-        telemetry.configure_logging(None, QUIET_LOGGERS)
-        app = install()
-        # Load in a thread: KServe's parent pings each worker and replaces one that does not
-        # answer within 5 s. The worker's startup waits for the load, so it accepts no
-        # connection before its model is ready (the other workers take them meanwhile).
-        loader = threading.Thread(target=self.load, name="load-model", daemon=True)
-        loader.start()
-
-        async def wait_for_model():
-            while loader.is_alive():
-                await asyncio.sleep(0.05)
-
-        app.router.on_startup.append(wait_for_model)
 
     def load(self) -> bool:
-        global _CURRENT
-        _CURRENT = self
         started = time.perf_counter()
         try:
             problem = process_guard().problem  # serving without the Secret would be worse

@@ -23,8 +23,7 @@ from starlette.responses import Response
 from don_core import telemetry
 from don_core.contract import VERSION_HEADER
 from model_server import codec
-from model_server.metrics import outcome_of
-from model_server.model import current_model
+from model_server.metrics import exposition, outcome_of
 from model_server.drain import DRAINING, DrainMiddleware
 from model_server.security import GuardMiddleware, is_open
 
@@ -70,6 +69,18 @@ _STATUS = {"type": "object", "required": ["model", "version", "state", "ready"],
            "properties": {"model": {"type": "string"}, "version": {"type": "string"},
                           "state": {"type": "string"}, "ready": {"type": "boolean"},
                           "reason": {"type": ["string", "null"]}}}
+
+
+class Served:
+    """What this app answers for: the one model of this process, attached by whoever starts it
+    (None until then). Kept in app.state, so the routes need no import of the model's module."""
+
+    def __init__(self):
+        self.model = None
+
+
+def _served(app):
+    return app.state.don_served.model
 
 
 def _ok(schema: dict, extra: dict | None = None) -> dict:
@@ -138,7 +149,7 @@ def _gunzip(body: bytes, limit: int) -> bytes:
 
 async def _serve(request: Request, model_name: str, protocol: str) -> Response:
     started = time.perf_counter()
-    model = current_model()
+    model = _served(request.app)
     if model is None or not model.ready:
         reason = model.reason if model is not None and model.reason else "still loading"
         return _error(503, f"model is not ready: {reason}")
@@ -228,8 +239,7 @@ async def v2_infer(model_name: str, request: Request) -> Response:
     return await _serve(request, model_name, "v2")
 
 
-def _version_mismatch(model_name: str, model_version: str) -> Response | None:
-    model = current_model()
+def _version_mismatch(model, model_name: str, model_version: str) -> Response | None:
     if model is not None and model_name == model.name and model_version != model.version:
         return _error(404, f"version {model_version!r} of {model_name!r} is not served here; "
                            f"this server serves version {model.version}", model.version)
@@ -237,11 +247,11 @@ def _version_mismatch(model_name: str, model_version: str) -> Response | None:
 
 
 async def v2_infer_version(model_name: str, model_version: str, request: Request) -> Response:
-    return _version_mismatch(model_name, model_version) or await v2_infer(model_name, request)
+    return (_version_mismatch(_served(request.app), model_name, model_version)
+            or await v2_infer(model_name, request))
 
 
-def _metadata(model_name: str) -> Response:
-    model = current_model()
+def _metadata(model, model_name: str) -> Response:
     if model is None or model_name != model.name:
         return _error(404, f"model {model_name!r} is not served here")
     doc = {"name": model.name, "versions": [model.version], "platform": model.backend_name,
@@ -250,24 +260,25 @@ def _metadata(model_name: str) -> Response:
                     headers={VERSION_HEADER: model.version})
 
 
-async def v2_metadata(model_name: str) -> Response:
-    return _metadata(model_name)
+async def v2_metadata(model_name: str, request: Request) -> Response:
+    return _metadata(_served(request.app), model_name)
 
 
-async def v2_metadata_version(model_name: str, model_version: str) -> Response:
-    return _version_mismatch(model_name, model_version) or _metadata(model_name)
+async def v2_metadata_version(model_name: str, model_version: str, request: Request) -> Response:
+    model = _served(request.app)
+    return _version_mismatch(model, model_name, model_version) or _metadata(model, model_name)
 
 
-async def v2_ready(model_name: str) -> Response:
-    model = current_model()
-    return await v2_ready_version(model_name, model.version if model else "")
+async def v2_ready(model_name: str, request: Request) -> Response:
+    model = _served(request.app)
+    return await v2_ready_version(model_name, model.version if model else "", request)
 
 
-async def v2_ready_version(model_name: str, model_version: str) -> Response:
-    mismatch = _version_mismatch(model_name, model_version)
+async def v2_ready_version(model_name: str, model_version: str, request: Request) -> Response:
+    model = _served(request.app)
+    mismatch = _version_mismatch(model, model_name, model_version)
     if mismatch:
         return mismatch
-    model = current_model()
     if model is None or model_name != model.name:
         return _error(404, f"model {model_name!r} is not served here")
     ready = bool(model.ready) and not DRAINING.is_set()
@@ -275,17 +286,17 @@ async def v2_ready_version(model_name: str, model_version: str) -> Response:
                     status_code=200 if ready else 503)
 
 
-async def server_ready() -> Response:
+async def server_ready(request: Request) -> Response:
     """KServe's answers ready whenever the process is up; ours only once the model is."""
-    model = current_model()
+    model = _served(request.app)
     ready = bool(model is not None and model.ready) and not DRAINING.is_set()
     return Response(orjson.dumps({"ready": ready}), media_type=JSON,
                     status_code=200 if ready else 503)
 
 
-async def status(model_name: str | None = None) -> Response:
+async def status(request: Request, model_name: str | None = None) -> Response:
     """Details for people and the rollout operator: what is served, since when, at what cost."""
-    model = current_model()
+    model = _served(request.app)
     if model is None or (model_name is not None and model_name != model.name):
         return _error(404, f"model {model_name!r} is not served here")
     doc = model.status()
@@ -296,8 +307,14 @@ async def status(model_name: str | None = None) -> Response:
                     status_code=200, headers={VERSION_HEADER: model.version})
 
 
-async def model_status(model_name: str) -> Response:
-    return await status(model_name)
+async def model_status(model_name: str, request: Request) -> Response:
+    return await status(request, model_name)
+
+
+async def metrics(request: Request) -> Response:
+    """KServe's /metrics shows this process only; with --workers N ours covers every worker."""
+    body, content_type = exposition(request.headers.get("accept"))
+    return Response(body, headers={"content-type": content_type})
 
 
 async def no_explainer(model_name: str) -> Response:
@@ -326,7 +343,7 @@ def _openapi(app: FastAPI, ours: APIRouter) -> dict:
     schemas.update(own.get("components", {}).get("schemas", {}))
     schema["info"]["title"] = "DON Predictor model server"
     _document_kserve_routes(schema)
-    model = current_model()
+    model = _served(app)
     if model is not None and model.ready:  # else not kept: the served model is not known yet
         _document_served_model(schema, model)
         app.state.don_openapi = schema
@@ -368,13 +385,20 @@ def _document_served_model(schema: dict, model) -> None:
             body["schema"] = codec.v2_body_schema(valid, limit)
 
 
-def install(app: FastAPI | None = None) -> FastAPI:
-    """Add our routes and middleware to KServe's app (once per process, before it starts)."""
+def install(app: FastAPI | None = None, model=None) -> FastAPI:
+    """Add our routes and middleware to KServe's app (once per process, before it starts) and
+    attach `model` (a DonModel) as the one it serves."""
     if app is None:
         from kserve.model_server import app
-    if getattr(app.state, "don_routes", False):
-        return app
-    app.state.don_routes = True
+    if not hasattr(app.state, "don_served"):
+        app.state.don_served = Served()
+        _add_routes(app)
+    if model is not None:
+        app.state.don_served.model = model
+    return app
+
+
+def _add_routes(app: FastAPI) -> None:
     telemetry.setup_tracing(SERVICE_NAME)
     app.add_middleware(GuardMiddleware)
     app.add_middleware(DrainMiddleware)  # outermost: refusals close kept-open connections too
@@ -400,6 +424,7 @@ def install(app: FastAPI | None = None) -> FastAPI:
                          v2_ready_version, **ready)
     router.add_api_route("/v2/models/{model_name}/status", model_status, **state)
     router.add_api_route("/status", status, **state)
+    router.add_api_route("/metrics", metrics, methods=["GET"], response_model=None)
     closed = {"methods": ["POST"], "response_model": None,
               "responses": {403: {"description": "disabled", **_ERROR_DOC}}}
     router.add_api_route("/v2/repository/models/{model_name}/load", repository_disabled,
@@ -408,4 +433,3 @@ def install(app: FastAPI | None = None) -> FastAPI:
                          **closed)
     app.include_router(router)
     app.openapi = lambda: _openapi(app, router)
-    return app

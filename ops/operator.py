@@ -12,12 +12,13 @@ import logging
 import os
 
 import kopf
+import urllib3
 from prometheus_client import Counter, start_http_server
 
 from don_core.contract import ROLLOUT_EVENTS_METRIC
 from ops.rollout import GROUP, PLURAL, VERSION
 from ops.rollout.controller import Engine
-from ops.rollout.kube import Kube, load_config
+from ops.rollout.kube import ApiException, Kube, load_config
 
 
 ROLLOUT_EVENTS = Counter(ROLLOUT_EVENTS_METRIC, "ModelRollout Events by reason (Advanced, Promoted, RolledBack, ...)",
@@ -28,6 +29,20 @@ def _emit(obj: dict, kind: str, reason: str, message: str) -> None:
     meta = obj.get("metadata", {})
     ROLLOUT_EVENTS.labels(meta.get("namespace", ""), meta.get("name", ""), reason).inc()
     kopf.event(obj, type=kind, reason=reason, message=message[:1000])
+
+
+def reconcile_once(engine: Engine, namespace: str, name: str, delay: float) -> str | None:
+    """One tick; a fault of the API server or of the network on the way to it is kopf's
+    TemporaryError (tried again after `delay` seconds, logged in one line), never a failure of the
+    rollout. Anything else is a bug and keeps its traceback (kopf retries it after its backoff)."""
+    try:
+        return engine.tick(namespace, name)
+    except ApiException as exc:
+        raise kopf.TemporaryError(f"{namespace}/{name}: Kubernetes API answered {exc.status} "
+                                  f"{exc.reason}", delay=delay) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise kopf.TemporaryError(f"{namespace}/{name}: Kubernetes API unreachable: {exc}",
+                                  delay=delay) from exc
 
 
 def register(engine: Engine, tick: float) -> None:
@@ -42,7 +57,7 @@ def register(engine: Engine, tick: float) -> None:
 
     @kopf.timer(GROUP, VERSION, PLURAL, interval=tick, backoff=max(tick, 1.0))
     def reconcile(name: str, namespace: str, **_):
-        engine.tick(namespace, name)
+        reconcile_once(engine, namespace, name, delay=max(tick, 1.0))
 
 
 def main(namespaces: list[str], kubeconfig: str | None, tick: float | None,

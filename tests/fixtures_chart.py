@@ -203,9 +203,9 @@ def pod_templates(doc: dict) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def chart_apiserver(kserve_crd_dir):
-    """A real kube-apiserver 1.20 + etcd on loopback (ops.cluster) with KServe's CRDs installed."""
-    from ops.cluster.control_plane import ControlPlane
-    from ops.cluster.crds import install_crds
+    """A real kube-apiserver 1.20 + etcd on loopback (tests.cluster) with KServe's CRDs installed."""
+    from tests.cluster.control_plane import ControlPlane
+    from tests.cluster.crds import install_crds
     with ControlPlane() as cluster:
         install_crds(cluster, sorted(kserve_crd_dir.glob("serving.kserve.io_*.yaml")))
         yield cluster

@@ -1,7 +1,7 @@
 """pytest fixtures for the cluster tests (registered in tests/conftest.py).
 
 ``kube_apiserver``: a real etcd + kube-apiserver (Kubernetes 1.20 built from Debian's source package,
-see ops/cluster/binaries.py) on free loopback ports for the whole session; ``.kubeconfig``, ``.url``,
+see tests/cluster/binaries.py) on free loopback ports for the whole session; ``.kubeconfig``, ``.url``,
 ``.request(method, path, body)``, ``.env()``. ``install_crds(cluster, paths)`` installs CRDs from YAML.
 """
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ops.cluster import binaries
-from ops.cluster.control_plane import ControlPlane
-from ops.cluster.crds import install_crds  # noqa: F401  (re-exported for tests)
+from tests.cluster import binaries
+from tests.cluster.control_plane import ControlPlane
+from tests.cluster.crds import install_crds  # noqa: F401  (re-exported for tests)
 from tests.progress import say
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
@@ -86,11 +86,11 @@ def e2e_cluster():
         E2E_REPORT["cluster"] = cluster.description
         yield cluster
         return
-    from ops.cluster import network
-    from ops.cluster.local_cluster import LocalCluster
+    from tests.cluster import network
+    from tests.cluster.local_cluster import LocalCluster
 
     if os.environ.get("DON_E2E_REUSE") == "1" and (E2E_STATE_DIR / "cluster.json").exists():
-        # Development loop: a cluster started with `DON_CLUSTER_DIR=... python -m ops.cluster up`
+        # Development loop: a cluster started with `DON_CLUSTER_DIR=... python -m tests.cluster up`
         # (and `... images`) is used as is and left running.
         cluster = LocalCluster.attach(E2E_STATE_DIR)
         E2E_REPORT["cluster"] = f"reused local cluster in {E2E_STATE_DIR}"
@@ -101,7 +101,7 @@ def e2e_cluster():
         pytest.skip("the local cluster needs root (network links, mounts, containerd); run as root or on kind")
     if network.link_exists(network.NODE_BRIDGE):
         pytest.fail(f"another local cluster is running (link {network.NODE_BRIDGE} exists): "
-                    "stop it with `python -m ops.cluster down` first")
+                    "stop it with `python -m tests.cluster down` first")
     try:
         binaries.kubernetes_binaries()
     except (binaries.BuildError, OSError) as exc:

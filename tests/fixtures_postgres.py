@@ -33,7 +33,7 @@ def _pg_bin() -> Path | None:
 def postgres_url():
     """SQLAlchemy URL of a fresh, empty database; the cluster is removed afterwards."""
     if _pg_bin() is None:
-        from ops.cluster import binaries
+        from tests.cluster import binaries
         try:
             binaries.apt_install(["postgresql-15"])
         except Exception as exc:  # any install failure: the tests cannot run here

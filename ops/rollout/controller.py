@@ -1,63 +1,27 @@
-"""One reconcile pass over a ModelRollout (`Engine.tick`) and its kopf wiring.
+"""One reconcile pass over a ModelRollout (`Engine.tick`), the same for every serving engine.
 
 Each tick reads the object fresh from the API server (never a cached body, which may predate our
 own last status write), finishes any traffic change the status asks for, and, when the status
-says an analysis is due, analyses and decides. How the stable and canary endpoints are found:
-`spec.endpoints.*Url` when given (tests, or Services of your own), else KServe's conventional
-Service names `<target>-predictor` (stable) and `<target>-predictor-canary` (canary), or in
-Knative mode the tag routes `prev-<target>-predictor` / `latest-<target>-predictor`; metrics are
-scraped from every ready endpoint address behind those Services, or queried from Prometheus.
+says an analysis is due, analyses and decides. Where the parts live: moving traffic per engine
+(routers.py), reaching the model servers (endpoints.py), the metrics source (sources.py), the
+golden and reference sets (locate.py, golden.py, reference.py), the state machine (state.py).
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from typing import Callable
 
-from don_core.contract import storage_uri
 from ops.rollout import analysis as judge_mod
+from ops.rollout import endpoints
 from ops.rollout import golden as golden_mod
-from ops.rollout import live_accuracy
-from ops.rollout import metrics as metrics_mod
+from ops.rollout import live_accuracy, locate, routers, sources, state
 from ops.rollout import reference as reference_mod
-from ops.rollout import state
-from ops.rollout import traffic
 from ops.rollout.kube import ApiException, Kube
 from ops.rollout.spec import RolloutSpec, SpecError, parse_spec
 
 log = logging.getLogger("ops.rollout")
 Emit = Callable[[dict, str, str, str], None]  # (object, Normal|Warning, reason, message)
-
-
-def default_urls(spec: RolloutSpec, ns: str) -> tuple[str, str]:
-    """Base URLs of the stable and the canary model server for V1 calls."""
-    endpoints, target = spec.endpoints, spec.target
-    if spec.mode == "Knative":
-        stable, canary = f"prev-{target}-predictor", f"latest-{target}-predictor"
-    elif spec.mode == "Deployment":
-        deployment = spec.raw["deployment"]
-        stable = deployment.get("stableService") or f"{target}-stable"
-        canary = deployment.get("canaryService") or f"{target}-canary"
-    else:
-        stable, canary = f"{target}-predictor", f"{target}-predictor-canary"
-    return (endpoints.get("stableUrl") or f"http://{stable}.{ns}.svc",
-            endpoints.get("canaryUrl") or f"http://{canary}.{ns}.svc")
-
-
-def store_root(explicit: str | None, from_uri: str) -> str:
-    """Where the golden and reference sets are read: spec.store.root, else the candidate
-    storageUri's own root
-    when the operator can open it (s3:// or a path), else $DON_STORE (e.g. the model PVC mounted
-    read-only into the operator pod; KServe's pvc:// URIs name a claim, not a path)."""
-    if explicit:
-        return explicit
-    if from_uri.startswith("s3://") or from_uri.startswith("/"):
-        return from_uri
-    if os.environ.get("DON_STORE"):
-        return os.environ["DON_STORE"]
-    raise golden_mod.GoldenError(f"cannot read the model store of {from_uri}: set "
-                                 "spec.store.root or DON_STORE in the operator's environment")
 
 
 def owner_reference(obj: dict) -> dict:
@@ -67,10 +31,6 @@ def owner_reference(obj: dict) -> dict:
     return {"apiVersion": obj.get("apiVersion") or "rollouts.don-predictor.io/v1alpha1",
             "kind": obj.get("kind") or "ModelRollout", "name": meta["name"], "uid": meta["uid"],
             "controller": True}
-
-
-def _service_of(url: str) -> str:
-    return url.split("://", 1)[1].split(".", 1)[0].split(":", 1)[0].split("/", 1)[0]
 
 
 def _stable_golden(result: dict, remembered: dict | None) -> tuple[dict, dict | None]:
@@ -87,13 +47,6 @@ def _stable_golden(result: dict, remembered: dict | None) -> tuple[dict, dict | 
         if canary.get("falseAcceptRate") is not None and remembered.get("falseAcceptRate") is not None:
             result["falseAcceptIncrease"] = canary["falseAcceptRate"] - remembered["falseAcceptRate"]
     return result, remembered
-
-
-def _version_of(uri: str | None):
-    try:
-        return golden_mod.split_storage_uri(uri)[2]
-    except golden_mod.GoldenError:
-        return None
 
 
 class Engine:
@@ -156,7 +109,7 @@ class Engine:
             status = obj["status"]
         try:
             live = self._ensure(obj, spec)
-        except (ApiException, traffic.TrafficError) as exc:
+        except (ApiException, routers.TrafficError) as exc:
             reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
             message = f"cannot deliver version {desired} on {spec.mode} target {spec.target}: {reason}"
             if status.get("message") != message:
@@ -183,34 +136,13 @@ class Engine:
     def _ensure(self, obj: dict, spec: RolloutSpec):
         """The live version of the target; creates the serving object the operator owns when it
         does not exist yet (first install), serving the desired version."""
-        ns = obj["metadata"]["namespace"]
-        if spec.mode == "Deployment":
-            deployment = spec.raw["deployment"]
-            stable_name = deployment.get("stable") or spec.target
-            try:
-                stable = self.kube.raw_deployment(ns, stable_name)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                canary = self.kube.raw_deployment(ns, deployment.get("canary") or f"{spec.target}-canary")
-                total = int(deployment.get("replicas") or 1)
-                stable = self.kube.create_deployment(ns, traffic.stable_from_canary(
-                    canary, stable_name, total, owner_reference(obj)))
-                self.emit(obj, "Normal", "Created", f"Deployment {stable_name} created from "
-                          f"{canary['metadata']['name']} ({total} replicas)")
-            version = traffic.deployment_version(stable, deployment["versionEnv"])
-            return int(version) if str(version).isdigit() else None
-        try:
-            isvc = self.kube.get_isvc(ns, spec.target)
-        except ApiException as exc:
-            template = spec.raw.get("inferenceService")
-            if exc.status != 404 or not template:
-                raise
-            body = traffic.isvc_from_template(template, spec.target, owner_reference(obj))
-            isvc = self.kube.create_isvc(ns, body)
-            self.emit(obj, "Normal", "Created", f"InferenceService {spec.target} created serving "
-                      f"{traffic.stable_storage_uri(isvc)}")
-        return _version_of(traffic.stable_storage_uri(isvc))
+        live, created = self.router(obj["metadata"]["namespace"], spec).ensure(owner_reference(obj))
+        if created:
+            self.emit(obj, "Normal", "Created", created)
+        return live
+
+    def router(self, ns: str, spec: RolloutSpec) -> routers.Router:
+        return routers.for_spec(self.kube, ns, spec)
 
     def _write(self, obj: dict, changes: dict) -> dict:
         meta = obj["metadata"]
@@ -238,9 +170,10 @@ class Engine:
             self._write(obj, state.fail({}, moment, message))
             self.emit(obj, "Warning", "Refused", message)
             return "Fail"
+        router = self.router(ns, spec)
         try:
-            stable_uri, candidate_uri, stable_version, candidate_version = self._versions(ns, spec)
-        except (ApiException, traffic.TrafficError, golden_mod.GoldenError) as exc:
+            found = router.read_state()
+        except (ApiException, routers.TrafficError) as exc:
             reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
             message = f"cannot start on {spec.mode} target {spec.target}: {reason}"
             self._write(obj, dict(state.fail(previous or {}, moment, message), **desired,
@@ -248,20 +181,18 @@ class Engine:
                                   trafficApplied=True))
             self.emit(obj, "Warning", "Failed", message)
             return "Fail"
-        if candidate_uri == stable_uri:
+        candidate_uri = found["candidateStorageUri"]
+        if candidate_uri == found["stableStorageUri"]:
             message = f"candidate {candidate_uri} is already the stable version"
             self._write(obj, dict(state.fail(previous or {}, moment, message), **desired,
                                   candidateVersion=spec.candidate.get("version"),
                                   trafficApplied=True))
             self.emit(obj, "Warning", "Failed", message)
             return "Fail"
-        extra = dict(desired, snapshot=self._baseline(ns, spec))
-        if spec.mode == "Deployment":  # the replica total to split, as found at the start
-            stable = self.kube.raw_deployment(ns, spec.raw["deployment"].get("stable") or spec.target)
-            extra["replicas"] = int(stable.get("spec", {}).get("replicas") or 1)
-        status = self._write(obj, dict(state.start(spec, moment, stable_uri, candidate_uri,
-                                                   stable_version, candidate_version, previous),
-                                       **extra))
+        snapshot = sources.for_spec(self.kube, router).baseline(endpoints.base_urls(router))
+        status = self._write(obj, dict(state.start(
+            spec, moment, found["stableStorageUri"], candidate_uri, found["stableVersion"],
+            found["candidateVersion"], previous), **found, **desired, snapshot=snapshot))
         self.emit(obj, "Normal", "Started",
                   f"rolling out {candidate_uri} on {spec.target} ({spec.mode}): "
                   f"{status['weight']}% to the candidate, steps {list(spec.steps)}")
@@ -284,88 +215,22 @@ class Engine:
                 return other_meta["name"]
         return None
 
-    def _versions(self, ns: str, spec: RolloutSpec):
-        candidate = spec.candidate
-        if spec.mode == "Deployment":
-            deployment = spec.raw["deployment"]
-            env = deployment["versionEnv"]
-            stable = self.kube.raw_deployment(ns, deployment.get("stable") or spec.target)
-            canary_name = deployment.get("canary") or f"{spec.target}-canary"
-            canary = self.kube.raw_deployment(ns, canary_name)
-            if not candidate.get("version"):
-                raise traffic.TrafficError("Deployment mode needs spec.candidate.version")
-            stable_version = traffic.deployment_version(stable, env)
-            served = traffic.deployment_version(canary, env)
-            if served is not None and str(served) != str(candidate["version"]):
-                raise traffic.TrafficError(
-                    f"Deployment {canary_name} runs version {served} ({env}), not the candidate "
-                    f"{candidate['version']}: deploy the candidate as the canary first "
-                    "(chart value models.<rf|tf>.canary.version)")
-            model = spec.raw["store"].get("model") or spec.target
-            root = spec.raw["store"].get("root") or "store"
-            return (storage_uri(root, model, stable_version), storage_uri(root, model, candidate["version"]),
-                    int(stable_version) if str(stable_version).isdigit() else None,
-                    int(candidate["version"]))
-        stable_uri = traffic.stable_storage_uri(self.kube.get_isvc(ns, spec.target))
-        if candidate.get("storageUri"):
-            candidate_uri = candidate["storageUri"]
-        else:
-            root, model, _ = golden_mod.split_storage_uri(stable_uri)
-            candidate_uri = storage_uri(root, model, candidate["version"])
-        return (stable_uri, candidate_uri, _version_of(stable_uri),
-                candidate.get("version") or _version_of(candidate_uri))
-
     # ---- traffic --------------------------------------------------------------------------
     def _apply(self, obj: dict, spec: RolloutSpec, status: dict) -> bool:
         """Make the serving objects match the status, then record that they do. False while a
         change has to wait (pods that must be ready before others go); the next tick goes on."""
-        ns, phase, weight = obj["metadata"]["namespace"], status["phase"], int(status.get("weight") or 0)
-        if spec.mode == "Deployment":
-            if not self._apply_deployment(ns, spec, status, phase, weight):
-                return False
-        elif phase != "Delivered":  # Delivered: the live version already serves 100 %
-            isvc = self.kube.get_isvc(ns, spec.target)
-            self.kube.patch_isvc(ns, spec.target, traffic.isvc_patch(
-                spec.mode, isvc, phase, weight, status["stableStorageUri"],
-                status["candidateStorageUri"]))
-        self._write(obj, {"trafficApplied": True})
-        return True
-
-    def _apply_deployment(self, ns, spec, status, phase, weight) -> bool:
-        deployment = spec.raw["deployment"]
-        stable_name = deployment.get("stable") or spec.target
-        canary_name = deployment.get("canary") or f"{spec.target}-canary"
+        router, phase = self.router(obj["metadata"]["namespace"], spec), status["phase"]
         if phase == "Promoted":
-            canary = self.kube.raw_deployment(ns, canary_name)
-            self.kube.patch_deployment(ns, stable_name, traffic.promotion_patch(canary),
-                                       strategic=False)
-        if phase in state.TERMINAL:
-            weight = 0  # the stable Deployment serves everything (the candidate once promoted)
-        total = int(deployment.get("replicas") or status.get("replicas") or 1)
-        if deployment.get("httpRoute"):
-            route = self.kube.get_route(ns, deployment["httpRoute"])
-            stable_service = deployment.get("stableService") or f"{spec.target}-stable"
-            canary_service = deployment.get("canaryService") or f"{spec.target}-canary"
-            self.kube.patch_route(ns, deployment["httpRoute"], {"spec": {"rules": traffic.route_rules(
-                route, stable_service, canary_service, weight)}})
-            stable_replicas, canary_replicas = total, (total if phase in state.ACTIVE else 0)
+            done = router.promote(status)
+        elif phase == "Delivered":  # the live version already serves 100 %
+            done = router.settle(status)
+        elif phase in state.TERMINAL:  # rolled back or failed
+            done = router.rollback(status)
         else:
-            stable_replicas, canary_replicas = traffic.replica_split(total, weight)
-        # Scale up first; scale down only once what stays has its pods ready (on the current
-        # template), so that callers of the model's Service always find a ready pod.
-        wanted = {stable_name: stable_replicas, canary_name: canary_replicas}
-        current = {name: self.kube.raw_deployment(ns, name) for name in wanted}
-        for name, replicas in wanted.items():
-            if replicas > 0 and (current[name].get("spec") or {}).get("replicas") != replicas:
-                self.kube.scale_deployment(ns, name, replicas)
-                current[name] = self.kube.raw_deployment(ns, name)
-        waiting = [name for name, replicas in wanted.items()
-                   if replicas > 0 and not traffic.deployment_ready(current[name], replicas)]
-        if waiting:
+            done = router.set_weights(status, int(status.get("weight") or 0))
+        if not done:
             return False
-        for name, replicas in wanted.items():
-            if replicas == 0 and (current[name].get("spec") or {}).get("replicas") != 0:
-                self.kube.scale_deployment(ns, name, 0)
+        self._write(obj, {"trafficApplied": True})
         return True
 
     # ---- progress -------------------------------------------------------------------------
@@ -415,19 +280,16 @@ class Engine:
     # ---- analysis -------------------------------------------------------------------------
     def analyse(self, ns: str, spec: RolloutSpec, status: dict) -> tuple[dict, dict]:
         """(judged analysis, new metrics snapshot) for the window since the last analysis."""
-        stable_url, canary_url = default_urls(spec, ns)
-        waiting = self._canary_not_ready(ns, spec, canary_url)
-
+        router = self.router(ns, spec)
+        stable_url, canary_url = endpoints.base_urls(router)
+        waiting = endpoints.canary_not_ready(self.kube, router, canary_url)
         if waiting:
             check = {"name": "canaryReady", "value": None, "threshold": None,
                      "result": judge_mod.INCONCLUSIVE, "note": waiting}
             return ({"verdict": judge_mod.INCONCLUSIVE, "checks": [check],
                      "summary": f"canaryReady: {waiting}", "canary": {}, "stable": {}},
                     dict(status.get("snapshot") or {}))
-        golden_urls = (stable_url, canary_url)
-        if spec.mode == "Deployment":  # the chart's own Services, by ClusterIP: no cluster DNS needed
-            golden_urls = tuple(self._by_cluster_ip(ns, spec, side, url) for side, url in
-                                (("stable", stable_url), ("canary", canary_url)))
+        golden_urls = endpoints.direct_urls(self.kube, router, (stable_url, canary_url))
         golden = self._golden(spec, status, *golden_urls) if spec.analysis["goldenSet"] else None
         reference = self._reference(spec, status, *golden_urls) \
             if spec.analysis["referenceSet"] else None
@@ -438,21 +300,12 @@ class Engine:
             reference, remembered["referenceStable"] = _stable_golden(
                 reference, status.get("referenceStable"))
         snapshot = dict(status.get("snapshot") or {})
-        figures = {}
+        source, figures = sources.for_spec(self.kube, router), {}
         for side, url, version in (("stable", stable_url, status.get("stableVersion")),
                                    ("canary", canary_url, status.get("candidateVersion"))):
             try:
-                if spec.metrics["source"] == "Prometheus":
-                    source = metrics_mod.PrometheusSource(
-                        spec.metrics["prometheusUrl"], spec.metrics["requestsMetric"],
-                        spec.metrics["latencyMetric"], spec.endpoints["timeoutSeconds"])
-                    figures[side] = source.figures(spec.model_name, version, spec.interval_s)
-                else:
-                    current = self._scrape(ns, spec, side, url)
-                    figures[side] = metrics_mod.summarise(
-                        metrics_mod.window(current, snapshot.get(side)))
-                    snapshot[side] = current
-            except (metrics_mod.MetricsError, ApiException) as exc:
+                figures[side] = source.figures(side, url, version, snapshot)
+            except sources.FAULTS as exc:
                 figures[side] = {"error": str(exc)[:300]}
         result = judge_mod.judge(spec.analysis, figures["canary"], figures["stable"], golden,
                                  status.get("candidateVersion"), reference)
@@ -463,66 +316,15 @@ class Engine:
                 status.get("candidateVersion"), spec.endpoints["timeoutSeconds"])])
         return result, snapshot
 
-    def _by_cluster_ip(self, ns: str, spec: RolloutSpec, side: str, url: str) -> str:
-        if spec.endpoints.get(f"{side}Url"):
-            return url
-        try:
-            return self.kube.service_url(ns, _service_of(url)) or url
-        except ApiException:
-            return url
-
-    def _canary_not_ready(self, ns: str, spec: RolloutSpec, canary_url: str) -> str | None:
-        """Why no traffic can reach the canary yet (its Service has no ready pod), or None. Only
-        for the deployment engine's own canary Service; explicit URLs are taken as they are."""
-        if spec.mode != "Deployment" or spec.endpoints.get("canaryUrl") \
-                or spec.endpoints.get("canaryMetricsUrl"):
-            return None
-        service = _service_of(canary_url)
-        try:
-            ready = self.kube.endpoint_urls(ns, service)
-        except ApiException as exc:
-            return f"no traffic reached the canary: Service {service}: {exc.status} {exc.reason}"
-        if not ready:
-            return f"no traffic reached the canary: Service {service} has no ready pods"
-        return None
-
-    def _scrape(self, ns: str, spec: RolloutSpec, side: str, base_url: str) -> dict:
-        explicit = spec.endpoints.get(f"{side}MetricsUrl")
-        if explicit:
-            urls = [explicit]
-        elif spec.endpoints.get(f"{side}Url"):
-            urls = [spec.endpoints[f"{side}Url"].rstrip("/") + "/metrics"]
-        else:
-            urls = self.kube.endpoint_urls(ns, _service_of(base_url))
-            if not urls:
-                raise metrics_mod.MetricsError(f"Service {_service_of(base_url)} has no ready endpoints")
-        return {url: metrics_mod.scrape(url, spec.model_name, spec.metrics["requestsMetric"],
-                                        spec.metrics["latencyMetric"],
-                                        spec.endpoints["timeoutSeconds"]) for url in urls}
-
-    def _baseline(self, ns: str, spec: RolloutSpec) -> dict:
-        """Counters at the start, so the first window counts only requests made during the rollout."""
-        if spec.metrics["source"] == "Prometheus":
-            return {}
-        snapshot = {}
-        for side, url in zip(("stable", "canary"), default_urls(spec, ns)):
-            try:
-                snapshot[side] = self._scrape(ns, spec, side, url)
-            except (metrics_mod.MetricsError, ApiException):
-                pass  # not up yet: its first window starts at its own start
-        return snapshot
-
     def _reference(self, spec, status, stable_url, canary_url) -> dict:
         """The model's reference set (`<store root>/<model>/reference.json`, found like the
         golden set) answered by both versions."""
         try:
             try:
-                root, model, _ = golden_mod.split_storage_uri(status["candidateStorageUri"])
-                root = store_root(spec.raw["store"].get("root"), root)
+                root, model, _ = locate.candidate_set(spec, status)
             except golden_mod.GoldenError as exc:
                 raise reference_mod.ReferenceUnavailable(
                     f"reference set unreadable: {exc}") from None
-            model = spec.raw["store"].get("model") or model
             doc = reference_mod.load_reference(root, model)
         except reference_mod.ReferenceUnavailable as exc:
             return {"unavailable": True, "error": str(exc)}
@@ -532,10 +334,7 @@ class Engine:
     def _golden(self, spec, status, stable_url, canary_url) -> dict:
         timeout = spec.endpoints["timeoutSeconds"]
         try:
-            root, model, version = golden_mod.split_storage_uri(status["candidateStorageUri"])
-            root = store_root(spec.raw["store"].get("root"), root)
-            model = spec.raw["store"].get("model") or model
-            data = golden_mod.load_golden(root, model, int(status.get("candidateVersion") or version))
+            data = golden_mod.load_golden(*locate.candidate_set(spec, status))
         except golden_mod.GoldenError as exc:
             error = {"error": str(exc)}
             return {"stable": error, "canary": {"version": None, **error}, "unavailable": True}

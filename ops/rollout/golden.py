@@ -15,7 +15,7 @@ import numpy as np
 import requests
 
 from don_core.artifact import GOLDEN_FILE, read_golden
-from don_core.contract import VERSION_HEADER, parse_storage_uri
+from don_core.contract import VERSION_HEADER
 from don_core.reference import false_accept_rate, log1p_mae
 from don_core.store import open_store
 
@@ -25,14 +25,6 @@ _lock = threading.Lock()
 
 class GoldenError(RuntimeError):
     """The golden set cannot be read or a version cannot answer it."""
-
-
-def split_storage_uri(uri: str) -> tuple[str, str, int]:
-    """`<root>/<model>/<N>` -> (root, model, N)."""
-    try:
-        return parse_storage_uri(uri)
-    except ValueError as exc:
-        raise GoldenError(str(exc)) from None
 
 
 def load_golden(store_root: str, model: str, version: int) -> dict:

@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from tests.chart.test_render import selects
 from tests.fixtures_chart import CHART, THIRD_MODEL, render_notes, run_helm
@@ -24,37 +25,38 @@ def test_no_template_names_the_models():
 
 def test_third_model_gets_its_own_workloads_services_and_route(renders):
     render = renders["third-model-deployment-gateway"]
-    for name in ("don-gbr", "don-gbr-canary"):
+    for name in ("don-don-predictor-gbr", "don-don-predictor-gbr-canary"):
         deployment = render.named("Deployment", name)
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         assert "--model_name=don-gbr" in container["args"]
-    assert render.named("Deployment", "don-gbr-canary")["metadata"]["labels"]["don-predictor.io/model-version"] == "2"
-    for name in ("don-gbr", "don-gbr-stable", "don-gbr-canary"):
+    assert render.named("Deployment", "don-don-predictor-gbr-canary")["metadata"]["labels"]["don-predictor.io/model-version"] == "2"
+    for name in ("don-don-predictor-gbr", "don-don-predictor-gbr-stable", "don-don-predictor-gbr-canary"):
         assert render.named("Service", name)["spec"]["selector"]["don-predictor.io/model"] == "don-gbr"
-    route = render.named("HTTPRoute", "don-gbr")
+    route = render.named("HTTPRoute", "don-don-predictor-gbr")
     weights = {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
-    assert weights == {"don-gbr-stable": 70, "don-gbr-canary": 30}
+    assert weights == {"don-don-predictor-gbr-stable": 70, "don-don-predictor-gbr-canary": 30}
     assert {h["spec"]["scaleTargetRef"]["name"] for h in render.of_kind("HorizontalPodAutoscaler")} >= \
-        {"don-gbr", "don-gbr-canary"}
-    render.named("PodDisruptionBudget", "don-gbr")
+        {"don-don-predictor-gbr", "don-don-predictor-gbr-canary"}
+    render.named("PodDisruptionBudget", "don-don-predictor-gbr")
     # The predictors' NetworkPolicy admits the new model's pods like the others'.
-    pods = render.named("Deployment", "don-gbr")["spec"]["template"]["metadata"]["labels"]
+    pods = render.named("Deployment", "don-don-predictor-gbr")["spec"]["template"]["metadata"]["labels"]
     policies = [p["metadata"]["name"] for p in render.of_kind("NetworkPolicy")
                 if selects(p["spec"]["podSelector"], pods) and not p["metadata"]["name"].endswith("-default-deny")]
     assert policies and all(p.endswith("-predictor") for p in policies), policies
     # The defaults are still there, untouched by the addition.
-    assert {d["metadata"]["name"] for d in render.of_kind("Deployment")} >= {"don-rf", "don-tf"}
+    assert {d["metadata"]["name"] for d in render.of_kind("Deployment")} >= {"don-don-predictor-rf", "don-don-predictor-tf"}
 
 
 def test_third_model_rollout_training_and_helm_test(renders, tmp_path):
     render = renders["third-model-knative-operator"]
-    rollout = render.named("ModelRollout", "don-gbr")
+    rollout = render.named("ModelRollout", "don-don-predictor-gbr")
     assert rollout["spec"]["candidate"] == {"version": 3}
     assert rollout["spec"]["endpoints"]["modelName"] == "don-gbr"
     predictor = rollout["spec"]["inferenceService"]["spec"]["predictor"]
-    assert predictor["model"]["storageUri"] == "pvc://don-model-store/don-gbr/3"
+    assert predictor["model"]["storageUri"] == "pvc://don-don-predictor-model-store/don-gbr/3"
     assert predictor["model"]["modelFormat"]["name"] == "don-sklearn"
-    assert {r["metadata"]["name"] for r in render.of_kind("ModelRollout")} == {"don-rf", "don-tf", "don-gbr"}
+    assert {r["metadata"]["name"] for r in render.of_kind("ModelRollout")} == \
+        {"don-don-predictor-rf", "don-don-predictor-tf", "don-don-predictor-gbr"}
     jobs = {j["metadata"]["labels"]["don-predictor.io/model"] for j in render.of_kind("Job")}
     assert jobs == {"don-rf", "don-tf", "don-gbr"}
     [pod] = render.of_kind("Pod")
@@ -77,3 +79,19 @@ def test_model_keys_must_be_short_dns_labels(helm, key):
                    "--set", f"models.{key}.family=sklearn", "--set", f"models.{key}.version=1",
                    "--set", f"models.{key}.canary.trafficPercent=10", check=False)
     assert out.returncode != 0 and f"invalid propertyName '{key}'" in out.stderr, out.stderr
+
+
+def test_object_names_fit_what_kserve_and_knative_derive(helm):
+    """The longest release name and model key: a model's objects and the Services stay DNS labels, and an
+    InferenceService name leaves room for Knative's `latest-<name>-predictor` (63 characters)."""
+    release, key = "r" * 53, "k" * 15
+    out = run_helm("template", release, str(CHART), "--set", f"models.{key}.name=don-long",
+                   "--set", f"models.{key}.family=sklearn", "--set", f"models.{key}.version=1",
+                   "--set", f"models.{key}.canary.trafficPercent=10")
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    isvcs = [d["metadata"]["name"] for d in docs if d["kind"] == "InferenceService"]
+    assert len(isvcs) == 3 and all(len(f"latest-{n}-predictor") <= 63 for n in isvcs), isvcs
+    assert f"{'r' * 30}-{key}" in isvcs
+    models = [d["metadata"]["name"] for d in docs
+              if d["kind"] == "Service" or "don-predictor.io/model" in d["metadata"].get("labels", {})]
+    assert models and all(len(name) <= 63 for name in models), models

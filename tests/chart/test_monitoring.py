@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from ops.cluster import binaries
+from tests.cluster import binaries
 from tests.chart.test_render import assert_restricted_container, selects
 from tests.fixtures_chart import Case, render_case, run_helm
 

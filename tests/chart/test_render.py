@@ -99,7 +99,7 @@ def test_kserve_objects_validate_against_kserve_crds(renders, case, kserve_valid
 
 def test_kserve_validation_rejects_a_broken_inference_service(renders, kserve_validators):
     """The CRD check is not vacuous: a wrong type in the predictor is caught."""
-    isvc = renders["defaults"].named("InferenceService", "don-rf")
+    isvc = renders["defaults"].named("InferenceService", "don-don-predictor-rf")
     broken = yaml.safe_load(yaml.safe_dump(isvc))
     broken["spec"]["predictor"]["minReplicas"] = "one"
     assert list(kserve_validators["serving.kserve.io/v1beta1/InferenceService"].iter_errors(broken))
@@ -212,7 +212,7 @@ def test_existing_secrets_are_referenced_not_created(renders):
     assert not render.of_kind("Secret")
     sa = render.named("ServiceAccount", "don-don-predictor-predictor")
     assert sa["secrets"] == [{"name": "team-s3"}]
-    isvc = render.named("InferenceService", "don-rf")
+    isvc = render.named("InferenceService", "don-don-predictor-rf")
     volumes = {v["name"]: v for v in isvc["spec"]["predictor"]["volumes"]}
     assert volumes["api-token"]["secret"]["secretName"] == "team-token"
     env = {e["name"]: e for e in isvc["spec"]["predictor"]["model"]["env"]}
@@ -286,41 +286,49 @@ def test_training_job_has_its_own_policy(renders):
 
 def test_defaults_render_two_inference_services(renders):
     isvcs = renders["defaults"].of_kind("InferenceService")
-    assert sorted(i["metadata"]["name"] for i in isvcs) == ["don-rf", "don-tf"]
+    assert sorted(i["metadata"]["name"] for i in isvcs) == ["don-don-predictor-rf", "don-don-predictor-tf"]
     uris = {i["metadata"]["name"]: i["spec"]["predictor"]["model"]["storageUri"] for i in isvcs}
-    assert uris == {"don-rf": "pvc://don-model-store/don-rf/1", "don-tf": "pvc://don-model-store/don-tf/1"}
+    assert uris == {"don-don-predictor-rf": "pvc://don-don-predictor-model-store/don-rf/1",
+                    "don-don-predictor-tf": "pvc://don-don-predictor-model-store/don-tf/1"}
     formats = {i["metadata"]["name"]: i["spec"]["predictor"]["model"]["modelFormat"]["name"] for i in isvcs}
-    assert formats == {"don-rf": "don-sklearn", "don-tf": "don-tensorflow"}
+    assert formats == {"don-don-predictor-rf": "don-sklearn", "don-don-predictor-tf": "don-tensorflow"}
     runtime = renders["defaults"].of_kind("ServingRuntime")[0]
     assert {f["name"] for f in runtime["spec"]["supportedModelFormats"]} == {"don-sklearn", "don-tensorflow"}
     assert runtime["spec"]["containers"][0]["args"] == [
         "--model_name={{.Name}}", "--model_dir=/mnt/models", "--http_port=8080"]
+    # Objects carry the release prefix; the model keeps its own name (KServe appends the
+    # predictor's args to the runtime's, and the last --model_name wins).
+    assert runtime["metadata"]["name"] == "don-don-predictor-model-server"
+    models = {i["metadata"]["name"]: i["spec"]["predictor"]["model"] for i in isvcs}
+    assert {name: (m["runtime"], m["args"]) for name, m in models.items()} == {
+        "don-don-predictor-rf": ("don-don-predictor-model-server", ["--model_name=don-rf"]),
+        "don-don-predictor-tf": ("don-don-predictor-model-server", ["--model_name=don-tf"])}
     assert all("canaryTrafficPercent" not in i["spec"]["predictor"] and "canary" not in i["spec"] for i in isvcs)
 
 
 def test_knative_canary_uses_canary_traffic_percent(renders):
-    isvc = renders["knative-canary"].named("InferenceService", "don-rf")
+    isvc = renders["knative-canary"].named("InferenceService", "don-don-predictor-rf")
     predictor = isvc["spec"]["predictor"]
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
     assert predictor["canaryTrafficPercent"] == 20
-    assert predictor["model"]["storageUri"] == "pvc://don-model-store/don-rf/2"
+    assert predictor["model"]["storageUri"] == "pvc://don-don-predictor-model-store/don-rf/2"
     assert "canary" not in isvc["spec"]
-    untouched = renders["knative-canary"].named("InferenceService", "don-tf")
+    untouched = renders["knative-canary"].named("InferenceService", "don-don-predictor-tf")
     assert "canaryTrafficPercent" not in untouched["spec"]["predictor"]
 
 
 def test_standard_canary_uses_spec_canary_with_weights(renders):
     render = renders["standard-canary"]
-    for name, stable, canary, percent in (("don-rf", 1, 2, 25), ("don-tf", 1, 3, 5)):
-        isvc = render.named("InferenceService", name)
+    for key, stable, canary, percent in (("rf", 1, 2, 25), ("tf", 1, 3, 5)):
+        isvc = render.named("InferenceService", f"don-don-predictor-{key}")
         annotations = isvc["metadata"]["annotations"]
         assert annotations["serving.kserve.io/deploymentMode"] == "Standard"
         assert annotations["serving.kserve.io/autoscalerClass"] == "hpa"
-        assert isvc["spec"]["predictor"]["model"]["storageUri"] == f"pvc://don-model-store/{name}/{stable}"
+        assert isvc["spec"]["predictor"]["model"]["storageUri"] == f"pvc://don-don-predictor-model-store/don-{key}/{stable}"
         assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
         [entry] = isvc["spec"]["canary"]
         assert entry["trafficPercent"] == percent
-        assert entry["predictor"]["model"]["storageUri"] == f"pvc://don-model-store/{name}/{canary}"
+        assert entry["predictor"]["model"]["storageUri"] == f"pvc://don-don-predictor-model-store/don-{key}/{canary}"
         assert entry["predictor"]["labels"]["don-predictor.io/model-version"] == str(canary)
         assert isvc["spec"]["predictor"]["scaleMetric"] == "cpu"
     assert not render.of_kind("HorizontalPodAutoscaler"), "KServe owns the HPA in Standard mode"
@@ -328,7 +336,7 @@ def test_standard_canary_uses_spec_canary_with_weights(renders):
 
 def test_s3_storage_uri(renders):
     # With the operator the InferenceService is the ModelRollout's template (the operator creates it).
-    isvc = renders["knative-s3-everything"].named("ModelRollout", "don-tf")["spec"]["inferenceService"]
+    isvc = renders["knative-s3-everything"].named("ModelRollout", "don-don-predictor-tf")["spec"]["inferenceService"]
     assert isvc["spec"]["predictor"]["model"]["storageUri"] == "s3://don-models/models/don-tf/2"
     assert isvc["spec"]["predictor"]["serviceAccountName"] == "don-don-predictor-predictor"
     assert isvc["spec"]["predictor"]["logger"] == {"mode": "all", "url": "http://logger.logging.svc.cluster.local"}
@@ -337,34 +345,34 @@ def test_s3_storage_uri(renders):
 def test_deployment_engine_replica_ratio_without_gateway_api(renders):
     render = renders["deployment-canary-ratio"]
     assert not render.of_kind("HTTPRoute") and not render.of_kind("InferenceService")
-    stable = render.named("Deployment", "don-rf")  # the ModelRollout operator's default names
-    canary = render.named("Deployment", "don-rf-canary")
+    stable = render.named("Deployment", "don-don-predictor-rf")  # the ModelRollout operator's default names
+    canary = render.named("Deployment", "don-don-predictor-rf-canary")
     assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (1, 1)  # replica_split(2, 25)
     assert canary["metadata"]["labels"]["don-predictor.io/model-version"] == "2"
     mount = canary["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]
     assert mount == {"name": "model", "mountPath": "/mnt/models", "subPath": "don-rf/2", "readOnly": True}
     hpas = {h["spec"]["scaleTargetRef"]["name"] for h in render.of_kind("HorizontalPodAutoscaler")}
-    assert hpas == {"don-tf"}, "no HPA may change a replica-ratio split"
-    service = render.named("Service", "don-rf")
+    assert hpas == {"don-don-predictor-tf"}, "no HPA may change a replica-ratio split"
+    service = render.named("Service", "don-don-predictor-rf")
     assert "don-predictor.io/track" not in service["spec"]["selector"]
 
 
 def test_deployment_engine_weights_with_gateway_api(renders):
     render = renders["deployment-canary-gateway"]
-    route = render.named("HTTPRoute", "don-rf")
+    route = render.named("HTTPRoute", "don-don-predictor-rf")
     assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
     backends = {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
-    assert backends == {"don-rf-stable": 70, "don-rf-canary": 30}
-    assert route["spec"]["parentRefs"] == [{"group": "", "kind": "Service", "name": "don-rf", "port": 80}]
+    assert backends == {"don-don-predictor-rf-stable": 70, "don-don-predictor-rf-canary": 30}
+    assert route["spec"]["parentRefs"] == [{"group": "", "kind": "Service", "name": "don-don-predictor-rf", "port": 80}]
     for backend in backends:
         render.named("Service", backend)
-    for deployment in ("don-rf", "don-rf-canary", "don-tf", "don-tf-canary"):
+    for deployment in ("don-don-predictor-rf", "don-don-predictor-rf-canary", "don-don-predictor-tf", "don-don-predictor-tf-canary"):
         assert "replicas" not in render.named("Deployment", deployment)["spec"], "the HPA owns replicas"
     assert len(render.of_kind("HorizontalPodAutoscaler")) == 4
 
 
 def test_deployment_engine_fetches_from_s3_with_an_init_container(renders):
-    deployment = renders["deployment-s3-everything"].named("Deployment", "don-rf-canary")
+    deployment = renders["deployment-s3-everything"].named("Deployment", "don-don-predictor-rf-canary")
     spec = deployment["spec"]["template"]["spec"]
     [init] = spec["initContainers"]
     assert init["image"] == "ghcr.io/acme/don-predictor/training-job:1.2.3"
@@ -386,12 +394,13 @@ def test_operator_renders_one_desired_rollout_per_model_and_no_traffic_field(ren
                                                                                kserve_validators):
     render = renders[case]
     rollouts = {r["metadata"]["name"]: r for r in render.of_kind("ModelRollout")}
-    assert set(rollouts) == {"don-rf", "don-tf"}
+    assert set(rollouts) == {"don-don-predictor-rf", "don-don-predictor-tf"}
     validator = _rollout_crd_validator(chart_dir)
     for name, rollout in rollouts.items():
         assert not list(validator.iter_errors(rollout)), (name, list(validator.iter_errors(rollout)))
         spec = rollout["spec"]
         assert spec["delivery"] == "Desired" and spec["target"] == name
+        assert spec["endpoints"]["modelName"] == spec["store"]["model"] == name.replace("don-predictor-", "")
         assert spec["steps"] == [10, 25, 50, 100] and spec["progressDeadline"] == "10m"
         assert spec["analysis"]["goldenSet"] is True
     # Helm renders nothing the operator writes: no InferenceService, no stable Deployment, no
@@ -401,14 +410,14 @@ def test_operator_renders_one_desired_rollout_per_model_and_no_traffic_field(ren
     if "deployment" in case:
         assert sorted(d["metadata"]["name"] for d in render.of_kind("Deployment")
                       if d["metadata"]["labels"].get("app.kubernetes.io/component") == "predictor") == \
-            ["don-rf-canary", "don-tf-canary"]
-        canary = render.named("Deployment", "don-rf-canary")
+            ["don-don-predictor-rf-canary", "don-don-predictor-tf-canary"]
+        canary = render.named("Deployment", "don-don-predictor-rf-canary")
         assert "replicas" not in canary["spec"]
         assert canary["metadata"]["labels"]["don-predictor.io/model-version"] == "2"  # the desired version
-        assert rollouts["don-rf"]["spec"]["mode"] == "Deployment"
-        assert rollouts["don-rf"]["spec"]["deployment"] == {"replicas": 2}
+        assert rollouts["don-don-predictor-rf"]["spec"]["mode"] == "Deployment"
+        assert rollouts["don-don-predictor-rf"]["spec"]["deployment"] == {"replicas": 2}
         for track in ("stable", "canary"):
-            render.named("Service", f"don-rf-{track}")
+            render.named("Service", f"don-don-predictor-rf-{track}")
     else:
         mode = "Standard" if case == "standard-operator" else "Knative"
         for name, rollout in rollouts.items():
@@ -425,7 +434,7 @@ def test_operator_reads_the_model_store_it_gates_on(renders):
     [container] = pvc["containers"]
     assert {"name": "DON_STORE", "value": "/mnt/store"} in container["env"]
     assert {"name": "store", "mountPath": "/mnt/store", "readOnly": True} in container["volumeMounts"]
-    assert {"name": "store", "persistentVolumeClaim": {"claimName": "don-model-store", "readOnly": True}} \
+    assert {"name": "store", "persistentVolumeClaim": {"claimName": "don-don-predictor-model-store", "readOnly": True}} \
         in pvc["volumes"]
     s3 = renders["knative-s3-everything"].named("Deployment", "don-don-predictor-operator")["spec"]["template"]["spec"]
     env = {e["name"]: e for e in s3["containers"][0]["env"]}
@@ -433,15 +442,15 @@ def test_operator_reads_the_model_store_it_gates_on(renders):
         "name": "don-don-predictor-s3", "key": "AWS_SECRET_ACCESS_KEY"}
     assert env["AWS_ENDPOINT_URL"]["value"] == "http://minio.storage.svc.cluster.local:9000"
     assert not any(v["name"] == "store" for v in s3.get("volumes", []))
-    rollout = renders["knative-s3-everything"].named("ModelRollout", "don-rf")
+    rollout = renders["knative-s3-everything"].named("ModelRollout", "don-don-predictor-rf")
     assert rollout["spec"]["store"] == {"root": "s3://don-models/models", "model": "don-rf"}
 
 
 def test_per_track_services_are_always_rendered(renders):
     render = renders["deployment-pvc"]  # no canary, no Gateway API, no operator
-    for model in ("don-rf", "don-tf"):
+    for key in ("rf", "tf"):
         for track in ("stable", "canary"):
-            service = render.named("Service", f"{model}-{track}")
+            service = render.named("Service", f"don-don-predictor-{key}-{track}")
             assert service["spec"]["selector"]["don-predictor.io/track"] == track
 
 
@@ -475,7 +484,7 @@ def test_replica_split_rule_is_the_operators(helm, chart_dir):
                               "--show-only", "templates/deployments.yaml"],
                              capture_output=True, text=True, timeout=60, check=True)
         docs = {d["metadata"]["name"]: d for d in yaml.safe_load_all(out.stdout) if d}
-        return docs["don-rf"]["spec"]["replicas"], docs["don-rf-canary"]["spec"]["replicas"]
+        return docs["don-don-predictor-rf"]["spec"]["replicas"], docs["don-don-predictor-rf-canary"]["spec"]["replicas"]
 
     with ThreadPoolExecutor(4) as pool:
         found = dict(zip(grid, pool.map(chart_split, grid)))
@@ -535,13 +544,13 @@ def test_helm_test_pod_calls_every_model(renders):
     assert pod["metadata"]["labels"]["don-predictor.io/client"] == "true"
     env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
     assert json.loads(env["DON_MODELS"]) == {
-        "don-rf": {"url": "http://don-rf.don.svc.cluster.local", "serviceEnv": ""},
-        "don-tf": {"url": "http://don-tf.don.svc.cluster.local", "serviceEnv": ""}}
+        "don-rf": {"url": "http://don-don-predictor-rf.don.svc.cluster.local", "serviceEnv": ""},
+        "don-tf": {"url": "http://don-don-predictor-tf.don.svc.cluster.local", "serviceEnv": ""}}
     script = pod["spec"]["containers"][0]["args"][0]
     assert "range(448)" in script and "/v1/models/" in script
     [deployment_pod] = renders["deployment-pvc"].of_kind("Pod")
     deployment_env = {e["name"]: e["value"] for e in deployment_pod["spec"]["containers"][0]["env"]}
-    assert json.loads(deployment_env["DON_MODELS"])["don-rf"]["serviceEnv"] == "DON_RF"
+    assert json.loads(deployment_env["DON_MODELS"])["don-rf"]["serviceEnv"] == "DON_DON_PREDICTOR_RF"
 
 
 def test_helm_test_program_makes_a_real_inference_call(renders):
@@ -571,15 +580,16 @@ def test_helm_test_program_makes_a_real_inference_call(renders):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         port = str(server.server_address[1])
-        run_env = {**os.environ, **env, "DON_RF_SERVICE_HOST": "127.0.0.1", "DON_RF_SERVICE_PORT": port,
-                   "DON_TF_SERVICE_HOST": "127.0.0.1", "DON_TF_SERVICE_PORT": port}
+        run_env = {**os.environ, **env, "DON_DON_PREDICTOR_RF_SERVICE_HOST": "127.0.0.1",
+                   "DON_DON_PREDICTOR_RF_SERVICE_PORT": port, "DON_DON_PREDICTOR_TF_SERVICE_HOST": "127.0.0.1",
+                   "DON_DON_PREDICTOR_TF_SERVICE_PORT": port}
         out = subprocess.run([sys.executable, "-c", container["args"][0]], env=run_env,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert "ok don-rf version=1 ppb=812.5" in out.stdout
         assert sorted(seen) == [("/v1/models/don-rf:predict", 448), ("/v1/models/don-tf:predict", 448)]
         # A server that answers nonsense fails the test.
-        run_env["DON_TF_SERVICE_PORT"] = "1"
+        run_env["DON_DON_PREDICTOR_TF_SERVICE_PORT"] = "1"
         failed = subprocess.run([sys.executable, "-c", container["args"][0]], env=run_env,
                                 capture_output=True, text=True, timeout=60)
         assert failed.returncode == 1 and "FAIL don-tf" in failed.stderr

@@ -15,7 +15,7 @@ accuracy per version must count every call each version answered, with the figur
 computation gives.
 
 Runs on the registry-built local cluster (default; ``serving.engine=deployment``) or on kind
-(``DON_E2E_TARGET=kind``, ``serving.engine=kserve``; see ops/cluster/kind/). The tests are ordered
+(``DON_E2E_TARGET=kind``, ``serving.engine=kserve``; see tests/cluster/kind/). The tests are ordered
 and share one Helm release; each states what it needs from the previous one.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 from don_core.artifact import verify_version_dir
-from ops.cluster.crds import install_crds
+from tests.cluster.crds import install_crds
 from tests.e2e.kube import Kube
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -41,6 +41,11 @@ NS = "don-e2e"
 RELEASE = "don-predictor"
 CHART = Path(__file__).resolve().parents[2] / "charts" / "don-predictor"
 MODELS = {"don-rf": "sklearn", "don-tf": "tensorflow"}
+# The chart names a model's Kubernetes objects <fullname>-<key> (fullname is RELEASE: it contains
+# the chart name); the model itself keeps its name (API path, store folder).
+OBJECTS = {"don-rf": f"{RELEASE}-rf", "don-tf": f"{RELEASE}-tf"}
+RF = OBJECTS["don-rf"]
+CLAIM = f"{RELEASE}-model-store"
 CLIENT_LABEL = ("don-predictor.io/client", "true")
 RECORDER_CLIENT_LABEL = ("don-predictor.io/recorder-client", "true")
 RECORDER_TOKEN = "e2e-recorder-token"
@@ -100,7 +105,7 @@ def store_dir(e2e_cluster, kube) -> Path | None:
         "metadata": {"name": "don-e2e-model-store"},
         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(path), "type": "Directory"},
-                 "claimRef": {"namespace": NS, "name": "don-model-store"}},
+                 "claimRef": {"namespace": NS, "name": CLAIM}},
     })
     return path
 
@@ -128,14 +133,13 @@ def _client_pod(name: str, cluster, script: str) -> dict:
                 "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False},
                 "volumeMounts": [{"name": "store", "mountPath": "/mnt/store", "readOnly": True}],
             }],
-            "volumes": [{"name": "store", "persistentVolumeClaim": {"claimName": "don-model-store",
-                                                                    "readOnly": True}}],
+            "volumes": [{"name": "store", "persistentVolumeClaim": {"claimName": CLAIM, "readOnly": True}}],
         },
     }
 
 
 def _image_tag() -> str:
-    from ops.cluster.images import IMAGE_TAG
+    from tests.cluster.images import IMAGE_TAG
     return IMAGE_TAG
 
 
@@ -179,15 +183,15 @@ print(json.dumps(seen))
 
 def _service_base(kube: Kube, cluster, model: str) -> str:
     if cluster.engine == "deployment":
-        svc = kube.get("service", model)
+        svc = kube.get("service", OBJECTS[model])
         return f"http://{svc['spec']['clusterIP']}:80"
     suffix = "-predictor" if cluster.kserve_mode == "Standard" else ""
-    return f"http://{model}{suffix}.{NS}.svc.cluster.local"
+    return f"http://{OBJECTS[model]}{suffix}.{NS}.svc.cluster.local"
 
 
-def _wait_predictors(kube: Kube, models=MODELS) -> None:
-    for model in models:
-        kube.kubectl("rollout", "status", f"deployment/{model}", "--timeout=600s", timeout=620)
+def _wait_predictors(kube: Kube, deployments: list[str] | None = None) -> None:
+    for name in deployments or OBJECTS.values():
+        kube.kubectl("rollout", "status", f"deployment/{name}", "--timeout=600s", timeout=620)
 
 
 def test_training_jobs_publish_versions_to_the_persistent_volume(e2e_cluster, kube, store_dir):
@@ -197,7 +201,7 @@ def test_training_jobs_publish_versions_to_the_persistent_volume(e2e_cluster, ku
     crd_args = []
     if e2e_cluster.api is not None:
         # Kubernetes 1.20 rejects `default: ""` in CRD schemas, which `helm install` would send as
-        # is; install_crds retries without empty-string defaults (ops/cluster/crds.py).
+        # is; install_crds retries without empty-string defaults (tests/cluster/crds.py).
         install_crds(e2e_cluster.api, sorted((CHART / "crds").glob("*.yaml")))
         crd_args = ["--skip-crds"]
     kube.helm("upgrade", "--install", RELEASE, str(CHART), *_base_values(e2e_cluster), *crd_args,
@@ -261,7 +265,7 @@ def test_second_training_run_and_replica_ratio_canary(e2e_cluster, kube, store_d
     kube.helm("upgrade", RELEASE, str(CHART), *_base_values(e2e_cluster), "--set-string", "training.job.runId=2",
               "--set", "training.models={rf}", "--set", "models.rf.canary.version=2",
               "--set", "models.rf.canary.trafficPercent=50")
-    _wait_predictors(kube, ["don-rf", "don-rf-canary"])
+    _wait_predictors(kube, [RF, f"{RF}-canary"])
     pod = _client_pod("don-e2e-split", e2e_cluster, SPLIT_SCRIPT)
     pod["spec"]["containers"][0]["env"] = [
         {"name": "BASE", "value": _service_base(kube, e2e_cluster, "don-rf")},
@@ -313,11 +317,11 @@ def _operator_values(cluster) -> list[str]:
         "--set", "models.rf.version=1", "--set", "models.rf.canary.version=null"]
 
 
-def _mro(kube: Kube, name: str = "don-rf") -> dict:
+def _mro(kube: Kube, name: str = RF) -> dict:
     return kube.get("modelrollout", name)
 
 
-def _wait_rollout(kube: Kube, predicate, seconds: float, name: str = "don-rf") -> dict:
+def _wait_rollout(kube: Kube, predicate, seconds: float, name: str = RF) -> dict:
     """Polls the ModelRollout until predicate(status); records every (phase, weight) it passes."""
     deadline = time.monotonic() + seconds
     status: dict = {}
@@ -381,14 +385,14 @@ def test_operator_takes_over_and_delivers_the_desired_version(e2e_cluster, kube,
     kube.helm("upgrade", RELEASE, str(CHART), *_operator_values(e2e_cluster))
     operator = kube.get("deployments", selector="app.kubernetes.io/component=operator")["items"]
     kube.kubectl("rollout", "status", f"deployment/{operator[0]['metadata']['name']}", "--timeout=300s", timeout=320)
-    for model in MODELS:
+    for name in OBJECTS.values():
         status = _wait_rollout(kube, lambda s: s.get("phase") == "Delivered" and s.get("trafficApplied")
-                               and s.get("liveVersion") == 1, 420, name=model)
+                               and s.get("liveVersion") == 1, 420, name=name)
         assert status["desiredVersion"] == 1
-        stable = _wait_deployment(kube, model, 1)
+        stable = _wait_deployment(kube, name, 1)
         assert stable["metadata"]["ownerReferences"][0]["kind"] == "ModelRollout"
         assert "meta.helm.sh/release-name" not in stable["metadata"].get("annotations", {})  # not Helm's
-        assert _wait_deployment(kube, f"{model}-canary", 0)["spec"]["replicas"] == 0
+        assert _wait_deployment(kube, f"{name}-canary", 0)["spec"]["replicas"] == 0
     load = _client_pod(CLIENT, e2e_cluster, RECORD_SCRIPT)
     load["spec"]["containers"][0]["env"] = [{"name": "BASE", "value": _service_base(kube, e2e_cluster, "don-rf")},
                                             {"name": "MODEL", "value": "don-rf"}]
@@ -407,15 +411,15 @@ def test_a_new_desired_version_is_rolled_out_through_the_steps_and_promoted(e2e_
     kube.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", "models.rf.version=2")
     status = _wait_rollout(kube, lambda s: s.get("phase") == "Promoted" and s.get("trafficApplied")
                            and s.get("liveVersion") == 2, 600)
-    weights = [w for phase, w in DELIVERY["phases"]["don-rf"] if phase == "Progressing"]
-    assert [10, 25, 50, 100] == sorted(set(weights)), DELIVERY["phases"]["don-rf"]
+    weights = [w for phase, w in DELIVERY["phases"][RF] if phase == "Progressing"]
+    assert [10, 25, 50, 100] == sorted(set(weights)), DELIVERY["phases"][RF]
     moves = [h["event"] for h in status["history"] if h["event"] != "Held"]  # Held: e.g. a canary pod starting
     assert moves[-5:] == ["Started", "Advanced", "Advanced", "Advanced", "Promoted"], status["history"]
     assert {c["name"] for c in status["lastAnalysis"]["checks"]} >= {"successRate", "p99LatencyMs",
                                                                     "goldenRelativeErrorIncrease"}
-    _wait_deployment(kube, "don-rf", 1)
-    _wait_deployment(kube, "don-rf-canary", 0)
-    assert _deployment_version(kube, "don-rf") == "2"
+    _wait_deployment(kube, RF, 1)
+    _wait_deployment(kube, f"{RF}-canary", 0)
+    assert _deployment_version(kube, RF) == "2"
     during = _window(kube, start)
     assert {"200 v1", "200 v2"} <= set(during), during
     after = _mark("v2 promoted")
@@ -432,9 +436,9 @@ def test_an_unrelated_helm_upgrade_moves_no_traffic(e2e_cluster, kube):
     after = _mro(kube)
     assert after["spec"]["analysis"]["minRequests"] == 12  # the upgrade did reach the ModelRollout
     assert after["status"]["phase"] == "Promoted" and after["status"]["history"] == before["history"]
-    assert _deployment_version(kube, "don-rf") == "2"
-    assert kube.get("deployment", "don-rf")["spec"]["replicas"] == 1
-    assert kube.get("deployment", "don-rf-canary")["spec"]["replicas"] == 0
+    assert _deployment_version(kube, RF) == "2"
+    assert kube.get("deployment", RF)["spec"]["replicas"] == 1
+    assert kube.get("deployment", f"{RF}-canary")["spec"]["replicas"] == 0
     assert set(_window(kube, start)) == {"200 v2"}, _window(kube, start)
 
 
@@ -471,13 +475,13 @@ def test_a_version_that_predicts_badly_is_rolled_back_and_not_retried(e2e_cluste
     assert status["desiredVersion"] == 3 and status["liveVersion"] == 2, status
     failed = [c["name"] for c in status["lastAnalysis"]["checks"] if c["result"] == "Fail"]
     assert failed, status["lastAnalysis"]
-    described = kube.kubectl("describe", "modelrollout", "don-rf").stdout
+    described = kube.kubectl("describe", "modelrollout", RF).stdout
     assert "RolledBack" in described and "Warning" in described, described
     cli = subprocess.run([sys.executable, "-m", "ops", "rollout", "--kubeconfig", str(e2e_cluster.kubeconfig),
-                          "-n", NS, "status", "don-rf"], capture_output=True, text=True, timeout=60)
+                          "-n", NS, "status", RF], capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0 and "RolledBack" in cli.stdout and failed[0] in cli.stdout, cli.stdout + cli.stderr
-    _wait_deployment(kube, "don-rf-canary", 0)
-    assert _deployment_version(kube, "don-rf") == "2"
+    _wait_deployment(kube, f"{RF}-canary", 0)
+    assert _deployment_version(kube, RF) == "2"
     settled = _mark("v3 rolled back")
     time.sleep(25)  # a helm upgrade leaving the version alone: no retry
     kube.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", "serving.resources.limits.memory=2200Mi")
@@ -502,11 +506,11 @@ def test_a_candidate_that_never_becomes_ready_is_rolled_back_by_the_deadline(e2e
     assert "progress deadline 40s exceeded" in status["message"], status["message"]
     assert "no traffic reached the canary" in status["message"], status["message"]
     events = kube.get("events")["items"]
-    deadline = [e for e in events if e["involvedObject"].get("name") == "don-rf"
+    deadline = [e for e in events if e["involvedObject"].get("name") == RF
                 and e["reason"] == "ProgressDeadlineExceeded"]
     assert deadline and deadline[0]["type"] == "Warning", [e["reason"] for e in events]
-    _wait_deployment(kube, "don-rf-canary", 0)
-    assert _deployment_version(kube, "don-rf") == "2" and status["liveVersion"] == 2
+    _wait_deployment(kube, f"{RF}-canary", 0)
+    assert _deployment_version(kube, RF) == "2" and status["liveVersion"] == 2
     assert set(_window(kube, start)) == {"200 v2"}, _window(kube, start)
 
 
@@ -525,7 +529,7 @@ def test_desired_versions_drive_inference_services(e2e_cluster, kube, store_dir)
     if not KSERVE_ISVC_CRD.is_file():
         pytest.skip(f"KServe CRD schemas are absent from {KSERVE_ISVC_CRD.parent}")
     install_crds(e2e_cluster.api, [KSERVE_ISVC_CRD])
-    url = f"http://{kube.get('service', 'don-rf-stable')['spec']['clusterIP']}:80"
+    url = f"http://{kube.get('service', f'{RF}-stable')['spec']['clusterIP']}:80"
     modes = {"Standard": "Standard", "Knative": "Serverless"}
 
     def body(mode: str, version: int) -> dict:
@@ -538,8 +542,8 @@ def test_desired_versions_drive_inference_services(e2e_cluster, kube, store_dir)
                              "metadata": {"annotations": {"serving.kserve.io/deploymentMode": modes[mode]}},
                              "spec": {"predictor": {"minReplicas": 1, "model": {
                                  "name": "kserve-container", "modelFormat": {"name": "don-sklearn"},
-                                 "runtime": "don-model-server",
-                                 "storageUri": f"pvc://don-model-store/don-rf/{version}",
+                                 "runtime": f"{RELEASE}-model-server",
+                                 "storageUri": f"pvc://{CLAIM}/don-rf/{version}",
                                  "env": [{"name": "DON_MODEL_VERSION", "value": str(version)}]}}}}}}
 
     for mode in modes:
@@ -547,7 +551,7 @@ def test_desired_versions_drive_inference_services(e2e_cluster, kube, store_dir)
     for mode in modes:
         _wait_rollout(kube, lambda s: s.get("phase") == "Delivered", 120, name=f"isvc-{mode.lower()}")
         isvc = kube.get("inferenceservice", f"don-rf-{mode.lower()}")
-        assert isvc["spec"]["predictor"]["model"]["storageUri"] == "pvc://don-model-store/don-rf/1"
+        assert isvc["spec"]["predictor"]["model"]["storageUri"] == f"pvc://{CLAIM}/don-rf/1"
         assert isvc["metadata"]["ownerReferences"][0]["name"] == f"isvc-{mode.lower()}"
     for mode in modes:
         kube.kubectl("patch", "modelrollout", f"isvc-{mode.lower()}", "--type=merge",
@@ -564,7 +568,7 @@ def test_desired_versions_drive_inference_services(e2e_cluster, kube, store_dir)
         checks = {c["name"]: c["result"] for c in status["lastAnalysis"]["checks"]}
         assert checks.get("goldenRelativeErrorIncrease") == "Pass", checks
         spec = kube.get("inferenceservice", f"don-rf-{mode.lower()}")["spec"]
-        assert spec["predictor"]["model"]["storageUri"] == "pvc://don-model-store/don-rf/2", spec
+        assert spec["predictor"]["model"]["storageUri"] == f"pvc://{CLAIM}/don-rf/2", spec
         assert spec["predictor"]["model"]["env"] == [{"name": "DON_MODEL_VERSION", "value": "2"}]
         assert not spec.get("canary") and "canaryTrafficPercent" not in spec["predictor"], spec
     for mode in modes:

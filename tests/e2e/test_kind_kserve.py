@@ -13,8 +13,8 @@ import pytest
 
 from don_core.artifact import verify_version_dir  # noqa: F401  (documents the contract checked in-pod)
 from tests.e2e.kube import Kube, KubeError
-from tests.e2e.test_e2e_cluster import (CHART, NS, RELEASE, SPLIT_SCRIPT, _base_values, _client_pod, _jobs,
-                                        _wait_jobs)
+from tests.e2e.test_e2e_cluster import (CHART, NS, OBJECTS, RELEASE, RF, SPLIT_SCRIPT, _base_values, _client_pod,
+                                        _jobs, _wait_jobs)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -61,7 +61,7 @@ def _count_versions(kube: Kube, cluster, n: int) -> dict:
     suffix = "-predictor" if cluster.kserve_mode == "Standard" else ""
     pod = _client_pod("don-e2e-kserve-split", cluster, SPLIT_SCRIPT)
     pod["spec"]["containers"][0]["env"] = [
-        {"name": "BASE", "value": f"http://don-rf{suffix}.{NS}.svc.cluster.local"},
+        {"name": "BASE", "value": f"http://{RF}{suffix}.{NS}.svc.cluster.local"},
         {"name": "MODEL", "value": "don-rf"}, {"name": "N", "value": str(n)}]
     phase, logs = kube.run_pod(pod, timeout=600)
     assert phase == "Succeeded", logs
@@ -78,7 +78,7 @@ def test_kserve_serves_versions_trained_on_the_pvc(e2e_cluster, kserve):
     _wait_jobs(kserve, _jobs(kserve))
     kserve.helm("upgrade", RELEASE, str(CHART), *_values(e2e_cluster, "2", "--set", "training.models={rf}"))
     _wait_jobs(kserve, [j for j in _jobs(kserve) if j.endswith("-2")])
-    for name in ("don-rf", "don-tf"):
+    for name in OBJECTS.values():
         _isvc_ready(kserve, name)
     out = kserve.helm("test", RELEASE, "--timeout", "5m", "--logs", check=False)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -87,18 +87,18 @@ def test_kserve_serves_versions_trained_on_the_pvc(e2e_cluster, kserve):
 def test_rollout_splits_traffic_by_weight_and_promotes(e2e_cluster, kserve):
     kserve.apply({
         "apiVersion": ROLLOUT_API, "kind": "ModelRollout", "metadata": {"name": "don-rf-v2"},
-        "spec": {"target": "don-rf", "candidate": {"version": 2}, "mode": e2e_cluster.kserve_mode,
+        "spec": {"target": RF, "endpoints": {"modelName": "don-rf"}, "candidate": {"version": 2}, "mode": e2e_cluster.kserve_mode,
                  "steps": [30, 100], "interval": "45s",
                  "analysis": {"minRequests": 5, "maxP99LatencyMs": 2000}},
     })
     obj = _wait_phase(kserve, "don-rf-v2", {"Progressing"}, 300)
-    _isvc_ready(kserve, "don-rf")
+    _isvc_ready(kserve, RF)
     seen = _count_versions(kserve, e2e_cluster, 200)  # also the traffic the analysis needs
     share = seen.get("2", 0) / sum(seen.values())
     assert 0.15 <= share <= 0.45, (seen, obj.get("status"))  # configured 30 %
     obj = _wait_phase(kserve, "don-rf-v2", {"Promoted", "RolledBack", "Failed"}, 900)
     assert obj["status"]["phase"] == "Promoted", obj["status"]
-    isvc = kserve.get("inferenceservice", "don-rf")
+    isvc = kserve.get("inferenceservice", RF)
     assert isvc["spec"]["predictor"]["model"]["storageUri"].rstrip("/").endswith("/don-rf/2")
     assert not isvc["spec"].get("canary") and not isvc["spec"]["predictor"].get("canaryTrafficPercent")
     assert set(_count_versions(kserve, e2e_cluster, 40)) == {"2"}
@@ -110,7 +110,7 @@ def test_failing_candidate_is_rolled_back(e2e_cluster, kserve):
     _wait_jobs(kserve, [j for j in _jobs(kserve) if j.endswith("-3")])
     kserve.apply({
         "apiVersion": ROLLOUT_API, "kind": "ModelRollout", "metadata": {"name": "don-rf-v3"},
-        "spec": {"target": "don-rf", "candidate": {"version": 3}, "mode": e2e_cluster.kserve_mode,
+        "spec": {"target": RF, "endpoints": {"modelName": "don-rf"}, "candidate": {"version": 3}, "mode": e2e_cluster.kserve_mode,
                  "steps": [50, 100], "interval": "30s",
                  "analysis": {"minRequests": 5, "maxP99LatencyMs": 0.001, "failureLimit": 1}},
     })
@@ -118,5 +118,5 @@ def test_failing_candidate_is_rolled_back(e2e_cluster, kserve):
     _count_versions(kserve, e2e_cluster, 100)
     obj = _wait_phase(kserve, "don-rf-v3", {"Promoted", "RolledBack", "Failed"}, 900)
     assert obj["status"]["phase"] == "RolledBack", obj["status"]
-    _isvc_ready(kserve, "don-rf")
+    _isvc_ready(kserve, RF)
     assert set(_count_versions(kserve, e2e_cluster, 40)) == {"2"}

@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from ops.cluster import binaries
+from tests.cluster import binaries
 from ops.rollout.controller import Engine
 from ops.rollout.spec import parse_spec
 from tests.fixtures_server import ServerProcess

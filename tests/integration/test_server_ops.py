@@ -159,3 +159,55 @@ def test_two_worker_processes_serve_a_trained_version(serving_store, start_serve
     assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
     assert {r.headers["X-Model-Version"] for r in answers} == {"2"}
     assert all(len(r.json()["predictions"]) == 2 for r in answers)
+
+
+def _scrape(server) -> dict[tuple, float]:
+    """/metrics as {(sample name, sorted labels): value} (one new connection: any worker)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(server.url("/metrics"), timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _total(samples: dict, name: str, **labels) -> float:
+    return sum(v for (n, ls), v in samples.items()
+               if n == name and set(labels.items()) <= set(ls))
+
+
+def test_metrics_with_two_workers_count_every_request(serving_store, start_server):
+    """--workers 2: the two HTTP workers and the main process (gRPC) each count their own
+    requests; every scrape, whichever worker answers it, shows all of them."""
+    import grpc
+    import numpy as np
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc.grpc_predict_v2_pb2_grpc import GRPCInferenceServiceStub
+
+    # The parent process answers gRPC, the workers REST: a scrape (served by one worker) that
+    # counts the gRPC calls reads every process. Which worker takes each REST connection is the
+    # kernel's choice (on a busy machine one may take them all): the totals must hold either way.
+    server = start_server("don-rf", serving_store / "don-rf" / "1", "--workers", "2")
+    n_rest, n_grpc, n_bad = 40, 5, 3
+    for _ in range(n_rest):
+        assert requests.post(server.url(PREDICT), json={"instances": [ROW, ROW]},
+                             timeout=30).status_code == 200
+    for _ in range(n_bad):
+        assert requests.post(server.url(PREDICT), json={"instances": [[0.5]]},
+                             timeout=30).status_code == 400
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = GRPCInferenceServiceStub(channel)
+        for _ in range(n_grpc):
+            stub.ModelInfer(pb.ModelInferRequest(
+                model_name="don-rf", raw_input_contents=[np.full((1, 448), 0.5, "<f4").tobytes()],
+                inputs=[pb.ModelInferRequest.InferInputTensor(name="spectra", datatype="FP32",
+                                                              shape=[1, 448])]), timeout=30)
+    for _ in range(4):  # several scrapes: they reach different workers
+        samples = _scrape(server)
+        assert _total(samples, "don_requests_total", protocol="v1", outcome="success") == n_rest
+        assert _total(samples, "don_requests_total", protocol="v1",
+                      outcome="client_error") == n_bad
+        assert _total(samples, "don_requests_total", protocol="grpc", outcome="success") == n_grpc
+        assert _total(samples, "don_request_duration_seconds_count") == n_rest + n_bad + n_grpc
+        assert _total(samples, "don_prediction_ppb_count") == 2 * n_rest + n_grpc
+        assert _total(samples, "don_model_ready", model="don-rf", version="1") == 1
+        assert _total(samples, "don_model_info", model="don-rf", version="1") == 1

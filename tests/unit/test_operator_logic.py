@@ -265,7 +265,7 @@ def test_deployment_engine_helpers():
 
 
 def test_golden_store_root_resolution(monkeypatch):
-    from ops.rollout.controller import store_root
+    from ops.rollout.locate import store_root
     from ops.rollout.golden import GoldenError
     monkeypatch.delenv("DON_STORE", raising=False)
     assert store_root("/mnt/other", "s3://models") == "/mnt/other"

@@ -1,5 +1,19 @@
 {{/* The models of `models`: per-model names, URLs, labels and the canary replica split. */}}
 
+{{/* THE way templates walk `models`: a JSON list sorted by key, each entry the model's values plus
+`key` and `object`, the name of its Kubernetes objects: <fullname>-<key>, so that two releases
+share a namespace (`name` stays the model's own: its API path and store folder). The fullname part
+is cut to 30 characters so that the names KServe and Knative derive from an InferenceService
+(latest-<object>-predictor, <object>-predictor-00001) remain DNS labels. */}}
+{{- define "don.models" -}}
+{{- $prefix := include "don.fullname" . | trunc 30 | trimSuffix "-" -}}
+{{- $out := list -}}
+{{- range $key, $m := .Values.models -}}
+{{- $out = append $out (merge (dict "key" $key "object" (printf "%s-%s" $prefix $key)) $m) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
 {{/* The predictor's service account (references the S3 Secret for KServe's storage initializer). */}}
 {{- define "don.predictorServiceAccount" -}}
 {{- printf "%s-predictor" (include "don.fullname" .) -}}
@@ -12,11 +26,11 @@
 {{- if $override -}}
 {{- $override -}}
 {{- else if eq $ctx.Values.serving.engine "deployment" -}}
-{{- printf "http://%s.%s.svc.cluster.local" .model.name $ctx.Release.Namespace -}}
+{{- printf "http://%s.%s.svc.cluster.local" .model.object $ctx.Release.Namespace -}}
 {{- else if eq $ctx.Values.kserve.deploymentMode "Standard" -}}
-{{- printf "http://%s-predictor.%s.svc.cluster.local" .model.name $ctx.Release.Namespace -}}
+{{- printf "http://%s-predictor.%s.svc.cluster.local" .model.object $ctx.Release.Namespace -}}
 {{- else -}}
-{{- printf "http://%s.%s.svc.cluster.local" .model.name $ctx.Release.Namespace -}}
+{{- printf "http://%s.%s.svc.cluster.local" .model.object $ctx.Release.Namespace -}}
 {{- end -}}
 {{- end -}}
 
@@ -51,13 +65,13 @@ Returns JSON [stable, canary]. (dict "total" 2 "percent" 25) */}}
 the test uses them when present, so it also works on clusters without cluster DNS. */}}
 {{- define "don.testTargets" -}}
 {{- $out := dict -}}
-{{- range $key, $m := $.Values.models -}}
+{{- range $m := include "don.models" $ | fromJsonArray -}}
 {{- $service := "" -}}
 {{- if not (get $.Values.helmTest.urls $m.name) -}}
 {{- if eq $.Values.serving.engine "deployment" -}}
-{{- $service = $m.name -}}
+{{- $service = $m.object -}}
 {{- else if eq $.Values.kserve.deploymentMode "Standard" -}}
-{{- $service = printf "%s-predictor" $m.name -}}
+{{- $service = printf "%s-predictor" $m.object -}}
 {{- end -}}
 {{- end -}}
 {{- $env := $service | upper | replace "-" "_" -}}

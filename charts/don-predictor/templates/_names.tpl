@@ -40,3 +40,8 @@ app.kubernetes.io/component: {{ .component }}
 {{ include "don.selectorLabels" .ctx }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
+
+{{/* The KServe ServingRuntime (namespaced): <fullname>-<kserve.runtime.name>. */}}
+{{- define "don.runtimeName" -}}
+{{- printf "%s-%s" (include "don.fullname" .) .Values.kserve.runtime.name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

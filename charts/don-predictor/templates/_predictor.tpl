@@ -31,7 +31,10 @@ model:
   modelFormat:
     name: {{ get $v.kserve.runtime.formats .model.family }}
     version: "1"
-  runtime: {{ $v.kserve.runtime.name }}
+  runtime: {{ include "don.runtimeName" $ctx }}
+  # KServe passes --model_name=<InferenceService name> (the release-prefixed object name) and appends
+  # these args: the model keeps its own name (API path /v1/models/<name>).
+  args: [{{ printf "--model_name=%s" .model.name | quote }}]
   protocolVersion: v2
   storageUri: {{ include "don.storageUri" (dict "ctx" $ctx "model" .model.name "version" .version) | quote }}
   env:

@@ -1,5 +1,10 @@
 {{/* The model store: where versions live (<root>/<model>/<N>) and how pods reach it. */}}
 
+{{/* The model store's claim: modelStore.pvc.claimName, else <fullname>-model-store. */}}
+{{- define "don.claimName" -}}
+{{- default (printf "%s-model-store" (include "don.fullname" .)) .Values.modelStore.pvc.claimName -}}
+{{- end -}}
+
 {{- define "don.s3SecretName" -}}
 {{- if .Values.modelStore.s3.existingSecret -}}
 {{- .Values.modelStore.s3.existingSecret -}}
@@ -32,7 +37,7 @@ is don_core.contract.storage_uri's (tests/chart/test_contract.py) */}}
 {{- if eq .ctx.Values.modelStore.type "s3" -}}
 {{- printf "%s/%s/%v" (include "don.s3Root" .ctx) .model (int .version) -}}
 {{- else -}}
-{{- printf "pvc://%s/%s/%v" .ctx.Values.modelStore.pvc.claimName .model (int .version) -}}
+{{- printf "pvc://%s/%s/%v" (include "don.claimName" .ctx) .model (int .version) -}}
 {{- end -}}
 {{- end -}}
 

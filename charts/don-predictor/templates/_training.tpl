@@ -40,6 +40,6 @@ volumes:
   {{- if $pvc }}
   - name: store
     persistentVolumeClaim:
-      claimName: {{ $v.modelStore.pvc.claimName }}
+      claimName: {{ include "don.claimName" $ctx }}
   {{- end }}
 {{- end -}}

@@ -1,4 +1,4 @@
-"""python -m ops.cluster ...
+"""python -m tests.cluster ...
 
   build                     build (once) and cache the Kubernetes binaries and etcd
   apiserver up|down|status  etcd + kube-apiserver only (state in $DON_APISERVER_DIR, default /tmp/don-apiserver)
@@ -23,7 +23,7 @@ def _apiserver(action: str) -> int:
 
     if action == "up":
         if Daemons(APISERVER_DIR).names():
-            print(f"already running (state in {APISERVER_DIR}); run `python -m ops.cluster apiserver down` first",
+            print(f"already running (state in {APISERVER_DIR}); run `python -m tests.cluster apiserver down` first",
                   file=sys.stderr)
             return 1
         cp = ControlPlane(state_dir=APISERVER_DIR)
@@ -52,7 +52,7 @@ def _cluster(action: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops.cluster", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build and cache the Kubernetes binaries and etcd")

@@ -1,6 +1,6 @@
 """Start long-running daemons detached, remember their PIDs in a state file, stop them by PID.
 
-The state file lets ``python -m ops.cluster ... down`` stop what an earlier ``up`` started, and lets a
+The state file lets ``python -m tests.cluster ... down`` stop what an earlier ``up`` started, and lets a
 context manager clean up even when a test fails. We never look processes up by name.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """etcd + kube-apiserver on free 127.0.0.1 ports: a real API server for tests and the operator.
 
-    with ControlPlane() as cp:          # or: python -m ops.cluster apiserver up|down
+    with ControlPlane() as cp:          # or: python -m tests.cluster apiserver up|down
         cp.kubeconfig, cp.url
 
 Self-signed PKI, RBAC (+ Node authorizer), a cluster-admin client certificate and a kubeconfig; the

@@ -42,7 +42,7 @@ class BuildError(RuntimeError):
 
 
 def _default_log(message: str) -> None:
-    print(f"[ops.cluster] {message}", file=sys.stderr, flush=True)
+    print(f"[tests.cluster] {message}", file=sys.stderr, flush=True)
 
 
 def cache_root() -> Path:

@@ -170,10 +170,10 @@ def _config(spec: ImageSpec, diff_ids: list[str]) -> bytes:
             "User": "1000:1000", "WorkingDir": "/tmp", "Entrypoint": list(spec.entrypoint),
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     f"PYTHONPATH={SITE}", "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "HOME=/tmp"],
-            "Labels": {"org.opencontainers.image.source": "don-predictor (ops/cluster/images.py)"},
+            "Labels": {"org.opencontainers.image.source": "don-predictor (tests/cluster/images.py)"},
         },
         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]},
-        "history": [{"created_by": "ops/cluster/images.py"}],
+        "history": [{"created_by": "tests/cluster/images.py"}],
     }, sort_keys=True).encode()
 
 

