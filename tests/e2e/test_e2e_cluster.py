@@ -620,13 +620,12 @@ def test_predictions_through_the_service_are_recorded_and_judged_by_lab_results(
                                                        "metadata": {"name": "don-e2e-lab"}, "data": {"results.csv": csv}}))
     token_secret = [s["metadata"]["name"] for s in kube.get("secrets", selector="app.kubernetes.io/component=recorder")
                     ["items"] if "token" in s.get("data", {})][0]
-    from ops.cluster.images import IMAGE_TAG
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": "don-e2e-lab", "labels": {RECORDER_CLIENT_LABEL[0]: RECORDER_CLIENT_LABEL[1]}},
            "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
                     "containers": [{
-                        "name": "lab", "image": f"don-predictor/operator:{IMAGE_TAG}",
+                        "name": "lab", "image": f"don-predictor/operator:{_image_tag()}",
                         "imagePullPolicy": e2e_cluster.pull_policy, "command": ["python3", "-c", LAB_SCRIPT],
                         "env": [{"name": "URL", "value": RECORDER["url"]},
                                 {"name": "EXPECTED", "value": json.dumps(expected)}],
