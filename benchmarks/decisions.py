@@ -1,6 +1,7 @@
 """How the decision score was chosen: lab share at the false-accept target, per candidate.
 
-Run: python benchmarks/decisions.py [--seeds 1 2] [--repeats 2] [--candidates rf rf_log1p ...]
+Run: python benchmarks/decisions.py [--seeds 1 2] [--repeats 2] [--limit 1000]
+         [--candidates rf decision_head ...]
 
 Each candidate gives a score per lot whose higher values mean "more likely above the limit"; the
 thresholds come from training_job.calibration (fitted on each fold's training side, judged on the
@@ -26,7 +27,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from don_core.schema import DECISION_THRESHOLDS_PPB  # noqa: E402
-from training_job import calibration, evaluate  # noqa: E402
+from training_job import calibration, decision, evaluate  # noqa: E402
 from training_job.data import load_dataset  # noqa: E402
 from training_job.families import rf  # noqa: E402
 
@@ -46,6 +47,20 @@ class Classifier:
 
     def predict(self, X):
         return self.model.predict_proba(X)[:, 1]
+
+
+class Head:
+    """The served decision head (training_job.decision) for one limit, trees as given."""
+
+    def __init__(self, limit, **params):
+        self.limit, self.params = limit, params
+
+    def fit(self, X, y):
+        self.head = decision.build(0, (self.limit,), **self.params).fit(X, y)
+        return self
+
+    def predict(self, X):
+        return self.head.predict(X)[self.limit]
 
 
 class RankBlend:
@@ -83,6 +98,9 @@ def candidates(limit):
             max_depth=3, learning_rate=0.05, max_iter=200, random_state=0)), limit),
         "logistic": lambda: Classifier(lambda: make_pipeline(*pca(20), LogisticRegression(
             C=0.1, max_iter=2000)), limit),
+        "decision_head": lambda: Head(limit),                        # served (100 trees)
+        "decision_head_300": lambda: Head(limit, n_estimators=300),
+        "decision_head_50": lambda: Head(limit, n_estimators=50),
         "blend_rf_rfclf_logistic": lambda: RankBlend([
             lambda: rf.build(0), lambda: Classifier(forest_clf, limit),
             lambda: Classifier(lambda: make_pipeline(*pca(20), LogisticRegression(

@@ -28,6 +28,18 @@ GOLDEN_FILE = "golden.json"
 # Input-drift reference (PCA T2/Q of the training spectra; format in don_core.drift). Versions
 # published before it existed lack it and are served without an outlier score.
 DRIFT_FILE = "drift.json"
+# The decision head (training_job.decision): per limit an ONNX model, input `spectra`, output
+# DECISION_SCORE, listed in metadata.json under artifacts.decision {"<limit>": file}. A calibration
+# whose `score` is SCORE_HEAD sets its thresholds on that score; SCORE_PPB (and versions published
+# before the head existed) on the predicted ppb.
+DECISION_SCORE = "score"
+SCORE_PPB, SCORE_HEAD = "ppb", "decision_head"
+
+
+def decision_file(limit: int) -> str:
+    return f"decision_{int(limit)}.onnx"
+
+
 # What people look at (the console's Models and Predict pages): the cross-validation's out-of-fold
 # predictions and the band-wise range of the training spectra. Versions published before it
 # existed lack it; nothing served reads it.
@@ -90,7 +102,7 @@ def utc_now() -> str:
 
 def build_metadata(*, model: str, family: str, training_data: dict, hyperparameters: dict,
                    metrics: dict, target_range_ppb: tuple[float, float],
-                   calibration: dict | None = None,
+                   calibration: dict | None = None, decision: dict[str, str] | None = None,
                    version: int | None = None, files: dict[str, str] | None = None,
                    created: str | None = None) -> dict:
     """The metadata document; the store fills in `version` and `files` when it publishes."""
@@ -103,7 +115,8 @@ def build_metadata(*, model: str, family: str, training_data: dict, hyperparamet
         "family": family,
         "created": created or utc_now(),
         "artifacts": {"native": NATIVE_ARTIFACT[family], "onnx": ONNX_FILE, "golden": GOLDEN_FILE,
-                      "drift": DRIFT_FILE, "evaluation": EVALUATION_FILE},
+                      "drift": DRIFT_FILE, "evaluation": EVALUATION_FILE,
+                      **({"decision": decision} if decision else {})},
         "feature_schema": FEATURE_SCHEMA,
         "feature_schema_sha256": schema_fingerprint(),
         "training_data": training_data,
@@ -295,12 +308,23 @@ class Calibration:
     interval_level: float
     interval_transform: str
     interval_halfwidth: float   # in interval_transform units
+    # What the rules' thresholds apply to: SCORE_PPB, or SCORE_HEAD (the decision head's score per
+    # limit; the rules' *_ppb fields then hold score values)
+    score: str = SCORE_PPB
 
     @property
     def limits(self) -> tuple[int, ...]:
         return tuple(rule.limit_ppb for rule in self.rules)
 
-    def decisions(self, ppb: np.ndarray) -> dict[int, np.ndarray]:
+    def decisions(self, ppb: np.ndarray,
+                  scores: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+        """Per limit: accept | reject | lab. `scores` (the head's, per limit) are required when
+        the calibration is on the head's score."""
+        if self.score == SCORE_HEAD:
+            if scores is None:
+                raise ValueError("this calibration decides on the decision head's scores")
+            return {rule.limit_ppb: rule.decide(np.asarray(scores[rule.limit_ppb], np.float64))
+                    for rule in self.rules}
         ppb = np.asarray(ppb, dtype=np.float64)
         return {rule.limit_ppb: rule.decide(ppb) for rule in self.rules}
 
@@ -313,6 +337,7 @@ class Calibration:
     def to_dict(self) -> dict:
         return {"limits": [{"limit_ppb": r.limit_ppb, "accept_below_ppb": r.accept_below_ppb,
                             "reject_above_ppb": r.reject_above_ppb} for r in self.rules],
+                "score": self.score,
                 "interval": {"level": self.interval_level, "transform": self.interval_transform,
                              "halfwidth": self.interval_halfwidth}}
 
@@ -327,15 +352,16 @@ class Calibration:
                                     _threshold(r["reject_above_ppb"])) for r in doc["limits"])
             interval = doc["interval"]
             made = cls(rules, float(interval["level"]), str(interval["transform"]),
-                       float(interval["halfwidth"]))
+                       float(interval["halfwidth"]), str(doc.get("score", SCORE_PPB)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"metadata.json calibration is malformed ({exc!r})") from None
         if made.interval_transform not in INTERVAL_TRANSFORMS or \
                 not (0 < made.interval_level < 1) or not math.isfinite(made.interval_halfwidth) \
                 or made.interval_halfwidth < 0 or len(set(made.limits)) != len(made.limits) \
-                or any(limit <= 0 for limit in made.limits):
+                or any(limit <= 0 for limit in made.limits) \
+                or made.score not in (SCORE_PPB, SCORE_HEAD):
             raise ArtifactError("metadata.json calibration is malformed (interval transform, "
-                                "level, half-width or limits out of range)")
+                                "level, half-width, limits or score out of range)")
         return made
 
 

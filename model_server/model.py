@@ -14,8 +14,8 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY,
-                               ArtifactError, Calibration, read_golden, reference_rows,
-                               verify_version_dir)
+                               SCORE_HEAD, ArtifactError, Calibration, read_golden,
+                               reference_rows, verify_version_dir)
 from don_core.drift import SCORE_LIMIT, DriftReference, read_reference
 from don_core.contract import (CLIENT_ERROR, MAX_BATCH_ROWS, ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT,
                                ONNX_RTOL, SUCCESS)
@@ -65,9 +65,12 @@ class DonModel(Model):
         self.onnx_check: dict = {}
         self.native_fallback: bool | None = None
         self.load_seconds: float | None = None
+        # Seconds per load phase (verify, golden, backend, warm_up): where start-to-ready goes.
+        self.load_phases: dict[str, float] = {}
         self.loaded_at: float | None = None
         self.metrics: ServingMetrics | None = None
         self.calibration: Calibration | None = None
+        self.decision_head: dict[int, OnnxBackend] | None = None  # limit -> score model
         # output name -> V2 datatype; a request may name any of them, ppb alone is the default
         self.output_types: dict[str, str] = {codec.OUTPUT_NAME: "FP32"}
         self.drift: DriftReference | None = None
@@ -100,11 +103,20 @@ class DonModel(Model):
         log.info("serving %s version %s (%s) via %s, loaded in %.2f s", self.name, self.version,
                  self.family, self.backend_name, self.load_seconds,
                  extra={"model": self.name, "version": self.version, "family": self.family,
-                        "backend": self.backend_name, "onnx_check": self.onnx_check})
+                        "backend": self.backend_name, "onnx_check": self.onnx_check,
+                        "load_phases": self.load_phases})
         return True
 
+    def _phase(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.load_phases[name] = round(now - since, 4)
+        return now
+
     def _load(self) -> None:
+        self.load_phases = {}
+        mark = time.perf_counter()
         metadata = verify_version_dir(self.model_dir)
+        mark = self._phase("verify", mark)
         self.metadata = metadata
         self.version = str(metadata["version"])
         self.family = metadata["family"]
@@ -115,6 +127,7 @@ class DonModel(Model):
         rows = np.asarray(golden["instances"], dtype=np.float64).reshape(-1, N_BANDS)
         if len(rows) == 0:
             raise ArtifactError(f"{self.model_dir}: golden set is empty; nothing to check against")
+        mark = self._phase("golden", mark)
         onnx_path = self.model_dir / artifacts.get("onnx", ONNX_FILE)
         self.native_fallback = self.options.resolve_native_fallback(self.family)
         if self.native_fallback:
@@ -132,8 +145,11 @@ class DonModel(Model):
         else:
             self._onnx_only(onnx_path, golden)
         self.drift = self._drift_reference(artifacts)
+        self.decision_head = self._decision_head(artifacts)
         self.output_types = self._output_types()
+        mark = self._phase("backend", mark)  # load, ONNX agreement check, drift reference
         self._warm_up(rows)
+        self._phase("warm_up", mark)
         if self.metrics is None:
             self.metrics = ServingMetrics(self.name, self.version, self.family, self.backend_name)
         if self.options.records is not None and self.records is None:
@@ -147,6 +163,18 @@ class DonModel(Model):
                         extra={"model": self.name, "version": self.version})
             return None
         return read_reference(self.model_dir / name)
+
+    def _decision_head(self, artifacts: dict) -> dict[int, OnnxBackend] | None:
+        """The decision head's ONNX models when the calibration decides on their score."""
+        if self.calibration is None or self.calibration.score != SCORE_HEAD:
+            return None
+        files = artifacts.get("decision") or {}
+        missing = [limit for limit in self.calibration.limits if str(limit) not in files]
+        if missing:
+            raise ArtifactError(f"{self.model_dir}: the calibration decides on the decision "
+                                f"head, but metadata.json lists none for limit(s) {missing}")
+        return {limit: OnnxBackend(self.model_dir / files[str(limit)])
+                for limit in self.calibration.limits}
 
     def _output_types(self) -> dict[str, str]:
         types = {codec.OUTPUT_NAME: "FP32"}
@@ -170,7 +198,9 @@ class DonModel(Model):
         if codec.PPB_LOWER in names or codec.PPB_UPPER in names:
             out[codec.PPB_LOWER], out[codec.PPB_UPPER] = self.calibration.interval(ppb)
         if any(name.startswith("decision_") for name in names):
-            for limit, decided in self.calibration.decisions(ppb).items():
+            scores = None if self.decision_head is None else \
+                {limit: head.predict(x) for limit, head in self.decision_head.items()}
+            for limit, decided in self.calibration.decisions(ppb, scores).items():
                 out[codec.decision_output(limit)] = decided
         return {name: out[name] for name in names}
 
@@ -350,6 +380,7 @@ class DonModel(Model):
             "trained_model": self.metadata.get("model"),
             "created": self.metadata.get("created"),
             "load_seconds": self.load_seconds,
+            "load_phases": self.load_phases,
             "loaded_at": self.loaded_at,
             "pid": os.getpid(),
             "max_batch_rows": self.options.max_batch_rows,

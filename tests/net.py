@@ -1,4 +1,5 @@
-"""Loopback helpers every test area uses: a free port, and waiting for a server to answer."""
+"""Loopback helpers every test area uses: a free port, waiting for a server to answer, and a
+server process held for the length of a block."""
 from __future__ import annotations
 
 import socket
@@ -6,6 +7,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 
 
 def free_port() -> int:
@@ -33,3 +35,15 @@ def wait_for_http(url: str, timeout: float = 30.0, process: subprocess.Popen | N
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer{' 200' if ok_only else ''} within {timeout} s")
+
+
+@contextmanager
+def running(command: list[str], health_url: str, timeout: float, **popen):
+    """Start `command`, wait until `health_url` answers, yield the process; terminate it after."""
+    process = subprocess.Popen(command, **popen)
+    try:
+        wait_for_http(health_url, timeout=timeout, process=process)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

@@ -1,6 +1,8 @@
 """Calibrated decisions and intervals from the repeated CV's out-of-fold predictions.
 
-Per limit L the decision score is the predicted ppb. With the calibration lots' scores:
+Per limit L the decision score is the decision head's score for "above L" (training_job.decision;
+the predicted ppb where no head is given, the baseline reported beside it). With the calibration
+lots' scores:
 
 - accept iff prediction < a, where a is the k-th smallest score among contaminated lots (true
   > L), k = floor(alpha (n+ + 1)): for a new contaminated lot exchangeable with the n+ calibration
@@ -25,7 +27,8 @@ import math
 
 import numpy as np
 
-from don_core.artifact import ACCEPT, LAB, REJECT, Calibration, INTERVAL_TRANSFORMS, LimitRule
+from don_core.artifact import (ACCEPT, LAB, REJECT, SCORE_HEAD, SCORE_PPB, Calibration,
+                               INTERVAL_TRANSFORMS, LimitRule)
 from don_core.schema import (DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET,
                              INTERVAL_LEVEL)
 
@@ -48,18 +51,21 @@ def _kth(scores: np.ndarray, k: int) -> float | None:
 def fit(y: np.ndarray, scores: np.ndarray, *, rows: int | None = None,
         limits=DECISION_THRESHOLDS_PPB, alpha: float = FALSE_ACCEPT_TARGET,
         beta: float = FALSE_REJECT_TARGET, level: float = INTERVAL_LEVEL,
-        transform: str = INTERVAL_TRANSFORM) -> Calibration:
+        transform: str = INTERVAL_TRANSFORM, head: dict | None = None) -> Calibration:
     """Thresholds and interval from calibration lots' true ppb and predictions.
 
     `y`/`scores` may hold R pooled copies of `rows` lots (R repeats of the CV): ranks are taken
     at R times the single-copy rank, so the bound is the one for `rows` exchangeable lots.
+    `head` ({limit: decision head score per lot}): the thresholds are set on it instead of the
+    predicted ppb (the interval stays on ppb).
     """
     y, scores = np.asarray(y, dtype=float), np.asarray(scores, dtype=float)
     copies = len(y) / (rows or len(y))
     rules = []
     for limit in limits:
         positive = y > limit
-        pos, neg = scores[positive], scores[~positive]
+        decided_on = scores if head is None else np.asarray(head[limit], dtype=float)
+        pos, neg = decided_on[positive], decided_on[~positive]
         k_accept = math.floor(alpha * (len(pos) / copies + 1))
         k_reject = math.floor(beta * (len(neg) / copies + 1))
         accept = _kth(pos, round(k_accept * copies)) if len(pos) else None
@@ -70,14 +76,16 @@ def fit(y: np.ndarray, scores: np.ndarray, *, rows: int | None = None,
     n = len(y) / copies
     k = min(math.ceil((n + 1) * level), n)
     halfwidth = float(np.sort(residuals)[max(round(k * copies), 1) - 1])
-    return Calibration(tuple(rules), float(level), transform, halfwidth)
+    return Calibration(tuple(rules), float(level), transform, halfwidth,
+                       SCORE_PPB if head is None else SCORE_HEAD)
 
 
-def judge(calibration: Calibration, y: np.ndarray, ppb: np.ndarray) -> dict[str, float]:
+def judge(calibration: Calibration, y: np.ndarray, ppb: np.ndarray,
+          head: dict | None = None) -> dict[str, float]:
     """What the calibration does on lots it was not fitted on."""
     y, ppb = np.asarray(y, dtype=float), np.asarray(ppb, dtype=float)
     out = {}
-    for limit, decision in calibration.decisions(ppb).items():
+    for limit, decision in calibration.decisions(ppb, head).items():
         positive = y > limit
         out[f"false_accept_rate_{limit}"] = float(np.mean(decision[positive] == ACCEPT)) \
             if positive.any() else float("nan")
@@ -90,20 +98,31 @@ def judge(calibration: Calibration, y: np.ndarray, ppb: np.ndarray) -> dict[str,
     return out
 
 
-def calibrate(y: np.ndarray, predictions: dict, **targets) -> dict:
+def calibrate(y: np.ndarray, predictions: dict, head: dict | None = None, **targets) -> dict:
     """The metadata.json calibration block: served thresholds, method, targets, the expected
-    figures (all OOF lots), and the honest per-fold figures of the repeated CV."""
+    figures (all OOF lots), and the honest per-fold figures of the repeated CV.
+
+    `head` ({limit: out-of-fold decision head scores [r, i]}, same folds as `predictions`): the
+    thresholds are set on the head's score, and the per-fold figures of thresholds on the
+    regressor's ppb are reported beside them as the baseline."""
     oof, fold_of = predictions["oof"], predictions["fold"]
     repeats = oof.shape[0]
-    served = fit(np.tile(y, repeats), oof.reshape(-1), rows=len(y), **targets)
-    per_fold = []
+    pooled = None if head is None else {limit: h.reshape(-1) for limit, h in head.items()}
+    served = fit(np.tile(y, repeats), oof.reshape(-1), rows=len(y), head=pooled, **targets)
+    per_fold, baseline = [], []
     for r in range(repeats):
         for k in np.unique(fold_of[r]):
             held_out = fold_of[r] == k
-            fitted = fit(y[~held_out], oof[r, ~held_out], **targets)
-            per_fold.append(judge(fitted, y[held_out], oof[r, held_out]))
+            train_head, test_head = (None, None) if head is None else (
+                {limit: h[r, ~held_out] for limit, h in head.items()},
+                {limit: h[r, held_out] for limit, h in head.items()})
+            fitted = fit(y[~held_out], oof[r, ~held_out], head=train_head, **targets)
+            per_fold.append(judge(fitted, y[held_out], oof[r, held_out], test_head))
+            if head is not None:
+                on_ppb = fit(y[~held_out], oof[r, ~held_out], **targets)
+                baseline.append(judge(on_ppb, y[held_out], oof[r, held_out]))
     summary = {key: _mean_sd([f[key] for f in per_fold]) for key in per_fold[0]}
-    expected = judge(served, np.tile(y, repeats), oof.reshape(-1))
+    expected = judge(served, np.tile(y, repeats), oof.reshape(-1), pooled)
     doc = served.to_dict()
     for rule in doc["limits"]:
         limit = rule["limit_ppb"]
@@ -118,7 +137,12 @@ def calibrate(y: np.ndarray, predictions: dict, **targets) -> dict:
             "calibration_rows": int(len(y)), "repeats": int(repeats),
             "cv": {"protocol": "thresholds fitted on each fold's training side (its out-of-fold "
                                "predictions in the same repeat), judged on the held-out side",
-                   "folds": len(per_fold), "summary": summary}}
+                   "folds": len(per_fold), "summary": summary,
+                   **({"baseline": {
+                       "what": "the same folds with the thresholds on the regressor's ppb",
+                       "summary": {key: _mean_sd([f[key] for f in baseline])
+                                   for key in baseline[0] if not key.startswith("interval")}}}
+                      if baseline else {})}}
 
 
 def _mean_sd(values) -> dict:
@@ -131,25 +155,36 @@ def _mean_sd(values) -> dict:
 
 
 def format_table(results: dict[str, dict]) -> str:
-    """Per family and limit: held-out false-accept, false-reject and lab share (mean +/- SD)."""
-    lines = [f"{'family':<12}{'limit':>7}{'accept <':>11}{'reject >':>11}{'false accepts':>19}"
-             f"{'false rejects':>19}{'lab share':>19}{'interval cover':>19}"]
+    """Per family and limit: held-out false-accept, false-reject and lab share (mean +/- SD), the
+    thresholds (ppb, or the decision head's score), and the lab share of thresholds on the ppb
+    (the baseline) on the same folds where the decisions use the head."""
+    lines = [f"{'family':<12}{'limit':>7}{'on':>6}{'accept <':>11}{'reject >':>11}"
+             f"{'false accepts':>19}{'false rejects':>19}{'lab share':>19}{'interval cover':>19}"
+             f"{'lab share on ppb':>19}"]
     for name, doc in results.items():
         s = doc["cv"]["summary"]
+        baseline = doc["cv"].get("baseline", {}).get("summary")
+        on_head = doc.get("score", SCORE_PPB) == SCORE_HEAD
         for rule in doc["limits"]:
             limit = rule["limit_ppb"]
             cells = [_cell(s[f"{key}_{limit}"]) for key in
                      ("false_accept_rate", "false_reject_rate", "lab_share")]
-            lines.append(f"{name:<12}{limit:>7}{_ppb(rule['accept_below_ppb']):>11}"
-                         f"{_ppb(rule['reject_above_ppb']):>11}"
+            thresholds = [_threshold(rule[key], on_head)
+                          for key in ("accept_below_ppb", "reject_above_ppb")]
+            lines.append(f"{name:<12}{limit:>7}{'head' if on_head else 'ppb':>6}"
+                         + "".join(f"{t:>11}" for t in thresholds)
                          + "".join(f"{c:>19}" for c in cells)
-                         + f"{_cell(s['interval_coverage']):>19}")
+                         + f"{_cell(s['interval_coverage']):>19}"
+                         + (f"{_cell(baseline[f'lab_share_{limit}']):>19}" if baseline else ""))
     return "\n".join(lines)
+
+
+def _threshold(value, on_head: bool) -> str:
+    if value is None:
+        return "never"
+    return f"{value:.3f}" if on_head else f"{value:,.0f}"
 
 
 def _cell(stat: dict) -> str:
     return "n/a" if stat["mean"] is None else f"{stat['mean']:.3f} +/- {stat['sd']:.3f}"
 
-
-def _ppb(value) -> str:
-    return "never" if value is None else f"{value:,.0f}"

@@ -47,12 +47,11 @@ def cross_validate(factory: Callable[[], object], X: np.ndarray, y: np.ndarray, 
     """Fold figures, and under "predictions" the out-of-fold predictions of every repeat
     (`oof[r, i]`) and the fold that held each row out (`fold[r, i]`): the calibration's input,
     not for metadata.json (the caller pops it)."""
-    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     per_fold = []
     total = folds * repeats
     oof = np.full((repeats, len(y)), np.nan)
     fold_of = np.full((repeats, len(y)), -1)
-    for index, (train, test) in enumerate(splitter.split(X, strata(y)), start=1):
+    for index, (train, test) in enumerate(_splits(X, y, folds, repeats, seed), start=1):
         started = time.monotonic()
         model = factory().fit(X[train], y[train])
         predicted = np.asarray(model.predict(X[test]), dtype=float).reshape(-1)
@@ -66,6 +65,22 @@ def cross_validate(factory: Callable[[], object], X: np.ndarray, y: np.ndarray, 
     return {"scheme": f"repeated stratified {folds}-fold x {repeats}", "folds": folds,
             "repeats": repeats, "seed": seed, "summary": summarise(per_fold),
             "per_fold": per_fold, "predictions": {"oof": oof, "fold": fold_of}}
+
+
+def out_of_fold_scores(factory: Callable[[], object], X: np.ndarray, y: np.ndarray, *,
+                       folds: int, repeats: int, seed: int) -> dict[int, np.ndarray]:
+    """Out-of-fold scores of a model whose predict gives {limit: score}, on exactly the folds of
+    cross_validate with the same folds, repeats and seed: {limit: scores[r, i]}."""
+    oof: dict[int, np.ndarray] = {}
+    for index, (train, test) in enumerate(_splits(X, y, folds, repeats, seed)):
+        for limit, score in factory().fit(X[train], y[train]).predict(X[test]).items():
+            oof.setdefault(limit, np.full((repeats, len(y)), np.nan))[index // folds, test] = score
+    return oof
+
+
+def _splits(X: np.ndarray, y: np.ndarray, folds: int, repeats: int, seed: int):
+    splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
+    return splitter.split(X, strata(y))
 
 
 def holdout_split(y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,7 @@ from don_core.schema import N_BANDS
 OPSET = 17
 
 
-def sklearn_to_onnx(pipeline) -> onnx.ModelProto:
+def sklearn_to_onnx(pipeline, output: str = OUTPUT) -> onnx.ModelProto:
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.compose import TransformedTargetRegressor
@@ -31,11 +31,12 @@ def sklearn_to_onnx(pipeline) -> onnx.ModelProto:
         steps[-1] = (name, final.regressor_)
     inner = convert_sklearn(Pipeline(steps), initial_types=[(INPUT, FloatTensorType([None, N_BANDS]))],
                             target_opset={"": OPSET, "ai.onnx.ml": 3})
-    return _append_output_head(inner, inverse)
+    return _append_output_head(inner, inverse, output)
 
 
-def _append_output_head(model: onnx.ModelProto, inverse: str | None) -> onnx.ModelProto:
-    """Inverse target transform, clamp at zero, flatten to [N], named `ppb`."""
+def _append_output_head(model: onnx.ModelProto, inverse: str | None,
+                        output: str = OUTPUT) -> onnx.ModelProto:
+    """Inverse target transform, clamp at zero, flatten to [N], named `output` (`ppb`)."""
     graph = model.graph
     current = graph.output[0].name
     nodes, inits = [], []
@@ -52,11 +53,11 @@ def _append_output_head(model: onnx.ModelProto, inverse: str | None) -> onnx.Mod
     inits += [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
               numpy_helper.from_array(np.array([-1], np.int64), "flat")]
     nodes += [helper.make_node("Max", [current, "zero"], ["clamped"]),
-              helper.make_node("Reshape", ["clamped", "flat"], [OUTPUT])]
+              helper.make_node("Reshape", ["clamped", "flat"], [output])]
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [None]))
+    graph.output.append(helper.make_tensor_value_info(output, TensorProto.FLOAT, [None]))
     onnx.checker.check_model(model)
     return model
 
@@ -117,12 +118,12 @@ def save(model: onnx.ModelProto, path: Path) -> None:
     onnx.save_model(model, str(path))
 
 
-def onnx_predict(path: Path, X: np.ndarray) -> np.ndarray:
+def onnx_predict(path: Path, X: np.ndarray, output: str = OUTPUT) -> np.ndarray:
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT], {INPUT: np.asarray(X, dtype=np.float32)})[0]
+    return session.run([output], {INPUT: np.asarray(X, dtype=np.float32)})[0]
 
 
 def check_match(reference: np.ndarray, candidate: np.ndarray, what: str) -> float:

@@ -9,19 +9,21 @@ from typing import Callable
 
 import numpy as np
 
-from don_core.artifact import (EVALUATION_FILE, FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE, build_metadata,
-                               reference_rows, write_evaluation, write_golden)
+from don_core.artifact import (DECISION_SCORE, EVALUATION_FILE, FAMILY_ALIASES, GOLDEN_FILE,
+                               ONNX_FILE, build_metadata, reference_rows, write_evaluation,
+                               write_golden)
 from don_core.contract import ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT, ONNX_RTOL
 from don_core.export_check import agreement, probe_rows
 from don_core.store import check_model_name, open_store
 from don_core.schema import DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET
-from training_job import calibration, drift, evaluate, onnx_export, synthetic
+from training_job import calibration, decision, drift, evaluate, onnx_export, synthetic
 from training_job import reference as reference_set
 from training_job.data import Dataset, check_trainable, load_dataset
 from training_job.families import rf, tf
 from training_job.metrics import regression_metrics
 
 FAMILIES = {"sklearn": rf, "tensorflow": tf}
+HEAD_ATOL = 1e-4   # on the 0..1 decision head score
 
 
 def load_data(src: str) -> Dataset:
@@ -65,8 +67,13 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
                                  progress=lambda m: say(f"[cv] {m}"), **scheme)
+    say(f"[cv] decision head: the same {scheme['folds']} folds x {scheme['repeats']} repeats")
+    head = evaluate.out_of_fold_scores(lambda: decision.build(seed, limits), X, y, seed=seed,
+                                       **scheme)
     predictions = cv.pop("predictions")
-    calibrated = calibration.calibrate(y, predictions, limits=limits, alpha=alpha, beta=beta)
+    calibrated = calibration.calibrate(y, predictions, head, limits=limits, alpha=alpha,
+                                       beta=beta)
+    calibrated["score_method"] = decision.METHOD
 
     train_rows, holdout_rows = evaluate.holdout_split(y, seed)
     say(f"[holdout] fitting on {len(train_rows)} rows, scoring {len(holdout_rows)}")
@@ -75,6 +82,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
 
     say(f"[final] fitting on all {len(y)} rows")
     final = module.build(seed, **params).fit(X, y)
+    final_head = decision.build(seed, limits).fit(X, y)
     print(evaluate.format_table({family: cv}), flush=True)
     print(calibration.format_table({family: calibrated}), flush=True)
     if synthetic.is_source(data):
@@ -93,6 +101,8 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
         write_golden(out / GOLDEN_FILE, X[golden], y[golden], [ids[i] for i in golden],
                      reference_ppb=reference)
         export_check = _check_exports(module, final, out, X, reference_at, reference)
+        decision_files = final_head.export(out)
+        export_check["decision_head"] = _check_head(final_head, decision_files, out, X)
         metadata = build_metadata(
             model=model, family=family,
             training_data={"source": dataset.source, "sha256": dataset.sha256,
@@ -100,7 +110,7 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
                            "reference": held.metadata},
             target_range_ppb=(float(y.min()), float(y.max())),
             hyperparameters={"seed": seed, **params},
-            calibration=calibrated,
+            calibration=calibrated, decision=decision_files,
             metrics={"cv": cv,
                      "holdout": {"rows": int(len(holdout_rows)),
                                  "fraction": evaluate.HOLDOUT_FRACTION, "figures": holdout},
@@ -133,3 +143,18 @@ def _check_exports(module, fitted, directory: Path, X: np.ndarray, reference_at:
     return {"rows": int(len(probe)), "max_relative_error_native": native,
             "max_relative_error_onnx": onnx_err, "rtol": ONNX_RTOL,
             "atol_ppb": ONNX_ATOL_PPB, "reference_agreement_onnx": served}
+
+
+def _check_head(head, files: dict[str, str], directory: Path, X: np.ndarray) -> dict:
+    """Each limit's exported decision head must give the fitted head's scores (float32 trees may
+    flip a split on a rare probe row, as for the model itself: ONNX_MIN_AGREEMENT of the rows)."""
+    probe = probe_rows(X, extra=200)
+    expected = head.predict(probe)
+    agreed = {}
+    for limit, name in files.items():
+        got = onnx_export.onnx_predict(directory / name, probe, DECISION_SCORE)
+        agreed[limit], _ = agreement(expected[int(limit)], got, 0.0, HEAD_ATOL)
+        if agreed[limit] < ONNX_MIN_AGREEMENT:
+            raise RuntimeError(f"onnx: decision head {name} agrees with the fitted head on only "
+                               f"{agreed[limit]:.1%} of {len(probe)} rows")
+    return {"rows": int(len(probe)), "atol": HEAD_ATOL, "agreement": agreed}

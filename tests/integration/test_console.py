@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from don_core.schema import BAND_COLUMNS
-from tests.net import free_port, wait_for_http
+from tests.net import free_port, running
 
 APP = str(Path(__file__).resolve().parents[2] / "console" / "app.py")
 HEADER = ["hsi_id", *BAND_COLUMNS, "vomitoxin_ppb"]
@@ -135,16 +135,12 @@ def test_evaluation_file_holds_the_out_of_fold_predictions(serving_store):
 @pytest.fixture
 def recorder(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ops", "recorder", "serve", "--db",
-                             f"sqlite:///{tmp_path / 'rec.db'}", "--host", "127.0.0.1", "--port",
-                             str(port), "--no-auth"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(url + "/readyz", timeout=60, process=proc)
+    with running([sys.executable, "-m", "ops", "recorder", "serve", "--db",
+                  f"sqlite:///{tmp_path / 'rec.db'}", "--host", "127.0.0.1", "--port", str(port),
+                  "--no-auth"], url + "/readyz", timeout=60,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def test_monitoring_page_shows_live_accuracy_and_drift(monkeypatch, rf_server, golden_rows, recorder):

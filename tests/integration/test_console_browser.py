@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, SHARED
-from tests.net import free_port, wait_for_http
+from tests.net import free_port, running
 
 pytestmark = pytest.mark.slow
 ROWS = 20
@@ -71,18 +71,13 @@ def first_rows(tmp_path: Path) -> Path:
 @pytest.fixture
 def console_url(rf_server, serving_store, tmp_path):
     port = free_port()
-    log = open(tmp_path / "console.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "console", "--store", str(serving_store),
-                             "--server", f"don-rf={rf_server.base}", "--port", str(port)],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(url + "/_stcore/health", timeout=90, process=proc)
+    with open(tmp_path / "console.log", "wb") as log, \
+            running([sys.executable, "-m", "console", "--store", str(serving_store),
+                     "--server", f"don-rf={rf_server.base}", "--port", str(port)],
+                    url + "/_stcore/health", timeout=90,
+                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
 
 
 def test_browser_upload_predict_plot_download(chromium, console_url, rf_server, tmp_path):

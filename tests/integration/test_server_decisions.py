@@ -19,8 +19,22 @@ def server(request):
     return request.getfixturevalue(f"{request.param}_server")
 
 
+def metadata_of(server) -> dict:
+    return json.loads((server.model_dir / "metadata.json").read_text())
+
+
 def calibration_of(server) -> Calibration:
-    return Calibration.from_metadata(json.loads((server.model_dir / "metadata.json").read_text()))
+    return Calibration.from_metadata(metadata_of(server))
+
+
+def head_scores(server, rows) -> dict[int, np.ndarray]:
+    """The decision head's scores straight from the version's ONNX files (not via the server)."""
+    import onnxruntime as ort
+
+    files = metadata_of(server)["artifacts"]["decision"]
+    return {int(limit): ort.InferenceSession(str(server.model_dir / name)).run(
+                ["score"], {"spectra": np.asarray(rows, np.float32)})[0]
+            for limit, name in files.items()}
 
 
 def spread_rows(golden_rows) -> np.ndarray:
@@ -28,9 +42,10 @@ def spread_rows(golden_rows) -> np.ndarray:
     return np.asarray(golden_rows[:40], dtype=np.float32)
 
 
-def check(server, ppb, decisions: dict, lower, upper):
+def check(server, rows, ppb, decisions: dict, lower, upper):
     calibration = calibration_of(server)
-    expected = calibration.decisions(ppb)
+    assert calibration.score == "decision_head"   # every trained version decides on its head
+    expected = calibration.decisions(ppb, head_scores(server, rows))
     for limit in (1000, 5000):
         got = [d.decode() if isinstance(d, bytes) else d for d in decisions[limit]]
         assert got == expected[limit].tolist(), limit
@@ -69,7 +84,7 @@ def test_raw_json_v1_and_v2(server, golden_rows):
     doc = v1.json()
     assert list(doc) == ["predictions", *EXTRA]
     ppb = np.asarray(doc["predictions"])
-    check(server, ppb, {1000: doc["decision_1000"], 5000: doc["decision_5000"]},
+    check(server, rows, ppb, {1000: doc["decision_1000"], 5000: doc["decision_5000"]},
           np.asarray(doc["ppb_lower"]), np.asarray(doc["ppb_upper"]))
     v2 = requests.post(server.url(f"/v2/models/{server.model_name}/infer"), json={
         "inputs": [{"name": "spectra", "shape": list(rows.shape), "datatype": "FP32",
@@ -81,7 +96,7 @@ def test_raw_json_v1_and_v2(server, golden_rows):
     assert outputs["decision_1000"]["datatype"] == "BYTES"
     assert outputs["ppb_lower"]["datatype"] == "FP32"
     np.testing.assert_allclose(outputs["ppb"]["data"], ppb, rtol=1e-6)
-    check(server, ppb, {1000: outputs["decision_1000"]["data"],
+    check(server, rows, ppb, {1000: outputs["decision_1000"]["data"],
                         5000: outputs["decision_5000"]["data"]},
           np.asarray(outputs["ppb_lower"]["data"]), np.asarray(outputs["ppb_upper"]["data"]))
     # what is named, beside ppb (a caller naming only the extras still gets the prediction)
@@ -120,7 +135,7 @@ def test_tritonclient_http(server, golden_rows, binary):
                   for name in ["ppb", *EXTRA]]
         result = client.infer(server.model_name, [tensor], outputs=wanted)
         ppb = result.as_numpy("ppb")
-        check(server, ppb, {1000: result.as_numpy("decision_1000"),
+        check(server, rows, ppb, {1000: result.as_numpy("decision_1000"),
                             5000: result.as_numpy("decision_5000")},
               result.as_numpy("ppb_lower"), result.as_numpy("ppb_upper"))
         assert result.as_numpy("ppb_lower").dtype == np.float32
@@ -156,7 +171,7 @@ def test_grpc(server, golden_rows):
     named, plain, error = asyncio.run(call())
     outputs = {o.name: o.as_numpy() for o in named.outputs}
     assert list(outputs) == ["ppb", *EXTRA]
-    check(server, outputs["ppb"], {1000: outputs["decision_1000"],
+    check(server, rows, outputs["ppb"], {1000: outputs["decision_1000"],
                                    5000: outputs["decision_5000"]},
           outputs["ppb_lower"], outputs["ppb_upper"])
     assert [o.name for o in plain.outputs] == ["ppb"]    # names nothing: ppb only

@@ -67,6 +67,9 @@ def test_health_metadata_and_status(server):
     assert status["family"] in ("sklearn", "tensorflow")
     assert status["rss_bytes"] > 10_000_000 and status["uptime_seconds"] > 0
     assert status["load_seconds"] > 0 and status["backend"] == "onnxruntime"
+    phases = status["load_phases"]  # where start-to-ready goes, per load phase
+    assert list(phases) == ["verify", "golden", "backend", "warm_up"]
+    assert all(v >= 0 for v in phases.values()) and sum(phases.values()) <= status["load_seconds"] + 0.01
     assert requests.get(server.url("/status")).json()["model"] == name
     other = version_of(server) + "0"
     r = requests.post(server.url(f"/v2/models/{name}/versions/{other}/infer"), json={})

@@ -121,8 +121,11 @@ def test_drift_outputs_and_decisions_in_one_request(rf_server, golden_rows):
         "parameters": {"outputs": ["out_of_distribution", "decision_1000", "ppb_upper"]}}).json()
     assert list(v1) == ["predictions", "out_of_distribution", "decision_1000", "ppb_upper"]
     assert v1["out_of_distribution"] == (scores > 1).tolist()
+    import onnxruntime as ort   # the decision head's score, from the version's own file
+    head = {limit: ort.InferenceSession(str(rf_server.model_dir / f"decision_{limit}.onnx")).run(
+        ["score"], {"spectra": rows.astype(np.float32)})[0] for limit in calibration.limits}
     assert v1["decision_1000"] == calibration.decisions(
-        np.asarray(v1["predictions"]))[1000].tolist()
+        np.asarray(v1["predictions"]), head)[1000].tolist()
     client = httpclient.InferenceServerClient(f"127.0.0.1:{rf_server.http_port}")
     try:
         spectra = httpclient.InferInput("spectra", list(rows.shape), "FP32")

@@ -70,7 +70,46 @@ def test_calibrate_reports_honest_folds_and_metadata_round_trip():
     assert "lab share" in calibration.format_table({"sklearn": doc})
 
 
+def test_thresholds_on_the_decision_head_score():
+    """With a head score per limit, the bounds hold on it; the interval stays on ppb, and the
+    same folds' thresholds on ppb are reported beside it as the baseline."""
+    rng = np.random.default_rng(4)
+    far, frr = [], []
+    for _ in range(200):
+        y, p = _lots(300, rng)
+        score = (y > 1000) + rng.normal(0, 0.6, len(y))
+        fitted = calibration.fit(y, p, limits=(1000,), head={1000: score})
+        assert fitted.score == "decision_head"
+        y_new, p_new = _lots(300, rng)
+        judged = calibration.judge(fitted, y_new, p_new,
+                                   {1000: (y_new > 1000) + rng.normal(0, 0.6, len(y_new))})
+        far.append(judged["false_accept_rate_1000"])
+        frr.append(judged["false_reject_rate_1000"])
+    assert 0.02 < np.mean(far) <= 0.055 and np.mean(frr) <= 0.11
+    with pytest.raises(ValueError, match="decision head"):
+        fitted.decisions(p)                   # a head calibration cannot decide on ppb
+    assert fitted.interval(p)[0].shape == p.shape
+
+    y, p = _lots(200, rng)
+    oof = np.stack([p, p * np.exp(rng.normal(0, 0.3, 200))])
+    fold = np.stack([rng.permutation(np.arange(200) % 5) for _ in range(2)])
+    head = {limit: np.stack([(y > limit) + rng.normal(0, 0.3, 200) for _ in range(2)])
+            for limit in (1000, 5000)}
+    doc = calibration.calibrate(y, {"oof": oof, "fold": fold}, head)
+    served = Calibration.from_metadata({"calibration": doc})
+    assert served.score == "decision_head" and doc["score"] == "decision_head"
+    # a score this sharp sends fewer lots to the lab than the noisy ppb does
+    base = doc["cv"]["baseline"]["summary"]
+    assert doc["cv"]["summary"]["lab_share_1000"]["mean"] < base["lab_share_1000"]["mean"]
+    table = calibration.format_table({"sklearn": doc})
+    assert "head" in table and "lab share on ppb" in table
+    plain = calibration.calibrate(y, {"oof": oof, "fold": fold})
+    assert plain["score"] == "ppb" and "baseline" not in plain["cv"]
+
+
 @pytest.mark.parametrize("broken", [
+    {"limits": [], "interval": {"level": 0.9, "transform": "sqrt", "halfwidth": 1},
+     "score": "tea leaves"},
     {"limits": [{"limit_ppb": 1000}], "interval": {"level": 0.9, "transform": "sqrt",
                                                    "halfwidth": 1}},
     {"limits": [], "interval": {"level": 0.9, "transform": "cube", "halfwidth": 1}},

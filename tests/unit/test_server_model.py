@@ -157,3 +157,34 @@ def test_version_without_recorded_predictions_is_refused(rf_dir, tmp_path):
 
     model = loaded(copy_version(rf_dir, tmp_path / "v", drop, rehash=True))
     assert not model.ready and "no reference predictions" in model.reason
+
+
+def test_decisions_come_from_the_decision_head(rf_dir, tmp_path):
+    """The served decisions are the calibration applied to the head's ONNX scores; a version whose
+    calibration needs a head it does not carry (or cannot load) is refused, naming it."""
+    import onnxruntime as ort
+
+    model = loaded(rf_dir)
+    assert model.calibration.score == "decision_head" and set(model.decision_head) == {1000, 5000}
+    rows = golden(rf_dir)[:20]
+    ppb = model.infer(rows)
+    scores = {limit: ort.InferenceSession(str(rf_dir / f"decision_{limit}.onnx")).run(
+        ["score"], {"spectra": rows.astype(np.float32)})[0] for limit in (1000, 5000)}
+    expected = model.calibration.decisions(ppb, scores)
+    out = model.outputs(rows, ppb, ["decision_1000", "decision_5000"])
+    assert out["decision_1000"].tolist() == expected[1000].tolist()
+    assert out["decision_5000"].tolist() == expected[5000].tolist()
+
+    def drop_head(path):
+        meta = json.loads((path / "metadata.json").read_text())
+        meta["artifacts"].pop("decision")
+        (path / "metadata.json").write_text(json.dumps(meta))
+
+    refused = loaded(copy_version(rf_dir, tmp_path / "no-head", drop_head))
+    assert not refused.ready and "decision head" in refused.reason
+
+    def break_head(path):
+        (path / "decision_5000.onnx").write_bytes(b"not onnx")
+
+    refused = loaded(copy_version(rf_dir, tmp_path / "broken-head", break_head, rehash=True))
+    assert not refused.ready and "decision_5000.onnx" in refused.reason
