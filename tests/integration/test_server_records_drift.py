@@ -197,6 +197,33 @@ def test_recorder_down_fails_no_prediction(serving_store, start_server, golden_r
     assert metric(server, "don_requests_total", outcome="success", protocol="v1") >= 40
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_records_queued_at_shutdown_reach_the_recorder(serving_store, start_server, golden_rows,
+                                                       workers):
+    """SIGTERM sends the records still waiting for their batch: with a flush interval longer than
+    the test none has gone out before it, and every one arrives before the process exits (one
+    process, and worker processes, which stop through their own app's shutdown)."""
+    sink = RecordsSink()
+    try:
+        server = start_server("don-rf", serving_store / "don-rf" / "1", "--records_url", sink.url,
+                              "--records_flush_seconds", "600", "--workers", str(workers))
+        rows = np.asarray(golden_rows[:3]).tolist()
+        sent = []
+        for i in range(20):
+            ids = [f"stop-{workers}-{i}-{j}" for j in range(len(rows))]
+            r = requests.post(server.url("/v1/models/don-rf:predict"),
+                              json={"instances": rows, "sample_ids": ids},
+                              headers={"Connection": "close"})  # spread over the workers
+            assert r.status_code == 200
+            sent += ids
+        assert sink.received == 0  # all still queued
+        server.terminate()
+        server.proc.wait(30)
+        assert sorted(r["sample_id"] for r in sink.records()) == sorted(sent), server.log()[-3000:]
+    finally:
+        sink.close()
+
+
 def test_version_without_drift_reference_still_serves(serving_store, start_server, golden_rows,
                                                       tmp_path):
     from tests.fixtures_server import copy_version
