@@ -646,7 +646,9 @@ def test_predictions_through_the_service_are_recorded_and_judged_by_lab_results(
     for version, rows in sorted(by_version.items()):
         lab, ppb = np.array(rows).T
         mae = float(np.mean(np.abs(np.log1p(lab) - np.log1p(np.maximum(ppb, 0)))))
-        assert live[version]["maeLog1p"] == pytest.approx(mae, rel=1e-5), (version, live[version])
+        # abs: the client reads float32 predictions as JSON's shortest form, the records carry their
+        # exact value; a version that predicts its own golden rows almost exactly has an MAE of ~1e-6
+        assert live[version]["maeLog1p"] == pytest.approx(mae, rel=1e-5, abs=1e-6), (version, live[version])
         contaminated = lab > 1000
         if contaminated.any():
             far = float(np.mean(ppb[contaminated] <= 1000))
