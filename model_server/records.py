@@ -75,6 +75,7 @@ class RecordSender:
         self._source = f"/don-predictor/model-server/{model}/{version}"
         self._queue: deque[_Batch] = deque()
         self._queued_rows = 0
+        self._in_flight = 0  # rows taken off the queue, being sent
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -119,7 +120,10 @@ class RecordSender:
                 batches, rows = self._take()
                 if not batches:
                     break
-                if self._send(batches, rows):
+                self._in_flight = rows
+                sent = self._send(batches, rows)
+                self._in_flight = 0
+                if sent:
                     backoff = 0.0
                 else:
                     # a recorder that is down: wait before trying again (the queue bounds memory)
@@ -230,11 +234,13 @@ class RecordSender:
     def close(self, timeout: float = 5.0) -> None:
         """On shutdown: send what is queued (one attempt, at most `timeout` seconds) and stop the
         thread. Without it the daemon thread dies with the process and the records of the last
-        flush interval are lost."""
+        flush interval are lost. Once only: a later call returns at once."""
+        if self._stop:
+            return
         self._stop = True
         self._wake.set()
         self._thread.join(timeout)
-        left = self._queued_rows
+        left = self._queued_rows + self._in_flight
         if self._thread.is_alive() or left:
             log.warning("stopping with %d records unsent (recorder slow or down)", left,
                         extra={"records_url": self.options.url})
