@@ -25,14 +25,37 @@ from don_core.artifact import DECISION_SCORE, decision_file
 # 50 0.482, but each 300-tree head costs about as much per served row as the model itself
 # (~65 us on the real data), and decisions may cost at most 10 % of 1-row throughput.
 DEFAULTS = {"pca_components": 10, "n_estimators": 100, "min_samples_leaf": 2,
-            "max_features": 0.5}
+            "max_features": 0.5, "target": "above", "width": 1.0,
+            "scale": True}
 METHOD = ("decision score: extra-trees regressor on the 0/1 target ppb > limit (PCA(10) of "
           "standardised spectra, 100 trees, leaves >= 2), one per limit, fitted inside each fold")
 
 
+def target(y: np.ndarray, limit: int, kind: str = "above", width: float = 1.0) -> np.ndarray:
+    """What the head regresses on: `above` 1[y > limit]; `graded` the mean of 1[y > cut] over five
+    cuts spaced evenly in log2 from limit / 2**width to limit * 2**width; `logistic`
+    1 / (1 + (limit / y)**(1 / width)) (a sigmoid in log2(y / limit) of scale `width`)."""
+    y = np.asarray(y, dtype=float)
+    if kind == "above":
+        return (y > limit).astype(float)
+    if kind == "graded":
+        cuts = limit * 2.0 ** (width * np.linspace(-1, 1, 5))
+        return (y[:, None] > cuts[None, :]).mean(axis=1)
+    if kind == "logistic":
+        return 1.0 / (1.0 + (limit / np.maximum(y, 1e-9)) ** (1.0 / width))
+    raise ValueError(f"unknown decision head target {kind!r}")
+
+
 def build_one(seed: int, **params) -> Pipeline:
     p = {**DEFAULTS, **params}
-    return Pipeline([("scale", StandardScaler()),
+    if p.get("model") == "gb":
+        from sklearn.ensemble import HistGradientBoostingRegressor
+        return Pipeline([("scale", StandardScaler()),
+                         ("pca", PCA(n_components=p["pca_components"], random_state=seed)),
+                         ("gb", HistGradientBoostingRegressor(
+                             max_depth=3, learning_rate=0.05, max_iter=p["n_estimators"],
+                             random_state=seed))])
+    return Pipeline([("scale", StandardScaler(with_std=bool(p["scale"]))),
                      ("pca", PCA(n_components=p["pca_components"], random_state=seed)),
                      ("trees", ExtraTreesRegressor(
                          n_estimators=p["n_estimators"], min_samples_leaf=p["min_samples_leaf"],
@@ -48,7 +71,9 @@ class DecisionHead:
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "DecisionHead":
         y = np.asarray(y, dtype=float)
-        self.models_ = {limit: build_one(self.seed, **self.params).fit(X, (y > limit).astype(float))
+        p = {**DEFAULTS, **self.params}
+        self.models_ = {limit: build_one(self.seed, **self.params).fit(
+                            X, target(y, limit, p["target"], p["width"]))
                         for limit in self.limits}
         return self
 
