@@ -41,6 +41,9 @@ METHOD = ("decision score: extra-trees regressor on the 0/1 target ppb > limit (
 
 
 def build_one(seed: int, **params) -> Pipeline:
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown decision head parameter(s) {unknown}: {sorted(DEFAULTS)}")
     p = {**DEFAULTS, **params}
     return Pipeline([("scale", StandardScaler()),
                      ("pca", PCA(n_components=p["pca_components"], random_state=seed)),

@@ -1,5 +1,6 @@
 """The decision head: per-limit parameters, and its ONNX copy gives the fitted scores."""
 import numpy as np
+import pytest
 
 from don_core.artifact import DECISION_SCORE
 from training_job import decision, onnx_export, synthetic
@@ -24,3 +25,8 @@ def test_each_limit_gets_its_parameters_and_the_export_matches(tmp_path):
         got = onnx_export.onnx_predict(tmp_path / name, data.X, DECISION_SCORE)
         assert got.shape == (len(data.X),)
         assert np.mean(np.abs(got - scores[int(limit)]) <= 1e-4) >= 0.99
+
+
+def test_an_unknown_parameter_is_refused():
+    with pytest.raises(ValueError, match="unknown decision head parameter"):
+        decision.build_one(0, pca_component=6)
