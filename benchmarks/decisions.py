@@ -1,7 +1,7 @@
 """How the decision score was chosen: lab share at the false-accept target, per candidate.
 
 Run: python benchmarks/decisions.py [--seeds 1 2] [--repeats 2] [--limit 1000]
-         [--candidates rf decision_head ...] [--head target=graded,width=1 ...]
+         [--candidates rf decision_head ...] [--head pca_components=6,min_samples_leaf=4 ...]
 
 `--head` adds a decision head (training_job.decision) with the given parameters as a candidate.
 
@@ -54,7 +54,7 @@ class Classifier:
 
 
 class Head:
-    """The served decision head (training_job.decision) for one limit, trees as given."""
+    """The served decision head (training_job.decision) for one limit, parameters as given."""
 
     def __init__(self, limit, seed=0, **params):
         self.limit, self.seed, self.params = limit, seed, params

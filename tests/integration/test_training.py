@@ -63,6 +63,20 @@ def test_both_families_publish_complete_versions(model_store):
         assert doc["cv"]["baseline"]["summary"]["lab_share_1000"]["n"] == 3
 
 
+def test_decisions_do_not_depend_on_the_family(model_store):
+    """The decision head scores the spectra alone: on the same data, seed and folds both families
+    get the same thresholds and decision figures; only the interval (on their ppb) differs."""
+    rf, tf = (verify_version_dir(model_store / model / "1")["calibration"]
+              for model in ("don-rf", "don-tf"))
+    assert [r["accept_below_ppb"] for r in rf["limits"]] == \
+        [r["accept_below_ppb"] for r in tf["limits"]]
+    assert [r["reject_above_ppb"] for r in rf["limits"]] == \
+        [r["reject_above_ppb"] for r in tf["limits"]]
+    decided = [key for key in rf["cv"]["summary"] if not key.startswith("interval")]
+    assert decided and all(rf["cv"]["summary"][k] == tf["cv"]["summary"][k] for k in decided)
+    assert rf["interval"]["halfwidth"] != tf["interval"]["halfwidth"]
+
+
 def test_sklearn_artifact_loads_without_this_project(model_store, tmp_path):
     """model.joblib must load where only sklearn is installed (KServe's sklearn server)."""
     version = model_store / "don-rf" / "1"
