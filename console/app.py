@@ -81,7 +81,8 @@ def show_prediction(settings: svc.Settings, dataset, prediction: svc.Prediction)
     band_range = None
     if settings.store and prediction.version.isdigit():
         try:
-            doc = svc.evaluation(settings, prediction.model, int(prediction.version))
+            with st.spinner("Reading the training data's band-wise range ..."):
+                doc = svc.evaluation(settings, prediction.model, int(prediction.version))
             band_range = doc["bands"] if doc else None
         except svc.ConsoleError as exc:
             st.caption(f"training range unavailable: {exc}")
@@ -124,8 +125,9 @@ def models_page(settings: svc.Settings) -> None:
     left, right = st.columns(2)
     a = left.selectbox("A", labels, index=0, key="compare_a")
     b = right.selectbox("B", labels, index=len(labels) - 1, key="compare_b")
-    meta_a = svc.metadata(settings, rows[labels.index(a)]["model"], rows[labels.index(a)]["version"])
-    meta_b = svc.metadata(settings, rows[labels.index(b)]["model"], rows[labels.index(b)]["version"])
+    with st.spinner(f"Reading {a} and {b} from the store ..."):
+        meta_a = svc.metadata(settings, rows[labels.index(a)]["model"], rows[labels.index(a)]["version"])
+        meta_b = svc.metadata(settings, rows[labels.index(b)]["model"], rows[labels.index(b)]["version"])
     st.dataframe(pd.DataFrame(svc.compare_metrics(meta_a, meta_b)), hide_index=True, width="stretch")
     for col, row in ((left, rows[labels.index(a)]), (right, rows[labels.index(b)])):
         with col:
@@ -145,7 +147,8 @@ def show_version(settings: svc.Settings, row: dict) -> None:
 
 
 def oof_chart(settings: svc.Settings, model: str, version: int) -> None:
-    doc = svc.evaluation(settings, model, version)
+    with st.spinner(f"Reading the out-of-fold predictions of {model} v{version} ..."):
+        doc = svc.evaluation(settings, model, version)
     if doc is None:
         st.caption(f"{model} v{version} was published before out-of-fold predictions were kept.")
         return
@@ -215,22 +218,65 @@ def timeline_chart(item: dict) -> None:
 def monitoring_page(settings: svc.Settings) -> None:
     st.header("Monitoring")
     if settings.recorder:
-        with st.spinner("Reading live accuracy from the recorder ..."):
-            rows = svc.accuracy_rows(svc.accuracy(settings))
-        if rows:
-            frame = pd.DataFrame(rows)
-            frame["model version"] = frame["model"] + " v" + frame["version"].astype(str)
-            st.altair_chart(alt.Chart(frame).mark_line(point=True).encode(
-                x=alt.X("window:N", sort=["1d", "7d", "30d"], title="window (predictions made within)"),
-                y=alt.Y("MAE log1p:Q"), color="model version:N"), width="stretch")
-            st.dataframe(frame.drop(columns=["model version"]), hide_index=True, width="stretch")
-        else:
-            st.info("no lab results matched to predictions yet (import them: python -m ops labresults)")
+        try:
+            live_accuracy(settings)
+        except svc.ConsoleError as exc:   # the recorder away: the servers' drift still shows
+            st.error(str(exc))
     else:
         st.info("no prediction recorder configured (--recorder URL): live accuracy is not available")
     if settings.servers:
         st.subheader("Input drift (out-of-distribution rate since each server started)")
-        st.dataframe(pd.DataFrame(svc.drift_rates(settings)), hide_index=True, width="stretch")
+        with st.spinner("Reading the model servers' metrics ..."):
+            st.dataframe(pd.DataFrame(svc.drift_rates(settings)), hide_index=True, width="stretch")
+
+
+def live_accuracy(settings: svc.Settings) -> None:
+    days = st.selectbox("Span", svc.SPANS_DAYS, index=1, format_func=lambda d: f"last {d} days", key="span")
+    with st.spinner(f"Reading {days} days of live accuracy from the recorder ..."):
+        doc = svc.accuracy_series(settings, days)
+        windows = svc.accuracy_rows(svc.accuracy(settings))
+    st.subheader(f"Live accuracy per version and day, {doc['from']} to {doc['to']} (UTC)")
+    rows = svc.series_rows(doc)
+    if not rows:
+        st.info(f"no prediction recorded from {doc['from']} to {doc['to']}")
+    else:
+        frame = pd.DataFrame(rows)
+        limit = doc["thresholdsPpb"][0]
+        # two charts a row; a phone stacks them in this order
+        for row in ((("MAE log1p", "MAE of log1p(ppb)", None), (f"false accept @{limit}",
+                                                                  f"false-accept rate @{limit} ppb", "%")),
+                    (("matched", "lab-matched samples", "d"), ("OOD rate", "out-of-distribution rate", "%"))):
+            for container, (column, title, fmt) in zip(st.columns(2), row):
+                series_chart(container, frame, column, title, fmt)
+        if not frame["matched"].any():
+            st.caption("no lab results matched to these predictions yet (import them: "
+                       "python -m ops labresults import FILE --url RECORDER)")
+        with st.expander("Figures per day"):
+            st.dataframe(frame, hide_index=True, width="stretch")
+    st.subheader("Current windows (predictions made in the last 1, 7 and 30 days)")
+    if windows:
+        st.dataframe(pd.DataFrame(windows), hide_index=True, width="stretch")
+    else:
+        st.info("no lab results matched to predictions yet (import them: python -m ops labresults)")
+
+
+def series_chart(container, frame: pd.DataFrame, column: str, title: str, fmt: str | None) -> None:
+    """One figure per day, a line per model version (days without the figure are left out);
+    fmt "%": a share, plotted from 0 to 100 %; "d": a count."""
+    data = frame.dropna(subset=[column]).assign(day=lambda f: pd.to_datetime(f["day"]))
+    if data.empty:
+        container.caption(f"{title}: nothing in this span")
+        return
+    y_axis = alt.Axis(format=".0%" if fmt == "%" else fmt or ".2~f", **({"tickMinStep": 1} if fmt == "d" else {}))
+    chart = alt.Chart(data).mark_line(point=True).encode(
+        x=alt.X("day:T", title=None, axis=alt.Axis(format="%b %d", tickCount={"interval": "day", "step": 1})),
+        y=alt.Y(field=column, type="quantitative", title=None, axis=y_axis,
+                scale=alt.Scale(domain=[0, 1]) if fmt == "%" else alt.Scale(zero=True)),
+        color=alt.Color("model version:N", legend=alt.Legend(orient="top", title=None)),
+        tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), "model version:N",
+                 alt.Tooltip(field=column, type="quantitative", format=".3~f"), "matched:Q", "predictions:Q"],
+    ).properties(title=title, height=260)
+    container.altair_chart(chart, width="stretch")
 
 
 main()

@@ -366,6 +366,31 @@ def accuracy_rows(doc: dict) -> list[dict]:
     return rows
 
 
+SPANS_DAYS = (7, 30, 90)
+
+
+def accuracy_series(settings: Settings, days: int) -> dict:
+    """The recorder's per-day series (GET /v1/accuracy/series) over the last `days` days."""
+    if not settings.recorder:
+        raise ConsoleError("no prediction recorder configured (--recorder)")
+    return _call("GET", settings.recorder.rstrip("/") + "/v1/accuracy/series", settings,
+                 params={"days": days}).json()
+
+
+def series_rows(doc: dict) -> list[dict]:
+    """One row per model version and day: the figures the Monitoring page plots."""
+    rows = []
+    for s in doc.get("series", []):
+        for p in s.get("points", []):
+            row = {"day": p["day"], "model version": f"{s['model']} v{s['version']}",
+                   "predictions": p.get("predictions"), "matched": p.get("matched"),
+                   "MAE log1p": p.get("maeLog1p"), "OOD rate": p.get("oodRate")}
+            for limit, t in (p.get("thresholds") or {}).items():
+                row[f"false accept @{limit}"] = t.get("falseAcceptRate")
+            rows.append(row)
+    return rows
+
+
 _METRIC = re.compile(r"^(don_out_of_distribution_rows_total|don_drift_scored_rows_total)(\{[^}]*\})?\s+(\S+)",
                      re.M)
 

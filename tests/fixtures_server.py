@@ -153,3 +153,29 @@ def copy_version(src: Path, dst: Path, mutate=None, rehash: bool = False) -> Pat
         metadata["files"] = hash_tree(dst)
         (dst / "metadata.json").write_bytes(dump_metadata(metadata))
     return dst
+
+
+@pytest.fixture
+def recorder_url(tmp_path):
+    """A real prediction recorder (`python -m ops recorder serve`, SQLite, no token) on loopback."""
+    from tests.net import running
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running([sys.executable, "-m", "ops", "recorder", "serve", "--db",
+                  f"sqlite:///{tmp_path / 'rec.db'}", "--host", "127.0.0.1", "--port", str(port),
+                  "--no-auth"], url + "/readyz", timeout=60,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        yield url
+
+
+def post_records(recorder_url: str, records: list[dict]) -> None:
+    """Prediction records into the recorder as a model server sends them (one CloudEvent)."""
+    import uuid
+
+    import requests
+
+    from don_core.records import RECORDS_EVENT_TYPE
+    sent = requests.post(recorder_url + "/", data=json.dumps({"records": records}), timeout=30, headers={
+        "Content-Type": "application/json", "ce-specversion": "1.0", "ce-type": RECORDS_EVENT_TYPE,
+        "ce-id": uuid.uuid4().hex, "ce-source": "test"})
+    assert sent.status_code == 202, sent.text

@@ -7,6 +7,10 @@ false reject = clean but predicted above it (share of clean samples); balanced a
 undefined (None) while only one class has been seen. A sample measured several times counts with
 the mean of its lab results; a sample predicted several times by one version counts once, with the
 latest prediction. Windows select predictions by their time.
+
+The series (`series`) buckets the same figures by UTC day of the prediction (within a day, a
+sample predicted several times by one version counts once, latest), beside each day's volume and
+out-of-distribution rate (share of the rows the server scored for drift that it flagged).
 """
 from __future__ import annotations
 
@@ -42,31 +46,57 @@ def figures(truth_ppb, predicted_ppb) -> dict:
     return out
 
 
+def _latest_matched(engine: sa.Engine, since: dt.datetime, until: dt.datetime | None, model: str | None,
+                    version: int | None, by_day: bool):
+    """Rows (model, version, [day,] lab ppb, predicted ppb): the latest prediction of each sample
+    per model and version (and day), joined to the mean of its lab results."""
+    lab = (sa.select(lab_results.c.sample_id, sa.func.avg(lab_results.c.vomitoxin_ppb).label("ppb"))
+           .group_by(lab_results.c.sample_id).subquery())
+    keys = [predictions.c.model, predictions.c.version]
+    if by_day:
+        keys.append(_day(engine, predictions.c.time).label("day"))
+    latest = (sa.select(*keys, predictions.c.sample_id, predictions.c.predicted_ppb,
+                        sa.func.row_number().over(
+                            partition_by=(*keys, predictions.c.sample_id),
+                            order_by=(predictions.c.time.desc(), predictions.c.id.desc())).label("rank"))
+              .where(predictions.c.sample_id.is_not(None), *_filters(since, until, model, version)))
+    latest = latest.subquery()
+    columns = [latest.c.model, latest.c.version, *([latest.c.day] if by_day else [])]
+    query = (sa.select(*columns, lab.c.ppb, latest.c.predicted_ppb)
+             .join(lab, lab.c.sample_id == latest.c.sample_id).where(latest.c.rank == 1)
+             .order_by(*columns))
+    with engine.connect() as conn:
+        return conn.execute(query).all()
+
+
+def _filters(since: dt.datetime, until: dt.datetime | None, model: str | None, version: int | None) -> list:
+    where = [predictions.c.time >= since]
+    if until is not None:
+        where.append(predictions.c.time < until)
+    if model is not None:
+        where.append(predictions.c.model == model)
+    if version is not None:
+        where.append(predictions.c.version == version)
+    return where
+
+
+def _day(engine: sa.Engine, column):
+    """The UTC day of a (naive UTC) time column; SQLite keeps times as text, so date() there."""
+    return sa.func.date(column) if engine.dialect.name == "sqlite" else sa.cast(column, sa.Date)
+
+
+def _as_date(value) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+
+
 def matched_pairs(engine: sa.Engine, since: dt.datetime, model: str | None = None,
                   version: int | None = None) -> dict[tuple[str, int], tuple[list[float], list[float]]]:
     """{(model, version): (lab ppb, predicted ppb)} for predictions made since `since`."""
-    lab = (sa.select(lab_results.c.sample_id, sa.func.avg(lab_results.c.vomitoxin_ppb).label("ppb"))
-           .group_by(lab_results.c.sample_id).subquery())
-    latest = (sa.select(predictions.c.model, predictions.c.version, predictions.c.sample_id,
-                        predictions.c.predicted_ppb,
-                        sa.func.row_number().over(
-                            partition_by=(predictions.c.model, predictions.c.version, predictions.c.sample_id),
-                            order_by=(predictions.c.time.desc(), predictions.c.id.desc())).label("rank"))
-              .where(predictions.c.sample_id.is_not(None), predictions.c.time >= since))
-    if model is not None:
-        latest = latest.where(predictions.c.model == model)
-    if version is not None:
-        latest = latest.where(predictions.c.version == version)
-    latest = latest.subquery()
-    query = (sa.select(latest.c.model, latest.c.version, lab.c.ppb, latest.c.predicted_ppb)
-             .join(lab, lab.c.sample_id == latest.c.sample_id).where(latest.c.rank == 1)
-             .order_by(latest.c.model, latest.c.version))
     pairs: dict[tuple[str, int], tuple[list[float], list[float]]] = {}
-    with engine.connect() as conn:
-        for m, v, truth, pred in conn.execute(query):
-            bucket = pairs.setdefault((m, v), ([], []))
-            bucket[0].append(float(truth))
-            bucket[1].append(float(pred))
+    for m, v, truth, pred in _latest_matched(engine, since, None, model, version, by_day=False):
+        bucket = pairs.setdefault((m, v), ([], []))
+        bucket[0].append(float(truth))
+        bucket[1].append(float(pred))
     return pairs
 
 
@@ -81,3 +111,48 @@ def report(engine: sa.Engine, model: str | None = None, version: int | None = No
     results.sort(key=lambda r: (r["model"], r["version"], list(WINDOWS).index(r["window"])))
     return {"generatedAt": now.isoformat(timespec="seconds") + "Z",
             "thresholdsPpb": list(DECISION_THRESHOLDS_PPB), "windows": list(WINDOWS), "results": results}
+
+
+MAX_SERIES_DAYS = 366
+
+
+def series(engine: sa.Engine, days: int = 30, last_day: dt.date | None = None, model: str | None = None,
+           version: int | None = None, now: dt.datetime | None = None) -> dict:
+    """The JSON document of /v1/accuracy/series: per model and version, one point per UTC day (of
+    the `days` days ending with `last_day`, default today) on which the version predicted anything."""
+    now = now or utcnow()
+    last_day = last_day or now.date()
+    first_day = last_day - dt.timedelta(days=days - 1)
+    since = dt.datetime.combine(first_day, dt.time())
+    until = dt.datetime.combine(last_day + dt.timedelta(days=1), dt.time())
+    day = _day(engine, predictions.c.time).label("day")
+    ood = predictions.c.out_of_distribution
+    volume = (sa.select(predictions.c.model, predictions.c.version, day, sa.func.count().label("n"),
+                        sa.func.count(ood).label("scored"),
+                        sa.func.count(sa.case((ood.is_(True), 1))).label("ood"))
+              .where(*_filters(since, until, model, version))
+              .group_by(predictions.c.model, predictions.c.version, day))
+    points: dict[tuple[str, int], dict[dt.date, dict]] = {}
+    with engine.connect() as conn:
+        for m, v, d, n, scored, flagged in conn.execute(volume):
+            points.setdefault((m, v), {})[_as_date(d)] = {
+                "predictions": int(n), "scored": int(scored), "outOfDistribution": int(flagged),
+                "oodRate": flagged / scored if scored else None, "pairs": ([], [])}
+    for m, v, d, truth, pred in _latest_matched(engine, since, until, model, version, by_day=True):
+        point = points.get((m, v), {}).get(_as_date(d))
+        if point is None:
+            continue  # predicted after the volume query ran: next time
+        pairs = point["pairs"]
+        pairs[0].append(float(truth))
+        pairs[1].append(float(pred))
+    out = []
+    for (m, v) in sorted(points):
+        days_doc = []
+        for d in sorted(points[(m, v)]):
+            point = points[(m, v)][d]
+            days_doc.append({"day": d.isoformat(), **{k: x for k, x in point.items() if k != "pairs"},
+                             **figures(*point["pairs"])})
+        out.append({"model": m, "version": v, "points": days_doc})
+    return {"generatedAt": now.isoformat(timespec="seconds") + "Z", "from": first_day.isoformat(),
+            "to": last_day.isoformat(), "days": days, "thresholdsPpb": list(DECISION_THRESHOLDS_PPB),
+            "series": out}

@@ -29,7 +29,7 @@ from ops.recorder.db import utcnow
 # in row order).
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_TEXT = {"model": 253, "request_id": 200, "trace_id": 64, "caller": 200, "sample_id": 200}
-_INT32 = 2**31 - 1
+INT32_MAX = 2**31 - 1
 
 
 class EventError(ValueError):
@@ -83,8 +83,8 @@ def _text(data: dict, field: str, required: bool) -> str | None:
 
 def _int(data: dict, field: str) -> int:
     value = data.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT32:
-        raise ValueError(f"{field} must be an integer between 0 and {_INT32}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT32_MAX:
+        raise ValueError(f"{field} must be an integer between 0 and {INT32_MAX}")
     return value
 
 
@@ -227,7 +227,7 @@ def kserve_response(body: bytes) -> dict:
         values = outputs[0].get("data")
         raw_version = doc.get("model_version")
         if raw_version is not None:
-            if not str(raw_version).isdigit() or int(raw_version) > _INT32:
+            if not str(raw_version).isdigit() or int(raw_version) > INT32_MAX:
                 raise _bad(f"model_version {str(raw_version)[:40]!r} is not a version number")
             version = int(raw_version)
         model = doc.get("model_name")

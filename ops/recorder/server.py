@@ -3,6 +3,8 @@
 POST /                  CloudEvents (binary mode): our record batches, KServe logger events
 POST /v1/labresults     lab results CSV (?partial=true keeps the good rows)
 GET  /v1/accuracy       live accuracy JSON (?model=&version=)
+GET  /v1/accuracy/series  the same figures and the out-of-distribution rate per day
+                        (?model=&version=&days=30&to=YYYY-MM-DD)
 GET  /metrics           Prometheus: recorder counters and live accuracy
 GET  /healthz, /readyz  liveness; readiness (database reachable)
 
@@ -21,6 +23,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -225,14 +228,16 @@ class Handler(BaseHTTPRequestHandler):
             elif url.path == "/metrics":
                 self._send(200, generate_latest(rec.metrics.registry), CONTENT_TYPE_LATEST)
             elif url.path == "/v1/accuracy":
+                model, version = _model_version(parse_qs(url.query))
+                self._json(200, accuracy.report(rec.engine, model, version))
+            elif url.path == "/v1/accuracy/series":
                 query = parse_qs(url.query)
-                model = query.get("model", [None])[0]
-                version = query.get("version", [None])[0]
-                if version is not None and not version.isdigit():
-                    return self._error(400, f"version {version[:40]!r} must be a whole number")
-                self._json(200, accuracy.report(rec.engine, model, int(version) if version else None))
+                model, version = _model_version(query)
+                self._json(200, accuracy.series(rec.engine, _days(query), _last_day(query), model, version))
             else:
                 self._error(404, f"no such path {url.path[:100]!r}")
+        except QueryError as exc:
+            self._error(400, str(exc))
         except sa.exc.SQLAlchemyError as exc:
             self._error(503, f"database unavailable: {str(exc).splitlines()[0][:200]}")
 
@@ -269,6 +274,44 @@ class Handler(BaseHTTPRequestHandler):
             return self._error(422, f"the database refused the data: {str(exc).splitlines()[0][:200]}")
         except sa.exc.SQLAlchemyError as exc:
             return self._error(503, f"database unavailable: {str(exc).splitlines()[0][:200]}")
+
+
+class QueryError(ValueError):
+    """A query parameter a GET cannot use (answered 400 with this message)."""
+
+
+def _whole(text: str) -> bool:
+    return text.isascii() and text.isdigit()   # not "²": str.isdigit() alone takes it, int() does not
+
+
+def _model_version(query: dict) -> tuple[str | None, int | None]:
+    model = query.get("model", [None])[0]
+    version = query.get("version", [None])[0]
+    if model is not None and (len(model) > 253 or "\x00" in model):   # the column's limits
+        raise QueryError(f"model {model[:40]!r} must be a model name (at most 253 characters, no NUL)")
+    if version is not None and not (_whole(version) and int(version) <= events.INT32_MAX):
+        raise QueryError(f"version {version[:40]!r} must be a whole number")
+    return model, int(version) if version else None
+
+
+def _days(query: dict) -> int:
+    text = query.get("days", ["30"])[0]
+    if not _whole(text) or not 1 <= int(text) <= accuracy.MAX_SERIES_DAYS:
+        raise QueryError(f"days {text[:40]!r} must be a whole number from 1 to {accuracy.MAX_SERIES_DAYS}")
+    return int(text)
+
+
+def _last_day(query: dict):
+    text = query.get("to", [None])[0]
+    if text is None:
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise QueryError(f"to {text[:40]!r} must be a date, YYYY-MM-DD") from None
+    if not date(1970, 1, 1) <= day <= date(9998, 12, 31):  # room for the span's arithmetic
+        raise QueryError(f"to {text!r} must lie between 1970-01-01 and 9998-12-31")
+    return day
 
 
 def make_server(settings: Settings) -> tuple[ThreadingHTTPServer, Recorder]:

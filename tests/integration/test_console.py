@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +11,8 @@ import pytest
 import requests
 
 from don_core.schema import BAND_COLUMNS
-from tests.net import free_port, running
+from tests.fixtures_server import post_records
+from tests.net import free_port
 
 APP = str(Path(__file__).resolve().parents[2] / "console" / "app.py")
 HEADER = ["hsi_id", *BAND_COLUMNS, "vomitoxin_ppb"]
@@ -132,44 +131,73 @@ def test_evaluation_file_holds_the_out_of_fold_predictions(serving_store):
     assert all(lo <= hi for lo, hi in zip(doc["bands"]["min"], doc["bands"]["max"]))
 
 
-@pytest.fixture
-def recorder(tmp_path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with running([sys.executable, "-m", "ops", "recorder", "serve", "--db",
-                  f"sqlite:///{tmp_path / 'rec.db'}", "--host", "127.0.0.1", "--port", str(port),
-                  "--no-auth"], url + "/readyz", timeout=60,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
-        yield url
-
-
-def test_monitoring_page_shows_live_accuracy_and_drift(monkeypatch, rf_server, golden_rows, recorder):
+def test_monitoring_page_plots_live_accuracy_per_version_and_day(monkeypatch, rf_server, golden_rows,
+                                                                 recorder_url):
     import datetime as dt
-    import json
-    import uuid
+    import math
 
-    from don_core.records import RECORDS_EVENT_TYPE
     requests.post(rf_server.url("/v1/models/don-rf:predict"), json={"instances": golden_rows[:2]}, timeout=30)
-    # two recorded predictions of version 1 with lab sample ids (as a server sends them), then
-    # their lab results: two matched pairs
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
-    records = [{"time": now, "model": "don-rf", "version": 1, "request_id": f"req-{i}", "row": 0,
-                "predicted_ppb": ppb, "spectrum_sha256": f"{i:064x}", "sample_id": f"lot-{i}",
-                "outlier_score": 0.5, "out_of_distribution": False} for i, ppb in enumerate((100.0, 3000.0))]
-    sent = requests.post(recorder + "/", data=json.dumps({"records": records}), timeout=30, headers={
-        "Content-Type": "application/json", "ce-specversion": "1.0", "ce-type": RECORDS_EVENT_TYPE,
-        "ce-id": uuid.uuid4().hex, "ce-source": "test"})
-    assert sent.status_code == 202, sent.text
+    # recorded predictions (as a server sends them) with lab sample ids: version 1 today (lot-0,
+    # lot-1) and yesterday (lot-0, flagged out of distribution), version 2 today (lot-1); then
+    # the lab results of both samples
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
+    sent = [(1, "lot-0", 100.0, now, False), (1, "lot-1", 3000.0, now, False),
+            (1, "lot-0", 900.0, today - dt.timedelta(hours=1), True), (2, "lot-1", 500.0, now, False)]
+    records = [{"time": when.isoformat() + "Z", "model": "don-rf", "version": version, "request_id": f"req-{i}",
+                "row": 0, "predicted_ppb": ppb, "spectrum_sha256": f"{i:064x}", "sample_id": sample,
+                "outlier_score": 0.5, "out_of_distribution": ood}
+               for i, (version, sample, ppb, when, ood) in enumerate(sent)]
+    post_records(recorder_url, records)
     lab = "sample_id,vomitoxin_ppb,method,measured_at\nlot-0,150,HPLC,2026-11-30\nlot-1,2500,HPLC,2026-11-30\n"
-    stored = requests.post(recorder + "/v1/labresults", data=lab, headers={"Content-Type": "text/csv"}, timeout=30)
+    stored = requests.post(recorder_url + "/v1/labresults", data=lab, headers={"Content-Type": "text/csv"}, timeout=30)
     assert stored.status_code < 300, stored.text
-    at = app(monkeypatch, servers=f"don-rf={rf_server.base}", recorder=recorder)
+    at = app(monkeypatch, servers=f"don-rf={rf_server.base}", recorder=recorder_url)
     at.radio(key="page").set_value("Monitoring").run()
     assert errors(at) == []
-    accuracy, drift = at.dataframe[0].value, at.dataframe[1].value
-    assert set(accuracy["window"]) == {"1d", "7d", "30d"} and (accuracy["matched"] == 2).all()
-    assert len(at.get("vega_lite_chart")) == 1
+    assert at.selectbox(key="span").value == 30
+    per_day, windows, drift = (d.value for d in at.dataframe)
+    # the figures the charts plot, one row per version and day, against a hand computation
+    got = {(r["model version"], r["day"]): r for r in per_day.to_dict("records")}
+    day, yesterday = today.date().isoformat(), (today - dt.timedelta(days=1)).date().isoformat()
+    assert sorted(got) == [("don-rf v1", yesterday), ("don-rf v1", day), ("don-rf v2", day)]
+    v1 = got[("don-rf v1", day)]
+    assert (v1["predictions"], v1["matched"], v1["OOD rate"]) == (2, 2, 0.0)
+    mae = (abs(math.log1p(150) - math.log1p(100)) + abs(math.log1p(2500) - math.log1p(3000))) / 2
+    assert v1["MAE log1p"] == pytest.approx(mae) and v1["false accept @1000"] == 0.0
+    assert got[("don-rf v1", yesterday)]["OOD rate"] == 1.0
+    assert got[("don-rf v2", day)]["false accept @1000"] == 1.0          # 2500 ppb predicted 500
+    assert len(at.get("vega_lite_chart")) == 4                          # error, false accepts, matched, drift
+    assert set(windows["window"]) == {"1d", "7d", "30d"}
     assert drift["model"].tolist() == ["don-rf"] and drift["scored rows"][0] >= 2
+    # a shorter span asks the recorder again
+    at.selectbox(key="span").set_value(7).run()
+    assert errors(at) == [] and any("Live accuracy per version and day" in h.value and
+                                    (today.date() - dt.timedelta(days=6)).isoformat() in h.value
+                                    for h in at.subheader)
+
+
+def test_monitoring_page_reads_as_messages_without_a_recorder_or_lab_results(monkeypatch, rf_server, recorder_url):
+    # a recorder that does not answer: its error in a sentence, and the servers' drift still shown
+    at = app(monkeypatch, servers=f"don-rf={rf_server.base}", recorder=f"http://127.0.0.1:{free_port()}")
+    at.radio(key="page").set_value("Monitoring").run()
+    assert len(errors(at)) == 1 and "cannot connect" in errors(at)[0] and "Traceback" not in errors(at)[0]
+    assert at.dataframe[0].value["model"].tolist() == ["don-rf"]
+    at = app(monkeypatch, servers=f"don-rf={rf_server.base}")
+    at.radio(key="page").set_value("Monitoring").run()
+    assert errors(at) == [] and "no prediction recorder configured" in at.info[0].value
+    # predictions recorded but no lab result yet: volume and drift plotted, accuracy said to wait
+    import datetime as dt
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+    post_records(recorder_url, [{"time": now, "model": "don-rf", "version": 1, "request_id": "r", "row": 0,
+                                 "predicted_ppb": 10.0, "spectrum_sha256": "0" * 64, "sample_id": "lot-0",
+                                 "out_of_distribution": True}])
+    at = app(monkeypatch, recorder=recorder_url)
+    at.radio(key="page").set_value("Monitoring").run()
+    assert errors(at) == [] and len(at.get("vega_lite_chart")) == 2      # matched (0) and drift (100 %)
+    assert any("MAE of log1p(ppb): nothing in this span" == c.value for c in at.caption)
+    assert any("no lab results matched to these predictions yet" in c.value for c in at.caption)
+    assert at.dataframe[0].value["OOD rate"].tolist() == [1.0]
 
 
 @pytest.mark.apiserver

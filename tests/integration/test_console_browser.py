@@ -2,11 +2,13 @@
 download: `executable_path`), against `python -m console` on loopback with a real model server.
 
 Screenshots of every page (1280 px and phone width) are written to $DON_TEST_ARTIFACTS/console
-(default: test-artifacts/console in the repository, git-ignored).
+(default: test-artifacts/console in the repository, git-ignored); Monitoring with a real
+recorder holding a few days of predictions and lab results.
 """
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import os
 import shutil
@@ -18,6 +20,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, SHARED
+from tests.fixtures_server import post_records
 from tests.net import free_port, running
 
 pytestmark = pytest.mark.slow
@@ -68,13 +71,31 @@ def first_rows(tmp_path: Path) -> Path:
     return path
 
 
+def recorded_days(recorder_url: str, days: int = 5) -> None:
+    """A few days of recorded predictions by don-rf v1 with their lab results (for Monitoring)."""
+    today = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0, tzinfo=None)
+    lab, records = ["sample_id,vomitoxin_ppb,method,measured_at"], []
+    for day in range(days):
+        for i, truth in enumerate((50.0, 800.0, 2000.0, 6000.0)):
+            sample = f"lot-{day}-{i}"
+            records.append({"time": (today - dt.timedelta(days=day)).isoformat() + "Z", "model": "don-rf",
+                            "version": 1, "request_id": f"req-{day}", "row": i, "sample_id": sample,
+                            "predicted_ppb": truth * (1 + 0.1 * (day - i)), "spectrum_sha256": f"{len(records):064x}",
+                            "outlier_score": 0.5, "out_of_distribution": i == day % 4})
+            lab.append(f"{sample},{truth},HPLC,{(today - dt.timedelta(days=day)).date()}")
+    post_records(recorder_url, records)
+    stored = requests.post(recorder_url + "/v1/labresults", data="\n".join(lab) + "\n", timeout=30)
+    assert stored.status_code == 200, stored.text
+
+
 @pytest.fixture
-def console_url(rf_server, serving_store, tmp_path):
+def console_url(rf_server, serving_store, recorder_url, tmp_path):
+    recorded_days(recorder_url)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(tmp_path / "console.log", "wb") as log, \
             running([sys.executable, "-m", "console", "--store", str(serving_store),
-                     "--server", f"don-rf={rf_server.base}", "--port", str(port)],
+                     "--server", f"don-rf={rf_server.base}", "--recorder", recorder_url, "--port", str(port)],
                     url + "/_stcore/health", timeout=90,
                     cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True):
         yield url
@@ -130,6 +151,11 @@ def test_browser_upload_predict_plot_download(chromium, console_url, rf_server, 
                     page.wait_for_load_state("networkidle")
                     if name == "Models":
                         expect(page.locator("[data-testid='stVegaLiteChart']").first).to_be_visible()
+                        assert page.locator("[data-testid='stAlertContentError']").count() == 0
+                    if name == "Monitoring":   # four series: error, false accepts, matched, drift
+                        expect(page.locator("[data-testid='stVegaLiteChart']")).to_have_count(4)
+                        expect(page.locator("[data-testid='stVegaLiteChart'] canvas, "
+                                            "[data-testid='stVegaLiteChart'] svg").first).to_be_visible()
                         assert page.locator("[data-testid='stAlertContentError']").count() == 0
                     page.screenshot(path=str(ARTIFACTS / f"{name.lower()}-{suffix}.png"), full_page=True)
                     assert page.locator("text=Traceback").count() == 0

@@ -281,6 +281,76 @@ def test_lab_results_join_predictions_into_live_accuracy(recorder, tmp_path):
     assert 'don_recorder_lab_results_total{outcome="rejected"} 7.0' in metrics
 
 
+def test_accuracy_series_per_day_against_a_hand_computation(recorder):
+    """GET /v1/accuracy/series: per model, version and UTC day, the live figures of that day's
+    predictions (a sample repeated within a day counts once, latest) and its out-of-distribution
+    rate (flagged / scored; rows without a drift score are not scored)."""
+    def at(day: int, hour: int, minute: int = 0, second: int = 0) -> dt.datetime:
+        return dt.datetime(2026, 11, day, hour, minute, second)
+
+    def rec(i, sample, ppb, when, version=2, ood=False, model="don-rf"):
+        return {**_record(i, sample, ppb, when=when, model=model, version=version), "out_of_distribution": ood}
+
+    records = [rec(1, "lot-a", 100.0, at(29, 10)), rec(2, "lot-b", 3000.0, at(29, 10), ood=True),
+               rec(3, None, 50.0, at(29, 11), ood=None),
+               rec(4, "lot-a", 200.0, at(29, 18)),               # replaces lot-a's 10:00 prediction
+               rec(5, "lot-a", 400.0, at(30, 9)), rec(6, "lot-c", 6000.0, at(30, 9)),
+               rec(7, "lot-b", 1.0, at(27, 23, 59, 59)),         # the day before the span
+               rec(8, "lot-c", 1.0, at(30, 23, 59, 59) + dt.timedelta(seconds=1)),   # the day after
+               rec(9, "lot-b", 800.0, at(30, 12), version=3, ood=True),
+               rec(10, "lot-c", 9.0, at(28, 1), model="don-tf", version=1)]
+    assert _send_records(recorder, records)[1]["stored"] == 10
+    lab = _csv([("lot-a", 150, "HPLC", "2026-11-30"), ("lot-a", 250, "ELISA", "2026-11-30"),
+                ("lot-b", 2500, "HPLC", "2026-11-30"), ("lot-c", 5500, "HPLC", "2026-12-01")])
+    assert _post(recorder.url + "/v1/labresults", lab, {"Content-Type": "text/csv"})[0] == 200
+
+    def get(query: str) -> dict:
+        with urllib.request.urlopen(recorder.url + "/v1/accuracy/series?" + query, timeout=30) as resp:
+            return json.load(resp)
+
+    doc = get("model=don-rf&days=3&to=2026-11-30")
+    assert (doc["from"], doc["to"], doc["days"], doc["thresholdsPpb"]) == ("2026-11-28", "2026-11-30", 3, [1000, 5000])
+    assert [(s["model"], s["version"]) for s in doc["series"]] == [("don-rf", 2), ("don-rf", 3)]
+    v2, v3 = ({p["day"]: p for p in s["points"]} for s in doc["series"])
+    assert list(v2) == ["2026-11-29", "2026-11-30"] and list(v3) == ["2026-11-30"]
+    # 29th: lot-a twice (latest 200 vs its lab mean 200), lot-b (3000 vs 2500), one row without an
+    # id or a drift score; one of the three scored rows flagged.
+    day = v2["2026-11-29"]
+    assert (day["predictions"], day["scored"], day["outOfDistribution"]) == (4, 3, 1)
+    assert day["oodRate"] == pytest.approx(1 / 3)
+    hand = _by_hand([200.0, 2500.0], [200.0, 3000.0])
+    assert day["matched"] == 2 and day["maeLog1p"] == pytest.approx(hand["mae"])
+    assert day["r2Log1p"] == pytest.approx(hand["r2"])
+    assert day["thresholds"]["1000"] == {"contaminated": 1, "clean": 1, "falseAcceptRate": 0.0,
+                                         "falseRejectRate": 0.0, "balancedAccuracy": 1.0}
+    assert day["thresholds"]["5000"]["falseAcceptRate"] is None        # nothing above 5000 yet
+    # 30th: lot-a again (400: a new day, a new pair) and lot-c (6000 vs 5500); nothing flagged.
+    day = v2["2026-11-30"]
+    assert (day["predictions"], day["scored"], day["outOfDistribution"], day["oodRate"]) == (2, 2, 0, 0.0)
+    assert day["matched"] == 2 and day["maeLog1p"] == pytest.approx(_by_hand([200.0, 5500.0], [400.0, 6000.0])["mae"])
+    assert day["thresholds"]["5000"]["falseAcceptRate"] == 0.0
+    # version 3 accepted lot-b (800 <= 1000) that the lab measured at 2500: a false accept.
+    day = v3["2026-11-30"]
+    assert (day["predictions"], day["oodRate"], day["matched"]) == (1, 1.0, 1)
+    assert day["maeLog1p"] == pytest.approx(abs(math.log1p(2500) - math.log1p(800)))
+    assert day["thresholds"]["1000"]["falseAcceptRate"] == 1.0 and day["r2Log1p"] is None
+    # filters and span: one version; one day; no model of that name; the default span ends today
+    assert [s["version"] for s in get("model=don-rf&version=3&days=3&to=2026-11-30")["series"]] == [3]
+    only = get("days=1&to=2026-11-28")["series"]
+    assert [(s["model"], [p["day"] for p in s["points"]]) for s in only] == [("don-tf", ["2026-11-28"])]
+    assert get("model=don-xx&days=366&to=2026-11-30")["series"] == []
+    default = get("")
+    assert default["days"] == 30 and default["to"] == dt.datetime.now(dt.UTC).date().isoformat()
+    for query, needle in (("days=0", "days '0'"), ("days=367", "from 1 to 366"), ("days=x", "days 'x'"),
+                          ("to=30/11/2026", "YYYY-MM-DD"), ("to=0001-01-01", "between"),
+                          ("version=99999999999", "whole number"), ("version=-1", "whole number"),
+                          ("version=%C2%B2", "whole number"), ("days=%C2%B2", "days"),
+                          ("model=a%00b", "no NUL"), ("model=" + "m" * 254, "253")):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(recorder.url + "/v1/accuracy/series?" + query, timeout=30)
+        assert err.value.code == 400 and needle in json.load(err.value)["error"], query
+
+
 def test_bad_lab_files_and_queries_are_4xx(recorder):
     cases = [(b"", "empty"), (b"sample_id,ppb\n", "missing"), (b"\xff\xfe\x00", "UTF-8"),
              (b"sample_id,vomitoxin_ppb,method,measured_at\n", "no rows"),
@@ -288,9 +358,11 @@ def test_bad_lab_files_and_queries_are_4xx(recorder):
     for body, needle in cases:
         status, doc = _post(recorder.url + "/v1/labresults", body, {"Content-Type": "text/csv"})
         assert status in (400, 422) and needle in json.dumps(doc), (body, doc)
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(recorder.url + "/v1/accuracy?version=x")
-    assert err.value.code == 400
+    # before: "²" dropped the connection (int() refused what isdigit() let by); a NUL was a 503 on PostgreSQL
+    for query in ("version=x", "version=%C2%B2", "model=a%00b"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(recorder.url + "/v1/accuracy?" + query)
+        assert err.value.code == 400, query
 
 
 def test_retention_and_size_limits(recorder):
