@@ -68,12 +68,13 @@ def test_decisions_do_not_depend_on_the_family(model_store):
     get the same thresholds and decision figures; only the interval (on their ppb) differs."""
     rf, tf = (verify_version_dir(model_store / model / "1")["calibration"]
               for model in ("don-rf", "don-tf"))
-    assert [r["accept_below_ppb"] for r in rf["limits"]] == \
-        [r["accept_below_ppb"] for r in tf["limits"]]
-    assert [r["reject_above_ppb"] for r in rf["limits"]] == \
-        [r["reject_above_ppb"] for r in tf["limits"]]
+    # approx: the trees' parallel averaging may differ in the last bit between runs
+    for key in ("accept_below_ppb", "reject_above_ppb"):
+        assert [r[key] for r in rf["limits"]] == pytest.approx([r[key] for r in tf["limits"]])
     decided = [key for key in rf["cv"]["summary"] if not key.startswith("interval")]
-    assert decided and all(rf["cv"]["summary"][k] == tf["cv"]["summary"][k] for k in decided)
+    assert decided
+    for key in decided:
+        assert rf["cv"]["summary"][key]["mean"] == pytest.approx(tf["cv"]["summary"][key]["mean"])
     assert rf["interval"]["halfwidth"] != tf["interval"]["halfwidth"]
 
 
