@@ -18,7 +18,7 @@ from training_job import onnx_export
 from training_job.synthetic import generate, to_csv
 
 
-def test_both_families_publish_complete_versions(model_store):
+def test_both_families_publish_complete_versions(model_store, model_store_trained_at):
     for model, family, versions in (("don-rf", "sklearn", [1, 2]), ("don-tf", "tensorflow", [1])):
         listed = sorted(int(p.name) for p in (model_store / model).iterdir() if p.name.isdigit())
         assert listed == versions
@@ -28,7 +28,8 @@ def test_both_families_publish_complete_versions(model_store):
         assert len(meta["training_data"]["sha256"]) == 64
         # the model's reference rows are never fitted on: CV, hold-out and golden use the rest
         held = meta["training_data"]["reference"]
-        assert held["uri"] == str(model_store / model / "reference.json")
+        assert held["uri"] == str(model_store_trained_at / model / "reference.json")
+        assert (model_store / model / "reference.json").is_file()
         assert held["fit_rows"] + held["excluded"]["rows"] == 300 and held["excluded"]["rows"] > 15
         assert meta["metrics"]["reference"]["rows"] == held["rows"]
         cv = meta["metrics"]["cv"]
