@@ -98,6 +98,38 @@ def test_predict_shows_predictions_decisions_and_the_plot(monkeypatch, rf_server
     assert len(errors(at)) == 1 and "refused the request: 400" in errors(at)[0] and "Traceback" not in errors(at)[0]
 
 
+def test_predict_offers_the_served_versions_stable_first_and_calls_the_chosen_one(
+        monkeypatch, rf_server, serving_store, start_server, golden_rows):
+    """Two real servers of one model on loopback, v1 as the stable track and v2 as the canary; a
+    third track that answers nothing is left out with a note, never an error."""
+    v2 = start_server("don-rf", serving_store / "don-rf" / "2")
+    down = f"http://127.0.0.1:{free_port()}"
+    golden = np.asarray(golden_rows[:6])
+    rows = (golden[:5] + golden[1:]) / 2       # between training rows, where two forests differ
+    at = app(monkeypatch, servers=f"don-rf@canary={v2.base},don-rf@shadow={down},don-rf@stable={rf_server.base}",
+             store=str(serving_store))
+    assert errors(at) == []
+    chooser = at.selectbox(key="model")
+    assert chooser.options == ["don-rf v1 (stable)", "don-rf v2 (canary)"]
+    assert chooser.value == "don-rf v1 (stable)"
+    assert any(c.value.startswith(f"don-rf shadow: not offered ({down}: cannot connect") for c in at.caption)
+    at.text_area(key="pasted").set_value(lab_csv(rows)).run()
+    at.button(key="predict").click().run()
+    assert errors(at) == []
+    assert at.subheader[0].value == "5 predictions from don-rf version 1 (stable)"
+    stable = at.dataframe[0].value["predicted_ppb"].tolist()
+    at.selectbox(key="model").set_value("don-rf v2 (canary)").run()
+    at.button(key="predict").click().run()
+    assert errors(at) == []
+    assert at.subheader[0].value == "5 predictions from don-rf version 2 (canary)"
+    canary = at.dataframe[0].value["predicted_ppb"].tolist()
+    direct = {base: requests.post(f"{base}/v1/models/don-rf:predict", json={"instances": rows.tolist()},
+                                  timeout=30).json()["predictions"] for base in (rf_server.base, v2.base)}
+    assert stable == pytest.approx(direct[rf_server.base], rel=1e-6)
+    assert canary == pytest.approx(direct[v2.base], rel=1e-6)
+    assert stable != pytest.approx(canary, rel=1e-6)      # two versions, two answers
+
+
 def test_models_page_lists_versions_metrics_and_compares(monkeypatch, serving_store):
     at = app(monkeypatch, store=str(serving_store))
     at.radio(key="page").set_value("Models").run()
