@@ -168,11 +168,13 @@ class Choice:
     track: str | None           # None: the model's address, routed as its callers are
     url: str
     version: str | None         # None: the address did not answer (the call will say why)
+    weight: int | None = None   # % of the model's traffic, when a ModelRollout says so
 
     @property
     def label(self) -> str:
         version = f" v{self.version}" if self.version else ""
-        return f"{self.model}{version}" + (f" ({self.track})" if self.track else "")
+        where = ", ".join(filter(None, (self.track, None if self.weight is None else f"{self.weight} %")))
+        return f"{self.model}{version}" + (f" ({where})" if where else "")
 
 
 def served_version(settings: Settings, model: str, base: str) -> str:
@@ -210,12 +212,16 @@ def served_choices(settings: Settings) -> tuple[list[Choice], list[str]]:
         except ConsoleError as exc:
             return None, str(exc)
 
-    with ThreadPoolExecutor(max_workers=min(8, len(probes) or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, len(probes) + 1)) as pool:
+        weights = pool.submit(canary_weights, settings)
         answers = dict(zip(probes, pool.map(probe, probes)))
+        weights = weights.result()
     choices: list[Choice] = []
     notes: list[str] = []
     for model, address in settings.servers.items():
-        offered = [Choice(model, track, url, answers[(model, track, url)][0])
+        canary = weights.get(model)
+        split = {"canary": canary, "stable": None if canary is None else 100 - canary}
+        offered = [Choice(model, track, url, answers[(model, track, url)][0], split.get(track))
                    for (m, track, url) in probes
                    if m == model and track is not None and answers[(m, track, url)][0]]
         notes += [f"{model} {track}: not offered ({answers[(m, track, url)][1]})"
@@ -223,6 +229,27 @@ def served_choices(settings: Settings) -> tuple[list[Choice], list[str]]:
                   if m == model and track is not None and not answers[(m, track, url)][0]]
         choices += offered or [Choice(model, None, address, answers[(model, None, address)][0])]
     return choices, notes
+
+
+def canary_weights(settings: Settings) -> dict[str, int]:
+    """{model name: % of its traffic on the canary} from the ModelRollouts in progress. Empty
+    unless a Kubernetes API is configured (--kubeconfig or --namespace; the chart sets the
+    namespace) and readable: the weight is a nicety, the versions come from the servers."""
+    if not (settings.kubeconfig or settings.namespace):
+        return {}
+    try:
+        items = list_rollouts(*kube_client(settings))
+    except ConsoleError:
+        return {}
+    from ops.rollout.state import ACTIVE
+    weights = {}
+    for item in items:
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        model = ((spec.get("endpoints") or {}).get("modelName") or (spec.get("store") or {}).get("model")
+                 or spec.get("target"))
+        if status.get("phase") in ACTIVE and isinstance(status.get("weight"), int):
+            weights[model] = status["weight"]
+    return weights
 
 
 @dataclass

@@ -232,30 +232,35 @@ def test_monitoring_page_reads_as_messages_without_a_recorder_or_lab_results(mon
     assert at.dataframe[0].value["OOD rate"].tolist() == [1.0]
 
 
+def make_rollout(kube_apiserver, ns: str, name: str, spec: dict, status: dict) -> str:
+    """A ModelRollout with this status on the real kube-apiserver; returns the collection's path."""
+    from tests.fixtures_cluster import install_crds
+    crd = Path(APP).parents[1] / "charts" / "don-predictor" / "crds" / "modelrollouts.yaml"
+    install_crds(kube_apiserver, [crd])
+    base = f"/apis/rollouts.don-predictor.io/v1alpha1/namespaces/{ns}/modelrollouts"
+    code, body = kube_apiserver.request("POST", base, {
+        "apiVersion": "rollouts.don-predictor.io/v1alpha1", "kind": "ModelRollout", "metadata": {"name": name},
+        "spec": spec})
+    assert code == 201, body
+    code, body = kube_apiserver.request("PATCH", f"{base}/{name}/status", {"status": status},
+                                        content_type="application/merge-patch+json")
+    assert code == 200, body
+    return base
+
+
 @pytest.mark.apiserver
 def test_rollouts_page_shows_the_timeline_and_its_buttons_steer(monkeypatch, kube_apiserver):
     """On a real kube-apiserver: the table and timeline of a ModelRollout; read-only by default;
     with --control each button sends exactly what `python -m ops rollout VERB` sends."""
     from ops.rollout.cli import ACTIONS
-    from tests.fixtures_cluster import install_crds
-    crd = Path(APP).parents[1] / "charts" / "don-predictor" / "crds" / "modelrollouts.yaml"
-    install_crds(kube_apiserver, [crd])
     ns, name = "default", f"console-{free_port()}"
-    base = f"/apis/rollouts.don-predictor.io/v1alpha1/namespaces/{ns}/modelrollouts"
-    status, body = kube_apiserver.request("POST", base, {
-        "apiVersion": "rollouts.don-predictor.io/v1alpha1", "kind": "ModelRollout", "metadata": {"name": name},
-        "spec": {"target": "don-rf", "mode": "Standard", "candidate": {"version": 2}}})
-    assert status == 201, body
     history = [{"time": "2026-12-01T10:00:00Z", "event": "Started", "phase": "Progressing", "step": 1,
                 "weight": 10, "message": "started"},
                {"time": "2026-12-01T10:01:00Z", "event": "Advanced", "phase": "Progressing", "step": 2,
                 "weight": 50, "message": "analysis passed", "verdict": "Pass",
                 "figures": {"successRate": 1.0, "p99LatencyMs": 42.0, "referenceErrorIncrease": 0.01}}]
-    status, body = kube_apiserver.request(
-        "PATCH", f"{base}/{name}/status", {"status": {"phase": "Progressing", "weight": 50, "step": 2,
-                                                        "stepLabel": "2/3", "history": history}},
-        content_type="application/merge-patch+json")
-    assert status == 200, body
+    base = make_rollout(kube_apiserver, ns, name, {"target": "don-rf", "mode": "Standard", "candidate": {"version": 2}},
+                        {"phase": "Progressing", "weight": 50, "step": 2, "stepLabel": "2/3", "history": history})
 
     at = app(monkeypatch, kubeconfig=str(kube_apiserver.kubeconfig), namespace=ns)
     at.radio(key="page").set_value("Rollouts").run()
@@ -283,3 +288,25 @@ def test_rollouts_page_shows_the_timeline_and_its_buttons_steer(monkeypatch, kub
     kube_apiserver.request("DELETE", f"{base}/{name}")
     with pytest.raises(services.ConsoleError, match=f"pause {name}: 404 .*not found"):
         services.steer(settings, kube, namespace, name, "pause")
+
+
+@pytest.mark.apiserver
+def test_predict_labels_each_track_with_its_share_of_traffic_from_the_rollout(
+        monkeypatch, kube_apiserver, rf_server, serving_store, start_server):
+    """With a Kubernetes API, the ModelRollout in progress for the model gives each track's traffic
+    share; a finished one gives none."""
+    v2 = start_server("don-rf", serving_store / "don-rf" / "2")
+    ns, name = "default", f"predict-{free_port()}"
+    spec = {"target": "don-don-predictor-rf", "mode": "Deployment", "candidate": {"version": 2},
+            "endpoints": {"modelName": "don-rf"}}
+    base = make_rollout(kube_apiserver, ns, name, spec, {"phase": "Progressing", "weight": 10, "step": 1})
+    servers = f"don-rf@stable={rf_server.base},don-rf@canary={v2.base}"
+    at = app(monkeypatch, servers=servers, kubeconfig=str(kube_apiserver.kubeconfig), namespace=ns)
+    assert errors(at) == []
+    assert at.selectbox(key="model").options == ["don-rf v1 (stable, 90 %)", "don-rf v2 (canary, 10 %)"]
+    kube_apiserver.request("PATCH", f"{base}/{name}/status", {"status": {"phase": "Promoted", "weight": 100}},
+                           content_type="application/merge-patch+json")
+    from console import services
+    choices, _ = services.served_choices(services.Settings.from_env())
+    assert [c.label for c in choices] == ["don-rf v1 (stable)", "don-rf v2 (canary)"]
+    kube_apiserver.request("DELETE", f"{base}/{name}")
