@@ -34,10 +34,11 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m scripts.demo --store $(STORE)
 
-## The whole suite (what CI runs), the end-to-end suite on a real local Kubernetes last.
-## Unit, integration, chart, operator (real kube-apiserver) and end-to-end; needs root.
+## The whole suite (what CI runs): the end-to-end suite on a real local Kubernetes beside the rest.
+## Two pytest processes at once (tests/run.py: lines prefixed [e2e] / [tests], both must pass,
+## each one's summary repeated at the end); unit, integration, chart, operator and e2e; needs root.
 test: install
-	$(PYTEST)
+	$(BIN)/python -m tests.run
 
 ## Quick loop while developing: no model training, API server or cluster.
 test-fast: install

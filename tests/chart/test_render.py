@@ -34,7 +34,8 @@ RELEASE_SELECTOR = {"app.kubernetes.io/name": "don-predictor", "app.kubernetes.i
 def kserve_validators(kserve_crd_dir: Path) -> dict[str, jsonschema.protocols.Validator]:
     validators = {}
     for kind, filename in KSERVE_KINDS.items():
-        crd = yaml.safe_load((kserve_crd_dir / filename).read_text())
+        crd = yaml.load((kserve_crd_dir / filename).read_text(),  # libyaml: 3x faster on the 2 MB CRD
+                        Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         for version in crd["spec"]["versions"]:
             schema = version["schema"]["openAPIV3Schema"]
             validators[f"{crd['spec']['group']}/{version['name']}/{kind}"] = jsonschema.Draft7Validator(schema)

@@ -18,7 +18,7 @@ from training_job import onnx_export
 from training_job.synthetic import generate, to_csv
 
 
-def test_both_families_publish_complete_versions(model_store):
+def test_both_families_publish_complete_versions(model_store, model_store_trained_at):
     for model, family, versions in (("don-rf", "sklearn", [1, 2]), ("don-tf", "tensorflow", [1])):
         listed = sorted(int(p.name) for p in (model_store / model).iterdir() if p.name.isdigit())
         assert listed == versions
@@ -28,7 +28,8 @@ def test_both_families_publish_complete_versions(model_store):
         assert len(meta["training_data"]["sha256"]) == 64
         # the model's reference rows are never fitted on: CV, hold-out and golden use the rest
         held = meta["training_data"]["reference"]
-        assert held["uri"] == str(model_store / model / "reference.json")
+        assert held["uri"] == str(model_store_trained_at / model / "reference.json")
+        assert (model_store / model / "reference.json").is_file()
         assert held["fit_rows"] + held["excluded"]["rows"] == 300 and held["excluded"]["rows"] > 15
         assert meta["metrics"]["reference"]["rows"] == held["rows"]
         cv = meta["metrics"]["cv"]
@@ -61,6 +62,21 @@ def test_both_families_publish_complete_versions(model_store):
                                                  for limit in DECISION_THRESHOLDS_PPB}
         assert min(meta["metrics"]["export_check"]["decision_head"]["agreement"].values()) >= 0.99
         assert doc["cv"]["baseline"]["summary"]["lab_share_1000"]["n"] == 3
+
+
+def test_decisions_do_not_depend_on_the_family(model_store):
+    """The decision head scores the spectra alone: on the same data, seed and folds both families
+    get the same thresholds and decision figures; only the interval (on their ppb) differs."""
+    rf, tf = (verify_version_dir(model_store / model / "1")["calibration"]
+              for model in ("don-rf", "don-tf"))
+    # approx: the trees' parallel averaging may differ in the last bit between runs
+    for key in ("accept_below_ppb", "reject_above_ppb"):
+        assert [r[key] for r in rf["limits"]] == pytest.approx([r[key] for r in tf["limits"]])
+    decided = [key for key in rf["cv"]["summary"] if not key.startswith("interval")]
+    assert decided
+    for key in decided:
+        assert rf["cv"]["summary"][key]["mean"] == pytest.approx(tf["cv"]["summary"][key]["mean"])
+    assert rf["interval"]["halfwidth"] != tf["interval"]["halfwidth"]
 
 
 def test_sklearn_artifact_loads_without_this_project(model_store, tmp_path):
