@@ -1,7 +1,9 @@
 """How the decision score was chosen: lab share at the false-accept target, per candidate.
 
 Run: python benchmarks/decisions.py [--seeds 1 2] [--repeats 2] [--limit 1000]
-         [--candidates rf decision_head ...]
+         [--candidates rf decision_head ...] [--head pca_components=6,min_samples_leaf=4 ...]
+
+`--head` adds a decision head (training_job.decision) with the given parameters as a candidate.
 
 Each candidate gives a score per lot whose higher values mean "more likely above the limit"; the
 thresholds come from training_job.calibration (fitted on each fold's training side, judged on the
@@ -19,6 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scipy.signal import savgol_filter  # noqa: E402
+from scipy.stats import zscore  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.ensemble import (ExtraTreesRegressor, HistGradientBoostingClassifier,  # noqa: E402
                               RandomForestClassifier)
@@ -50,17 +54,45 @@ class Classifier:
 
 
 class Head:
-    """The served decision head (training_job.decision) for one limit, trees as given."""
+    """The served decision head (training_job.decision) for one limit, parameters as given."""
 
-    def __init__(self, limit, **params):
-        self.limit, self.params = limit, params
+    def __init__(self, limit, seed=0, **params):
+        self.limit, self.seed, self.params = limit, seed, params
 
     def fit(self, X, y):
-        self.head = decision.build(0, (self.limit,), **self.params).fit(X, y)
+        self.head = decision.build(self.seed, (self.limit,), **self.params).fit(X, y)
         return self
 
     def predict(self, X):
         return self.head.predict(X)[self.limit]
+
+
+class Mean:
+    """Mean score of several heads."""
+
+    def __init__(self, heads):
+        self.heads = heads
+
+    def fit(self, X, y):
+        self.heads = [h.fit(X, y) for h in self.heads]
+        return self
+
+    def predict(self, X):
+        return np.mean([h.predict(X) for h in self.heads], axis=0)
+
+
+class Spectral(Head):
+    """The decision head on transformed spectra (a fixed row-wise transform before it)."""
+
+    def __init__(self, func, kwargs, limit, **params):
+        super().__init__(limit, **params)
+        self.func, self.kwargs = func, kwargs
+
+    def fit(self, X, y):
+        return super().fit(self.func(X, **self.kwargs), y)
+
+    def predict(self, X):
+        return super().predict(self.func(X, **self.kwargs))
 
 
 class RankBlend:
@@ -99,6 +131,14 @@ def candidates(limit):
         "logistic": lambda: Classifier(lambda: make_pipeline(*pca(20), LogisticRegression(
             C=0.1, max_iter=2000)), limit),
         "decision_head": lambda: Head(limit),                        # served (100 trees)
+        "head_sg1": lambda: Spectral(savgol_filter, {"window_length": 11, "polyorder": 2,
+                                                      "deriv": 1, "axis": 1}, limit),
+        "head_sg1_w21": lambda: Spectral(savgol_filter, {"window_length": 21, "polyorder": 2,
+                                                          "deriv": 1, "axis": 1}, limit),
+        "heads_pca_4_6_8": lambda: Mean([Head(limit, pca_components=k) for k in (4, 6, 8)]),
+        "heads_pca_6_seeds3": lambda: Mean([Head(limit, pca_components=6, seed=s)
+                                            for s in (0, 1, 2)]),
+        "head_snv": lambda: Spectral(zscore, {"axis": 1}, limit),
         "decision_head_300": lambda: Head(limit, n_estimators=300),
         "decision_head_50": lambda: Head(limit, n_estimators=50),
         "blend_rf_rfclf_logistic": lambda: RankBlend([
@@ -115,15 +155,22 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--limit", type=int, default=DECISION_THRESHOLDS_PPB[0])
     parser.add_argument("--candidates", nargs="+", default=None)
+    parser.add_argument("--head", nargs="+", default=[],
+                        help="decision head parameters as key=value,key=value (one candidate each)")
     args = parser.parse_args()
     if REPORTING_SEED in args.seeds:
         parser.error("seed 0 is the reporting seed; choose on other split seeds")
     data = load_dataset(args.data)
     all_candidates = candidates(args.limit)
-    names = args.candidates or list(all_candidates)
+    names = args.candidates or ([] if args.head else list(all_candidates))
+    for spec in args.head:
+        params = dict(item.split("=", 1) for item in spec.split(","))
+        params = {k: _number(v) for k, v in params.items()}
+        all_candidates[f"head {spec}"] = lambda params=params: Head(args.limit, **params)
+        names.append(f"head {spec}")
     print(f"limit {args.limit} ppb, 5-fold x {args.repeats}, split seeds {args.seeds}; held-out "
           "mean over folds and seeds")
-    print(f"{'candidate':<26}{'false accepts':>15}{'false rejects':>15}{'lab share':>12}")
+    print(f"{'candidate':<40}{'false accepts':>15}{'false rejects':>15}{'lab share':>12}")
     for name in names:
         rows = []
         for seed in args.seeds:
@@ -134,8 +181,17 @@ def main() -> int:
             rows.append([s[f"{k}_{args.limit}"]["mean"] for k in
                          ("false_accept_rate", "false_reject_rate", "lab_share")])
         far, frr, lab = np.mean(rows, axis=0)
-        print(f"{name:<26}{far:>15.3f}{frr:>15.3f}{lab:>12.3f}", flush=True)
+        print(f"{name:<40}{far:>15.3f}{frr:>15.3f}{lab:>12.3f}", flush=True)
     return 0
+
+
+def _number(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 if __name__ == "__main__":

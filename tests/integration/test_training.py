@@ -64,6 +64,21 @@ def test_both_families_publish_complete_versions(model_store, model_store_traine
         assert doc["cv"]["baseline"]["summary"]["lab_share_1000"]["n"] == 3
 
 
+def test_decisions_do_not_depend_on_the_family(model_store):
+    """The decision head scores the spectra alone: on the same data, seed and folds both families
+    get the same thresholds and decision figures; only the interval (on their ppb) differs."""
+    rf, tf = (verify_version_dir(model_store / model / "1")["calibration"]
+              for model in ("don-rf", "don-tf"))
+    # approx: the trees' parallel averaging may differ in the last bit between runs
+    for key in ("accept_below_ppb", "reject_above_ppb"):
+        assert [r[key] for r in rf["limits"]] == pytest.approx([r[key] for r in tf["limits"]])
+    decided = [key for key in rf["cv"]["summary"] if not key.startswith("interval")]
+    assert decided
+    for key in decided:
+        assert rf["cv"]["summary"][key]["mean"] == pytest.approx(tf["cv"]["summary"][key]["mean"])
+    assert rf["interval"]["halfwidth"] != tf["interval"]["halfwidth"]
+
+
 def test_sklearn_artifact_loads_without_this_project(model_store, tmp_path):
     """model.joblib must load where only sklearn is installed (KServe's sklearn server)."""
     version = model_store / "don-rf" / "1"
