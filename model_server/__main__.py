@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
                         default=int(env("DON_RECORDS_QUEUE_ROWS", "10000")),
                         help="records held in memory while the recorder is slow or down; "
                              "beyond that they are dropped and counted")
+    parser.add_argument("--records_flush_seconds", type=float,
+                        default=float(env("DON_RECORDS_FLUSH_SECONDS", "1.0")),
+                        help="longest a record waits for its batch to fill before it is sent "
+                             "(shutdown sends what is queued at once)")
     # Our own metrics and spans record latency; KServe's extra log line per request is waste.
     parser.set_defaults(enable_latency_logging=False)
     return parser
@@ -121,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             records = RecordOptions(url=args.records_url, sample_rate=args.records_sample_rate,
                                     keep_spectra=args.records_keep_spectra,
                                     token_file=args.records_token_file,
-                                    queue_rows=args.records_queue_rows)
+                                    queue_rows=args.records_queue_rows,
+                                    flush_seconds=args.records_flush_seconds)
         except ValueError as exc:
             print(f"python -m model_server: error: {exc}", file=sys.stderr)
             return 2

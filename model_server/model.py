@@ -298,6 +298,13 @@ class DonModel(Model):
             if self.drift is not None:
                 self.drift.score(batch)
 
+    def stop(self):
+        """Server shutdown (KServe unloads the model; each worker's app at its lifespan end):
+        the records still queued go out first. Safe to call more than once."""
+        super().stop()
+        if self.records is not None:
+            self.records.close()
+
     def infer(self, x: np.ndarray) -> np.ndarray:
         """ppb for a validated batch; never negative (the target is a concentration)."""
         ppb = self.backend.predict(x)

@@ -50,6 +50,8 @@ class RecordOptions:
             raise ValueError(f"records sample rate {self.sample_rate} must be in (0, 1]")
         if self.queue_rows < 1 or self.batch_rows < 1:
             raise ValueError("records queue and batch sizes must be positive")
+        if not self.flush_seconds > 0:
+            raise ValueError(f"records flush interval {self.flush_seconds} s must be positive")
 
 
 class _Batch:
@@ -73,6 +75,7 @@ class RecordSender:
         self._source = f"/don-predictor/model-server/{model}/{version}"
         self._queue: deque[_Batch] = deque()
         self._queued_rows = 0
+        self._in_flight = 0  # rows taken off the queue, being sent
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -117,7 +120,10 @@ class RecordSender:
                 batches, rows = self._take()
                 if not batches:
                     break
-                if self._send(batches, rows):
+                self._in_flight = rows
+                sent = self._send(batches, rows)
+                self._in_flight = 0
+                if sent:
                     backoff = 0.0
                 else:
                     # a recorder that is down: wait before trying again (the queue bounds memory)
@@ -226,10 +232,18 @@ class RecordSender:
             self._conn = None
 
     def close(self, timeout: float = 5.0) -> None:
-        """Send what is queued (one attempt) and stop the thread."""
+        """On shutdown: send what is queued (one attempt, at most `timeout` seconds) and stop the
+        thread. Without it the daemon thread dies with the process and the records of the last
+        flush interval are lost. Once only: a later call returns at once."""
+        if self._stop:
+            return
         self._stop = True
         self._wake.set()
         self._thread.join(timeout)
+        left = self._queued_rows + self._in_flight
+        if self._thread.is_alive() or left:
+            log.warning("stopping with %d records unsent (recorder slow or down)", left,
+                        extra={"records_url": self.options.url})
 
     @property
     def queued_rows(self) -> int:

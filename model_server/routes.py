@@ -7,6 +7,7 @@ readiness, list and gRPC stay KServe's own.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import logging
@@ -393,9 +394,22 @@ def install(app: FastAPI | None = None, model=None) -> FastAPI:
     if not hasattr(app.state, "don_served"):
         app.state.don_served = Served()
         _add_routes(app)
+
+        async def stop_model():
+            await _stop_model(app)
+
+        app.router.on_shutdown.append(stop_model)
     if model is not None:
         app.state.don_served.model = model
     return app
+
+
+async def _stop_model(app: FastAPI) -> None:
+    """uvicorn's shutdown, after the requests in flight have been answered: the model's stop
+    (its queued records sent). In a thread: it may wait on the recorder."""
+    model = _served(app)
+    if model is not None:
+        await asyncio.to_thread(model.stop)
 
 
 def _add_routes(app: FastAPI) -> None:

@@ -8,6 +8,12 @@ through an unrelated upgrade, rolls back a v3 trained on shuffled targets and a 
 never becomes ready), while a client pod records every response; then the same desired-version
 flow on real InferenceService objects.
 
+The chart's prediction recorder runs throughout (recorder.enabled): every model server sends its
+records to it. The client's calls carry sample ids; at the end the lab's results for them are
+imported through the recorder's API (`python -m ops labresults import` in a pod) and the live
+accuracy per version must count every call each version answered, with the figures a hand
+computation gives.
+
 Runs on the registry-built local cluster (default; ``serving.engine=deployment``) or on kind
 (``DON_E2E_TARGET=kind``, ``serving.engine=kserve``; see tests/cluster/kind/). The tests are ordered
 and share one Helm release; each states what it needs from the previous one.
@@ -41,6 +47,11 @@ OBJECTS = {"don-rf": f"{RELEASE}-rf", "don-tf": f"{RELEASE}-tf"}
 RF = OBJECTS["don-rf"]
 CLAIM = f"{RELEASE}-model-store"
 CLIENT_LABEL = ("don-predictor.io/client", "true")
+RECORDER_CLIENT_LABEL = ("don-predictor.io/recorder-client", "true")
+RECORDER_TOKEN = "e2e-recorder-token"
+# No cluster DNS on the local cluster: the model servers are given the recorder Service's ClusterIP
+# (recorder.recordsUrl) from the second install on, once the first one has created the Service.
+RECORDER: dict = {}
 
 
 def _base_values(cluster) -> list[str]:
@@ -58,7 +69,12 @@ def _base_values(cluster) -> list[str]:
         "training.resources.requests.memory": "512Mi",
         "modelStore.pvc.size": "1Gi",
         "tracing.enabled": "false",
+        "recorder.enabled": "true",
+        "recorder.token.value": RECORDER_TOKEN,
+        "recorder.resources.requests.cpu": "50m",
     }
+    if "url" in RECORDER:
+        values["recorder.recordsUrl"] = RECORDER["url"]
     if cluster.engine == "kserve":
         values["kserve.deploymentMode"] = cluster.kserve_mode
     return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
@@ -191,6 +207,8 @@ def test_training_jobs_publish_versions_to_the_persistent_volume(e2e_cluster, ku
     kube.helm("upgrade", "--install", RELEASE, str(CHART), *_base_values(e2e_cluster), *crd_args,
               "--set", "serving.resources.requests.cpu=64", "--set", "serving.resources.limits.cpu=64",
               "--set-string", "training.job.runId=1")
+    recorder = kube.get("services", selector="app.kubernetes.io/component=recorder")["items"][0]
+    RECORDER["url"] = f"http://{recorder['spec']['clusterIP']}:{recorder['spec']['ports'][0]['port']}/"
     jobs = _jobs(kube)
     assert len(jobs) == 2, jobs
     _wait_jobs(kube, jobs)
@@ -261,26 +279,30 @@ def test_second_training_run_and_replica_ratio_canary(e2e_cluster, kube, store_d
 
 
 # The recording client: steady V1 calls through the model's Service for the whole operator part,
-# one line per response: "<epoch seconds> <HTTP status, 0: no response> <X-Model-Version or error>".
+# each a golden row in turn under a sample id of its own (a lab lot), one line per response:
+# "<epoch seconds> <HTTP status, 0: no response> <X-Model-Version or error> <sample id> <golden row> <ppb>".
 RECORD_SCRIPT = r"""
 import json, os, time, urllib.error, urllib.request
 base, model = os.environ["BASE"], os.environ["MODEL"]
-golden = json.load(open(f"/mnt/store/{model}/1/golden.json"))
-body = json.dumps({"instances": golden["instances"][:1]}).encode()
+rows = json.load(open(f"/mnt/store/{model}/1/golden.json"))["instances"]
+run, n = int(time.time()), 0
 while True:
+    row, sample = n % len(rows), f"lot-{run}-{n}"
+    n += 1
+    body = json.dumps({"instances": [rows[row]], "sample_ids": [sample]}).encode()
     # A new connection per call: kube-proxy balances connections, not requests.
     req = urllib.request.Request(f"{base}/v1/models/{model}:predict", data=body,
                                  headers={"Content-Type": "application/json", "Connection": "close"}, method="POST")
-    started = time.time()
+    started, ppb = time.time(), "nan"
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            resp.read()
+            ppb = repr(json.loads(resp.read())["predictions"][0])
             code, version = resp.status, resp.headers.get("X-Model-Version")
     except urllib.error.HTTPError as exc:
         code, version = exc.code, exc.headers.get("X-Model-Version")
     except Exception as exc:
         code, version = 0, type(exc).__name__
-    print(f"{started:.3f} {code} {version}", flush=True)
+    print(f"{started:.3f} {code} {version} {sample} {row} {ppb}", flush=True)
     time.sleep(0.1)
 """
 CLIENT = "don-e2e-recorder"
@@ -337,14 +359,13 @@ def _wait_deployment(kube: Kube, name: str, replicas: int, seconds: float = 300)
     raise AssertionError(f"deployment {name} not at {replicas} ready replicas:\n{kube.describe('deployment', name)}")
 
 
-def _responses(kube: Kube) -> list[tuple[float, int, str]]:
+def _client_lines(kube: Kube) -> list[list[str]]:
     out = kube.kubectl("logs", CLIENT, check=False, timeout=60).stdout
-    rows = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[1].isdigit():
-            rows.append((float(parts[0]), int(parts[1]), parts[2]))
-    return rows
+    return [parts for parts in (line.split() for line in out.splitlines()) if len(parts) == 6 and parts[1].isdigit()]
+
+
+def _responses(kube: Kube) -> list[tuple[float, int, str]]:
+    return [(float(p[0]), int(p[1]), p[2]) for p in _client_lines(kube)]
 
 
 def _mark(label: str) -> float:
@@ -552,6 +573,92 @@ def test_desired_versions_drive_inference_services(e2e_cluster, kube, store_dir)
         assert not spec.get("canary") and "canaryTrafficPercent" not in spec["predictor"], spec
     for mode in modes:
         kube.kubectl("delete", "modelrollout", f"isvc-{mode.lower()}", "--wait=false", check=False)
+
+
+# In a pod with the recorder client label: the lab's CSV imported through the recorder's API by the
+# CLI, then /v1/accuracy polled until every expected record has arrived, then /metrics.
+LAB_SCRIPT = r"""
+import json, os, subprocess, sys, time, urllib.request
+url, expected = os.environ["URL"], json.loads(os.environ["EXPECTED"])
+out = subprocess.run([sys.executable, "-m", "ops", "labresults", "import", "/lab/results.csv", "--url", url,
+                      "--token-file", "/token/token"], capture_output=True, text=True, timeout=120)
+print(json.dumps({"import": [out.returncode, out.stdout, out.stderr]}), flush=True)
+deadline = time.time() + 90
+while True:
+    with urllib.request.urlopen(url + "v1/accuracy?model=don-rf", timeout=30) as resp:
+        doc = json.load(resp)
+    got = {str(r["version"]): r["matched"] for r in doc["results"] if r["window"] == "1d"}
+    if got == expected or time.time() > deadline:
+        break
+    time.sleep(3)
+print(json.dumps({"accuracy": doc}), flush=True)
+with urllib.request.urlopen(url + "metrics", timeout=30) as resp:
+    print(json.dumps({"metrics": [m for m in resp.read().decode().splitlines() if m.startswith("don_live_")]}))
+"""
+
+
+def test_predictions_through_the_service_are_recorded_and_judged_by_lab_results(e2e_cluster, kube, store_dir):
+    """Every call the client got an answer to (v1, v2, the shuffled v3 canary) was recorded by the
+    version that answered; the lab's results for those lots, imported with the CLI through the
+    recorder's API, give live accuracy per version equal to a hand computation on the same rows."""
+    import collections
+    import datetime as dt
+
+    truth = json.loads((store_dir / "don-rf" / "1" / "golden.json").read_text())["targets_ppb"]
+    answered = [(p[2], p[3], truth[int(p[4])], float(p[5])) for p in _client_lines(kube) if p[1] == "200"]
+    by_version = collections.defaultdict(list)
+    for version, _, lab, ppb in answered:
+        by_version[version].append((lab, ppb))
+    assert {"1", "2", "3"} <= set(by_version), {v: len(r) for v, r in by_version.items()}
+    expected = {v: len(rows) for v, rows in by_version.items()}
+    measured = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    csv = "sample_id,vomitoxin_ppb,method,measured_at\n" + "".join(
+        f"{sample},{lab!r},HPLC,{measured}\n" for _, sample, lab, _ in answered)
+    kube.kubectl("delete", "configmap", "don-e2e-lab", "--ignore-not-found")
+    # create, not apply: apply would copy the CSV into an annotation (256 kB at most)
+    kube.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                                                       "metadata": {"name": "don-e2e-lab"}, "data": {"results.csv": csv}}))
+    token_secret = [s["metadata"]["name"] for s in kube.get("secrets", selector="app.kubernetes.io/component=recorder")
+                    ["items"] if "token" in s.get("data", {})][0]
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "don-e2e-lab", "labels": {RECORDER_CLIENT_LABEL[0]: RECORDER_CLIENT_LABEL[1]}},
+           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
+                    "containers": [{
+                        "name": "lab", "image": f"don-predictor/operator:{_image_tag()}",
+                        "imagePullPolicy": e2e_cluster.pull_policy, "command": ["python3", "-c", LAB_SCRIPT],
+                        "env": [{"name": "URL", "value": RECORDER["url"]},
+                                {"name": "EXPECTED", "value": json.dumps(expected)}],
+                        "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False},
+                        "volumeMounts": [{"name": "lab", "mountPath": "/lab", "readOnly": True},
+                                         {"name": "token", "mountPath": "/token", "readOnly": True}]}],
+                    "volumes": [{"name": "lab", "configMap": {"name": "don-e2e-lab"}},
+                                {"name": "token", "secret": {"secretName": token_secret}}]}}
+    phase, logs = kube.run_pod(pod, timeout=240)
+    assert phase == "Succeeded", logs
+    out = {k: v for line in logs.splitlines() if line.startswith("{") for k, v in json.loads(line).items()}
+    code, stdout, stderr = out["import"]
+    assert code == 0 and stdout.strip() == f"{len(answered)} stored, 0 duplicates, 0 rejected", (stdout, stderr)
+    live = {str(r["version"]): r for r in out["accuracy"]["results"] if r["window"] == "1d"}
+    # Every answered call recorded once, by the version that answered it (sample rate 1, none dropped).
+    assert {v: r["matched"] for v, r in live.items()} == expected, logs[-3000:]
+    notes = []
+    for version, rows in sorted(by_version.items()):
+        lab, ppb = np.array(rows).T
+        mae = float(np.mean(np.abs(np.log1p(lab) - np.log1p(np.maximum(ppb, 0)))))
+        # abs: the client reads float32 predictions as JSON's shortest form, the records carry their
+        # exact value; a version that predicts its own golden rows almost exactly has an MAE of ~1e-6
+        assert live[version]["maeLog1p"] == pytest.approx(mae, rel=1e-5, abs=1e-6), (version, live[version])
+        contaminated = lab > 1000
+        if contaminated.any():
+            far = float(np.mean(ppb[contaminated] <= 1000))
+            assert live[version]["thresholds"]["1000"]["falseAcceptRate"] == pytest.approx(far), live[version]
+        notes.append(f"live accuracy don-rf v{version}: {len(rows)} matched, MAE log1p {mae:.3f}, "
+                     f"false accepts @1000 {live[version]['thresholds']['1000']['falseAcceptRate']}")
+        gauge = f'don_live_matched_samples{{model="don-rf",version="{version}",window="1d"}} {float(len(rows))}'
+        assert gauge in out["metrics"], out["metrics"][:20]
+    from tests.fixtures_cluster import E2E_REPORT
+    E2E_REPORT.setdefault("notes", []).extend(notes)
 
 
 def test_the_client_saw_no_error_through_all_of_it(kube):

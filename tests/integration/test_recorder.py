@@ -413,3 +413,42 @@ def test_cli_serves_sqlite_with_token_and_migrate_command(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_model_servers_records_are_judged_by_the_lab(recorder, serving_store, start_server, tmp_path):
+    """The whole loop on loopback: a real model server records its predictions to the recorder
+    (bearer token from a file), the lab's results for those samples come in through the CLI, and
+    the live accuracy equals a hand computation on the server's own answers."""
+    version = serving_store / "don-rf" / "1"
+    golden = json.loads((version / "golden.json").read_text())
+    # the lab's values for other rows: a version predicts its own golden rows almost exactly
+    rows, truth = golden["instances"], golden["targets_ppb"][7:] + golden["targets_ppb"][:7]
+    server = start_server("don-rf", version, "--records_url", recorder.url + "/",
+                          env={"DON_RECORDS_TOKEN_FILE": str(tmp_path / "token")})
+    run = uuid.uuid4().hex[:8]
+    ids = [f"loop-{run}-{i}" for i in range(len(rows))]
+    answer = json.loads(urllib.request.urlopen(urllib.request.Request(
+        server.url("/v1/models/don-rf:predict"), data=json.dumps({"instances": rows, "sample_ids": ids}).encode(),
+        headers={"Content-Type": "application/json"}), timeout=60).read())
+    pred = answer["predictions"]
+    result = _import_cli(tmp_path, recorder, _csv([(s, t, "HPLC", "2026-11-30") for s, t in zip(ids, truth)]))
+    assert result.returncode == 0 and result.stdout.strip() == f"{len(ids)} stored, 0 duplicates, 0 rejected", result
+    for _ in range(150):  # the server sends within about a second; no result before the first match
+        results = json.load(urllib.request.urlopen(recorder.url + "/v1/accuracy?model=don-rf&version=1"))["results"]
+        day = results[0] if results else {"matched": 0}
+        if day["matched"] == len(ids):
+            break
+        threading.Event().wait(0.1)
+    assert day["window"] == "1d" and day["matched"] == len(ids), day
+    hand = _by_hand(truth, pred)
+    # the answer's float32 predictions in JSON's shortest form; the records carry their exact value
+    assert day["maeLog1p"] == pytest.approx(hand["mae"], rel=1e-6)
+    assert day["r2Log1p"] == pytest.approx(hand["r2"], rel=1e-6)
+    for limit in (1000, 5000):
+        contaminated = [p for t, p in zip(truth, pred) if t > limit]
+        clean = [p for t, p in zip(truth, pred) if t <= limit]
+        assert contaminated and clean
+        got = day["thresholds"][str(limit)]
+        assert (got["contaminated"], got["clean"]) == (len(contaminated), len(clean))
+        assert got["falseAcceptRate"] == pytest.approx(sum(p <= limit for p in contaminated) / len(contaminated))
+        assert got["falseRejectRate"] == pytest.approx(sum(p > limit for p in clean) / len(clean))

@@ -197,6 +197,57 @@ def test_recorder_down_fails_no_prediction(serving_store, start_server, golden_r
     assert metric(server, "don_requests_total", outcome="success", protocol="v1") >= 40
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_records_queued_at_shutdown_reach_the_recorder(serving_store, start_server, golden_rows,
+                                                       workers):
+    """SIGTERM sends the records still waiting for their batch: with a flush interval longer than
+    the test none has gone out before it, and every one arrives before the process exits (one
+    process, and worker processes, which stop through their own app's shutdown)."""
+    sink = RecordsSink()
+    try:
+        server = start_server("don-rf", serving_store / "don-rf" / "1", "--records_url", sink.url,
+                              "--records_flush_seconds", "600", "--workers", str(workers))
+        rows = np.asarray(golden_rows[:3]).tolist()
+        sent = []
+        for i in range(20):
+            ids = [f"stop-{workers}-{i}-{j}" for j in range(len(rows))]
+            r = requests.post(server.url("/v1/models/don-rf:predict"),
+                              json={"instances": rows, "sample_ids": ids},
+                              headers={"Connection": "close"})  # spread over the workers
+            assert r.status_code == 200
+            sent += ids
+        assert sink.received == 0  # all still queued
+        server.terminate()
+        server.proc.wait(30)
+        assert sorted(r["sample_id"] for r in sink.records()) == sorted(sent), server.log()[-3000:]
+    finally:
+        sink.close()
+
+
+def test_shutdown_waits_a_bounded_time_for_a_recorder_that_never_answers(caplog):
+    """A recorder that takes the connection and never answers: close() gives up after its
+    timeout and says how many records were not sent."""
+    import socket
+
+    from model_server.metrics import ServingMetrics
+    from model_server.records import RecordOptions, RecordSender
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        options = RecordOptions(url=f"http://127.0.0.1:{silent.getsockname()[1]}/",
+                                flush_seconds=600, timeout_seconds=30)
+        sender = RecordSender(options, "don-silent", "1", ServingMetrics("don-silent", "1", "rf", "test"))
+        rows = np.zeros((3, 448))
+        sender.submit(rows, np.ones(3), None, "r1", None, None, None)
+        started = time.monotonic()
+        sender.close(timeout=1.0)
+        assert time.monotonic() - started < 3
+        sender.close(timeout=1.0)  # again (KServe's unload after the app's shutdown): at once
+        assert time.monotonic() - started < 3
+    assert "stopping with 3 records unsent" in caplog.text
+
+
 def test_version_without_drift_reference_still_serves(serving_store, start_server, golden_rows,
                                                       tmp_path):
     from tests.fixtures_server import copy_version
