@@ -1,6 +1,7 @@
 """`python -m console`: start the web console (Streamlit) on this machine.
 
   python -m console --store .demo-store --server don-rf=http://127.0.0.1:8080 \
+      [--server don-rf@canary=http://127.0.0.1:8082] \
       [--server don-tf=http://127.0.0.1:8081] [--recorder URL] [--namespace NS] [--control] \
       [--host 127.0.0.1] [--port 8501]
 
@@ -32,8 +33,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", default=os.environ.get("DON_CONSOLE_STORE"),
                         help="model store: a path or s3://bucket/prefix (Models page, training range)")
-    parser.add_argument("--server", action="append", default=[], metavar="NAME=URL",
-                        help="a model server (repeatable; the first is the default, the stable model)")
+    parser.add_argument("--server", action="append", default=[], metavar="NAME[@TRACK]=URL",
+                        help="a model's address, or one track of it (NAME@stable=URL, "
+                             "NAME@canary=URL): repeatable; the Predict page offers each track "
+                             "that answers with the version it serves, the first model's stable "
+                             "track (else its address) by default")
     parser.add_argument("--recorder", default=os.environ.get("DON_CONSOLE_RECORDER"),
                         help="the prediction recorder's URL (Monitoring page)")
     parser.add_argument("--namespace", default=os.environ.get("DON_CONSOLE_NAMESPACE"),

@@ -40,7 +40,13 @@ def predict_page(settings: svc.Settings) -> None:
     st.header("Predict")
     if not settings.servers:
         raise svc.ConsoleError("no model server configured (--server NAME=URL)")
-    model = st.selectbox("Model (the first is the stable one)", list(settings.servers), key="model")
+    with st.spinner("Asking the model servers which versions they serve ..."):
+        choices, notes = served_choices(settings)
+    labels = [c.label for c in choices]
+    chosen = st.selectbox("Model version (the first is the stable one)", labels, key="model")
+    choice = choices[labels.index(chosen)]
+    for note in notes:
+        st.caption(note)
     upload = st.file_uploader("Lab CSV: hsi_id (optional), bands 0..447, vomitoxin_ppb (optional)",
                               type=["csv"], key="upload")
     pasted = st.text_area("... or paste CSV rows with their header, or one spectrum of 448 numbers",
@@ -51,16 +57,24 @@ def predict_page(settings: svc.Settings) -> None:
             dataset = svc.parse_upload(upload.getvalue(), upload.name)
         else:
             dataset = svc.parse_pasted(pasted)
-        with st.spinner(f"Calling {model} for {dataset.rows} row(s) ..."):
-            prediction = svc.predict(settings, model, dataset)
+        with st.spinner(f"Calling {choice.label} for {dataset.rows} row(s) ..."):
+            prediction = svc.predict(settings, choice.model, dataset, choice)
         st.session_state["result"] = (dataset, prediction)
     if "result" in st.session_state:
         show_prediction(settings, *st.session_state["result"])
 
 
+@st.cache_data(ttl=10, show_spinner=False)
+def served_choices(settings: svc.Settings):
+    """Kept 10 s, else every click would ask every server again (the prediction itself reports
+    the version that answered)."""
+    return svc.served_choices(settings)
+
+
 def show_prediction(settings: svc.Settings, dataset, prediction: svc.Prediction) -> None:
     rows = len(prediction.columns["predicted_ppb"])
-    st.subheader(f"{rows} predictions from {prediction.model} version {prediction.version}")
+    track = f" ({prediction.track})" if prediction.track else ""
+    st.subheader(f"{rows} predictions from {prediction.model} version {prediction.version}{track}")
     frame = pd.DataFrame(prediction.columns)
     decided = [c for c in svc.DECISIONS if c in frame]
     if decided:

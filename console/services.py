@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,9 @@ from don_core.schema import BAND_COLUMNS, DECISION_THRESHOLDS_PPB, N_BANDS
 # Rows per V1 call: well below the server's default --max_batch_rows (10000).
 BATCH_ROWS = 1000
 TIMEOUT_S = 60
+# Asking a track which version it serves: a track that is down must not hold the page up.
+PROBE_TIMEOUT_S = 3
+TRACK_ORDER = ("stable", "canary")
 DECISIONS = tuple(f"decision_{limit}" for limit in DECISION_THRESHOLDS_PPB)
 # Extras asked for whenever the served version offers them (GET /v2/models/NAME lists them).
 EXTRAS = (*DECISIONS, "ppb_lower", "ppb_upper", "outlier_score", "out_of_distribution")
@@ -36,6 +40,7 @@ class ConsoleError(Exception):
 class Settings:
     """From the environment (`python -m console` sets it from its options; the chart from values)."""
     servers: dict[str, str] = field(default_factory=dict)   # model name -> base URL
+    tracks: dict[str, dict[str, str]] = field(default_factory=dict)  # model -> track -> base URL
     store: str | None = None
     recorder: str | None = None
     namespace: str | None = None
@@ -46,7 +51,8 @@ class Settings:
     @classmethod
     def from_env(cls, env=None) -> "Settings":
         env = os.environ if env is None else env
-        return cls(servers=parse_servers(env.get("DON_CONSOLE_SERVERS", "")),
+        servers, tracks = parse_endpoints(env.get("DON_CONSOLE_SERVERS", ""))
+        return cls(servers=servers, tracks=tracks,
                    store=env.get("DON_CONSOLE_STORE") or None,
                    recorder=env.get("DON_CONSOLE_RECORDER") or None,
                    namespace=env.get("DON_CONSOLE_NAMESPACE") or None,
@@ -63,15 +69,36 @@ class Settings:
             raise ConsoleError(f"API token file {self.token_file}: {exc.strerror or exc}") from None
 
 
-def parse_servers(text: str) -> dict[str, str]:
-    """`name=url[,name=url...]`; the first is the default (the stable model)."""
-    servers = {}
+def parse_endpoints(text: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """`NAME=URL` (a model's address, what its callers use) and `NAME@TRACK=URL` (one track of it,
+    e.g. the stable or the canary Service), comma-separated; the first model is the default.
+    Returns ({model: address}, {model: {track: URL}}); a model given only by tracks gets its
+    stable (else first) track as its address."""
+    servers: dict[str, str] = {}
+    tracks: dict[str, dict[str, str]] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, url = item.partition("=")
-        if not sep or not name.strip() or not re.match(r"^https?://", url.strip()):
-            raise ConsoleError(f"model server {item!r}: expected NAME=http://HOST:PORT")
-        servers[name.strip()] = url.strip().rstrip("/")
-    return servers
+        key, sep, url = item.partition("=")
+        name, at, track = (part.strip() for part in key.partition("@"))
+        if (not sep or not name or (at and not re.match(r"^[a-z0-9][a-z0-9-]*$", track))
+                or not re.match(r"^https?://", url.strip())):
+            raise ConsoleError(f"model server {item!r}: expected NAME=http://HOST:PORT or "
+                               "NAME@TRACK=http://HOST:PORT (TRACK: stable, canary, ...)")
+        url = url.strip().rstrip("/")
+        if at:
+            tracks.setdefault(name, {})[track] = url
+            servers.setdefault(name, "")
+        else:
+            servers[name] = url
+    for name, url in servers.items():
+        if not url:
+            found = tracks[name]
+            servers[name] = found.get("stable") or next(iter(found.values()))
+    return servers, tracks
+
+
+def parse_servers(text: str) -> dict[str, str]:
+    """{model: address} of `parse_endpoints`; the first is the default (the stable model)."""
+    return parse_endpoints(text)[0]
 
 
 # ---- Predict ---------------------------------------------------------------------------------
@@ -121,9 +148,9 @@ def _call(method: str, url: str, settings: Settings, **kwargs) -> requests.Respo
     return response
 
 
-def server_outputs(settings: Settings, model: str) -> list[str]:
+def server_outputs(settings: Settings, model: str, base: str | None = None) -> list[str]:
     """The outputs the served version offers (V2 model metadata)."""
-    base = server_url(settings, model)
+    base = base or server_url(settings, model)
     doc = _call("GET", f"{base}/v2/models/{model}", settings).json()
     return [o["name"] for o in doc.get("outputs", []) if "name" in o]
 
@@ -134,17 +161,110 @@ def server_url(settings: Settings, model: str) -> str:
     return settings.servers[model]
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One thing the Predict page can call: a model's track (or its address) and what it serves."""
+    model: str
+    track: str | None           # None: the model's address, routed as its callers are
+    url: str
+    version: str | None         # None: the address did not answer (the call will say why)
+    weight: int | None = None   # % of the model's traffic, when a ModelRollout says so
+
+    @property
+    def label(self) -> str:
+        version = f" v{self.version}" if self.version else ""
+        where = ", ".join(filter(None, (self.track, None if self.weight is None else f"{self.weight} %")))
+        return f"{self.model}{version}" + (f" ({where})" if where else "")
+
+
+def served_version(settings: Settings, model: str, base: str) -> str:
+    """The version `base` serves now (V2 model metadata: its version header, else `versions`);
+    ConsoleError when it is down, refuses, or serves nothing ready."""
+    try:
+        response = requests.get(f"{base}/v2/models/{model}", headers=_headers(settings),
+                                timeout=PROBE_TIMEOUT_S)
+    except requests.RequestException as exc:
+        raise ConsoleError(f"{base}: cannot connect ({type(exc).__name__})") from None
+    if response.status_code >= 400:
+        raise ConsoleError(f"{base}: {_refusal(response)}")
+    try:
+        version = response.headers.get(VERSION_HEADER) or str(response.json()["versions"][0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise ConsoleError(f"{base}: no model version in its V2 metadata") from None
+    return version
+
+
+def served_choices(settings: Settings) -> tuple[list[Choice], list[str]]:
+    """What the Predict page offers, the default first: per model (in the configured order) each
+    track that answers with the version it serves, stable first; a model none of whose tracks
+    answers (or that has none) is offered by its address. Also one note per track left out."""
+    def rank(item):  # stable, canary, then other tracks in the configured order
+        return TRACK_ORDER.index(item[0]) if item[0] in TRACK_ORDER else len(TRACK_ORDER)
+
+    probes = [(model, track, url) for model in settings.servers
+              for track, url in sorted(settings.tracks.get(model, {}).items(), key=rank)]
+    probes += [(model, None, url) for model, url in settings.servers.items()]
+
+    def probe(item):
+        model, _, url = item
+        try:
+            return served_version(settings, model, url), None
+        except ConsoleError as exc:
+            return None, str(exc)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(probes) + 1)) as pool:
+        weights = pool.submit(canary_weights, settings)
+        answers = dict(zip(probes, pool.map(probe, probes)))
+        weights = weights.result()
+    choices: list[Choice] = []
+    notes: list[str] = []
+    for model, address in settings.servers.items():
+        canary = weights.get(model)
+        split = {"canary": canary, "stable": None if canary is None else 100 - canary}
+        offered = [Choice(model, track, url, answers[(model, track, url)][0], split.get(track))
+                   for (m, track, url) in probes
+                   if m == model and track is not None and answers[(m, track, url)][0]]
+        notes += [f"{model} {track}: not offered ({answers[(m, track, url)][1]})"
+                  for (m, track, url) in probes
+                  if m == model and track is not None and not answers[(m, track, url)][0]]
+        choices += offered or [Choice(model, None, address, answers[(model, None, address)][0])]
+    return choices, notes
+
+
+def canary_weights(settings: Settings) -> dict[str, int]:
+    """{model name: % of its traffic on the canary} from the ModelRollouts in progress. Empty
+    unless a Kubernetes API is configured (--kubeconfig or --namespace; the chart sets the
+    namespace) and readable: the weight is a nicety, the versions come from the servers."""
+    if not (settings.kubeconfig or settings.namespace):
+        return {}
+    try:
+        items = list_rollouts(*kube_client(settings))
+    except ConsoleError:
+        return {}
+    from ops.rollout.state import ACTIVE
+    weights = {}
+    for item in items:
+        spec, status = item.get("spec") or {}, item.get("status") or {}
+        model = ((spec.get("endpoints") or {}).get("modelName") or (spec.get("store") or {}).get("model")
+                 or spec.get("target"))
+        if status.get("phase") in ACTIVE and isinstance(status.get("weight"), int):
+            weights[model] = status["weight"]
+    return weights
+
+
 @dataclass
 class Prediction:
     model: str
     version: str
     columns: dict[str, list]    # column name -> one value per row, ids first
+    track: str | None = None    # the track called, when one was chosen
 
 
-def predict(settings: Settings, model: str, dataset: Dataset) -> Prediction:
-    """V1 calls in batches; ppb with every extra the version offers."""
-    base = server_url(settings, model)
-    offered = set(server_outputs(settings, model))
+def predict(settings: Settings, model: str, dataset: Dataset, choice: Choice | None = None) -> Prediction:
+    """V1 calls in batches to the chosen track (default: the model's address); ppb with every
+    extra the version offers."""
+    base = choice.url if choice else server_url(settings, model)
+    offered = set(server_outputs(settings, model, base))
     extras = [name for name in EXTRAS if name in offered]
     columns: dict[str, list] = {"hsi_id": list(dataset.ids), "predicted_ppb": []}
     columns.update({name: [] for name in extras})
@@ -162,7 +282,7 @@ def predict(settings: Settings, model: str, dataset: Dataset) -> Prediction:
             columns[name].extend(doc[name])
     if dataset.has_target:
         columns["measured_ppb"] = [float(v) for v in dataset.y]
-    return Prediction(model, version, columns)
+    return Prediction(model, version, columns, choice.track if choice else None)
 
 
 def results_csv(prediction: Prediction) -> bytes:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import progress
+from tests import progress, run
 from tests.net import free_port, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,8 +162,11 @@ def s3_bucket(s3_env):
 
 def pytest_collection_modifyitems(items):
     """The local cluster behind the e2e suite is session-scoped and heavy (kubelet, containerd,
-    pods): run those tests last so that it is up only at the end and never slows the others."""
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+    pods): run those tests last so that it is up only at the end and never slows the others. Under
+    `make test` (tests/run.py) the e2e suite is a process of its own; there the `cpu_timed` tests go
+    last and wait for it to end (see pytest_runtest_setup)."""
+    items.sort(key=lambda item: (item.get_closest_marker("e2e") is not None,
+                                 item.get_closest_marker("cpu_timed") is not None))
 
 
 def pytest_configure(config):
@@ -179,6 +182,8 @@ def pytest_unconfigure(config):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_setup(item):
     progress.now_running(f"{item.nodeid} (setting up its fixtures)")
+    if item.get_closest_marker("cpu_timed"):
+        run.wait_while_e2e_part_runs(item.nodeid, progress.say)
     yield
 
 

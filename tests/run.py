@@ -6,6 +6,8 @@ while the rest is mostly CPU; one after the other they took 13.5 + 18.5 minutes 
 parts must pass. Every output line
 is prefixed with its part's name; a line still being written (pytest's dots) is shown as it grows,
 so neither part is ever silent on the terminal. At the end each part's summary line is repeated.
+Tests marked ``cpu_timed`` (they assert a request rate) run last in their part and wait for the e2e
+part to end first: on 2 cores the cluster's pods would eat into the rate they measure.
 
 The e2e part holds ``/tmp/don-e2e.lock`` (the lock every e2e run on this machine takes, one local
 cluster at a time): it waits for another run's cluster, saying so every 50 s, while the rest
@@ -24,6 +26,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 E2E_LOCK = Path("/tmp/don-e2e.lock")
+# Set for both parts: a file that exists (holding this runner's pid) while the e2e part runs. Tests
+# marked `cpu_timed` (they assert a request rate) wait for it to go: the cluster shares the 2 cores.
+E2E_RUNNING_ENV = "DON_E2E_PART_RUNNING"
 REPO = Path(__file__).resolve().parents[1]
 # pytest's last line, "=== 3 passed, 1 skipped in 9.87s (0:00:09) ===" (without the "=" under -q)
 SUMMARY = re.compile(r"^=*\s*((?:\d+ [a-z]+|no tests ran)(?:, \d+ [a-z]+)* in [\d.]+s(?: \([\d:]+\))?)\s*=*$")
@@ -48,6 +54,7 @@ class Part:
     argv: list[str]
     lock: Path | None = None        # held while this part runs
     may_select_none: bool = False   # pytest's exit 5 (no test selected) counts as passed
+    running_flag: Path | None = None  # exists from before the start until this part ends
     returncode: int | None = None
     summary: str = ""
     seconds: float = 0.0
@@ -170,6 +177,9 @@ def _run(part: Part, term: Terminal, procs: list, stopping: threading.Event) -> 
     except Exception as exc:  # a thread's exception would otherwise only end the thread
         term.write(part.name, f"could not run {part.argv}: {exc!r}\n")
         part.returncode = 1
+    finally:
+        if part.running_flag is not None:
+            part.running_flag.unlink(missing_ok=True)
 
 
 def _run_part(part: Part, term: Terminal, procs: list, stopping: threading.Event) -> None:
@@ -214,6 +224,9 @@ def run_parts(parts: list[Part], out=sys.stdout) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
+    for part in parts:
+        if part.running_flag is not None:
+            part.running_flag.write_text(str(os.getpid()))
     try:
         for thread in threads:
             thread.start()
@@ -240,10 +253,33 @@ def main(args: list[str]) -> int:
         pytest.append("--color=yes")
     # Without arguments this is `make test`: a part that selects nothing is a broken suite. With
     # some (`-k name`), the selection may well fall in one part only.
-    return run_parts([
-        Part("e2e", [*pytest, "-m", "e2e", *args], lock=E2E_LOCK, may_select_none=bool(args)),
-        Part("tests", [*pytest, "-m", "not e2e", *args], may_select_none=bool(args)),
-    ])
+    with tempfile.TemporaryDirectory(prefix="don-make-test-") as tmp:
+        flag = Path(tmp) / "e2e-part-running"
+        os.environ[E2E_RUNNING_ENV] = str(flag)
+        return run_parts([
+            Part("e2e", [*pytest, "-m", "e2e", *args], lock=E2E_LOCK, may_select_none=bool(args),
+                 running_flag=flag),
+            Part("tests", [*pytest, "-m", "not e2e", *args], may_select_none=bool(args)),
+        ])
+
+
+def wait_while_e2e_part_runs(what: str, say: Callable[[str], None], every: float = WAIT_SAY_EVERY) -> None:
+    """For a `cpu_timed` test under `make test`: return once the e2e part has ended (its flag gone,
+    or the runner that wrote it gone), saying so every ``every`` seconds. At once outside the runner."""
+    flag = os.environ.get(E2E_RUNNING_ENV)
+    if not flag:
+        return
+    started, said = time.monotonic(), 0.0
+    while True:
+        try:
+            os.kill(int(Path(flag).read_text()), 0)
+        except (OSError, ValueError):
+            return  # no flag (e2e part done) or no runner: nothing to wait for
+        if not said or time.monotonic() - said >= every:
+            say(f"{what} asserts a request rate: waiting for the e2e part to end, which shares the "
+                f"CPU ({time.monotonic() - started:.0f} s so far)")
+            said = time.monotonic()
+        time.sleep(1)
 
 
 if __name__ == "__main__":

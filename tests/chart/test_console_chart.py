@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures_chart import API_TOKEN
+from tests.fixtures_chart import API_TOKEN, Case, render_case
 
 pytestmark = pytest.mark.chart
 
@@ -37,7 +37,8 @@ def test_console_pod_talks_to_every_model_with_the_token_and_the_same_security(r
     [container] = pod["containers"]
     env = _env(container)
     servers = dict(item.split("=", 1) for item in env["DON_CONSOLE_SERVERS"].split(","))
-    assert set(servers) == {"don-rf", "don-tf"} and all(u.startswith("http://") for u in servers.values())
+    assert {k for k in servers if "@" not in k} == {"don-rf", "don-tf"}
+    assert all(u.startswith("http://") for u in servers.values())
     assert env["DON_CONSOLE_CONTROL"] == ("true" if "everything" in case else "false")
     assert pod["serviceAccountName"] == "don-don-predictor-console"
     # the same pod and container security context as the operator's
@@ -72,3 +73,35 @@ def test_network_rules_admit_the_console_where_it_needs_and_nowhere_else(renders
     assert ingress["ports"] == [{"port": 8501, "protocol": "TCP"}]
     egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])}
     assert {53, 443, 6443, 8080} <= egress_ports
+
+
+def _servers(render) -> list[tuple[str, str]]:
+    [container] = render.named("Deployment", "don-don-predictor-console")["spec"]["template"]["spec"]["containers"]
+    return [tuple(item.split("=", 1)) for item in _env(container)["DON_CONSOLE_SERVERS"].split(",")]
+
+
+def test_console_is_given_each_models_stable_and_canary_tracks(renders):
+    """The Predict page offers the tracks that answer: the chart passes the per-track Services the
+    deployment engine renders (and the rollout operator's analysis calls); Knative gets the
+    model's address only (its tag routes exist only during a canary)."""
+    render = renders["kube-1.20-deployment"]
+    assert _servers(render) == [
+        ("don-rf", "http://don-don-predictor-rf.don.svc.cluster.local"),
+        ("don-rf@stable", "http://don-don-predictor-rf-stable.don.svc.cluster.local"),
+        ("don-rf@canary", "http://don-don-predictor-rf-canary.don.svc.cluster.local"),
+        ("don-tf", "http://don-don-predictor-tf.don.svc.cluster.local"),
+        ("don-tf@stable", "http://don-don-predictor-tf-stable.don.svc.cluster.local"),
+        ("don-tf@canary", "http://don-don-predictor-tf-canary.don.svc.cluster.local")]
+    services = {s["metadata"]["name"]: s for s in render.of_kind("Service")}
+    for key, url in _servers(render):
+        name = url.split("//")[1].split(".")[0]
+        assert name in services, f"{key}: no Service {name}"
+        if "@" in key:
+            assert services[name]["spec"]["selector"]["don-predictor.io/track"] == key.split("@")[1]
+    assert [k for k, _ in _servers(renders["knative-s3-everything"])] == ["don-rf", "don-tf"]
+    standard = render_case(Case("standard-console", ("--set", "serving.engine=kserve", "--set",
+                                                     "kserve.deploymentMode=Standard", "--set",
+                                                     "console.enabled=true")))
+    assert dict(_servers(standard))["don-rf@canary"] == \
+        "http://don-don-predictor-rf-predictor-canary.don.svc.cluster.local"
+    assert dict(_servers(standard))["don-rf@stable"] == dict(_servers(standard))["don-rf"]

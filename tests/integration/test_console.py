@@ -98,6 +98,38 @@ def test_predict_shows_predictions_decisions_and_the_plot(monkeypatch, rf_server
     assert len(errors(at)) == 1 and "refused the request: 400" in errors(at)[0] and "Traceback" not in errors(at)[0]
 
 
+def test_predict_offers_the_served_versions_stable_first_and_calls_the_chosen_one(
+        monkeypatch, rf_server, serving_store, start_server, golden_rows):
+    """Two real servers of one model on loopback, v1 as the stable track and v2 as the canary; a
+    third track that answers nothing is left out with a note, never an error."""
+    v2 = start_server("don-rf", serving_store / "don-rf" / "2")
+    down = f"http://127.0.0.1:{free_port()}"
+    golden = np.asarray(golden_rows[:6])
+    rows = (golden[:5] + golden[1:]) / 2       # between training rows, where two forests differ
+    at = app(monkeypatch, servers=f"don-rf@canary={v2.base},don-rf@shadow={down},don-rf@stable={rf_server.base}",
+             store=str(serving_store))
+    assert errors(at) == []
+    chooser = at.selectbox(key="model")
+    assert chooser.options == ["don-rf v1 (stable)", "don-rf v2 (canary)"]
+    assert chooser.value == "don-rf v1 (stable)"
+    assert any(c.value.startswith(f"don-rf shadow: not offered ({down}: cannot connect") for c in at.caption)
+    at.text_area(key="pasted").set_value(lab_csv(rows)).run()
+    at.button(key="predict").click().run()
+    assert errors(at) == []
+    assert at.subheader[0].value == "5 predictions from don-rf version 1 (stable)"
+    stable = at.dataframe[0].value["predicted_ppb"].tolist()
+    at.selectbox(key="model").set_value("don-rf v2 (canary)").run()
+    at.button(key="predict").click().run()
+    assert errors(at) == []
+    assert at.subheader[0].value == "5 predictions from don-rf version 2 (canary)"
+    canary = at.dataframe[0].value["predicted_ppb"].tolist()
+    direct = {base: requests.post(f"{base}/v1/models/don-rf:predict", json={"instances": rows.tolist()},
+                                  timeout=30).json()["predictions"] for base in (rf_server.base, v2.base)}
+    assert stable == pytest.approx(direct[rf_server.base], rel=1e-6)
+    assert canary == pytest.approx(direct[v2.base], rel=1e-6)
+    assert stable != pytest.approx(canary, rel=1e-6)      # two versions, two answers
+
+
 def test_models_page_lists_versions_metrics_and_compares(monkeypatch, serving_store):
     at = app(monkeypatch, store=str(serving_store))
     at.radio(key="page").set_value("Models").run()
@@ -200,30 +232,35 @@ def test_monitoring_page_reads_as_messages_without_a_recorder_or_lab_results(mon
     assert at.dataframe[0].value["OOD rate"].tolist() == [1.0]
 
 
+def make_rollout(kube_apiserver, ns: str, name: str, spec: dict, status: dict) -> str:
+    """A ModelRollout with this status on the real kube-apiserver; returns the collection's path."""
+    from tests.fixtures_cluster import install_crds
+    crd = Path(APP).parents[1] / "charts" / "don-predictor" / "crds" / "modelrollouts.yaml"
+    install_crds(kube_apiserver, [crd])
+    base = f"/apis/rollouts.don-predictor.io/v1alpha1/namespaces/{ns}/modelrollouts"
+    code, body = kube_apiserver.request("POST", base, {
+        "apiVersion": "rollouts.don-predictor.io/v1alpha1", "kind": "ModelRollout", "metadata": {"name": name},
+        "spec": spec})
+    assert code == 201, body
+    code, body = kube_apiserver.request("PATCH", f"{base}/{name}/status", {"status": status},
+                                        content_type="application/merge-patch+json")
+    assert code == 200, body
+    return base
+
+
 @pytest.mark.apiserver
 def test_rollouts_page_shows_the_timeline_and_its_buttons_steer(monkeypatch, kube_apiserver):
     """On a real kube-apiserver: the table and timeline of a ModelRollout; read-only by default;
     with --control each button sends exactly what `python -m ops rollout VERB` sends."""
     from ops.rollout.cli import ACTIONS
-    from tests.fixtures_cluster import install_crds
-    crd = Path(APP).parents[1] / "charts" / "don-predictor" / "crds" / "modelrollouts.yaml"
-    install_crds(kube_apiserver, [crd])
     ns, name = "default", f"console-{free_port()}"
-    base = f"/apis/rollouts.don-predictor.io/v1alpha1/namespaces/{ns}/modelrollouts"
-    status, body = kube_apiserver.request("POST", base, {
-        "apiVersion": "rollouts.don-predictor.io/v1alpha1", "kind": "ModelRollout", "metadata": {"name": name},
-        "spec": {"target": "don-rf", "mode": "Standard", "candidate": {"version": 2}}})
-    assert status == 201, body
     history = [{"time": "2026-12-01T10:00:00Z", "event": "Started", "phase": "Progressing", "step": 1,
                 "weight": 10, "message": "started"},
                {"time": "2026-12-01T10:01:00Z", "event": "Advanced", "phase": "Progressing", "step": 2,
                 "weight": 50, "message": "analysis passed", "verdict": "Pass",
                 "figures": {"successRate": 1.0, "p99LatencyMs": 42.0, "referenceErrorIncrease": 0.01}}]
-    status, body = kube_apiserver.request(
-        "PATCH", f"{base}/{name}/status", {"status": {"phase": "Progressing", "weight": 50, "step": 2,
-                                                        "stepLabel": "2/3", "history": history}},
-        content_type="application/merge-patch+json")
-    assert status == 200, body
+    base = make_rollout(kube_apiserver, ns, name, {"target": "don-rf", "mode": "Standard", "candidate": {"version": 2}},
+                        {"phase": "Progressing", "weight": 50, "step": 2, "stepLabel": "2/3", "history": history})
 
     at = app(monkeypatch, kubeconfig=str(kube_apiserver.kubeconfig), namespace=ns)
     at.radio(key="page").set_value("Rollouts").run()
@@ -251,3 +288,25 @@ def test_rollouts_page_shows_the_timeline_and_its_buttons_steer(monkeypatch, kub
     kube_apiserver.request("DELETE", f"{base}/{name}")
     with pytest.raises(services.ConsoleError, match=f"pause {name}: 404 .*not found"):
         services.steer(settings, kube, namespace, name, "pause")
+
+
+@pytest.mark.apiserver
+def test_predict_labels_each_track_with_its_share_of_traffic_from_the_rollout(
+        monkeypatch, kube_apiserver, rf_server, serving_store, start_server):
+    """With a Kubernetes API, the ModelRollout in progress for the model gives each track's traffic
+    share; a finished one gives none."""
+    v2 = start_server("don-rf", serving_store / "don-rf" / "2")
+    ns, name = "default", f"predict-{free_port()}"
+    spec = {"target": "don-don-predictor-rf", "mode": "Deployment", "candidate": {"version": 2},
+            "endpoints": {"modelName": "don-rf"}}
+    base = make_rollout(kube_apiserver, ns, name, spec, {"phase": "Progressing", "weight": 10, "step": 1})
+    servers = f"don-rf@stable={rf_server.base},don-rf@canary={v2.base}"
+    at = app(monkeypatch, servers=servers, kubeconfig=str(kube_apiserver.kubeconfig), namespace=ns)
+    assert errors(at) == []
+    assert at.selectbox(key="model").options == ["don-rf v1 (stable, 90 %)", "don-rf v2 (canary, 10 %)"]
+    kube_apiserver.request("PATCH", f"{base}/{name}/status", {"status": {"phase": "Promoted", "weight": 100}},
+                           content_type="application/merge-patch+json")
+    from console import services
+    choices, _ = services.served_choices(services.Settings.from_env())
+    assert [c.label for c in choices] == ["don-rf v1 (stable)", "don-rf v2 (canary)"]
+    kube_apiserver.request("DELETE", f"{base}/{name}")

@@ -433,8 +433,9 @@ def test_a_model_servers_records_are_judged_by_the_lab(recorder, serving_store, 
     pred = answer["predictions"]
     result = _import_cli(tmp_path, recorder, _csv([(s, t, "HPLC", "2026-11-30") for s, t in zip(ids, truth)]))
     assert result.returncode == 0 and result.stdout.strip() == f"{len(ids)} stored, 0 duplicates, 0 rejected", result
-    for _ in range(150):  # the server sends within about a second
-        day = json.load(urllib.request.urlopen(recorder.url + "/v1/accuracy?model=don-rf&version=1"))["results"][0]
+    for _ in range(150):  # the server sends within about a second; no result before the first match
+        results = json.load(urllib.request.urlopen(recorder.url + "/v1/accuracy?model=don-rf&version=1"))["results"]
+        day = results[0] if results else {"matched": 0}
         if day["matched"] == len(ids):
             break
         threading.Event().wait(0.1)

@@ -11,6 +11,7 @@ import time
 
 import aiohttp
 import numpy as np
+import pytest
 
 RATE = 150          # requests per second (a few % of measured capacity on a busy 2-core box)
 SECONDS = 60
@@ -68,6 +69,7 @@ async def _drive(base: str, mix) -> dict:
             "p99_ms": 1e3 * float(np.percentile(latencies, 99))}
 
 
+@pytest.mark.cpu_timed
 def test_steady_rate_for_a_minute_without_errors(rf_server, golden_rows):
     result = asyncio.run(_drive(rf_server.base, _requests(golden_rows)))
     held = result["requests"] / result["elapsed"]

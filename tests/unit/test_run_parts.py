@@ -3,6 +3,7 @@ and the e2e lock waited for, except when a caller already holds it (no deadlock)
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import threading
@@ -112,3 +113,43 @@ def test_waiting_for_the_lock_ends_when_the_run_is_stopped(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_e2e_flag_exists_exactly_while_its_part_runs(tmp_path):
+    flag = tmp_path / "e2e-running"
+    part = _pytest_part("flagged", tmp_path,
+                        f"import os, pathlib\ndef test_flag():\n"
+                        f"    assert pathlib.Path({str(flag)!r}).read_text() == {str(os.getpid())!r}\n")
+    part.running_flag = flag
+    assert run.run_parts([part], out=io.StringIO()) == 0 and part.summary.startswith("1 passed")
+    assert not flag.exists()
+
+
+def test_cpu_timed_tests_wait_for_the_e2e_part_to_end(tmp_path, monkeypatch):
+    said = []
+    monkeypatch.delenv(run.E2E_RUNNING_ENV, raising=False)  # this test may itself run under make test
+    run.wait_while_e2e_part_runs("t", said.append)  # outside `make test`: no wait at all
+    assert said == []
+    flag = tmp_path / "e2e-running"
+    monkeypatch.setenv(run.E2E_RUNNING_ENV, str(flag))
+    flag.write_text(str(os.getpid()))
+    threading.Timer(1.5, flag.unlink).start()
+    started = time.monotonic()
+    run.wait_while_e2e_part_runs("tests/x.py::test_rate", said.append, every=0.5)
+    assert time.monotonic() - started >= 1.4 and not flag.exists()
+    assert said[0].startswith("tests/x.py::test_rate asserts a request rate: waiting for the e2e part")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    flag.write_text(str(dead.pid))  # the runner was killed: nothing left to wait for
+    started = time.monotonic()
+    run.wait_while_e2e_part_runs("t", said.append)
+    assert time.monotonic() - started < 1
+
+
+def test_cpu_timed_tests_are_collected_last():
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+                          "tests/integration/test_server_load.py", "tests/unit/test_makefile.py"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    ids = [line for line in out.stdout.splitlines() if "::" in line]
+    assert ids[-1].endswith("test_steady_rate_for_a_minute_without_errors"), out.stdout
+    assert any("test_makefile.py" in i for i in ids[:-1]), out.stdout

@@ -34,6 +34,29 @@ is cut to 30 characters so that the names KServe and Knative derive from an Infe
 {{- end -}}
 {{- end -}}
 
+{{/* JSON {track: base URL} of a model's stable and canary tracks for the console (the Services
+the rollout operator's analysis calls, ops/rollout/routers.py): the deployment engine's
+<object>-stable / -canary, KServe Standard's <object>-predictor / -predictor-canary. None for
+Knative (its tag routes exist only while a canary runs, and latest- is the stable otherwise, so
+a track label would lie) or with a helmTest.urls override. (dict "ctx" $ "model" $m) */}}
+{{- define "don.modelTrackUrls" -}}
+{{- $ctx := .ctx -}}
+{{- $ns := $ctx.Release.Namespace -}}
+{{- $o := .model.object -}}
+{{- $names := dict -}}
+{{- if get $ctx.Values.helmTest.urls .model.name -}}
+{{- else if eq $ctx.Values.serving.engine "deployment" -}}
+{{- $names = dict "stable" (printf "%s-stable" $o) "canary" (printf "%s-canary" $o) -}}
+{{- else if eq $ctx.Values.kserve.deploymentMode "Standard" -}}
+{{- $names = dict "stable" (printf "%s-predictor" $o) "canary" (printf "%s-predictor-canary" $o) -}}
+{{- end -}}
+{{- $out := dict -}}
+{{- range $track, $service := $names -}}
+{{- $_ := set $out $track (printf "http://%s.%s.svc.cluster.local" $service $ns) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
 {{/* Labels every predictor pod carries (NetworkPolicies and PDBs select on them). */}}
 {{- define "don.predictorPodLabels" -}}
 {{ include "don.componentSelector" (dict "ctx" .ctx "component" "predictor") }}
