@@ -1,9 +1,9 @@
-"""`make test`: the end-to-end suite and the rest of the suite as two pytest processes at once.
+"""`make test`: the rest of the suite, then the end-to-end suite, as two pytest processes (or at once).
 
 The e2e suite (marker ``e2e``) mostly waits on the local cluster (pods starting, rollout steps),
 while the rest is mostly CPU; one after the other they took 13.5 + 18.5 minutes on 2 idle cores
-(the fresh-clone CI run of 2026-12-02); side by side that waiting overlaps the rest's work. Both
-parts must pass. Every output line
+(the fresh-clone CI run of 2026-12-02); side by side (``DON_TEST_AT_ONCE=1``) that waiting
+overlaps the rest's work. Both parts must pass. Every output line
 is prefixed with its part's name; a line still being written (pytest's dots) is shown as it grows,
 so neither part is ever silent on the terminal. At the end each part's summary line is repeated.
 Tests marked ``cpu_timed`` (they assert a request rate) run last in their part and wait for the e2e
@@ -40,6 +40,10 @@ E2E_RUNNING_ENV = "DON_E2E_PART_RUNNING"
 REPO = Path(__file__).resolve().parents[1]
 # pytest's last line, "=== 3 passed, 1 skipped in 9.87s (0:00:09) ===" (without the "=" under -q)
 SUMMARY = re.compile(r"^=*\s*((?:\d+ [a-z]+|no tests ran)(?:, \d+ [a-z]+)* in [\d.]+s(?: \([\d:]+\))?)\s*=*$")
+# `DON_TEST_AT_ONCE=1 make test` runs the two parts side by side. Not the default yet: that
+# layout has not had a whole clean run on this machine (timing-sensitive operator tests share the
+# 2 cores with the cluster); one after the other is what CI has passed with.
+AT_ONCE_ENV = "DON_TEST_AT_ONCE"
 WAIT_SAY_EVERY = 50.0  # under the 60 s a run may be silent
 NO_TESTS_SELECTED = 5  # pytest's exit code
 
@@ -206,8 +210,9 @@ def _run_part(part: Part, term: Terminal, procs: list, stopping: threading.Event
         part.seconds = time.monotonic() - part.started
 
 
-def run_parts(parts: list[Part], out=sys.stdout) -> int:
-    """Run the parts at once; 0 when every part exited 0. Output prefixed, summaries at the end."""
+def run_parts(parts: list[Part], out=sys.stdout, at_once: bool = True) -> int:
+    """Run the parts at once (or one after another, in order); 0 when every part exited 0.
+    Output prefixed, summaries at the end."""
     term = Terminal(out, max(len(p.name) for p in parts + [Part("make test", [])]))
     procs: list[subprocess.Popen] = []
     stopping = threading.Event()
@@ -224,15 +229,18 @@ def run_parts(parts: list[Part], out=sys.stdout) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
-    for part in parts:
-        if part.running_flag is not None:
-            part.running_flag.write_text(str(os.getpid()))
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.5)
+        # At once: every flag exists before any part starts. One by one: a part's flag only while
+        # it runs, so an earlier part never waits for a later one.
+        for batch in ([list(zip(parts, threads))] if at_once else [[pt] for pt in zip(parts, threads)]):
+            for part, _ in batch:
+                if part.running_flag is not None:
+                    part.running_flag.write_text(str(os.getpid()))
+            for _, thread in batch:
+                thread.start()
+            for _, thread in batch:
+                while thread.is_alive():
+                    thread.join(0.5)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -253,14 +261,14 @@ def main(args: list[str]) -> int:
         pytest.append("--color=yes")
     # Without arguments this is `make test`: a part that selects nothing is a broken suite. With
     # some (`-k name`), the selection may well fall in one part only.
+    at_once = os.environ.get(AT_ONCE_ENV, "") == "1"
     with tempfile.TemporaryDirectory(prefix="don-make-test-") as tmp:
         flag = Path(tmp) / "e2e-part-running"
         os.environ[E2E_RUNNING_ENV] = str(flag)
-        return run_parts([
-            Part("e2e", [*pytest, "-m", "e2e", *args], lock=E2E_LOCK, may_select_none=bool(args),
-                 running_flag=flag),
-            Part("tests", [*pytest, "-m", "not e2e", *args], may_select_none=bool(args)),
-        ])
+        parts = [Part("tests", [*pytest, "-m", "not e2e", *args], may_select_none=bool(args)),
+                 Part("e2e", [*pytest, "-m", "e2e", *args], lock=E2E_LOCK, may_select_none=bool(args),
+                      running_flag=flag)]
+        return run_parts(parts, at_once=at_once)
 
 
 def wait_while_e2e_part_runs(what: str, say: Callable[[str], None], every: float = WAIT_SAY_EVERY) -> None:

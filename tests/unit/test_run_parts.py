@@ -153,3 +153,19 @@ def test_cpu_timed_tests_are_collected_last():
     ids = [line for line in out.stdout.splitlines() if "::" in line]
     assert ids[-1].endswith("test_steady_rate_for_a_minute_without_errors"), out.stdout
     assert any("test_makefile.py" in i for i in ids[:-1]), out.stdout
+
+
+def test_one_by_one_each_part_runs_after_the_previous_and_its_flag_only_while_it_runs(tmp_path):
+    flag, first_done = tmp_path / "e2e-running", tmp_path / "first-done"
+    first = _pytest_part("first", tmp_path,
+                         f"import pathlib\ndef test_first():\n"
+                         f"    assert not pathlib.Path({str(flag)!r}).exists()\n"
+                         f"    pathlib.Path({str(first_done)!r}).write_text('x')\n")
+    second = _pytest_part("second", tmp_path,
+                          f"import pathlib\ndef test_second():\n"
+                          f"    assert pathlib.Path({str(first_done)!r}).exists()\n"
+                          f"    assert pathlib.Path({str(flag)!r}).exists()\n")
+    second.running_flag = flag
+    assert run.run_parts([first, second], out=io.StringIO(), at_once=False) == 0
+    assert first.summary.startswith("1 passed") and second.summary.startswith("1 passed")
+    assert not flag.exists()
