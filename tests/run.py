@@ -40,9 +40,9 @@ E2E_RUNNING_ENV = "DON_E2E_PART_RUNNING"
 REPO = Path(__file__).resolve().parents[1]
 # pytest's last line, "=== 3 passed, 1 skipped in 9.87s (0:00:09) ===" (without the "=" under -q)
 SUMMARY = re.compile(r"^=*\s*((?:\d+ [a-z]+|no tests ran)(?:, \d+ [a-z]+)* in [\d.]+s(?: \([\d:]+\))?)\s*=*$")
-# `DON_TEST_AT_ONCE=1 make test` runs the two parts side by side. Not the default yet: that
-# layout has not had a whole clean run on this machine (timing-sensitive operator tests share the
-# 2 cores with the cluster); one after the other is what CI has passed with.
+# `DON_TEST_AT_ONCE=1 make test` runs the two parts side by side (21.7 min vs about 32 in the
+# fresh-clone runs here). Not the default yet: it has had one clean whole run, and timing-sensitive
+# operator tests share the 2 cores with the cluster; one after the other is what CI has passed with.
 AT_ONCE_ENV = "DON_TEST_AT_ONCE"
 WAIT_SAY_EVERY = 50.0  # under the 60 s a run may be silent
 NO_TESTS_SELECTED = 5  # pytest's exit code
