@@ -216,7 +216,6 @@ def run_parts(parts: list[Part], out=sys.stdout, at_once: bool = True) -> int:
     term = Terminal(out, max(len(p.name) for p in parts + [Part("make test", [])]))
     procs: list[subprocess.Popen] = []
     stopping = threading.Event()
-    threads = [threading.Thread(target=_run, args=(p, term, procs, stopping), daemon=True) for p in parts]
 
     def forward(signum, _frame):
         # Ctrl-C reaches the children through the terminal; SIGTERM is passed on as SIGINT so
@@ -232,13 +231,15 @@ def run_parts(parts: list[Part], out=sys.stdout, at_once: bool = True) -> int:
     try:
         # At once: every flag exists before any part starts. One by one: a part's flag only while
         # it runs, so an earlier part never waits for a later one.
-        for batch in ([list(zip(parts, threads))] if at_once else [[pt] for pt in zip(parts, threads)]):
-            for part, _ in batch:
+        for batch in ([parts] if at_once else [[part] for part in parts]):
+            for part in batch:
                 if part.running_flag is not None:
                     part.running_flag.write_text(str(os.getpid()))
-            for _, thread in batch:
+            threads = [threading.Thread(target=_run, args=(p, term, procs, stopping), daemon=True)
+                       for p in batch]
+            for thread in threads:
                 thread.start()
-            for _, thread in batch:
+            for thread in threads:
                 while thread.is_alive():
                     thread.join(0.5)
     finally:
