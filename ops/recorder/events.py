@@ -28,7 +28,7 @@ from ops.recorder.db import utcnow
 # top-level list (SAMPLE_IDS_KEY), V2 a request parameter or a BYTES input tensor (one id per row,
 # in row order).
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_MAX_TEXT = {"model": 253, "request_id": 200, "trace_id": 64, "caller": 200, "sample_id": 200}
+MAX_TEXT = {"model": 253, "request_id": 200, "trace_id": 64, "caller": 200, "sample_id": 200}
 INT32_MAX = 2**31 - 1
 
 
@@ -74,8 +74,8 @@ def _text(data: dict, field: str, required: bool) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise ValueError(f"{field} must be a non-empty string")
-    if len(value) > _MAX_TEXT[field]:
-        raise ValueError(f"{field} is longer than {_MAX_TEXT[field]} characters")
+    if len(value) > MAX_TEXT[field]:
+        raise ValueError(f"{field} is longer than {MAX_TEXT[field]} characters")
     if "\x00" in value:
         raise ValueError(f"{field} contains a NUL character")
     return value
@@ -146,8 +146,8 @@ def ce_headers(headers) -> dict[str, str]:
                        "ce-type, ce-id, ce-source)")
     if attrs["specversion"] != CLOUDEVENTS_SPEC_VERSION:
         raise _bad(f"ce-specversion {attrs['specversion']!r} is not supported; use {CLOUDEVENTS_SPEC_VERSION}")
-    if len(attrs["id"]) > _MAX_TEXT["request_id"]:
-        raise _bad(f"ce-id is longer than {_MAX_TEXT['request_id']} characters")
+    if len(attrs["id"]) > MAX_TEXT["request_id"]:
+        raise _bad(f"ce-id is longer than {MAX_TEXT['request_id']} characters")
     return attrs
 
 

@@ -287,8 +287,9 @@ def _whole(text: str) -> bool:
 def _model_version(query: dict) -> tuple[str | None, int | None]:
     model = query.get("model", [None])[0]
     version = query.get("version", [None])[0]
-    if model is not None and (len(model) > 253 or "\x00" in model):   # the column's limits
-        raise QueryError(f"model {model[:40]!r} must be a model name (at most 253 characters, no NUL)")
+    longest = events.MAX_TEXT["model"]  # the column's limits, as records are checked against
+    if model is not None and (len(model) > longest or "\x00" in model):
+        raise QueryError(f"model {model[:40]!r} must be a model name (at most {longest} characters, no NUL)")
     if version is not None and not (_whole(version) and int(version) <= events.INT32_MAX):
         raise QueryError(f"version {version[:40]!r} must be a whole number")
     return model, int(version) if version else None
