@@ -34,9 +34,9 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python -m scripts.demo --store $(STORE)
 
-## The whole suite (what CI runs): the rest, then the end-to-end suite on a real local Kubernetes.
-## Two pytest processes (tests/run.py: lines prefixed [tests] / [e2e], both must pass, each one's
-## summary repeated at the end; DON_TEST_AT_ONCE=1 runs them side by side); needs root.
+## The whole suite (what CI runs): the rest and the end-to-end suite on a real local Kubernetes,
+## side by side as two pytest processes (tests/run.py: lines prefixed [tests] / [e2e], both must
+## pass, each one's summary repeated at the end; DON_TEST_AT_ONCE=0: one after the other); needs root.
 test: install
 	$(BIN)/python -m tests.run
 

@@ -1,9 +1,9 @@
-"""`make test`: the rest of the suite, then the end-to-end suite, as two pytest processes (or at once).
+"""`make test`: the rest of the suite and the end-to-end suite side by side, as two pytest processes.
 
 The e2e suite (marker ``e2e``) mostly waits on the local cluster (pods starting, rollout steps),
 while the rest is mostly CPU; one after the other they took 13.5 + 18.5 minutes on 2 idle cores
-(the fresh-clone CI run of 2026-12-02); side by side (``DON_TEST_AT_ONCE=1``) that waiting
-overlaps the rest's work. Both parts must pass. Every output line
+(the fresh-clone CI run of 2026-12-02), side by side 21.7: that waiting overlaps the rest's work
+(``DON_TEST_AT_ONCE=0``: one after the other, the rest first). Both parts must pass. Every output line
 is prefixed with its part's name; a line still being written (pytest's dots) is shown as it grows,
 so neither part is ever silent on the terminal. At the end each part's summary line is repeated.
 Tests marked ``cpu_timed`` (they assert a request rate) run last in their part and wait for the e2e
@@ -40,9 +40,9 @@ E2E_RUNNING_ENV = "DON_E2E_PART_RUNNING"
 REPO = Path(__file__).resolve().parents[1]
 # pytest's last line, "=== 3 passed, 1 skipped in 9.87s (0:00:09) ===" (without the "=" under -q)
 SUMMARY = re.compile(r"^=*\s*((?:\d+ [a-z]+|no tests ran)(?:, \d+ [a-z]+)* in [\d.]+s(?: \([\d:]+\))?)\s*=*$")
-# `DON_TEST_AT_ONCE=1 make test` runs the two parts side by side (21.7 min vs about 32 in the
-# fresh-clone runs here). Not the default yet: it has had one clean whole run, and timing-sensitive
-# operator tests share the 2 cores with the cluster; one after the other is what CI has passed with.
+# `make test` runs the two parts side by side (21.7 min vs about 32 one after the other in the
+# fresh-clone runs here: the e2e part mostly waits on pods); `DON_TEST_AT_ONCE=0` runs them one after
+# the other (the rest first), e.g. to time one part alone.
 AT_ONCE_ENV = "DON_TEST_AT_ONCE"
 WAIT_SAY_EVERY = 50.0  # under the 60 s a run may be silent
 NO_TESTS_SELECTED = 5  # pytest's exit code
@@ -262,7 +262,7 @@ def main(args: list[str]) -> int:
         pytest.append("--color=yes")
     # Without arguments this is `make test`: a part that selects nothing is a broken suite. With
     # some (`-k name`), the selection may well fall in one part only.
-    at_once = os.environ.get(AT_ONCE_ENV, "") == "1"
+    at_once = os.environ.get(AT_ONCE_ENV, "1") != "0"
     with tempfile.TemporaryDirectory(prefix="don-make-test-") as tmp:
         flag = Path(tmp) / "e2e-part-running"
         os.environ[E2E_RUNNING_ENV] = str(flag)
