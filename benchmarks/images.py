@@ -150,8 +150,8 @@ class Image:
         self._runs = 0
 
     def python_argv(self, *args: str) -> list[str]:
-        return [built.DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "python", self.ref,
-                *args]
+        return [built.DOCKER, "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+                "--entrypoint", "python", self.ref, *args]
 
     def server_argv(self, model: str, version: Path, fallback: str) -> list[str]:
         self._runs += 1
