@@ -11,7 +11,8 @@ when the server imports them. Per family (RandomForest, TensorFlow) and variant 
 after 1,000 requests, single-row and 100-row req/s (wrk). Beside them: the framework floor (`python
 -c "import kserve, onnxruntime"` in the same image or venv, started the same way), measured
 interleaved with the server's starts (floor, server, server, floor, ...) so that both see the same
-load; the CPU seconds each took (process start to ready, resp. to the end of the imports), which a
+load, timed until its imports are done (not its exit: `docker run --rm` would add the container's
+removal); the CPU seconds each took (process start to ready, resp. to the end of the imports), which a
 shared machine's load does not stretch; and KServe's own sklearnserver on the same RandomForest
 artifact when it is installed (else the plain kserve.Model of benchmarks/baseline_server.py).
 
@@ -38,8 +39,8 @@ from serve import (REPO, BenchError, Server, find_wrk, latest_version, payloads,
                    run_wrk, train_store)
 
 FLOOR = "import kserve, onnxruntime"
-# The floor's own CPU seconds, printed once the imports are done (the wall time is the process's).
-FLOOR_CPU = "; import os; t = os.times(); print(t.user + t.system)"
+# The floor's own CPU seconds, printed once the imports are done; the line's arrival ends its time.
+FLOOR_CPU = "; import os; t = os.times(); print(t.user + t.system, flush=True)"
 # What the server process imports before it serves (the lean image's build step checks the same).
 SERVER_IMPORTS = "import onnxruntime, model_server.__main__, model_server.routes, model_server.model"
 sys.path.insert(0, str(REPO))
@@ -150,7 +151,8 @@ class Image:
         self._runs = 0
 
     def python_argv(self, *args: str) -> list[str]:
-        return [built.DOCKER, "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+        # started like the servers (a network namespace of its own would cost it 0.1-0.2 s more)
+        return [built.DOCKER, "run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp",
                 "--entrypoint", "python", self.ref, *args]
 
     def server_argv(self, model: str, version: Path, fallback: str) -> list[str]:
@@ -211,11 +213,17 @@ def docker_sizes(tag: str) -> tuple[int, int] | None:
 
 
 def floor_once(runtime) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one `python -c "import kserve, onnxruntime"`."""
+    """(wall seconds, CPU seconds) of one `python -c "import kserve, onnxruntime"`, both until the
+    imports are done: a server pays no interpreter (or container) teardown before it is ready."""
     started = time.perf_counter()
-    out = subprocess.run(runtime.python_argv("-c", FLOOR + FLOOR_CPU), check=True,
-                         capture_output=True, text=True)
-    return time.perf_counter() - started, float(out.stdout.split()[-1])
+    with subprocess.Popen(runtime.python_argv("-c", FLOOR + FLOOR_CPU), stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True) as proc:
+        line = proc.stdout.readline()
+        wall = time.perf_counter() - started
+        proc.communicate()
+    if proc.returncode != 0 or not line.strip():
+        raise BenchError(f"the floor failed in {runtime.where} (exit {proc.returncode})")
+    return wall, float(line)
 
 
 def rss(pid: int) -> int:
