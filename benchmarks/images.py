@@ -8,7 +8,8 @@ says which it measured. Per image: unpacked and compressed size and the largest 
 when the server imports them. Per family (RandomForest, TensorFlow) and variant (lean:
 --native_fallback off, full: on): start-to-ready (median of --starts starts, from process start to
 /v2/health/ready == 200, polled every 20 ms), the load phases the server reports in /status, RSS
-after 1,000 requests, single-row and 100-row req/s (wrk). Beside them: the framework floor (`python
+after 1,000 requests, single-row and 100-row req/s (wrk, one connection) with the server's CPU time per
+request (which the load does not move). Beside them: the framework floor (`python
 -c "import kserve, onnxruntime"` in the same image or venv, started the same way), measured
 interleaved with the server's starts (floor, server, server, floor, ...) so that both see the same
 load, timed until its imports are done (not its exit: `docker run --rm` would add the container's
@@ -296,8 +297,13 @@ def measure(runtime, label: str, argv_of, predict_path: str, bodies: dict, work:
             post(server.url(predict_path), one)
         result = {"start": median(times), "cpu": median(cpus), "floor": median(floors),
                   "floor_cpu": median(floor_cpus), "rss": rss(runtime.pid(server))}
+        pid = runtime.pid(server)
         for n in (1, 100):
-            result[f"rps_{n}"] = run_wrk(wrk, server.url(predict_path), bodies[n], 1, seconds, None)["rps"]
+            before = cpu_seconds(pid)
+            res = run_wrk(wrk, server.url(predict_path), bodies[n], 1, seconds, None)
+            result[f"rps_{n}"] = res["rps"]
+            # what a request costs the server: unlike req/s, not moved by the machine's load
+            result[f"cpu_us_{n}"] = 1e6 * (cpu_seconds(pid) - before) / max(res["requests"], 1)
     finally:
         stop(runtime, server)
     if phases and all(phases):
@@ -383,8 +389,9 @@ def main() -> int:
                 print(f"{model} {label:22} start-to-ready {res['start']:.2f} s (floor {res['floor']:.2f} "
                       f"s: {res['start'] - res['floor']:+.2f} s; CPU {res['cpu']:.2f} s vs floor "
                       f"{res['floor_cpu']:.2f} s: {res['cpu'] - res['floor_cpu']:+.2f} s), RSS after "
-                      f"1,000 requests {mb(res['rss'])}, 1 row {res['rps_1']:.0f} req/s, 100 rows "
-                      f"{res['rps_100']:.0f} req/s" + (f"; load phases (s): {phases}" if phases else ""),
+                      f"1,000 requests {mb(res['rss'])}, 1 row {res['rps_1']:.0f} req/s "
+                      f"({res['cpu_us_1']:.0f} us CPU each), 100 rows {res['rps_100']:.0f} req/s "
+                      f"({res['cpu_us_100']:.0f} us CPU each)" + (f"; load phases (s): {phases}" if phases else ""),
                       flush=True)
     print(f"load average {os.getloadavg()}")
     return 0
