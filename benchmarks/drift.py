@@ -1,7 +1,8 @@
 """How the input-drift reference was chosen, and what a window of rows adds (issue 15).
 
 Per row: candidates (preprocessing, number of PCA components, which statistics, how the limits
-combine) are fitted and scored exactly as training does (limits at the 99th percentile of
+combine; the rule, fixed before the runs: the highest mean +5 % gain flag rate with held-out false
+flags <= 2 % and the +10 % gain and band-shift rates at most 2 points below today's reference) are fitted and scored exactly as training does (limits at the 99th percentile of
 out-of-fold scores, inside the fitted rows only) and judged on rows none of it saw: 5-fold, each
 fold's rows scored as they are (held-out false flags), with a +5 % / +10 % gain and with the band
 axis shifted by 3 or +-5 bands. Selection runs on split seeds 1..10, never on the reporting
@@ -10,7 +11,11 @@ seed 0 (which tests/unit/test_drift.py reports); the script refuses seed 0.
 The window statistic (the mean of ln(Q / Q_limit) over 100 rows, don_core.drift.DriftWindow) is
 then measured as training writes it: each held-out fold of 100 rows fills one window.
 
+`--cost` instead times what the server adds per request for the window (ring-buffer insert, mean,
+gauge set) beside the per-row scoring it already did, in the same run (single thread).
+
 Usage: python benchmarks/drift.py [--data CSV] [--seeds 1,2,...] [--candidates a,b] [--no-window]
+       python benchmarks/drift.py --cost
 The per-row part takes about 20 s a candidate (10 seeds) on an idle core.
 """
 from __future__ import annotations
@@ -65,14 +70,28 @@ class Scorer:
         return np.stack([out[s] for s in self.stats], axis=1)
 
 
-def fit(X, seed, prep, k, stats, joint):
-    """The candidate's scorer and limits, out of fold inside X (as training_job/drift.py)."""
+class Union:
+    """Several scorers' statistics side by side (e.g. standardised and first-derivative spectra)."""
+
+    def __init__(self, X, parts):
+        self.parts = [Scorer(X, *part) for part in parts]
+
+    def __call__(self, X):
+        return np.concatenate([part(X) for part in self.parts], axis=1)
+
+
+def fit(X, seed, prep, k, stats, joint, percentile=PERCENTILE, more=()):
+    """The candidate's scorer and limits, out of fold inside X (as training_job/drift.py):
+    each statistic's limit at `percentile`; `joint`: then one limit on their largest ratio at
+    the 99th percentile; `more`: further (prep, k, stats) scored beside the first."""
+    parts = [(prep, k, stats), *more]
+    width = sum(len(part[2]) for part in parts)
     order = np.random.default_rng(seed).permutation(len(X))
-    oof = np.empty((len(X), len(stats)))
+    oof = np.empty((len(X), width))
     for rows in np.array_split(order, INNER_FOLDS):
-        oof[rows] = Scorer(X[np.setdiff1d(order, rows)], prep, k, stats)(X[rows])
-    limits = np.percentile(oof, PERCENTILE, axis=0)
-    final = Scorer(X, prep, k, stats)
+        oof[rows] = Union(X[np.setdiff1d(order, rows)], parts)(X[rows])
+    limits = np.percentile(oof, percentile, axis=0)
+    final = Union(X, parts)
     if not joint:
         return lambda A: (final(A) / limits).max(1)
     top = np.percentile((oof / limits).max(1), PERCENTILE)
@@ -95,6 +114,14 @@ CANDIDATES = {
     **{f"diff k{k} T2+Q": ("diff", k, ("t2", "q"), False) for k in (5, 10, 20)},
     **{f"diff k{k} T2+Q joint": ("diff", k, ("t2", "q"), True) for k in (5, 10, 20)},
     "diff k10 Q only": ("diff", 10, ("q",), False),
+    # both spectra: the derivative's Q sees a gain, the standardised T2 / Q a shifted band axis
+    "std k10 T2+Q + diff k10 Q joint": ("raw", 10, ("t2", "q"), True, PERCENTILE,
+                                        [("diff", 10, ("q",))]),
+    "std k10 T2+Q + diff k10 Q each at 99.3": ("raw", 10, ("t2", "q"), False, 99.3,
+                                                [("diff", 10, ("q",))]),
+    "std k10 Q + diff k10 Q joint": ("raw", 10, ("q",), True, PERCENTILE, [("diff", 10, ("q",))]),
+    "std k10 T2+Q + diff k5 T2+Q joint": ("raw", 10, ("t2", "q"), True, PERCENTILE,
+                                          [("diff", 5, ("t2", "q"))]),
 }
 
 
@@ -108,6 +135,38 @@ def rates(X, split_seed, candidate, folds=5):
     return {name: float(f.mean()) for name, f in flagged.items()}
 
 
+def cost(X: np.ndarray, repeats: int = 7) -> None:
+    """Microseconds per batch: the per-row score the server already computes (baseline), and
+    the same plus the window and its gauge (what a request now costs); median of `repeats`."""
+    import timeit
+
+    from don_core.drift import DriftWindow
+    from model_server.metrics import ServingMetrics
+    from training_job.drift import fit_reference
+
+    with threadpool_limits(1):
+        reference = fit_reference(X)
+        window = DriftWindow(reference.window, reference.q_limit)
+        metrics = ServingMetrics("bench", "1", "rf", "bench")
+
+        def with_window(batch):
+            q = reference.score(batch)[2]
+            window.add(q)
+            metrics.drift_window(window.score())
+
+        print("| batch rows | per-row score only (us) | score + window + gauge (us) | added |")
+        print("|---|---|---|---|")
+        for rows in (1, 10, 100):
+            batch = X[:rows].astype(np.float32)
+            number = 2000 if rows < 100 else 500
+            base, full = [], []
+            for _ in range(repeats):  # interleaved: a load spike hits both alike
+                base.append(timeit.timeit(lambda: reference.score(batch), number=number) / number)
+                full.append(timeit.timeit(lambda: with_window(batch), number=number) / number)
+            b, f = 1e6 * np.median(base), 1e6 * np.median(full)
+            print(f"| {rows} | {b:.1f} | {f:.1f} | {f - b:+.1f} ({100 * (f - b) / b:+.0f} %) |")
+
+
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__)
     args.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" /
@@ -116,7 +175,10 @@ def main() -> None:
                       default=SELECTION_SEEDS)
     args.add_argument("--candidates", type=lambda s: s.split(","), default=list(CANDIDATES))
     args.add_argument("--no-window", action="store_true")
+    args.add_argument("--cost", action="store_true")
     opts = args.parse_args()
+    if opts.cost:
+        return cost(load_dataset(opts.data).X)
     if REPORTING_SEED in opts.seeds:
         sys.exit(f"seed {REPORTING_SEED} is the reporting seed: choose on others")
     X = load_dataset(opts.data).X

@@ -37,8 +37,10 @@ Q_RATIO_CLIP = 1e3
 
 def log_q_ratio(q: np.ndarray, q_limit: float) -> np.ndarray:
     """The per-row quantity the window averages (training and serving share this one definition)."""
-    return np.log(np.clip(np.asarray(q, dtype=np.float64) / q_limit, 1.0 / Q_RATIO_CLIP,
-                          Q_RATIO_CLIP))
+    ratio = np.asarray(q, dtype=np.float64) / q_limit  # a new array: clipped in place below
+    np.maximum(ratio, 1.0 / Q_RATIO_CLIP, out=ratio)  # (np.clip costs twice as much per batch)
+    np.minimum(ratio, Q_RATIO_CLIP, out=ratio)
+    return np.log(ratio, out=ratio)
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,9 @@ class DriftWindow:
 
     def shift(self) -> float | None:
         """Window mean of ln(Q / Q_limit) minus the training centre; None until full."""
-        return float(self._values.mean() - self.limits.center) if self.full else None
+        if not self.full:
+            return None
+        return float(self._values.sum()) / self.limits.rows - self.limits.center  # sum: < mean()
 
     def score(self) -> float | None:
         """|shift| / limit; None until the window is full."""
