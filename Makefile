@@ -17,15 +17,19 @@ help:
 	     /^[a-z][a-z0-9-]*:/{if (doc) printf "  make %-14s %s\n", substr($$1, 1, length($$1) - 1), doc; doc = ""; next} \
 	     {doc = ""}' $(MAKEFILE_LIST)
 
-## Create .venv/ with the project and every extra (first time about 4-5 minutes).
-## pip prints each package it fetches, so a long install is never silent.
+## Create .venv/ with the project and every extra (first time about 2-5 minutes).
+## pip prints each package it fetches, but unpacks them silently: a line every 30 s says it is busy.
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@echo "[install] virtualenv $(VENV) with '.[train,serve,serve-native,ops,console,dev]' (first time: about 4-5 minutes)"
+	@echo "[install] virtualenv $(VENV) with '.[train,serve,serve-native,ops,console,dev]' (first time: about 2-5 minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --progress-bar off -e '.[train,serve,serve-native,ops,console,dev]'
+	@start=$$(date +%s); \
+	(while sleep 30 </dev/null >/dev/null 2>&1; do \
+	  echo "[install] pip still working, $$(( $$(date +%s) - start )) s so far (unpacking ~3 GB takes 1-2 minutes)"; done) & beat=$$!; \
+	$(BIN)/python -m pip install --progress-bar off -e '.[train,serve,serve-native,ops,console,dev]'; rc=$$?; \
+	kill $$beat; exit $$rc
 	touch $(STAMP)
 
 ## The main job: train both families on embedded synthetic data, serve and call them.

@@ -6,8 +6,9 @@ Run: python benchmarks/decisions.py [--seeds 1 2] [--repeats 2] [--limit 1000]
 `--head` adds a decision head (training_job.decision) with the given parameters as a candidate.
 
 Each candidate gives a score per lot whose higher values mean "more likely above the limit"; the
-thresholds come from training_job.calibration (fitted on each fold's training side, judged on the
-held-out side), exactly as the training job reports them. Every step (scaling, PCA, model) is
+thresholds come from training_job.calibration (fitted on each outer fold's training side, on
+the scores of an inner CV of that side alone, judged on the held-out side), exactly as the
+training job reports them. Every step (scaling, PCA, model) is
 fitted inside the fold. Split seeds are never the reporting seed 0 (refused), so nothing here is
 tuned on the reported folds.
 """
@@ -175,7 +176,8 @@ def main() -> int:
         rows = []
         for seed in args.seeds:
             cv = evaluate.cross_validate(all_candidates[name], data.X, data.y, folds=5,
-                                         repeats=args.repeats, seed=seed, progress=lambda _: None)
+                                         repeats=args.repeats, seed=seed, progress=lambda _: None,
+                                         nested=True)
             doc = calibration.calibrate(data.y, cv["predictions"], limits=(args.limit,))
             s = doc["cv"]["summary"]
             rows.append([s[f"{k}_{args.limit}"]["mean"] for k in

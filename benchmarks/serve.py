@@ -110,7 +110,7 @@ class Server:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
+    def wait_ready(self, timeout: float = 180.0, poll: float = 0.3) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -122,7 +122,7 @@ class Server:
                         return
             except OSError:
                 pass
-            time.sleep(0.3)
+            time.sleep(poll)
         raise BenchError(f"{self.label} not ready after {timeout:.0f} s; see {self.log_path}")
 
     def stop(self) -> None:

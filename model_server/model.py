@@ -1,6 +1,7 @@
 """The served model: a kserve.Model that loads one verified version directory of either family."""
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import logging
 import os
@@ -29,6 +30,18 @@ from model_server.security import process_guard
 
 log = logging.getLogger("model_server")
 QUIET_LOGGERS = ("uvicorn.access", "kserve.trace")  # one line per request costs ~15% throughput
+
+
+def release_free_memory() -> None:
+    """Hand the heap pages freed since start back to the kernel (glibc's malloc_trim). ONNX
+    Runtime parses a model into buffers it frees once the session is built; glibc keeps them, so a
+    forest's 5 MB model.onnx would hold about 40 MB more RSS for the life of the process. A no-op
+    on another C library."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -153,6 +166,8 @@ class DonModel(Model):
         self.output_types = self._output_types()
         mark = self._phase("backend", mark)  # load, ONNX agreement check, drift reference
         self._warm_up(rows)
+        del golden, rows
+        release_free_memory()
         self._phase("warm_up", mark)
         if self.metrics is None:
             self.metrics = ServingMetrics(self.name, self.version, self.family, self.backend_name)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from scripts.k8s_tools import helm_path, kubectl_path
+from tests.progress import say
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "don-predictor"
@@ -206,6 +207,6 @@ def chart_apiserver(kserve_crd_dir):
     """A real kube-apiserver 1.20 + etcd on loopback (tests.cluster) with KServe's CRDs installed."""
     from tests.cluster.control_plane import ControlPlane
     from tests.cluster.crds import install_crds
-    with ControlPlane() as cluster:
+    with ControlPlane(log=say) as cluster:
         install_crds(cluster, sorted(kserve_crd_dir.glob("serving.kserve.io_*.yaml")))
         yield cluster

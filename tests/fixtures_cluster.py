@@ -34,7 +34,7 @@ def kube_apiserver(kube_binaries):
         binaries.etcd_binary(log=say)
     except (binaries.BuildError, OSError) as exc:
         pytest.skip(f"etcd cannot be installed on this machine: {exc}")
-    with ControlPlane() as cp:
+    with ControlPlane(log=say) as cp:
         yield cp
 
 
@@ -103,10 +103,10 @@ def e2e_cluster():
         pytest.fail(f"another local cluster is running (link {network.NODE_BRIDGE} exists): "
                     "stop it with `python -m tests.cluster down` first")
     try:
-        binaries.kubernetes_binaries()
+        binaries.kubernetes_binaries(log=say)
     except (binaries.BuildError, OSError) as exc:
         pytest.skip(f"Kubernetes server binaries cannot be built on this machine: {exc}")
-    cluster = LocalCluster(E2E_STATE_DIR)
+    cluster = LocalCluster(E2E_STATE_DIR, log=say)  # cold: the build and the images take minutes
     timings = {}
     try:
         started = time.monotonic()

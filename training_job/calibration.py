@@ -17,9 +17,10 @@ ceil((n + 1) level)-th smallest |f(y) - f(prediction)|, and [f^-1(f(p) - q), f^-
 
 The served thresholds come from all out-of-fold predictions of the training job's repeated CV
 (the R repeats pooled, the order statistic taken at R times the rank). The reported figures are
-honest: for each fold, thresholds are fitted on the training side's out-of-fold predictions of the
-same repeat (each row predicted by a fold model that did not see it; no held-out label is used)
-and judged on the held-out side.
+nested, every step inside the outer fold: for each outer fold, thresholds and interval are fitted
+on the training side's predictions from an inner CV of that training side alone
+(evaluate.inner_scores: no model behind them saw the held-out fold) and judged on the held-out
+side, predicted by the outer fold's model.
 """
 from __future__ import annotations
 
@@ -100,26 +101,32 @@ def judge(calibration: Calibration, y: np.ndarray, ppb: np.ndarray,
 
 def calibrate(y: np.ndarray, predictions: dict, head: dict | None = None, **targets) -> dict:
     """The metadata.json calibration block: served thresholds, method, targets, the expected
-    figures (all OOF lots), and the honest per-fold figures of the repeated CV.
+    figures (all OOF lots), and the honest per-fold figures of the nested repeated CV.
 
-    `head` ({limit: out-of-fold decision head scores [r, i]}, same folds as `predictions`): the
-    thresholds are set on the head's score, and the per-fold figures of thresholds on the
-    regressor's ppb are reported beside them as the baseline."""
+    `predictions`: evaluate.cross_validate's, with the nested "inner" scores. `head`
+    (evaluate.out_of_fold_scores of the decision head on the same folds: "oof" {limit: [r, i]},
+    "inner" {limit: [r, k, i]}): the thresholds are set on the head's score, and the per-fold
+    figures of thresholds on the regressor's ppb are reported beside them as the baseline."""
     oof, fold_of = predictions["oof"], predictions["fold"]
+    if "inner" not in predictions or (head is not None and "inner" not in head):
+        raise ValueError("calibrate needs the nested CV's inner scores (cross_validate(..., "
+                         "nested=True), out_of_fold_scores): thresholds fitted on out-of-fold "
+                         "predictions of models that saw the held-out fold are not honest")
+    inner = predictions["inner"]
     repeats = oof.shape[0]
-    pooled = None if head is None else {limit: h.reshape(-1) for limit, h in head.items()}
+    pooled = None if head is None else {limit: h.reshape(-1) for limit, h in head["oof"].items()}
     served = fit(np.tile(y, repeats), oof.reshape(-1), rows=len(y), head=pooled, **targets)
     per_fold, baseline = [], []
     for r in range(repeats):
         for k in np.unique(fold_of[r]):
             held_out = fold_of[r] == k
             train_head, test_head = (None, None) if head is None else (
-                {limit: h[r, ~held_out] for limit, h in head.items()},
-                {limit: h[r, held_out] for limit, h in head.items()})
-            fitted = fit(y[~held_out], oof[r, ~held_out], head=train_head, **targets)
+                {limit: h[r, k, ~held_out] for limit, h in head["inner"].items()},
+                {limit: h[r, held_out] for limit, h in head["oof"].items()})
+            fitted = fit(y[~held_out], inner[r, k, ~held_out], head=train_head, **targets)
             per_fold.append(judge(fitted, y[held_out], oof[r, held_out], test_head))
             if head is not None:
-                on_ppb = fit(y[~held_out], oof[r, ~held_out], **targets)
+                on_ppb = fit(y[~held_out], inner[r, k, ~held_out], **targets)
                 baseline.append(judge(on_ppb, y[held_out], oof[r, held_out]))
     summary = {key: _mean_sd([f[key] for f in per_fold]) for key in per_fold[0]}
     expected = judge(served, np.tile(y, repeats), oof.reshape(-1), pooled)
@@ -135,8 +142,9 @@ def calibrate(y: np.ndarray, predictions: dict, head: dict | None = None, **targ
                         "false_reject_rate": targets.get("beta", FALSE_REJECT_TARGET),
                         "interval_level": served.interval_level},
             "calibration_rows": int(len(y)), "repeats": int(repeats),
-            "cv": {"protocol": "thresholds fitted on each fold's training side (its out-of-fold "
-                               "predictions in the same repeat), judged on the held-out side",
+            "cv": {"protocol": "nested: thresholds and interval fitted on each outer fold's "
+                               "training side (predictions of an inner CV of that side alone), "
+                               "judged on the held-out side",
                    "folds": len(per_fold), "summary": summary,
                    **({"baseline": {
                        "what": "the same folds with the thresholds on the regressor's ppb",

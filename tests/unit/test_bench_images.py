@@ -36,3 +36,9 @@ def test_dir_sizes_counts_unpacked_and_compressed(tmp_path):
     unpacked, compressed = images.dir_sizes(tmp_path)
     assert unpacked == 150_000
     assert 0 < compressed < 10_000  # repetitive bytes compress well; the tar headers are counted
+
+
+def test_cpu_seconds_of_this_process_is_plausible():
+    import os
+    sum(i * i for i in range(200_000))  # some CPU time of our own
+    assert 0 < images.cpu_seconds(os.getpid()) < 10_000

@@ -62,12 +62,44 @@ def test_calibrate_reports_honest_folds_and_metadata_round_trip():
     y, _ = _lots(200, rng)
     oof = np.stack([y * np.exp(rng.normal(0, 0.8, 200)) for _ in range(2)])
     fold = np.stack([rng.permutation(np.arange(200) % 5) for _ in range(2)])
-    doc = calibration.calibrate(y, {"oof": oof, "fold": fold})
+    inner = _inner(y, fold, rng)
+    doc = calibration.calibrate(y, {"oof": oof, "fold": fold, "inner": inner})
     assert doc["cv"]["folds"] == 10 and doc["repeats"] == 2
     served = Calibration.from_metadata({"calibration": doc})
     assert served.limits == (1000, 5000) and served.interval_transform == "sqrt"
     assert "floor(alpha" in doc["method"]
     assert "lab share" in calibration.format_table({"sklearn": doc})
+    assert doc["cv"]["protocol"].startswith("nested")
+    with pytest.raises(ValueError, match="nested"):   # never the leaky outer OOF scores
+        calibration.calibrate(y, {"oof": oof, "fold": fold})
+
+
+def _inner(y, fold, rng, sd=0.8, score=None):
+    """Inner-CV scores [r, k, i] shaped like evaluate.inner_scores: NaN on outer fold k."""
+    repeats, folds = fold.shape[0], int(fold.max()) + 1
+    base = (lambda: y * np.exp(rng.normal(0, sd, len(y)))) if score is None else score
+    inner = np.stack([np.stack([base() for _ in range(folds)]) for _ in range(repeats)])
+    inner[fold[:, None, :] == np.arange(folds)[None, :, None]] = np.nan
+    return inner
+
+
+def test_thresholds_come_from_the_inner_scores_only():
+    """Per outer fold the thresholds are fitted on inner[r, k] of its training side: change the
+    outer out-of-fold scores of the training side and the held-out figures stay the same."""
+    rng = np.random.default_rng(5)
+    y, p = _lots(200, rng)
+    fold = np.stack([rng.permutation(np.arange(200) % 5)])
+    inner = _inner(y, fold, rng)
+    doc = calibration.calibrate(y, {"oof": p[None], "fold": fold, "inner": inner})
+    figures = []
+    for k in range(5):
+        held_out = fold[0] == k
+        fitted = calibration.fit(y[~held_out], inner[0, k, ~held_out])
+        figures.append(calibration.judge(fitted, y[held_out], p[held_out]))
+    assert doc["cv"]["summary"]["lab_share_1000"]["mean"] == pytest.approx(
+        np.mean([f["lab_share_1000"] for f in figures]))
+    assert doc["cv"]["summary"]["interval_coverage"]["mean"] == pytest.approx(
+        np.mean([f["interval_coverage"] for f in figures]))
 
 
 def test_thresholds_on_the_decision_head_score():
@@ -93,9 +125,13 @@ def test_thresholds_on_the_decision_head_score():
     y, p = _lots(200, rng)
     oof = np.stack([p, p * np.exp(rng.normal(0, 0.3, 200))])
     fold = np.stack([rng.permutation(np.arange(200) % 5) for _ in range(2)])
-    head = {limit: np.stack([(y > limit) + rng.normal(0, 0.3, 200) for _ in range(2)])
-            for limit in (1000, 5000)}
-    doc = calibration.calibrate(y, {"oof": oof, "fold": fold}, head)
+    head = {"oof": {limit: np.stack([(y > limit) + rng.normal(0, 0.3, 200) for _ in range(2)])
+                    for limit in (1000, 5000)},
+            "inner": {limit: _inner(y, fold, rng,
+                                    score=lambda: (y > limit) + rng.normal(0, 0.3, 200))
+                      for limit in (1000, 5000)}}
+    predictions = {"oof": oof, "fold": fold, "inner": _inner(y, fold, rng, sd=0.3)}
+    doc = calibration.calibrate(y, predictions, head)
     served = Calibration.from_metadata({"calibration": doc})
     assert served.score == "decision_head" and doc["score"] == "decision_head"
     # a score this sharp sends fewer lots to the lab than the noisy ppb does
@@ -103,7 +139,7 @@ def test_thresholds_on_the_decision_head_score():
     assert doc["cv"]["summary"]["lab_share_1000"]["mean"] < base["lab_share_1000"]["mean"]
     table = calibration.format_table({"sklearn": doc})
     assert "head" in table and "lab share on ppb" in table
-    plain = calibration.calibrate(y, {"oof": oof, "fold": fold})
+    plain = calibration.calibrate(y, predictions)
     assert plain["score"] == "ppb" and "baseline" not in plain["cv"]
 
 
@@ -121,3 +157,40 @@ def test_malformed_calibration_is_refused(broken):
     with pytest.raises(ArtifactError, match="calibration is malformed"):
         Calibration.from_metadata({"calibration": broken})
     assert Calibration.from_metadata({}) is None   # versions from before calibration
+
+
+class _SeenRows:
+    """Predicts, for every row, the sum of the row numbers it was fitted on (X holds them)."""
+
+    def __init__(self, as_dict=False):
+        self.as_dict = as_dict
+
+    def fit(self, X, y):
+        self.seen = float(X[:, 0].sum())
+        return self
+
+    def predict(self, X):
+        score = np.full(len(X), self.seen)
+        return {1000: score, 5000: -score} if self.as_dict else score
+
+
+def test_inner_scores_come_from_models_that_never_saw_the_outer_fold():
+    from training_job import evaluate
+    rng = np.random.default_rng(6)
+    y, _ = _lots(60, rng)
+    X = np.arange(len(y), dtype=float)[:, None]
+    cv = evaluate.cross_validate(_SeenRows, X, y, folds=4, repeats=2, seed=1,
+                                 progress=lambda _: None, nested=True)
+    fold, inner = cv["predictions"]["fold"], cv["predictions"]["inner"]
+    total = X[:, 0].sum()
+    for r in range(2):
+        for k in range(4):
+            assert np.isnan(inner[r, k, fold[r] == k]).all()
+            for i in np.flatnonzero(fold[r] != k):   # fitted on the folds other than k and i's
+                unseen = np.isin(fold[r], (k, fold[r, i]))
+                assert inner[r, k, i] == total - X[unseen, 0].sum()
+    heads = evaluate.out_of_fold_scores(lambda: _SeenRows(as_dict=True), X, y, folds=4,
+                                        repeats=2, seed=1)
+    assert np.array_equal(heads["inner"][1000], inner, equal_nan=True)
+    assert np.array_equal(heads["inner"][5000], -inner, equal_nan=True)
+    assert np.array_equal(heads["oof"][1000], cv["predictions"]["oof"])

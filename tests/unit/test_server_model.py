@@ -188,3 +188,15 @@ def test_decisions_come_from_the_decision_head(rf_dir, tmp_path):
 
     refused = loaded(copy_version(rf_dir, tmp_path / "broken-head", break_head, rehash=True))
     assert not refused.ready and "decision_5000.onnx" in refused.reason
+
+
+def test_release_free_memory_is_harmless_here_and_elsewhere(monkeypatch):
+    from model_server import model as served
+
+    served.release_free_memory()  # glibc: malloc_trim(0)
+
+    def no_libc(*_args, **_kwargs):
+        raise OSError("no such library")
+
+    monkeypatch.setattr(served.ctypes, "CDLL", no_libc)
+    served.release_free_memory()  # another C library: nothing to do
