@@ -11,17 +11,25 @@ rounds) and the ratios, then checks:
   * 100-row requests at 8 connections: >= 2.5x the plain baseline;
   * 1-row requests at 8 connections naming every decision and the interval
     (parameters.outputs): < 10% fewer req/s than the same request for ppb alone;
-  * recording every prediction keeps >= 90% of the throughput without recording (1 row, c=8).
-The last two compare small differences, so besides the rounds they are measured in PAIRS: the two
+  * recording every prediction keeps >= 90% of the throughput without recording (1 row, c=8);
+  * recording every prediction adds no measurable latency at a moderate rate: 1-row requests at
+    half the saturated rate (8 connections each pausing between requests, wrk's delay()), with
+    and without recording back to back `--pairs` times; the median per-pair increase of p50 and
+    of p99 is at most half the range of not recording's own p50 / p99 over the pairs (inside
+    the run-to-run spread). Printed beside: req/s, server CPU per request, and in how many pairs
+    recording was the slower.
+The throughput goals compare small differences, so besides the rounds they are measured in PAIRS: the two
 requests back to back (order alternating), `--pairs` times, each side's req/s and the server's CPU
 time per request (from /proc); goals judged on the median per-pair ratio of CPU time per request,
 i.e. the req/s a dedicated core would give (on a shared machine the CPU a server gets swings
 from one second to the next; what a request costs does not). The req/s ratio is printed beside.
-`--overhead-only` runs just those pairs (our server with and without recording).
+`--overhead-only` runs just the pairs (our server with and without recording, and with and without
+the decisions) and the latency pairs.
 Also shown (not goals): our server with --workers 2, and V2 binary tensors of 100 rows.
 
 Usage: python benchmarks/serve.py [--store ROOT | --rf DIR --tf DIR] [--duration S] [--rounds N]
-                                  [--pairs N] [--overhead-only]
+                                  [--pairs N] [--pair-seconds S] [--latency-seconds S]
+                                  [--overhead-only]
 Without a store it trains both families with the training CLI into a temporary store (the real
 data if ../shared/data is present, else synthetic data). Needs `wrk` (Debian: apt-get install wrk).
 Exit status 0 when every goal is met, 1 when one is missed, 2 when it cannot run.
@@ -64,6 +72,9 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = os.getenv("WRK_CTYPE")
 local hl = os.getenv("WRK_HLEN")
 if hl ~= nil and hl ~= "" then wrk.headers["Inference-Header-Content-Length"] = hl end
+-- a fixed pause before each request of a connection (ms): a set request rate, not saturation
+local pause = tonumber(os.getenv("WRK_DELAY_MS") or "")
+if pause ~= nil then function delay() return pause end end
 """
 
 
@@ -144,7 +155,10 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(wrk: str, url: str, body: Path, connections: int, seconds: float, cpu: str | None,
-            content_type: str = "application/json", header_length: int | None = None) -> dict:
+            content_type: str = "application/json", header_length: int | None = None,
+            delay_ms: int | None = None) -> dict:
+    """wrk's figures; with `delay_ms` each connection pauses that long before each request (wrk
+    times a request from its sending, so the pause is not in the latency)."""
     script = body.parent / "post.lua"
     script.write_text(LUA)
     cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s",
@@ -152,7 +166,8 @@ def run_wrk(wrk: str, url: str, body: Path, connections: int, seconds: float, cp
     if cpu is not None:
         cmd = ["taskset", "-c", cpu, *cmd]
     env = {**os.environ, "WRK_BODY": str(body), "WRK_CTYPE": content_type,
-           "WRK_HLEN": "" if header_length is None else str(header_length)}
+           "WRK_HLEN": "" if header_length is None else str(header_length),
+           "WRK_DELAY_MS": "" if delay_ms is None else str(delay_ms)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
     if out.returncode != 0:
         raise BenchError(f"wrk failed: {out.stderr or out.stdout}")
@@ -243,6 +258,36 @@ def paired(wrk: str, a: tuple[Server, str, Path], b: tuple[Server, str, Path], p
             "errors": errors}
 
 
+def latency_pairs(wrk: str, a: tuple[Server, str, Path], b: tuple[Server, str, Path], pairs: int,
+                  seconds: float, cpu: str | None, rate: float) -> dict:
+    """Latency of B against A at a set moderate request rate (1 row; 8 connections each pausing
+    so that together they send about `rate` req/s): A and B back to back, the order alternating,
+    `pairs` times. Per side the p50, p99, req/s and server CPU time per request of every pair;
+    per pair the differences B - A. What separates a real cost from noise is the spread between
+    pairs: a difference inside A's own range over the pairs is not measurable."""
+    connections = 8
+    delay = max(1, round(connections * 1000 / rate))
+    sides = {side: {"p50": [], "p99": [], "rps": [], "cpu_us": []} for side in ("a", "b")}
+    errors = 0
+    for i in range(pairs):
+        order = (("a", a), ("b", b)) if i % 2 == 0 else (("b", b), ("a", a))
+        for side, (server, url, body) in order:
+            before = server.cpu_seconds()
+            res = run_wrk(wrk, url, body, connections, seconds, cpu, delay_ms=delay)
+            errors += res["errors"]
+            for field in ("p50", "p99", "rps"):
+                sides[side][field].append(res[field])
+            sides[side]["cpu_us"].append((server.cpu_seconds() - before) / max(res["requests"], 1) * 1e6)
+    out = {"rate": rate, "delay_ms": delay, "errors": errors, "pairs": pairs}
+    for field in ("p50", "p99", "rps", "cpu_us"):
+        a_values, b_values = np.array(sides["a"][field]), np.array(sides["b"][field])
+        out[field] = {"a": float(np.median(a_values)), "b": float(np.median(b_values)),
+                      "a_range": (float(a_values.min()), float(a_values.max())),
+                      "diff": float(np.median(b_values - a_values)),
+                      "b_higher": int(np.sum(b_values > a_values))}
+    return out
+
+
 def bench_family(family: str, version_dir: Path, args, wrk: str, work: Path,
                  sink: RecordsSink) -> dict:
     """All servers up at once (idle ones cost nothing); cells interleaved over rounds so that
@@ -291,6 +336,11 @@ def bench_family(family: str, version_dir: Path, args, wrk: str, work: Path,
                                            (servers["records"], urls["records"], bodies[1]),
                                            args.pairs, pair_s, load_cpu)
         _show_pair(family, "recording / not", results["paired records"])
+        # latency at half the saturated rate just measured (ours without recording, 1 row, c=8)
+        results["latency records"] = latency_pairs(
+            wrk, (*ours_at, bodies[1]), (servers["records"], urls["records"], bodies[1]),
+            args.pairs, args.latency_seconds, load_cpu, results["paired records"]["a"] / 2)
+        _show_latency(family, "recording / not", results["latency records"])
         if "decisions" in bodies:
             results["paired decisions"] = paired(wrk, (*ours_at, bodies[1]), (*ours_at, bodies["decisions"]),
                                                  args.pairs, pair_s, load_cpu)
@@ -334,6 +384,17 @@ def _show_pair(family: str, label: str, pair: dict) -> None:
           f"{', '.join(f'{r:.0%}' for r in pair['ratios'])})", flush=True)
 
 
+def _show_latency(family: str, label: str, lat: dict) -> None:
+    print(f"  {family:10} latency {label}, 1 row at about {lat['rate']:.0f} req/s (half the saturated "
+          f"rate; 8 connections pausing {lat['delay_ms']} ms), {lat['pairs']} pairs, medians:", flush=True)
+    for field, unit in (("p50", "ms"), ("p99", "ms"), ("rps", "req/s"), ("cpu_us", "us CPU/request")):
+        f = lat[field]
+        print(f"  {'':10}   {field:>6}: {f['b']:8.2f} vs {f['a']:8.2f} {unit}; median per-pair difference "
+              f"{f['diff']:+.2f} (not recording's own range over the pairs {f['a_range'][0]:.2f}-"
+              f"{f['a_range'][1]:.2f}); higher when recording in {f['b_higher']} of {lat['pairs']} pairs",
+              flush=True)
+
+
 def _show(family: str, label: str, rows: int, conc: int, res: dict) -> None:
     print(f"  {family:10} {label:18} rows={rows:<3} c={conc:<2} {res['rps']:9.1f} req/s  "
           f"p50 {res['p50']:7.2f} ms  p99 {res['p99']:7.2f} ms  errors {res['errors']}",
@@ -357,12 +418,21 @@ def _overhead_goals(family: str, results: dict) -> list[tuple[str, bool, str]]:
     goals.append((f"{family}: 1 row, c=8, recording every row >= {GOAL_RECORDING_1ROW:.0%} of not "
                   "recording (paired, CPU per request)", pair["cpu_ratio"] >= GOAL_RECORDING_1ROW,
                   f"{pair['cpu_ratio']:.0%} (req/s: {pair['ratio']:.0%})"))
+    lat = results["latency records"]
+    for field in ("p50", "p99"):
+        f = lat[field]
+        spread = f["a_range"][1] - f["a_range"][0]
+        goals.append((f"{family}: 1 row at half the saturated rate, recording adds no measurable {field} "
+                      "(median per-pair increase <= half of not recording's own range over the pairs)",
+                      f["diff"] <= spread / 2,
+                      f"{f['b']:.2f} vs {f['a']:.2f} ms, median difference {f['diff']:+.2f} ms, "
+                      f"range {spread:.2f} ms"))
     return goals
 
 
 def report(family: str, results: dict, overhead_only: bool = False) -> list[tuple[str, bool, str]]:
     errors = sum(r["errors"] for key, r in results.items()
-                 if (isinstance(key, str) and key.startswith("paired"))
+                 if (isinstance(key, str) and key.startswith(("paired", "latency")))
                  or (isinstance(key, tuple) and (key[0].startswith("ours") or key[0] == "records")))
     if overhead_only:
         return _overhead_goals(family, results) + [
@@ -414,6 +484,8 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=8,
                         help="back-to-back pairs for the recording and extra-outputs overheads")
     parser.add_argument("--pair-seconds", type=float, default=2.0, help="seconds per side of a pair")
+    parser.add_argument("--latency-seconds", type=float, default=4.0,
+                        help="seconds per side of a latency pair (at half the saturated rate)")
     parser.add_argument("--overhead-only", action="store_true",
                         help="only the paired overheads (our server with and without recording)")
     parser.add_argument("--no-pin", dest="pin", action="store_false",

@@ -1,8 +1,9 @@
 """Prediction records to a recorder: batched binary-mode CloudEvents from a background thread.
 
 The request path only appends a reference to its batch to a bounded in-memory queue (no hashing,
-no JSON, no I/O); a daemon thread turns queued batches into PredictionRecords (don_core.records)
-and POSTs them as one CloudEvent per batch, the way KServe's payload logger posts to its sink.
+no JSON, no I/O); a daemon thread turns queued batches into the column form of a records event
+(don_core.records: numpy arrays as they are, no Python object per row) and POSTs them as one
+CloudEvent per batch, the way KServe's payload logger posts to its sink.
 A full queue or a recorder that is down or refusing drops records and counts them
 (`don_records_dropped_total{reason}`); a prediction never waits for or fails because of it.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import http.client
+import itertools
 import logging
 import random
 import threading
@@ -23,12 +25,15 @@ from urllib.parse import urlsplit
 import numpy as np
 import orjson
 
-from don_core.records import (CLOUDEVENTS_SPEC_VERSION, RECORDS_EVENT_TYPE, PredictionRecord,
-                              spectrum_sha256)
+from don_core.records import (CLOUDEVENTS_SPEC_VERSION, RECORDS_EVENT_TYPE, records_body,
+                              spectra_sha256)
 
 log = logging.getLogger("model_server.records")
 
 MAX_BACKOFF_SECONDS = 30.0
+# With a backlog (a burst, or a recorder back after an outage) events grow to this many batches'
+# rows: fewer round trips and recorder transactions while catching up.
+BACKLOG_BATCH_FACTOR = 4
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ class RecordSender:
         self._token_file = Path(options.token_file) if options.token_file else None
         if self._token_file is not None:
             self._token()  # a missing or empty Secret fails at start, not on every send
+        self._second, self._second_text = None, ""
+        self._id_prefix, self._id_counter = uuid.uuid4().hex, itertools.count(1)
         self._thread = threading.Thread(target=self._run, name="records-sender", daemon=True)
         self._thread.start()
 
@@ -135,39 +142,56 @@ class RecordSender:
     def _take(self) -> tuple[list[_Batch], int]:
         batches, rows = [], 0
         with self._lock:
-            while self._queue and rows < self.options.batch_rows:
+            limit = self.options.batch_rows
+            if self._queued_rows >= 2 * limit:
+                limit *= BACKLOG_BATCH_FACTOR
+            while self._queue and rows < limit:
                 batch = self._queue.popleft()
                 batches.append(batch)
                 rows += len(batch.ppb)
             self._queued_rows -= rows
         return batches, rows
 
-    def records(self, batches: list[_Batch]) -> list[dict]:
-        out = []
-        keep = self.options.keep_spectra
-        for b in batches:
-            when = _dt.datetime.fromtimestamp(b.when, _dt.timezone.utc).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z")
-            request_id = b.request_id or uuid.uuid4().hex
-            ppb = b.ppb.tolist()
-            scores = b.scores.tolist() if b.scores is not None else None
-            flags = b.flags.tolist() if b.flags is not None else None
-            for i in range(len(ppb)):
-                row = b.x[i]
-                out.append(PredictionRecord(
-                    time=when, model=self.model, version=self.version, request_id=request_id,
-                    row=i, predicted_ppb=ppb[i], spectrum_sha256=spectrum_sha256(row),
-                    trace_id=b.trace_id, caller=b.caller,
-                    sample_id=b.sample_ids[i] if b.sample_ids is not None else None,
-                    outlier_score=scores[i] if scores is not None else None,
-                    out_of_distribution=flags[i] if flags is not None else None,
-                    spectrum=np.asarray(row, dtype=np.float32).tolist() if keep else None,
-                ).to_dict())
-        return out
+    def body(self, batches: list[_Batch]) -> bytes:
+        """The event body in the column form (don_core.records.records_body): numpy arrays
+        concatenated and serialized by orjson as they are, the hashes of the whole batch in one
+        pass, one small value per request; no Python object per row."""
+        sizes = [len(b.ppb) for b in batches]
+        x = np.concatenate([b.x for b in batches], dtype="<f4")
+        rows = {"predicted_ppb": np.concatenate([b.ppb for b in batches], dtype=np.float64),
+                "spectrum_sha256": spectra_sha256(x)}
+        if all(b.scores is not None for b in batches):
+            rows["outlier_score"] = np.concatenate([b.scores for b in batches], dtype=np.float64)
+            rows["out_of_distribution"] = np.concatenate([b.flags for b in batches], dtype=np.bool_)
+        if any(b.sample_ids is not None for b in batches):
+            rows["sample_id"] = [s for b, n in zip(batches, sizes)
+                                 for s in (b.sample_ids if b.sample_ids is not None else [None] * n)]
+        if self.options.keep_spectra:
+            rows["spectrum"] = x
+        requests = {"time": [self._rfc3339(b.when) for b in batches],
+                    "request_id": [b.request_id or self._request_id() for b in batches],
+                    "trace_id": [b.trace_id for b in batches],
+                    "caller": [b.caller for b in batches], "rows": sizes}
+        return orjson.dumps(records_body(self.model, self.version, requests, rows),
+                            option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _rfc3339(self, when: float) -> str:
+        """RFC 3339 UTC to the millisecond; the part up to the second is formatted once a second
+        (datetime formatting per request cost more than the rest of its record)."""
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._second_text = _dt.datetime.fromtimestamp(second, _dt.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{min(int((when - second) * 1000), 999):03d}Z"
+
+    def _request_id(self) -> str:
+        # a request that named none: unique per process without a uuid4 per request
+        return f"{self._id_prefix}-{next(self._id_counter)}"
 
     def _send(self, batches: list[_Batch], rows: int) -> bool:
         try:
-            body = orjson.dumps({"records": self.records(batches)})
+            body = self.body(batches)
             status = self._post(body)
         except Exception as exc:  # noqa: BLE001 - a recorder problem must never reach a caller
             self._close()

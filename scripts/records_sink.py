@@ -1,6 +1,6 @@
 """A recorder stand-in on loopback: a real HTTP server that takes the model server's records
-events (CloudEvents in binary mode, body {"records": [...]}) and answers at once, like a fast
-recorder. One home for the records tests (tests/integration/test_server_records_drift.py) and
+events (CloudEvents in binary mode, either body form of don_core.records) and answers at once,
+like a fast recorder. One home for the records tests (tests/integration/test_server_records_drift.py) and
 benchmarks/serve.py; a development tool, not part of any shipped package."""
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from don_core.records import record_count, record_dicts
+
 
 class RecordsSink:
-    """`keep=True` keeps every event as (lower-cased headers, decoded body); `keep=False` only
-    counts the records (a benchmark sends far too many to keep)."""
+    """`keep=True` keeps every event as (lower-cased headers, decoded body) and `records()` reads
+    them as record dicts; `keep=False` only counts the records (a benchmark sends far too many to keep)."""
 
     def __init__(self, status: int = 200, keep: bool = True):
         self.events: list[tuple[dict, dict]] = []
@@ -26,7 +28,7 @@ class RecordsSink:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with sink._lock:
-                    sink.received += len(body["records"])
+                    sink.received += record_count(body)
                     if keep:
                         sink.events.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(status)
@@ -43,7 +45,7 @@ class RecordsSink:
 
     def records(self) -> list[dict]:
         with self._lock:
-            return [r for _, body in self.events for r in body["records"]]
+            return [r for _, body in self.events for r in record_dicts(body)]
 
     def wait_for(self, rows: int, timeout: float = 15.0) -> list[dict]:
         """The kept records once at least `rows` have arrived (or the timeout has passed)."""

@@ -1,8 +1,9 @@
 """Turn CloudEvents (binary mode: ``ce-*`` headers, JSON body) into prediction rows.
 
-Two kinds arrive: our own batches (RECORDS_EVENT_TYPE, body ``{"records": [...]}``) and KServe's
-payload-logger request/response events, which are paired by ``ce-id`` and turned into the same
-rows (the spectrum is hashed with the contract's spectrum_sha256 and not kept). Every problem
+Two kinds arrive: our own batches (RECORDS_EVENT_TYPE, in the row or the column form of
+don_core.records) and KServe's payload-logger request/response events, which are paired by
+``ce-id`` and turned into the same rows (the spectrum is hashed with the contract's
+spectrum_sha256 and not kept). Every problem
 raises EventError with the HTTP status to answer and a message naming the field.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from don_core.contract import SAMPLE_ID_INPUT
 from don_core.contract import V1_SAMPLE_IDS as SAMPLE_IDS_KEY
 from don_core.records import (CLOUDEVENTS_SPEC_VERSION, KSERVE_REQUEST_EVENT_TYPE,
                               KSERVE_RESPONSE_EVENT_TYPE, RECORDS_EVENT_TYPE, PredictionRecord,
-                              spectrum_sha256)
+                              record_count, record_dicts, spectra_sha256)
 from don_core.schema import N_BANDS
 from ops.recorder.db import utcnow
 
@@ -121,12 +122,18 @@ def record_row(data: dict, received_at: dt.datetime) -> dict:
 
 
 def records_rows(body: bytes, max_records: int) -> list[dict]:
+    """The rows of one of our events, in the row or the column form (don_core.records reads both)."""
     doc = parse_json(body)
-    if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
-        raise _bad('body must be a JSON object {"records": [...]}')
-    records = doc["records"]
-    if len(records) > max_records:
-        raise EventError(413, f"{len(records)} records in one event; at most {max_records}")
+    try:
+        count = record_count(doc)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    if count > max_records:
+        raise EventError(413, f"{count} records in one event; at most {max_records}")
+    try:
+        records = record_dicts(doc)
+    except (ValueError, TypeError) as exc:
+        raise _bad(str(exc)) from None
     now = utcnow()
     rows = []
     for index, data in enumerate(records):
@@ -212,7 +219,7 @@ def kserve_request(body: bytes) -> dict:
                     _text({"sample_id": value}, "sample_id", True)
                 except ValueError as exc:
                     raise _bad(f"{SAMPLE_IDS_KEY}[{index}]: {exc}") from None
-    return {"hashes": [spectrum_sha256(row) for row in matrix], "sample_ids": sample_ids}
+    return {"hashes": spectra_sha256(matrix), "sample_ids": sample_ids}
 
 
 def kserve_response(body: bytes) -> dict:

@@ -294,6 +294,7 @@ BUILD_CACHE_KEEP = os.environ.get("DON_BUILD_CACHE_KEEP", "10GB")
 
 
 def build_images(specs: tuple[ImageSpec, ...] = IMAGES, log=binaries._default_log) -> list[str]:
+    ensure_docker(log)  # before the first `docker image inspect`: a fresh machine has no client yet
     before = {spec.ref: _image_id(spec.ref) for spec in specs}
     for spec in specs:
         build(spec, log)

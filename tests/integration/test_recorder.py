@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from don_core.records import (KSERVE_REQUEST_EVENT_TYPE, KSERVE_RESPONSE_EVENT_TYPE, RECORDS_EVENT_TYPE,
-                              spectrum_sha256)
+                              records_body, spectrum_sha256)
 from ops.recorder import db
 from ops.recorder.server import Settings, make_server
 from ops.rollout import live_accuracy
@@ -137,6 +137,44 @@ def test_bad_events_get_a_4xx_naming_the_problem(recorder, mutate, status, needl
     headers, body = mutate(_ce(RECORDS_EVENT_TYPE), body)
     got, doc = _post(recorder.url + "/", body, headers)
     assert (got, needle in doc["error"]) == (status, True), doc
+    assert db.count(recorder.engine, db.predictions) == 0
+
+
+def _column_form(records: list[dict]) -> dict:
+    """The same records (one 1-row request each) in the column form the model server sends."""
+    requests = {name: [r.get(name) for r in records] for name in ("time", "request_id", "caller")}
+    rows = {name: [r.get(name) for r in records]
+            for name in ("predicted_ppb", "spectrum_sha256", "sample_id", "outlier_score", "out_of_distribution")}
+    return records_body(records[0]["model"], records[0]["version"], {**requests, "rows": [1] * len(records)}, rows)
+
+
+def test_the_column_form_is_stored_like_the_row_form(recorder):
+    records = [_record(i, f"lot-{i}" if i else None, 100.0 * i) for i in range(3)]
+    body = json.dumps(_column_form(records)).encode()
+    assert _post(recorder.url + "/", body, _ce(RECORDS_EVENT_TYPE)) == (
+        202, {"accepted": 3, "stored": 3, "duplicates": 0})
+    # the row form of the same records: the same rows (all duplicates)
+    assert _send_records(recorder, records) == (202, {"accepted": 3, "stored": 0, "duplicates": 3})
+    with recorder.engine.connect() as conn:
+        rows = conn.execute(sa.select(db.predictions).order_by(db.predictions.c.id)).mappings().all()
+    assert [r["sample_id"] for r in rows] == [None, "lot-1", "lot-2"]
+    assert [r["row"] for r in rows] == [0, 0, 0] and rows[2]["predicted_ppb"] == 200.0
+    assert rows[0]["time"] == NOW and rows[1]["caller"] == "lab-a" and rows[1]["outlier_score"] == 1.5
+
+
+@pytest.mark.parametrize("mutate, status, needle", [
+    (lambda d: d["requests"].update(rows=[1, 1]), 400, "add up to 2 rows"),
+    (lambda d: d["rows"].update(predicted_ppb=[1.0, "2", 3.0]), 400, "records[1]: predicted_ppb"),
+    (lambda d: d["requests"].update(request_id=[None, "b", "c"]), 400, "records[0]: request_id"),
+    (lambda d: d.update(model=None), 400, "records[0]: model"),
+    (lambda d: d["rows"].update(colour=[1, 2, 3]), 400, "unknown rows column"),
+    (lambda d: d["rows"].update(predicted_ppb=[1.0] * 100_001), 413, "at most"),
+])
+def test_bad_column_forms_get_a_4xx_naming_the_column(recorder, mutate, status, needle):
+    doc = _column_form([_record(i, None, 5.0) for i in range(3)])
+    mutate(doc)
+    got, answer = _post(recorder.url + "/", json.dumps(doc).encode(), _ce(RECORDS_EVENT_TYPE))
+    assert (got, needle in answer["error"]) == (status, True), answer
     assert db.count(recorder.engine, db.predictions) == 0
 
 
