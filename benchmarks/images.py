@@ -41,7 +41,7 @@ FLOOR = "import kserve, onnxruntime"
 # The floor's own CPU seconds, printed once the imports are done (the wall time is the process's).
 FLOOR_CPU = "; import os; t = os.times(); print(t.user + t.system)"
 # What the server process imports before it serves (the lean image's build step checks the same).
-SERVER_IMPORTS = "import model_server.__main__, model_server.routes, model_server.model"
+SERVER_IMPORTS = "import onnxruntime, model_server.__main__, model_server.routes, model_server.model"
 sys.path.insert(0, str(REPO))
 from tests.cluster import images as built  # noqa: E402  (the tags `make images` builds)
 
@@ -150,8 +150,8 @@ class Image:
         self._runs = 0
 
     def python_argv(self, *args: str) -> list[str]:
-        return [built.DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "python", self.ref,
-                *args]
+        return [built.DOCKER, "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp",
+                "--entrypoint", "python", self.ref, *args]
 
     def server_argv(self, model: str, version: Path, fallback: str) -> list[str]:
         self._runs += 1
@@ -348,12 +348,12 @@ def main() -> int:
         store = args.store or train_store(work / "store")
         rf_dir = latest_version(store, "don-rf")
         host = Venv("host", args.full_python)
-        for model in args.models.split(","):
+        for model in filter(None, args.models.split(",")):
             version = latest_version(store, model)
             bodies = payloads(version, work)
             path = f"/v1/models/{model}:predict"
             runs = {variant: (runtimes[variant],
-                              lambda r=runtimes[variant], fb=fallback: r.server_argv(model, version, fb))
+                              lambda r=runtimes[variant], fb=fallback, m=model, v=version: r.server_argv(m, v, fb))
                     for variant, fallback in (("lean", "off"), ("full", "on")) if variant in variants}
             if model == "don-rf":
                 has_sklearnserver = subprocess.run(

@@ -17,7 +17,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY,
                                SCORE_HEAD, ArtifactError, Calibration, read_golden,
                                reference_rows, verify_version_dir)
-from don_core.drift import SCORE_LIMIT, DriftReference, read_reference
+from don_core.drift import SCORE_LIMIT, DriftReference, DriftWindow, read_reference
 from don_core.contract import (CLIENT_ERROR, MAX_BATCH_ROWS, ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT,
                                ONNX_RTOL, SUCCESS)
 from don_core.export_check import agreement, serve_probe
@@ -87,6 +87,8 @@ class DonModel(Model):
         # output name -> V2 datatype; a request may name any of them, ppb alone is the default
         self.output_types: dict[str, str] = {codec.OUTPUT_NAME: "FP32"}
         self.drift: DriftReference | None = None
+        # The last rows' mean ln(Q / Q_limit) (None: no reference, or a format-1 one without it)
+        self.drift_window: DriftWindow | None = None
         self.records: RecordSender | None = None
 
     # KServe copies the model into each worker process (--workers N); an ONNX Runtime session
@@ -158,6 +160,8 @@ class DonModel(Model):
         else:
             self._onnx_only(onnx_path, golden)
         self.drift = self._drift_reference(artifacts)
+        self.drift_window = (DriftWindow(self.drift.window, self.drift.q_limit)
+                             if self.drift is not None and self.drift.window is not None else None)
         self.decision_head = self._decision_head(artifacts)
         self.output_types = self._output_types()
         mark = self._phase("backend", mark)  # load, ONNX agreement check, drift reference
@@ -334,9 +338,12 @@ class DonModel(Model):
         the version has no drift reference."""
         if self.drift is None:
             return None
-        score = self.drift.score(x)[0]
+        score, _, q = self.drift.score(x)
         flagged = score > SCORE_LIMIT
         self.metrics.outliers(score, int(np.count_nonzero(flagged)))
+        if self.drift_window is not None:
+            self.drift_window.add(q)
+            self.metrics.drift_window(self.drift_window.score())
         return score, flagged
 
     def answer(self, req: codec.Request, request_id: str | None, trace_id: str | None = None,
@@ -407,5 +414,6 @@ class DonModel(Model):
             "pid": os.getpid(),
             "max_batch_rows": self.options.max_batch_rows,
             "drift": None if self.drift is None else {
-                "t2_limit": self.drift.t2_limit, "q_limit": self.drift.q_limit, **self.drift.info},
+                "t2_limit": self.drift.t2_limit, "q_limit": self.drift.q_limit, **self.drift.info,
+                "window": None if self.drift_window is None else self.drift_window.status()},
         }

@@ -128,7 +128,7 @@ def test_thresholds_on_the_decision_head_score():
     head = {"oof": {limit: np.stack([(y > limit) + rng.normal(0, 0.3, 200) for _ in range(2)])
                     for limit in (1000, 5000)},
             "inner": {limit: _inner(y, fold, rng,
-                                    score=lambda: (y > limit) + rng.normal(0, 0.3, 200))
+                                    score=lambda limit=limit: (y > limit) + rng.normal(0, 0.3, 200))
                       for limit in (1000, 5000)}}
     predictions = {"oof": oof, "fold": fold, "inner": _inner(y, fold, rng, sd=0.3)}
     doc = calibration.calibrate(y, predictions, head)

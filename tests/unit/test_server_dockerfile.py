@@ -23,15 +23,36 @@ def test_lean_is_the_default_target_and_full_adds_only_the_native_libraries():
     assert lists == {"/lean.txt": ["serve"], "/full.txt": ["serve", "serve-native"]}
     assert "COPY --from=requirements /lean.txt" in stages["deps-lean"]
     assert "COPY --from=requirements /full.txt" in stages["deps-full"]
-    assert stages["deps-full"].startswith("deps-lean AS") and stages["build-full"].startswith("deps-full AS")
-    assert stages["build-lean"].startswith("deps-lean AS")
-    assert "COPY --from=build-lean /opt/venv /opt/venv" in stages["lean"]
-    assert "COPY --from=build-full /opt/venv /opt/venv" in stages["full"]
+    # the images are built up in layers: runtime settings, the lean dependencies, (the full
+    # image's extra libraries,) the project
+    assert stages["deps-lean"].startswith("runtime AS")
+    assert stages["deps-full"].startswith("deps-lean AS") and stages["full"].startswith("deps-full AS")
+    assert stages["lean"].startswith("deps-lean AS") and stages["wheel"].startswith("deps-lean AS")
     assert "DON_NATIVE_FALLBACK=off" in stages["lean"] and "DON_NATIVE_FALLBACK=on" in stages["full"]
     for final in ("lean", "full"):
         assert re.search(r"^USER 1000:1000$", stages[final], re.M)
+        assert not re.search(r"^COPY ", stages[final], re.M)  # no copied virtualenv
+        runs = re.findall(r"^RUN (.*?)(?<!\\)$", stages[final], re.M | re.S)
+        assert len(runs) == 1 and "--mount=type=bind,from=wheel" in runs[0] \
+            and "--no-deps /wheels/*.whl" in runs[0], runs
         assert 'ENTRYPOINT ["python", "-m", "model_server"]' in stages[final]
     assert "PYTHONDONTWRITEBYTECODE=1" in stages["runtime"] and "HOME=/tmp" in stages["runtime"]
+
+
+def test_the_sources_key_only_the_wheel_stage():
+    """A code change rebuilds the wheel and each image's small project layer, never a dependency
+    layer (those are keyed by the requirement lists alone)."""
+    stages = _stages(DOCKERFILE.read_text())
+    for name, body in stages.items():
+        copied = re.findall(r"^COPY (?!--from)(.*)$", body, re.M)
+        if name == "wheel":
+            assert any("model_server/" in c for c in copied) and any("don_core/" in c for c in copied)
+        elif name != "requirements":
+            assert not copied, (name, copied)
+    assert "pip install -r /opt/requirements-lean.txt" in stages["deps-lean"]
+    assert "pip install -r /opt/requirements-full.txt" in stages["deps-full"]
+    for deps in ("deps-lean", "deps-full"):
+        assert "--mount=type=cache" in stages[deps] and "PIP_CACHE_DIR=/root/.cache/pip" in stages[deps]
 
 
 def test_requirement_lists_follow_the_extras():
