@@ -57,6 +57,9 @@ PREDICTED_PPB = Histogram("don_prediction_ppb", "Predicted DON (ppb), for drift"
 OUTLIER_SCORE = Histogram("don_outlier_score",
                           "Input outlier score per spectrum (above 1: out of distribution)",
                           ["model", "version"], buckets=OUTLIER_BUCKETS)
+RECORDS_SENDER_CPU = Counter("don_records_sender_cpu_seconds",
+                             "CPU time of the records sender thread (hashing, encoding, sending): "
+                             "what recording costs beside the requests", ["model", "version"])
 # Per worker process (each keeps its own window); across workers the highest, like the alert wants.
 DRIFT_WINDOW_SCORE = Gauge("don_drift_window_score",
                            "Mean ln(Q / Q_limit) of the last rows against the training data's "
@@ -102,6 +105,7 @@ class ServingMetrics:
         self._scored = SCORED_ROWS.labels(model, version)
         self._window_score = None  # bound once the window is full: no value before there is one
         self.records_sent = RECORDS_SENT.labels(model, version)
+        self.records_sender_cpu = RECORDS_SENDER_CPU.labels(model, version)
         self.records_dropped = {reason: RECORDS_DROPPED.labels(model, version, reason)
                                 for reason in ("queue_full", "send_failed")}
 

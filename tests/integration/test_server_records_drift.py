@@ -175,6 +175,7 @@ def test_records_reach_the_recorder_as_cloudevents(recording_server, sink, golde
     # same spectrum over V1 JSON (float64) and V2 FP32: same hash
     assert second[0].spectrum_sha256 == first[0].spectrum_sha256
     assert metric(recording_server, "don_records_sent_total", model="don-rf") == 5
+    assert metric(recording_server, "don_records_sender_cpu_seconds_total", model="don-rf") > 0
 
 
 def test_recorder_down_fails_no_prediction(serving_store, start_server, golden_rows):
