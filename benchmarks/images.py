@@ -367,7 +367,7 @@ def main() -> int:
             bodies = payloads(version, work)
             path = f"/v1/models/{model}:predict"
             runs = {variant: (runtimes[variant],
-                              lambda r=runtimes[variant], fb=fallback: r.server_argv(model, version, fb))
+                              lambda r=runtimes[variant], fb=fallback, m=model, v=version: r.server_argv(m, v, fb))
                     for variant, fallback in (("lean", "off"), ("full", "on")) if variant in variants}
             if model == "don-rf":
                 has_sklearnserver = subprocess.run(

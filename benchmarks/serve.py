@@ -341,6 +341,7 @@ def bench_family(family: str, version_dir: Path, args, wrk: str, work: Path,
             wrk, (*ours_at, bodies[1]), (servers["records"], urls["records"], bodies[1]),
             args.pairs, args.latency_seconds, load_cpu, results["paired records"]["a"] / 2)
         _show_latency(family, "recording / not", results["latency records"])
+        results["sender share"] = _sender_share(family, servers["records"])
         if "decisions" in bodies:
             results["paired decisions"] = paired(wrk, (*ours_at, bodies[1]), (*ours_at, bodies["decisions"]),
                                                  args.pairs, pair_s, load_cpu)
@@ -393,6 +394,25 @@ def _show_latency(family: str, label: str, lat: dict) -> None:
               f"{f['diff']:+.2f} (not recording's own range over the pairs {f['a_range'][0]:.2f}-"
               f"{f['a_range'][1]:.2f}); higher when recording in {f['b_higher']} of {lat['pairs']} pairs",
               flush=True)
+
+
+def _metric(server: Server, name: str) -> float:
+    with urllib.request.urlopen(server.url("/metrics"), timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(float(v) for v in re.findall(rf"^{name}{{[^}}]*}} (\S+)$", text, re.M))
+
+
+def _sender_share(family: str, server: Server) -> float:
+    """The recording server's own account: its records sender thread's CPU time (what recording
+    adds beside the requests) as a share of all the CPU the process used, and per record sent."""
+    sender = _metric(server, "don_records_sender_cpu_seconds_total")
+    sent = _metric(server, "don_records_sent_total")
+    total = server.cpu_seconds()
+    share = sender / total if total > 0 else 0.0
+    print(f"  {family:10} recording server, whole run: records sender thread {sender:.2f} s of "
+          f"{total:.1f} s CPU ({share:.1%}), {sender / max(sent, 1) * 1e6:.1f} us per record "
+          f"({sent:.0f} sent)", flush=True)
+    return share
 
 
 def _show(family: str, label: str, rows: int, conc: int, res: dict) -> None:

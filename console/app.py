@@ -239,7 +239,8 @@ def monitoring_page(settings: svc.Settings) -> None:
     else:
         st.info("no prediction recorder configured (--recorder URL): live accuracy is not available")
     if settings.servers:
-        st.subheader("Input drift (out-of-distribution rate since each server started)")
+        st.subheader("Input drift (out-of-distribution rate since each server started; window score of "
+                     "its last 100 rows, above 1: the inputs have moved)")
         with st.spinner("Reading the model servers' metrics ..."):
             st.dataframe(pd.DataFrame(svc.drift_rates(settings)), hide_index=True, width="stretch")
 

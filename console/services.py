@@ -511,24 +511,30 @@ def series_rows(doc: dict) -> list[dict]:
     return rows
 
 
-_METRIC = re.compile(r"^(don_out_of_distribution_rows_total|don_drift_scored_rows_total)(\{[^}]*\})?\s+(\S+)",
-                     re.M)
+_METRIC = re.compile(r"^(don_out_of_distribution_rows_total|don_drift_scored_rows_total|don_drift_window_score)"
+                     r"(\{[^}]*\})?\s+(\S+)", re.M)
 
 
 def drift_rates(settings: Settings) -> list[dict]:
-    """Per model server: rows scored and the share out of distribution since it started."""
+    """Per model server: rows scored and the share out of distribution since it started, and the
+    window score of its last rows (the highest of its workers; None before a window is full)."""
     rows = []
     for model, base in settings.servers.items():
         try:
             text = _call("GET", f"{base}/metrics", settings).text
         except ConsoleError as exc:
             rows.append({"model": model, "scored rows": None, "out of distribution": None,
-                         "rate": None, "note": str(exc)})
+                         "rate": None, "window score": None, "note": str(exc)})
             continue
         totals = {"don_out_of_distribution_rows_total": 0.0, "don_drift_scored_rows_total": 0.0}
+        window = None
         for name, _, value in _METRIC.findall(text):
-            totals[name] += float(value)
+            if name == "don_drift_window_score":
+                window = max(float(value), window if window is not None else float("-inf"))
+            else:
+                totals[name] += float(value)
         scored, ood = totals["don_drift_scored_rows_total"], totals["don_out_of_distribution_rows_total"]
         rows.append({"model": model, "scored rows": int(scored), "out of distribution": int(ood),
-                     "rate": round(ood / scored, 4) if scored else None, "note": ""})
+                     "rate": round(ood / scored, 4) if scored else None,
+                     "window score": None if window is None else round(window, 2), "note": ""})
     return rows

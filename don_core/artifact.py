@@ -7,6 +7,7 @@ which lists the sha256 of every other file.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -28,16 +29,20 @@ GOLDEN_FILE = "golden.json"
 # Input-drift reference (PCA T2/Q of the training spectra; format in don_core.drift). Versions
 # published before it existed lack it and are served without an outlier score.
 DRIFT_FILE = "drift.json"
-# The decision head (training_job.decision): per limit an ONNX model, input `spectra`, output
-# DECISION_SCORE, listed in metadata.json under artifacts.decision {"<limit>": file}. A calibration
-# whose `score` is SCORE_HEAD sets its thresholds on that score; SCORE_PPB (and versions published
-# before the head existed) on the predicted ppb.
-DECISION_SCORE = "score"
+# The decision head (training_job.decision): one ONNX model, DECISION_FILE, input `spectra`, one
+# output per limit, decision_score(limit) [N] (one session run scores every limit), listed in
+# metadata.json under artifacts.decision {"<limit>": file}. Versions published before it hold one
+# file per limit (decision_<limit>.onnx) whose one output is LEGACY_DECISION_SCORE; they still
+# load. A calibration whose `score` is SCORE_HEAD sets its thresholds on that score; SCORE_PPB
+# (and versions published before the head existed) on the predicted ppb.
+DECISION_FILE = "decision.onnx"
+LEGACY_DECISION_SCORE = "score"
 SCORE_PPB, SCORE_HEAD = "ppb", "decision_head"
 
 
-def decision_file(limit: int) -> str:
-    return f"decision_{int(limit)}.onnx"
+def decision_score(limit: int) -> str:
+    """The decision head's output for one limit, e.g. score_1000."""
+    return f"score_{int(limit)}"
 
 
 # What people look at (the console's Models and Predict pages): the cross-validation's out-of-fold
@@ -301,6 +306,10 @@ class LimitRule:
         return out
 
 
+# Calibration.decide's codes 0, 1, 2
+_DECISIONS = np.array([LAB, ACCEPT, REJECT], dtype=object)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """The served part of metadata.json's calibration block (the rest is evidence for people)."""
@@ -323,15 +332,35 @@ class Calibration:
         if self.score == SCORE_HEAD:
             if scores is None:
                 raise ValueError("this calibration decides on the decision head's scores")
-            return {rule.limit_ppb: rule.decide(np.asarray(scores[rule.limit_ppb], np.float64))
-                    for rule in self.rules}
-        ppb = np.asarray(ppb, dtype=np.float64)
-        return {rule.limit_ppb: rule.decide(ppb) for rule in self.rules}
+            values = np.column_stack([np.asarray(scores[limit], np.float64).reshape(-1)
+                                      for limit in self.limits])
+        else:
+            values = np.asarray(ppb, dtype=np.float64).reshape(-1, 1)
+        decided = self.decide(values)
+        return {limit: decided[:, j] for j, limit in enumerate(self.limits)}
+
+    def decide(self, values: np.ndarray) -> np.ndarray:
+        """accept | reject | lab for every limit at once, as LimitRule.decide: `values` [N, L]
+        (column j: the score or ppb that limits[j] decides on; [N, 1]: one for all) -> [N, L].
+        One pass of array operations per batch, whatever the number of limits (the served
+        path)."""
+        accept, reject = self._bounds
+        return _DECISIONS[np.where(values < accept, 1, (values > reject) * 2)]
+
+    @functools.cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        # float64 arrays (compared with float32 scores, the scores are promoted, as
+        # LimitRule.decide does); -inf / inf where a rule accepts / rejects nothing
+        return (np.array([-np.inf if r.accept_below_ppb is None else r.accept_below_ppb
+                          for r in self.rules], dtype=np.float64),
+                np.array([np.inf if r.reject_above_ppb is None else r.reject_above_ppb
+                          for r in self.rules], dtype=np.float64))
 
     def interval(self, ppb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         forward, inverse = INTERVAL_TRANSFORMS[self.interval_transform]
-        t = forward(np.maximum(np.asarray(ppb, dtype=np.float64), 0.0))
-        return (np.maximum(inverse(np.maximum(t - self.interval_halfwidth, 0.0)), 0.0),
+        t = forward(np.maximum(ppb, 0.0, dtype=np.float64))
+        # both inverses are increasing with inverse(0) = 0: the lower bound is >= 0 as it is
+        return (inverse(np.maximum(t - self.interval_halfwidth, 0.0)),
                 inverse(t + self.interval_halfwidth))
 
     def to_dict(self) -> dict:

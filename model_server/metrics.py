@@ -57,6 +57,14 @@ PREDICTED_PPB = Histogram("don_prediction_ppb", "Predicted DON (ppb), for drift"
 OUTLIER_SCORE = Histogram("don_outlier_score",
                           "Input outlier score per spectrum (above 1: out of distribution)",
                           ["model", "version"], buckets=OUTLIER_BUCKETS)
+RECORDS_SENDER_CPU = Counter("don_records_sender_cpu_seconds",
+                             "CPU time of the records sender thread (hashing, encoding, sending): "
+                             "what recording costs beside the requests", ["model", "version"])
+# Per worker process (each keeps its own window); across workers the highest, like the alert wants.
+DRIFT_WINDOW_SCORE = Gauge("don_drift_window_score",
+                           "Mean ln(Q / Q_limit) of the last rows against the training data's "
+                           "(|shift| / limit; above 1 the inputs as a whole have moved)",
+                           ["model", "version"], multiprocess_mode="max")
 RECORDS_DROPPED = Counter("don_records_dropped",
                           "Prediction records lost (queue full, recorder down or refusing)",
                           ["model", "version", "reason"])
@@ -95,7 +103,9 @@ class ServingMetrics:
         self.outlier_scores = BatchHistogram(OUTLIER_SCORE, model, version)
         self._flagged = OUT_OF_DISTRIBUTION.labels(model, version)
         self._scored = SCORED_ROWS.labels(model, version)
+        self._window_score = None  # bound once the window is full: no value before there is one
         self.records_sent = RECORDS_SENT.labels(model, version)
+        self.records_sender_cpu = RECORDS_SENDER_CPU.labels(model, version)
         self.records_dropped = {reason: RECORDS_DROPPED.labels(model, version, reason)
                                 for reason in ("queue_full", "send_failed")}
 
@@ -112,6 +122,13 @@ class ServingMetrics:
         self._scored.inc(len(scores))
         if flagged:
             self._flagged.inc(flagged)
+
+    def drift_window(self, score: float | None) -> None:
+        if score is None:
+            return
+        if self._window_score is None:
+            self._window_score = DRIFT_WINDOW_SCORE.labels(self.model, self.version)
+        self._window_score.set(score)
 
     def set_ready(self, ready: bool) -> None:
         MODEL_READY.labels(self.model, self.version).set(1 if ready else 0)

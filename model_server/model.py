@@ -14,16 +14,17 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from don_core.artifact import (GOLDEN_FILE, NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY,
-                               SCORE_HEAD, ArtifactError, Calibration, read_golden,
+from don_core.artifact import (DECISION_FILE, GOLDEN_FILE, LEGACY_DECISION_SCORE,
+                               NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY, SCORE_HEAD,
+                               ArtifactError, Calibration, decision_score, read_golden,
                                reference_rows, verify_version_dir)
-from don_core.drift import SCORE_LIMIT, DriftReference, read_reference
+from don_core.drift import SCORE_LIMIT, DriftReference, DriftWindow, read_reference
 from don_core.contract import (CLIENT_ERROR, MAX_BATCH_ROWS, ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT,
                                ONNX_RTOL, SUCCESS)
 from don_core.export_check import agreement, serve_probe
 from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 from model_server import codec
-from model_server.backends import NATIVE_LIBRARY, BackendError, OnnxBackend
+from model_server.backends import NATIVE_LIBRARY, BackendError, OnnxBackend, OnnxScores
 from model_server.metrics import ServingMetrics
 from model_server.records import RecordOptions, RecordSender
 from model_server.security import process_guard
@@ -83,10 +84,13 @@ class DonModel(Model):
         self.loaded_at: float | None = None
         self.metrics: ServingMetrics | None = None
         self.calibration: Calibration | None = None
-        self.decision_head: dict[int, OnnxBackend] | None = None  # limit -> score model
+        self.decision_head: OnnxScores | None = None  # scores [N, limits] of the calibration
+        self._decision_names: tuple[str, ...] = ()    # decision_<limit>, calibration order
         # output name -> V2 datatype; a request may name any of them, ppb alone is the default
         self.output_types: dict[str, str] = {codec.OUTPUT_NAME: "FP32"}
         self.drift: DriftReference | None = None
+        # The last rows' mean ln(Q / Q_limit) (None: no reference, or a format-1 one without it)
+        self.drift_window: DriftWindow | None = None
         self.records: RecordSender | None = None
 
     # KServe copies the model into each worker process (--workers N); an ONNX Runtime session
@@ -158,7 +162,11 @@ class DonModel(Model):
         else:
             self._onnx_only(onnx_path, golden)
         self.drift = self._drift_reference(artifacts)
+        self.drift_window = (DriftWindow(self.drift.window, self.drift.q_limit)
+                             if self.drift is not None and self.drift.window is not None else None)
         self.decision_head = self._decision_head(artifacts)
+        self._decision_names = () if self.calibration is None else tuple(
+            codec.decision_output(limit) for limit in self.calibration.limits)
         self.output_types = self._output_types()
         mark = self._phase("backend", mark)  # load, ONNX agreement check, drift reference
         self._warm_up(rows)
@@ -179,8 +187,10 @@ class DonModel(Model):
             return None
         return read_reference(self.model_dir / name)
 
-    def _decision_head(self, artifacts: dict) -> dict[int, OnnxBackend] | None:
-        """The decision head's ONNX models when the calibration decides on their score."""
+    def _decision_head(self, artifacts: dict) -> OnnxScores | None:
+        """The decision head's ONNX model(s) when the calibration decides on their score: scores
+        [N, limits] in calibration order. Versions from before the one-file head hold one file a
+        limit, whose output is LEGACY_DECISION_SCORE."""
         if self.calibration is None or self.calibration.score != SCORE_HEAD:
             return None
         files = artifacts.get("decision") or {}
@@ -188,8 +198,10 @@ class DonModel(Model):
         if missing:
             raise ArtifactError(f"{self.model_dir}: the calibration decides on the decision "
                                 f"head, but metadata.json lists none for limit(s) {missing}")
-        return {limit: OnnxBackend(self.model_dir / files[str(limit)])
-                for limit in self.calibration.limits}
+        return OnnxScores([(self.model_dir / files[str(limit)],
+                            decision_score(limit) if files[str(limit)] == DECISION_FILE
+                            else LEGACY_DECISION_SCORE)
+                           for limit in self.calibration.limits])
 
     def _output_types(self) -> dict[str, str]:
         types = {codec.OUTPUT_NAME: "FP32"}
@@ -205,18 +217,18 @@ class DonModel(Model):
                 outliers: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """The named outputs (checked by codec.check_outputs) for a batch and its ppb; only
         what is asked for is computed (`outliers`: this batch's `self.outliers(x)`, if known)."""
-        names = list(names)
         out = {codec.OUTPUT_NAME: ppb}
-        if any(name in codec.DRIFT_OUTPUTS for name in names):
+        wanted = set(names)
+        if not wanted.isdisjoint(codec.DRIFT_OUTPUTS):
             out[codec.OUTLIER_SCORE], out[codec.OUT_OF_DISTRIBUTION] = \
                 outliers if outliers is not None else self.outliers(x)
-        if codec.PPB_LOWER in names or codec.PPB_UPPER in names:
+        if codec.PPB_LOWER in wanted or codec.PPB_UPPER in wanted:
             out[codec.PPB_LOWER], out[codec.PPB_UPPER] = self.calibration.interval(ppb)
-        if any(name.startswith("decision_") for name in names):
-            scores = None if self.decision_head is None else \
-                {limit: head.predict(x) for limit, head in self.decision_head.items()}
-            for limit, decided in self.calibration.decisions(ppb, scores).items():
-                out[codec.decision_output(limit)] = decided
+        if not wanted.isdisjoint(self._decision_names):
+            # one head run and one pass over every limit, whichever limits are named
+            decided = self.calibration.decide(
+                ppb.reshape(-1, 1) if self.decision_head is None else self.decision_head.predict(x))
+            out.update(zip(self._decision_names, decided.T))
         return {name: out[name] for name in names}
 
     def _recorded_reference(self, golden: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -334,9 +346,12 @@ class DonModel(Model):
         the version has no drift reference."""
         if self.drift is None:
             return None
-        score = self.drift.score(x)[0]
+        score, _, q = self.drift.score(x)
         flagged = score > SCORE_LIMIT
         self.metrics.outliers(score, int(np.count_nonzero(flagged)))
+        if self.drift_window is not None:
+            self.drift_window.add(q)
+            self.metrics.drift_window(self.drift_window.score())
         return score, flagged
 
     def answer(self, req: codec.Request, request_id: str | None, trace_id: str | None = None,
@@ -407,5 +422,6 @@ class DonModel(Model):
             "pid": os.getpid(),
             "max_batch_rows": self.options.max_batch_rows,
             "drift": None if self.drift is None else {
-                "t2_limit": self.drift.t2_limit, "q_limit": self.drift.q_limit, **self.drift.info},
+                "t2_limit": self.drift.t2_limit, "q_limit": self.drift.q_limit, **self.drift.info,
+                "window": None if self.drift_window is None else self.drift_window.status()},
         }

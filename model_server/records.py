@@ -76,6 +76,7 @@ class RecordSender:
         self.options = options
         self.model, self.version = model, int(version)
         self._sent = metrics.records_sent
+        self._cpu = metrics.records_sender_cpu
         self._dropped = metrics.records_dropped
         self._source = f"/don-predictor/model-server/{model}/{version}"
         self._queue: deque[_Batch] = deque()
@@ -128,7 +129,9 @@ class RecordSender:
                 if not batches:
                     break
                 self._in_flight = rows
+                started = time.thread_time()
                 sent = self._send(batches, rows)
+                self._cpu.inc(time.thread_time() - started)  # this thread's CPU only
                 self._in_flight = 0
                 if sent:
                     backoff = 0.0

@@ -8,8 +8,9 @@ first on seeds 1-3 (x2), lab share 0.473 against 0.57 for the forest's ppb at th
 false-accept and false-reject targets; then, at 1000 ppb, 6 components and leaves >= 4 (seeds
 1-10, 5-fold x 2: 0.460 against 0.479 for the 10-component head), see BY_LIMIT.
 
-Each limit's head is exported as its own ONNX model (input `spectra` [N,448], output `score` [N]),
-so the lean serving image, which has onnxruntime and numpy only, computes it for both families.
+The heads of all limits are exported as one ONNX model (input `spectra` [N,448], one output
+`score_<limit>` [N] per limit), so the lean serving image, which has onnxruntime and numpy only,
+computes them for both families in one run.
 The score does not depend on the family's regressor, so both families' decision figures are the
 same under the same folds (only the interval, on the family's ppb, differs).
 """
@@ -23,7 +24,7 @@ from sklearn.ensemble import ExtraTreesRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from don_core.artifact import DECISION_SCORE, decision_file
+from don_core.artifact import DECISION_FILE, decision_score
 
 # 100 trees, not 300: 300 sent 0.457 of the lots to the lab on the selection seeds, 100 0.473,
 # 50 0.482, but each 300-tree head costs about as much per served row as the model itself
@@ -74,19 +75,19 @@ class DecisionHead:
                 for limit, model in self.models_.items()}
 
     def export(self, directory: Path) -> dict[str, str]:
-        """Write one ONNX model per limit; returns {limit: file name} for metadata.json."""
+        """Write the head as one ONNX model, an output per limit (don_core.artifact: DECISION_FILE,
+        decision_score); returns {limit: file name} for metadata.json."""
         from training_job import onnx_export
 
-        files = {}
+        parts = []
         for limit, model in self.models_.items():
             for _, step in model.steps:        # single-threaded, as the served forest
                 if hasattr(step, "n_jobs"):
                     step.set_params(n_jobs=None)
-            name = decision_file(limit)
-            onnx_export.save(onnx_export.sklearn_to_onnx(model, output=DECISION_SCORE),
-                             Path(directory) / name)
-            files[str(limit)] = name
-        return files
+            parts.append(onnx_export.sklearn_to_onnx(model, output=decision_score(limit)))
+        # one session run scores every limit: a served decision costs one run, not one a limit
+        onnx_export.save(onnx_export.side_by_side(parts), Path(directory) / DECISION_FILE)
+        return {str(limit): DECISION_FILE for limit in self.models_}
 
 
 def build(seed: int, limits, **params) -> DecisionHead:

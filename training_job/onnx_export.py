@@ -114,6 +114,32 @@ def network_to_onnx(network) -> onnx.ModelProto:
     return model
 
 
+def side_by_side(models: list[onnx.ModelProto]) -> onnx.ModelProto:
+    """One model running `models` on their shared input (each with its own output names): one
+    ONNX Runtime session and one run instead of one each. Node and initializer names are prefixed
+    per model so that they cannot clash; inputs and outputs keep their names."""
+    from onnx import compose
+
+    if len({tuple(i.name for i in m.graph.input) for m in models}) != 1:
+        raise ValueError("side_by_side: the models must share their inputs")
+    nodes, inits, outputs, opsets = [], [], [], {}
+    for index, model in enumerate(models):
+        renamed = compose.add_prefix(model, f"m{index}_", rename_inputs=False,
+                                     rename_outputs=False)
+        nodes += renamed.graph.node
+        inits += renamed.graph.initializer
+        outputs += model.graph.output
+        for opset in model.opset_import:
+            opsets[opset.domain] = max(opsets.get(opset.domain, 0), opset.version)
+    first = models[0]
+    graph = helper.make_graph(nodes, "side_by_side", list(first.graph.input), outputs, inits)
+    merged = helper.make_model(graph, ir_version=max(m.ir_version for m in models),
+                               opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+                               producer_name="don-predictor")
+    onnx.checker.check_model(merged)
+    return merged
+
+
 def save(model: onnx.ModelProto, path: Path) -> None:
     onnx.save_model(model, str(path))
 

@@ -9,8 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from don_core.artifact import (DECISION_SCORE, EVALUATION_FILE, FAMILY_ALIASES, GOLDEN_FILE,
-                               ONNX_FILE, build_metadata, reference_rows, write_evaluation,
+from don_core.artifact import (EVALUATION_FILE, FAMILY_ALIASES, GOLDEN_FILE, ONNX_FILE,
+                               build_metadata, decision_score, reference_rows, write_evaluation,
                                write_golden)
 from don_core.contract import ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT, ONNX_RTOL
 from don_core.export_check import agreement, probe_rows
@@ -148,13 +148,14 @@ def _check_exports(module, fitted, directory: Path, X: np.ndarray, reference_at:
 
 
 def _check_head(head, files: dict[str, str], directory: Path, X: np.ndarray) -> dict:
-    """Each limit's exported decision head must give the fitted head's scores (float32 trees may
-    flip a split on a rare probe row, as for the model itself: ONNX_MIN_AGREEMENT of the rows)."""
+    """The exported decision head must give the fitted head's scores for each limit (float32
+    trees may flip a split on a rare probe row, as for the model itself: ONNX_MIN_AGREEMENT of
+    the rows)."""
     probe = probe_rows(X, extra=200)
     expected = head.predict(probe)
     agreed = {}
     for limit, name in files.items():
-        got = onnx_export.onnx_predict(directory / name, probe, DECISION_SCORE)
+        got = onnx_export.onnx_predict(directory / name, probe, decision_score(limit))
         agreed[limit], _ = agreement(expected[int(limit)], got, 0.0, HEAD_ATOL)
         if agreed[limit] < ONNX_MIN_AGREEMENT:
             raise RuntimeError(f"onnx: decision head {name} agrees with the fitted head on only "

@@ -244,7 +244,7 @@ def test_every_alert_has_a_runbook_section(rules):
     alerts = _alerts(rules)
     assert {a["alert"] for a in alerts} == {
         "DonModelServerDown", "DonModelServerNotReady", "DonHighErrorRate", "DonHighP99Latency", "DonInputDriftHigh",
-        "DonLiveFalseAcceptRateHigh", "DonRecorderDroppingRecords", "DonTrainingJobFailed", "DonRolloutRolledBack"}
+        "DonInputDriftWindow", "DonLiveFalseAcceptRateHigh", "DonRecorderDroppingRecords", "DonTrainingJobFailed", "DonRolloutRolledBack"}
     for alert in alerts:
         url = alert["annotations"]["runbook_url"]
         assert url.startswith("docs/runbook.md#") and url.split("#")[1] in anchors, url
@@ -299,6 +299,12 @@ PROMTOOL_TESTS = [
       _series("don_out_of_distribution_rows_total", "0+1x40", model="don-rf", version="1"),
       _series("don_batch_rows_sum", "0+100x40", model="don-rf", version="1")],
      [{"severity": "warning", "namespace": NS, "model": "don-rf", "version": "2"}]),
+    ("DonInputDriftWindow", "25m",
+     # two workers of version 2, one of them seeing the shifted instrument; version 1 stays inside
+     [_series("don_drift_window_score", "0.4x5 3.2x30", pod="p1", model="don-rf", version="2"),
+      _series("don_drift_window_score", "0.3x40", pod="p2", model="don-rf", version="2"),
+      _series("don_drift_window_score", "0.9x40", pod="p3", model="don-rf", version="1")],
+     [{"severity": "warning", "namespace": NS, "model": "don-rf", "version": "2"}]),
     ("DonLiveFalseAcceptRateHigh", "45m",
      [_series("don_live_false_accept_rate", "0.3x60", model="don-rf", version="3", window="7d", threshold_ppb="1000"),
       _series("don_live_matched_samples", "40x60", model="don-rf", version="3", window="7d"),
@@ -332,6 +338,8 @@ ANNOTATIONS = {
                           'Server-side p99 latency above 0.5 s for 10 minutes.'),
     "DonInputDriftHigh": ('30% of spectra sent to don-rf are out of distribution',
                           'More than 0.1 of rows lie outside the training data (Hotelling T2 / Q residual above the 99th percentile) over 15 minutes.'),
+    "DonInputDriftWindow": ('The spectra recently sent to don-rf version 2 have moved away from the training data (window score 3.2)',
+                            'The mean Q residual of a server\'s last rows (100 by default) has been outside its training range (score above 1) for 15 minutes: a gain or wavelength shift too small to flag row by row.'),
     "DonLiveFalseAcceptRateHigh": ('don-rf version 3 accepted 30% of contaminated lots',
                                    'Live false-accept rate at 1000 ppb over 7d (lab results joined to predictions) is above 0.1.'),
     "DonRecorderDroppingRecords": ('Prediction records are being dropped in don',

@@ -16,7 +16,7 @@ from tests.e2e.kube import Kube, KubeError
 from tests.e2e.test_e2e_cluster import (CHART, NS, OBJECTS, RELEASE, RF, SPLIT_SCRIPT, _base_values, _client_pod,
                                         _jobs, _wait_jobs)
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800, func_only=True)]  # as test_e2e_cluster
 
 KIND_ONLY = ("needs KServe's controller (InferenceService reconciliation, KServe traffic split); "
              "KServe images are not obtainable here: runs on kind via `make kind-up && make kind-e2e`")

@@ -33,7 +33,7 @@ def head_scores(server, rows) -> dict[int, np.ndarray]:
 
     files = metadata_of(server)["artifacts"]["decision"]
     return {int(limit): ort.InferenceSession(str(server.model_dir / name)).run(
-                ["score"], {"spectra": np.asarray(rows, np.float32)})[0]
+                [f"score_{limit}"], {"spectra": np.asarray(rows, np.float32)})[0]
             for limit, name in files.items()}
 
 

@@ -175,6 +175,7 @@ def test_records_reach_the_recorder_as_cloudevents(recording_server, sink, golde
     # same spectrum over V1 JSON (float64) and V2 FP32: same hash
     assert second[0].spectrum_sha256 == first[0].spectrum_sha256
     assert metric(recording_server, "don_records_sent_total", model="don-rf") == 5
+    assert metric(recording_server, "don_records_sender_cpu_seconds_total", model="don-rf") > 0
 
 
 def test_recorder_down_fails_no_prediction(serving_store, start_server, golden_rows):
@@ -300,3 +301,47 @@ def test_grpc_outputs_and_sample_ids_are_recorded(recording_server, sink, golden
         time.sleep(0.1)
     grpc = [r for r in sink.records() if r["request_id"] == "grpc-7"]
     assert [r["sample_id"] for r in grpc] == ["g-1", "g-2"]
+
+
+def test_window_statistic_in_status_and_metrics(rf_server, golden_rows):
+    """The last rows' mean ln(Q / Q_limit) against the training data's: in /status and as the
+    don_drift_window_score gauge, equal to don_core's DriftWindow on the same rows."""
+    from don_core.drift import DriftWindow
+
+    reference = read_reference(rf_server.model_dir / "drift.json")
+    size = reference.window.rows
+    rows = far_rows(np.resize(np.asarray(golden_rows), (size + 20, 448)))
+    for batch in (rows[:30], rows[30:]):  # the window spans two requests
+        r = requests.post(rf_server.url("/v1/models/don-rf:predict"),
+                          json={"instances": batch.tolist()})
+        assert r.status_code == 200
+    expected = DriftWindow(reference.window, reference.q_limit)
+    expected.add(reference.score(rows)[2])
+    window = requests.get(rf_server.url("/status")).json()["drift"]["window"]
+    assert window["rows"] == window["filled"] == size and window["rows_seen"] >= size + 20
+    assert window["score"] == pytest.approx(expected.score(), rel=1e-4)
+    assert window["drifted"] is True and window["score"] > 1
+    assert metric(rf_server, "don_drift_window_score", model="don-rf") == pytest.approx(
+        window["score"], rel=1e-6)
+
+
+def test_format_1_drift_reference_still_scores_rows(serving_store, start_server, golden_rows,
+                                                    tmp_path):
+    """A version published before the window statistic (drift.json format 1) serves per-row
+    scores as before; its window is off."""
+    from tests.fixtures_server import copy_version
+
+    def to_format_1(d):
+        doc = json.loads((d / "drift.json").read_text())
+        del doc["window"]
+        (d / "drift.json").write_text(json.dumps({**doc, "format": 1}))
+
+    old = copy_version(serving_store / "don-rf" / "1", tmp_path / "1", to_format_1, rehash=True)
+    server = start_server("don-rf", old)
+    rows = np.asarray(golden_rows[:3])
+    doc = requests.post(server.url("/v1/models/don-rf:predict"), json={
+        "instances": rows.tolist(), "parameters": {"outputs": ["outlier_score"]}}).json()
+    np.testing.assert_allclose(doc["outlier_score"], read_reference(
+        old / "drift.json").score(rows)[0], rtol=1e-6)
+    drift = requests.get(server.url("/status")).json()["drift"]
+    assert drift["window"] is None and drift["q_limit"] > 0

@@ -55,10 +55,10 @@ def test_both_families_publish_complete_versions(model_store, model_store_traine
             for key in ("false_accept_rate", "false_reject_rate", "lab_share"):
                 assert doc["cv"]["summary"][f"{key}_{rule['limit_ppb']}"]["n"] >= 1, key
         assert 0.5 < doc["cv"]["summary"]["interval_coverage"]["mean"] <= 1
-        # decisions on the decision head's score (one ONNX model per limit, checked at export),
-        # with the thresholds-on-ppb baseline of the same folds beside them
+        # decisions on the decision head's score (one ONNX model, an output per limit, checked
+        # at export), with the thresholds-on-ppb baseline of the same folds beside them
         assert calibration.score == "decision_head" and doc["score_method"]
-        assert meta["artifacts"]["decision"] == {str(limit): f"decision_{limit}.onnx"
+        assert meta["artifacts"]["decision"] == {str(limit): "decision.onnx"
                                                  for limit in DECISION_THRESHOLDS_PPB}
         assert min(meta["metrics"]["export_check"]["decision_head"]["agreement"].values()) >= 0.99
         assert doc["cv"]["baseline"]["summary"]["lab_share_1000"]["n"] == 3

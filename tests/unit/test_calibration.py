@@ -57,6 +57,23 @@ def test_decisions_intervals_and_crossing_thresholds():
     assert lower.tolist() == [0.0, 100.0] and upper.tolist() == [100.0, 900.0]
 
 
+def test_all_limits_at_once_decide_as_each_rule_does():
+    rules = (LimitRule(1000, 0.2, 0.4), LimitRule(5000, None, 0.3), LimitRule(20000, 0.1, None),
+             LimitRule(30000, 0.5, 0.2))               # crossed: accept wins
+    cal = Calibration(rules, 0.9, "sqrt", 10.0, "decision_head")
+    rng = np.random.default_rng(7)
+    scores = rng.uniform(0, 0.6, (50, 4)).astype(np.float32)
+    scores[0] = [0.2, 0.3, 0.1, np.nan]                # on the thresholds, and NaN
+    decided = cal.decide(scores)
+    for j, rule in enumerate(rules):
+        assert decided[:, j].tolist() == rule.decide(scores[:, j].astype(np.float64)).tolist()
+    by_limit = cal.decisions(None, {rule.limit_ppb: scores[:, j] for j, rule in enumerate(rules)})
+    assert [by_limit[r.limit_ppb].tolist() for r in rules] == decided.T.tolist()
+    on_ppb = Calibration(rules[:2], 0.9, "sqrt", 10.0)
+    ppb = np.array([0.1, 0.25, 0.35, 0.5])
+    assert on_ppb.decide(ppb.reshape(-1, 1)).T.tolist() == [r.decide(ppb).tolist() for r in rules[:2]]
+
+
 def test_calibrate_reports_honest_folds_and_metadata_round_trip():
     rng = np.random.default_rng(2)
     y, _ = _lots(200, rng)
@@ -128,7 +145,7 @@ def test_thresholds_on_the_decision_head_score():
     head = {"oof": {limit: np.stack([(y > limit) + rng.normal(0, 0.3, 200) for _ in range(2)])
                     for limit in (1000, 5000)},
             "inner": {limit: _inner(y, fold, rng,
-                                    score=lambda: (y > limit) + rng.normal(0, 0.3, 200))
+                                    score=lambda limit=limit: (y > limit) + rng.normal(0, 0.3, 200))
                       for limit in (1000, 5000)}}
     predictions = {"oof": oof, "fold": fold, "inner": _inner(y, fold, rng, sd=0.3)}
     doc = calibration.calibrate(y, predictions, head)

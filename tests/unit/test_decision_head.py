@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from don_core.artifact import DECISION_SCORE
+from don_core.artifact import DECISION_FILE, decision_score
 from training_job import decision, onnx_export, synthetic
 
 
@@ -20,9 +20,10 @@ def test_each_limit_gets_its_parameters_and_the_export_matches(tmp_path):
     assert decision.build(0, (1000,), pca_components=3).params_for(1000)["pca_components"] == 3
 
     files = head.export(tmp_path)
+    assert files == {"1000": DECISION_FILE, "5000": DECISION_FILE}   # one model, both limits
     scores = head.predict(data.X)
     for limit, name in files.items():
-        got = onnx_export.onnx_predict(tmp_path / name, data.X, DECISION_SCORE)
+        got = onnx_export.onnx_predict(tmp_path / name, data.X, decision_score(limit))
         assert got.shape == (len(data.X),)
         assert np.mean(np.abs(got - scores[int(limit)]) <= 1e-4) >= 0.99
 

@@ -5,35 +5,10 @@ import numpy as np
 import pytest
 
 from don_core.artifact import ArtifactError
-from don_core.drift import DriftReference, read_reference
+from don_core.drift import (DRIFT_FORMAT, Q_RATIO_CLIP, DriftReference, DriftWindow, WindowLimits,
+                            log_q_ratio, read_reference)
 from training_job import drift, synthetic
 from training_job.data import load_dataset
-
-
-def shift_bands(X: np.ndarray, bands: int) -> np.ndarray:
-    """A miscalibrated wavelength axis: band j reads what band j - `bands` should (edge held)."""
-    out = np.empty_like(X)
-    if bands > 0:
-        out[:, bands:], out[:, :bands] = X[:, :-bands], X[:, :1]
-    else:
-        out[:, :bands], out[:, bands:] = X[:, -bands:], X[:, -1:]
-    return out
-
-
-def held_out_rates(X: np.ndarray, folds: int = 5) -> dict:
-    """Flag rates and mean outlier scores of rows no reference was fitted on: each fold's rows
-    (as they are, +5 % gain, band axis shifted) scored by a reference fitted on the other folds."""
-    scenarios = {"held-out": lambda a: a, "gain +5%": lambda a: a * 1.05,
-                 "gain +10%": lambda a: a * 1.10, "shift 3 bands": lambda a: shift_bands(a, 3),
-                 "shift 5 bands": lambda a: shift_bands(a, 5),
-                 "shift -5 bands": lambda a: shift_bands(a, -5)}
-    scores = {name: np.empty(len(X)) for name in scenarios}
-    order = np.random.default_rng(123).permutation(len(X))
-    for rows in np.array_split(order, folds):
-        reference = drift.fit_reference(X[np.setdiff1d(order, rows)], seed=1)
-        for name, change in scenarios.items():
-            scores[name][rows] = reference.score(change(X[rows]))[0]
-    return {name: (float(np.mean(s > 1.0)), float(np.mean(s))) for name, s in scores.items()}
 
 
 def test_reference_round_trip_and_scores_match_a_direct_computation(tmp_path):
@@ -72,23 +47,82 @@ def test_bad_reference_is_refused_by_name(tmp_path):
 
 
 def test_synthetic_drift_is_flagged():
-    rates = held_out_rates(synthetic.generate(500).X)
-    print({k: f"{r:.3f} (mean score {m:.2f})" for k, (r, m) in rates.items()})
-    assert rates["held-out"][0] <= 0.05
-    assert rates["shift 5 bands"][0] >= 0.3
+    check = drift.held_out_check(synthetic.generate(500).X, split_seed=0)
+    print({k: f"{v['flagged']:.3f} windows {np.round(v['windows'], 2)}" for k, v in check.items()})
+    assert check["held-out"]["flagged"] <= 0.05
+    assert check["shift 5 bands"]["flagged"] >= 0.3
+
+
+def test_window_is_the_mean_of_the_last_rows_whatever_the_batches():
+    limits = WindowLimits(rows=7, center=-0.5, limit=0.2)
+    window = DriftWindow(limits, q_limit=2.0)
+    q = np.random.default_rng(3).gamma(2.0, 1.0, 40)
+    added = 0
+    for size in (3, 2, 1, 5, 9, 7, 13):  # around the ring, one batch longer than the window
+        assert window.full == (added >= 7)
+        assert (window.score() is None) == (added < 7)
+        window.add(q[added:added + size])
+        added += size
+        last = np.log(q[max(0, added - 7):added] / 2.0)
+        if added >= 7:
+            assert window.shift() == pytest.approx(last.mean() + 0.5, abs=1e-12)
+            assert window.score() == pytest.approx(abs(last.mean() + 0.5) / 0.2, abs=1e-12)
+    status = window.status()
+    assert status["rows"] == status["filled"] == 7 and status["rows_seen"] == 40
+    assert status["drifted"] == (status["score"] > 1)
+    # Q = 0 (a spectrum equal to the training mean) and absurd rows are clipped, never infinite
+    np.testing.assert_allclose(log_q_ratio(np.array([0.0, 1e300]), 2.0),
+                               [-np.log(Q_RATIO_CLIP), np.log(Q_RATIO_CLIP)])
+    window.add(np.zeros(7))
+    assert np.isfinite(window.score())
+
+
+def test_reference_formats(tmp_path):
+    """Format 2 carries the window limits; a format-1 file (before them) still loads, per-row
+    scores only; anything else is refused naming the formats this code reads."""
+    X = synthetic.generate(120).X
+    drift.export(X, tmp_path)
+    doc = json.loads((tmp_path / "drift.json").read_text())
+    assert doc["format"] == DRIFT_FORMAT == 2
+    reference = read_reference(tmp_path / "drift.json")
+    assert reference.window.rows == drift.WINDOW_ROWS and reference.window.limit > 0
+    old = {k: v for k, v in doc.items() if k != "window"} | {"format": 1}
+    assert DriftReference.from_json(old).window is None
+    np.testing.assert_allclose(DriftReference.from_json(old).score(X[:5])[0],
+                               reference.score(X[:5])[0])
+    with pytest.raises(ArtifactError, match="reads formats 1, 2"):
+        DriftReference.from_json({**doc, "format": 3})
+    with pytest.raises(ArtifactError, match="unreadable"):
+        DriftReference.from_json({k: v for k, v in doc.items() if k != "window"})
+    with pytest.raises(ArtifactError, match="positive limit"):
+        DriftReference.from_json({**doc, "window": {**doc["window"], "limit": 0}})
 
 
 def test_real_data_drift_rates(real_data_path):
-    """The issue's check on the real data: a miscalibrated instrument stands out, held-out rows
-    mostly do not. Per row a +5 % gain is hard to see (the real spectra's own brightness varies by
-    8 %), so it shows as a several-fold higher flag rate; rates printed with -s."""
-    rates = held_out_rates(load_dataset(str(real_data_path)).X)
-    print("\nreal data, 5-fold held-out rows:")
-    for name, (rate, mean) in rates.items():
-        print(f"  {name:<15} flagged {100 * rate:5.1f} %   mean outlier score {mean:.2f}")
-    base_rate = rates["held-out"][0]
-    assert base_rate <= 0.05
+    """The issue's check on the real data, on the reporting split seed 0 (benchmarks/drift.py
+    chose on seeds 1-10): 5x5 repeated K-fold, each fold's 100 rows scored by a reference fitted
+    without them, as they are and as a shifted / scaled instrument would send them.
+
+    Per row a +-5 % gain is hard to see (the real spectra's own brightness varies by 8 %): it
+    shows as a several-fold higher flag rate (+5 %) or not at all (-5 %). The window of 100 rows
+    shows every scenario clearly and held-out rows not. Figures printed with -s."""
+    check = drift.held_out_check(load_dataset(str(real_data_path)).X, split_seed=0, repeats=5)
+    print("\nreal data, 5x5 repeated K-fold, held-out folds of 100 rows:")
+    for name, v in check.items():
+        w = v["windows"]
+        print(f"  {name:<15} rows flagged {100 * v['flagged']:5.1f} %   window score median "
+              f"{np.median(w):5.2f} (min {w.min():5.2f}, max {w.max():5.2f}), "
+              f"above 1: {np.sum(w > 1)} / {len(w)}")
+    base_rate = check["held-out"]["flagged"]
+    assert base_rate <= 0.025
     for name in ("gain +5%", "gain +10%", "shift 5 bands", "shift -5 bands"):
-        rate = rates[name][0]
-        assert rate >= max(3 * base_rate, 0.05), (name, rate, base_rate)
-    assert rates["gain +10%"][0] >= 0.25 and rates["shift 5 bands"][0] >= 0.2
+        rate = check[name]["flagged"]
+        assert rate >= max(2 * base_rate, 0.04), (name, rate, base_rate)
+    assert check["gain +10%"]["flagged"] >= 0.25 and check["shift 5 bands"]["flagged"] >= 0.2
+    windows = {name: v["windows"] for name, v in check.items()}
+    assert all(len(w) == 25 for w in windows.values())
+    assert np.sum(windows["held-out"] > 1) <= 1
+    for name in ("gain +5%", "gain -5%", "gain +10%", "shift 5 bands", "shift -5 bands"):
+        assert (windows[name] > 1).all(), (name, windows[name])
+    assert np.median(windows["gain +5%"]) >= 2
+    assert np.sum(windows["shift 3 bands"] > 1) >= 23

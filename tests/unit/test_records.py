@@ -128,3 +128,19 @@ def test_row_form_is_read_as_it_came():
     doc = {"records": [_record(), _record(row=1)]}
     assert record_count(doc) == 2 and record_dicts(doc) == doc["records"]
     assert len(record_dicts(_columns())) == 3
+
+
+def test_a_backlog_goes_out_in_larger_events():
+    """Up to batch_rows per event normally; with a backlog of two batches or more, up to
+    BACKLOG_BATCH_FACTOR batches' rows (fewer round trips while catching up)."""
+    from model_server.metrics import ServingMetrics
+    from model_server.records import BACKLOG_BATCH_FACTOR, RecordOptions, RecordSender
+    sender = RecordSender(RecordOptions(url="http://127.0.0.1:9/records", batch_rows=10),
+                          "don-rf", "3", ServingMetrics("don-rf", "3", "rf", "test"))
+    sender.close()  # the thread stops (nothing queued yet); the test takes batches itself
+    x, ppb = np.zeros((1, 448), np.float32), np.array([1.0])
+    for _ in range(55):
+        sender.submit(x, ppb, None, None, None, None, None)
+    assert sender._take()[1] == 10 * BACKLOG_BATCH_FACTOR  # 55 queued: a backlog
+    assert sender._take()[1] == 10  # 15 left: below two batches, one batch
+    assert sender._take()[1] == 5 and sender.queued_rows == 0

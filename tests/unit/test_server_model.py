@@ -160,20 +160,27 @@ def test_version_without_recorded_predictions_is_refused(rf_dir, tmp_path):
 
 
 def test_decisions_come_from_the_decision_head(rf_dir, tmp_path):
-    """The served decisions are the calibration applied to the head's ONNX scores; a version whose
-    calibration needs a head it does not carry (or cannot load) is refused, naming it."""
+    """The served decisions are the calibration applied to the head's ONNX scores (one model,
+    an output per limit); a version whose calibration needs a head it does not carry (or cannot
+    load) is refused, naming it."""
     import onnxruntime as ort
 
     model = loaded(rf_dir)
-    assert model.calibration.score == "decision_head" and set(model.decision_head) == {1000, 5000}
+    assert model.calibration.score == "decision_head"
+    meta = json.loads((rf_dir / "metadata.json").read_text())
+    assert meta["artifacts"]["decision"] == {"1000": "decision.onnx", "5000": "decision.onnx"}
     rows = golden(rf_dir)[:20]
     ppb = model.infer(rows)
-    scores = {limit: ort.InferenceSession(str(rf_dir / f"decision_{limit}.onnx")).run(
-        ["score"], {"spectra": rows.astype(np.float32)})[0] for limit in (1000, 5000)}
+    scores = dict(zip((1000, 5000), ort.InferenceSession(str(rf_dir / "decision.onnx")).run(
+        ["score_1000", "score_5000"], {"spectra": rows.astype(np.float32)})))
+    assert model.decision_head.predict(rows).tolist() == np.column_stack(
+        [scores[1000], scores[5000]]).tolist()
     expected = model.calibration.decisions(ppb, scores)
-    out = model.outputs(rows, ppb, ["decision_1000", "decision_5000"])
+    out = model.outputs(rows, ppb, ["decision_5000", "ppb_upper", "decision_1000"])
+    assert list(out) == ["decision_5000", "ppb_upper", "decision_1000"]
     assert out["decision_1000"].tolist() == expected[1000].tolist()
     assert out["decision_5000"].tolist() == expected[5000].tolist()
+    assert len(set(expected[1000].tolist())) > 1      # the rows reach more than one decision
 
     def drop_head(path):
         meta = json.loads((path / "metadata.json").read_text())
@@ -184,10 +191,42 @@ def test_decisions_come_from_the_decision_head(rf_dir, tmp_path):
     assert not refused.ready and "decision head" in refused.reason
 
     def break_head(path):
-        (path / "decision_5000.onnx").write_bytes(b"not onnx")
+        (path / "decision.onnx").write_bytes(b"not onnx")
 
     refused = loaded(copy_version(rf_dir, tmp_path / "broken-head", break_head, rehash=True))
-    assert not refused.ready and "decision_5000.onnx" in refused.reason
+    assert not refused.ready and "decision.onnx" in refused.reason
+
+
+def legacy_head(path):
+    """The layout of versions published before the one-file head: decision_<limit>.onnx, one
+    per limit, whose one output is `score`."""
+    import onnx
+    from onnx import helper, utils
+
+    for limit in (1000, 5000):
+        out = path / f"decision_{limit}.onnx"
+        utils.extract_model(str(path / "decision.onnx"), str(out), ["spectra"],
+                            [f"score_{limit}"])
+        single = onnx.load(out)
+        single.graph.node.append(helper.make_node("Identity", [f"score_{limit}"], ["score"]))
+        single.graph.output[0].name = "score"
+        onnx.save(single, out)
+    (path / "decision.onnx").unlink()
+    meta = json.loads((path / "metadata.json").read_text())
+    meta["artifacts"]["decision"] = {str(limit): f"decision_{limit}.onnx" for limit in (1000, 5000)}
+    (path / "metadata.json").write_text(json.dumps(meta))
+
+
+def test_versions_with_one_head_file_a_limit_still_serve_the_same_decisions(rf_dir, tmp_path):
+    model = loaded(rf_dir)
+    old = loaded(copy_version(rf_dir, tmp_path / "legacy", legacy_head, rehash=True))
+    assert old.ready, old.reason
+    rows = golden(rf_dir)[:40]
+    names = ["decision_1000", "decision_5000", "ppb_lower", "ppb_upper"]
+    assert old.decision_head.predict(rows).tolist() == model.decision_head.predict(rows).tolist()
+    got, want = old.outputs(rows, old.infer(rows), names), model.outputs(rows, model.infer(rows), names)
+    for name in names:
+        assert got[name].tolist() == want[name].tolist(), name
 
 
 def test_release_free_memory_is_harmless_here_and_elsewhere(monkeypatch):
