@@ -110,7 +110,7 @@ def test_drift_outputs_and_decisions_in_one_request(rf_server, golden_rows):
     """The drift outputs are entries of the one output list the decisions use (V1 and V2)."""
     import tritonclient.http as httpclient
 
-    from don_core.artifact import Calibration
+    from don_core.artifact import DECISION_FILE, Calibration, decision_score
 
     rows = np.vstack([np.asarray(golden_rows[:2]), far_rows(np.asarray(golden_rows[:1]))])
     calibration = Calibration.from_metadata(
@@ -122,8 +122,10 @@ def test_drift_outputs_and_decisions_in_one_request(rf_server, golden_rows):
     assert list(v1) == ["predictions", "out_of_distribution", "decision_1000", "ppb_upper"]
     assert v1["out_of_distribution"] == (scores > 1).tolist()
     import onnxruntime as ort   # the decision head's score, from the version's own file
-    head = {limit: ort.InferenceSession(str(rf_server.model_dir / f"decision_{limit}.onnx")).run(
-        ["score"], {"spectra": rows.astype(np.float32)})[0] for limit in calibration.limits}
+    head = dict(zip(calibration.limits, ort.InferenceSession(
+        str(rf_server.model_dir / DECISION_FILE)).run(
+        [decision_score(limit) for limit in calibration.limits],
+        {"spectra": rows.astype(np.float32)})))
     assert v1["decision_1000"] == calibration.decisions(
         np.asarray(v1["predictions"]), head)[1000].tolist()
     client = httpclient.InferenceServerClient(f"127.0.0.1:{rf_server.http_port}")
