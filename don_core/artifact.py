@@ -344,8 +344,17 @@ class Calibration:
         (column j: the score or ppb that limits[j] decides on; [N, 1]: one for all) -> [N, L].
         One pass of array operations per batch, whatever the number of limits (the served
         path)."""
+        if values.shape[0] == 1:  # one row (most requests): float compares beat numpy's per-call cost
+            return np.array([[ACCEPT if value < low else REJECT if value > high else LAB
+                              for value, low, high in zip(
+                                  values[0].tolist() * (len(self.rules) // values.shape[1]),
+                                  *self._bound_lists)]], dtype=object)
         accept, reject = self._bounds
         return _DECISIONS[np.where(values < accept, 1, (values > reject) * 2)]
+
+    @functools.cached_property
+    def _bound_lists(self) -> tuple[list[float], list[float]]:
+        return tuple(bound.tolist() for bound in self._bounds)
 
     @functools.cached_property
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -359,9 +368,14 @@ class Calibration:
     def interval(self, ppb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         forward, inverse = INTERVAL_TRANSFORMS[self.interval_transform]
         t = forward(np.maximum(ppb, 0.0, dtype=np.float64))
-        # both inverses are increasing with inverse(0) = 0: the lower bound is >= 0 as it is
-        return (inverse(np.maximum(t - self.interval_halfwidth, 0.0)),
-                inverse(t + self.interval_halfwidth))
+        # both bounds in one pass ([2, N]: few numpy calls, which dominate for one row); both
+        # inverses are increasing with inverse(0) = 0, so the lower bound is >= 0 as it is
+        lower, upper = inverse(np.maximum(t + self._interval_offsets, 0.0))
+        return lower, upper
+
+    @functools.cached_property
+    def _interval_offsets(self) -> np.ndarray:
+        return np.array([[-self.interval_halfwidth], [self.interval_halfwidth]])
 
     def to_dict(self) -> dict:
         return {"limits": [{"limit_ppb": r.limit_ppb, "accept_below_ppb": r.accept_below_ppb,

@@ -82,7 +82,9 @@ class OnnxScores:
         else:
             columns = [c for session, outputs, input_name in self._runs
                        for c in session.run(outputs, {input_name: x})]
-        scores = np.column_stack(columns) if len(columns) > 1 else columns[0].reshape(-1, 1)
+        scores = np.empty((len(x), len(columns)), dtype=np.float32)
+        for j, column in enumerate(columns):
+            scores[:, j] = column.reshape(-1)
         return scores if self._order is None else scores[:, self._order]
 
 

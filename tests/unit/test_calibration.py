@@ -74,6 +74,27 @@ def test_all_limits_at_once_decide_as_each_rule_does():
     assert on_ppb.decide(ppb.reshape(-1, 1)).T.tolist() == [r.decide(ppb).tolist() for r in rules[:2]]
 
 
+@pytest.mark.parametrize("transform", ["sqrt", "log1p"])
+def test_one_row_decides_and_intervals_as_the_batch_does(transform):
+    """A 1-row batch takes plain-float paths (the served hot path); they agree with the array
+    paths exactly, on the thresholds, NaN and crossed rules included."""
+    rules = (LimitRule(1000, 0.2, 0.4), LimitRule(5000, None, 0.3), LimitRule(20000, 0.1, None),
+             LimitRule(30000, 0.5, 0.2))
+    rng = np.random.default_rng(3)
+    scores = rng.uniform(0, 0.6, (40, 4)).astype(np.float32)
+    scores[0] = [0.2, 0.3, 0.1, np.nan]
+    for score_kind, values in (("decision_head", scores), ("ppb", scores[:, :1])):
+        cal = Calibration(rules, 0.9, transform, 0.7, score_kind)
+        batch = cal.decide(values)
+        assert [cal.decide(values[i:i + 1])[0].tolist() for i in range(len(values))] == \
+            batch.tolist()
+    ppb = np.concatenate([[0.0, -1.0], rng.uniform(0, 30000, 30)]).astype(np.float32)
+    lower, upper = cal.interval(ppb)
+    for i in range(len(ppb)):
+        one = cal.interval(ppb[i:i + 1])
+        assert (one[0].tolist(), one[1].tolist()) == ([lower[i]], [upper[i]])
+
+
 def test_calibrate_reports_honest_folds_and_metadata_round_trip():
     rng = np.random.default_rng(2)
     y, _ = _lots(200, rng)
