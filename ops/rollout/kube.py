@@ -12,6 +12,10 @@ MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 HTTPROUTE = ("gateway.networking.k8s.io", "v1", "httproutes")
+# Seconds to connect and to wait for the answer, on every call: the client's default is to wait
+# forever, and a handler stuck on a stalled connection would hold its rollout (kopf retries a
+# handler that raises).
+REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 def load_config(kubeconfig: str | None = None) -> None:
@@ -30,8 +34,23 @@ def current_namespace() -> str:
         return open(path).read().strip() if os.path.exists(path) else "default"
 
 
+def _timed(api_client: client.ApiClient | None, timeout) -> client.ApiClient:
+    """`api_client` (a new one from the loaded configuration when None) whose calls give up after
+    `timeout` unless the call names its own."""
+    api_client = api_client or client.ApiClient()
+    untimed = api_client.call_api
+
+    def call_api(*args, _request_timeout=None, **kwargs):
+        return untimed(*args, _request_timeout=timeout if _request_timeout is None
+                       else _request_timeout, **kwargs)
+
+    api_client.call_api = call_api
+    return api_client
+
+
 class Kube:
-    def __init__(self, api_client: client.ApiClient | None = None):
+    def __init__(self, api_client: client.ApiClient | None = None, timeout=REQUEST_TIMEOUT):
+        api_client = _timed(api_client, timeout)
         self.custom = client.CustomObjectsApi(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)

@@ -75,6 +75,45 @@ def test_an_unreachable_api_server_makes_the_handler_retry():
     assert caught.value.delay == 3.0 and emitted == []
 
 
+def test_a_stalled_api_server_times_out_and_the_handler_retries():
+    """An API server that accepts the connection and never answers: every call gives up after
+    Kube's timeout (the client's own default waits forever, holding the rollout)."""
+    import time
+
+    with socket.socket() as listener:   # accepts (the kernel's backlog), never reads or answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        configuration.retries = 0
+        emitted: list = []
+        engine = Engine(Kube(client.ApiClient(configuration), timeout=(1.0, 1.0)),
+                        lambda *event: emitted.append(event))
+        started = time.monotonic()
+        with pytest.raises(kopf.TemporaryError, match="Kubernetes API unreachable.*timed out"):
+            reconcile_once(engine, "don", "don-rf", delay=2.0)
+        assert time.monotonic() - started < 10 and emitted == []
+
+
+def test_calls_time_out_by_default_and_a_call_may_name_its_own():
+    from ops.rollout.kube import REQUEST_TIMEOUT
+
+    class Sent(Exception):
+        pass
+
+    def sent(*args, _request_timeout=None, **kwargs):   # what the HTTP layer would be given
+        raise Sent(_request_timeout)
+
+    api_client = client.ApiClient()
+    api_client.call_api = sent
+    kube = Kube(api_client)
+    with pytest.raises(Sent) as default:
+        kube.get_rollout("don", "don-rf")
+    with pytest.raises(Sent) as own:
+        kube.custom.get_namespaced_custom_object("g", "v1", "don", "p", "x", _request_timeout=3)
+    assert default.value.args == (REQUEST_TIMEOUT,) and own.value.args == (3,)
+
+
 def test_a_bug_is_not_disguised_as_a_temporary_fault():
     class Broken(Engine):
         def tick(self, ns, name):
