@@ -343,12 +343,14 @@ class Calibration:
         """accept | reject | lab for every limit at once, as LimitRule.decide: `values` [N, L]
         (column j: the score or ppb that limits[j] decides on; [N, 1]: one for all) -> [N, L].
         One pass of array operations per batch, whatever the number of limits (the served
-        path)."""
-        if values.shape[0] == 1:  # one row (most requests): float compares beat numpy's per-call cost
+        path); one row (most requests) by float compares, which beat numpy's per-call cost."""
+        if values.shape[0] == 1:
+            row = values[0].tolist()
+            if len(row) == 1:  # [1, 1]: the one value every limit decides on
+                row *= len(self.rules)
             return np.array([[ACCEPT if value < low else REJECT if value > high else LAB
-                              for value, low, high in zip(
-                                  values[0].tolist() * (len(self.rules) // values.shape[1]),
-                                  *self._bound_lists)]], dtype=object)
+                              for value, low, high in zip(row, *self._bound_lists)]],
+                            dtype=object)
         accept, reject = self._bounds
         return _DECISIONS[np.where(values < accept, 1, (values > reject) * 2)]
 

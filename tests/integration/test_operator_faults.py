@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 
 import kopf
 import pytest
@@ -78,8 +79,6 @@ def test_an_unreachable_api_server_makes_the_handler_retry():
 def test_a_stalled_api_server_times_out_and_the_handler_retries():
     """An API server that accepts the connection and never answers: every call gives up after
     Kube's timeout (the client's own default waits forever, holding the rollout)."""
-    import time
-
     with socket.socket() as listener:   # accepts (the kernel's backlog), never reads or answers
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)

@@ -76,8 +76,9 @@ def test_all_limits_at_once_decide_as_each_rule_does():
 
 @pytest.mark.parametrize("transform", ["sqrt", "log1p"])
 def test_one_row_decides_and_intervals_as_the_batch_does(transform):
-    """A 1-row batch takes plain-float paths (the served hot path); they agree with the array
-    paths exactly, on the thresholds, NaN and crossed rules included."""
+    """A 1-row batch is decided by plain float compares (the served hot path): exactly as the
+    array path, on the thresholds, NaN and crossed rules included; and a row's interval is
+    exactly its interval in the batch."""
     rules = (LimitRule(1000, 0.2, 0.4), LimitRule(5000, None, 0.3), LimitRule(20000, 0.1, None),
              LimitRule(30000, 0.5, 0.2))
     rng = np.random.default_rng(3)
