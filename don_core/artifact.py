@@ -282,9 +282,6 @@ ACCEPT, REJECT, LAB = "accept", "reject", "lab"
 # Spaces the interval half-width is measured in (residual = |f(y) - f(prediction)|).
 INTERVAL_TRANSFORMS = {"log1p": (np.log1p, np.expm1),
                        "sqrt": (np.sqrt, lambda t: np.square(np.maximum(t, 0.0)))}
-# The same on one float (Calibration.interval's one-row path; a test holds the two paths equal:
-# numpy's log1p and expm1, as math's differ from them in the last bit)
-_SCALAR_TRANSFORMS = {"log1p": (np.log1p, np.expm1), "sqrt": (math.sqrt, lambda t: t * t)}
 
 
 @dataclass(frozen=True)
@@ -371,12 +368,11 @@ class Calibration:
                           for r in self.rules], dtype=np.float64))
 
     def interval(self, ppb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if len(ppb) == 1:  # one row (most requests): float math, as decide's one-row path
-            forward, inverse = _SCALAR_TRANSFORMS[self.interval_transform]
+        forward, inverse = INTERVAL_TRANSFORMS[self.interval_transform]
+        if len(ppb) == 1:  # one row (most requests): the transforms on floats, no array work
             t = forward(max(float(ppb[0]), 0.0))
             return (np.array([inverse(max(t - self.interval_halfwidth, 0.0))]),
                     np.array([inverse(t + self.interval_halfwidth)]))
-        forward, inverse = INTERVAL_TRANSFORMS[self.interval_transform]
         t = forward(np.maximum(ppb, 0.0, dtype=np.float64))
         # both bounds in one pass ([2, N]: few numpy calls, which dominate for one row); both
         # inverses are increasing with inverse(0) = 0, so the lower bound is >= 0 as it is
