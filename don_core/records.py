@@ -42,6 +42,9 @@ class PredictionRecord:
     spectrum_sha256: str
     trace_id: str | None = None
     caller: str | None = None
+    # True for a shadow's answer to a mirrored copy of a request: recorded, never returned to the
+    # caller; the stable's record of the same request has the same request_id (and sample ids).
+    shadow: bool | None = None
     sample_id: str | None = None
     outlier_score: float | None = None
     out_of_distribution: bool | None = None
@@ -71,7 +74,7 @@ _FIELD_NAMES = tuple(f.name for f in fields(PredictionRecord))
 
 # The column form: which record fields are given once per request, which once per row (the rest,
 # model and version, once per event; `row` is implicit: the index within the request).
-REQUEST_COLUMNS = ("time", "request_id", "trace_id", "caller")
+REQUEST_COLUMNS = ("time", "request_id", "trace_id", "caller", "shadow")
 ROW_COLUMNS = ("predicted_ppb", "spectrum_sha256", "sample_id", "outlier_score",
                "out_of_distribution", "spectrum")
 _ROWS_PER_REQUEST = "rows"
