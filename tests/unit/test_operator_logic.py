@@ -243,10 +243,22 @@ def test_standard_patch_is_valid_against_the_real_kserve_schema(kserve_crd_dir):
 
 
 def test_deployment_engine_helpers():
-    assert traffic.replica_split(4, 10) == (3, 1)
-    assert traffic.replica_split(4, 50) == (2, 2)
+    # whole pods: the stable keeps its replicas up to 50 %, the canary gets the nearest count
+    assert traffic.replica_split(4, 10) == (4, 1)
+    assert traffic.replica_split(4, 25) == (4, 1)
+    assert traffic.replica_split(4, 50) == (4, 4)
+    assert traffic.replica_split(4, 75) == (1, 4)
     assert traffic.replica_split(4, 100) == (0, 4)
     assert traffic.replica_split(4, 0) == (4, 0)
+    assert traffic.replica_split(2, 10) == (2, 1) and traffic.replica_share(2, 1) == 33
+    assert traffic.replica_split(1, 10) == (1, 1) and traffic.replica_share(1, 1) == 50
+    # the stable never loses capacity up to 50 %; the canary count is the nearest to the share
+    for total in (1, 2, 3, 4, 8):
+        for weight in range(1, 100):
+            stable, canary = traffic.replica_split(total, weight)
+            assert stable >= 1 and canary >= 1 and max(stable, canary) == total
+            if weight <= 50:
+                assert stable == total and abs(canary - total * weight / (100 - weight)) <= max(0.5, 1 - total * weight / (100 - weight))
     route = {"metadata": {"name": "don"}, "spec": {"rules": [{"backendRefs": [
         {"name": "don", "port": 80, "weight": 100}, {"name": "don-canary", "port": 80, "weight": 0}]}]}}
     rules = traffic.route_rules(route, "don", "don-canary", 25)
