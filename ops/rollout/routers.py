@@ -233,7 +233,9 @@ class DeploymentRouter(Router):
         """The stable's replicas to split against: the HPA's current choice when one owns them."""
         if self.settings.get("autoscaling"):
             stable = self.kube.raw_deployment(self.ns, self.stable_name)
-            return max(1, int((stable.get("spec") or {}).get("replicas") or 1))
+            current = int((stable.get("spec") or {}).get("replicas") or 0)
+            # none at the 100 % step: then the count found when the rollout started
+            return current or max(1, int((status or {}).get("replicas") or 1))
         return int(self.settings.get("replicas") or (status or {}).get("replicas") or 1)
 
     def share(self, weight: int) -> int:

@@ -226,10 +226,12 @@ def hpa_spec(deployment: str, autoscaling: dict) -> dict:
 
 def autoscaled_split(stable: int, weight: int, most: int) -> tuple[int, int]:
     """(stable, canary) when an HPA owns the stable's replicas: the stable keeps what the HPA gave
-    it and the canary gets the count nearest `weight` % of the whole (at least 1, at most `most`)."""
+    it and the canary gets the count nearest `weight` % of the whole (at least 1, at most `most`);
+    at 100 % the canary runs that many and the stable none (an HPA leaves a Deployment scaled to
+    zero alone; promotion gives the stable its pods back)."""
     if weight <= 0:
         return stable, 0
     if weight >= 100:
-        return stable, stable
+        return 0, stable
     wanted = (2 * stable * weight + 100 - weight) // (2 * (100 - weight))
     return stable, min(max(1, most), max(1, wanted))
