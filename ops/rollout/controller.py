@@ -159,7 +159,7 @@ class Engine:
         problem = problem or endpoints.not_serving(self.kube, router, desired,
                                                    spec.endpoints["timeoutSeconds"])
         if problem:
-            return self._wait(obj, status, f"version {desired} is live but not verified: {problem}",
+            return self._wait(obj, status, f"version {desired} is not verified yet: {problem}",
                               liveVersion=desired)
         message = f"version {desired} serves all traffic (verified: ready servers answer as it)"
         self._write(obj, dict(state.delivered(status, self.clock(), desired, message),
@@ -226,7 +226,8 @@ class Engine:
         snapshot = sources.for_spec(self.kube, router).baseline(endpoints.base_urls(router))
         status = self._write(obj, dict(state.start(
             spec, moment, found["stableStorageUri"], candidate_uri, found["stableVersion"],
-            found["candidateVersion"], previous, share=router.share), **found, **desired,
+            found["candidateVersion"], previous, share=lambda weight: router.share(weight, found)),
+            **found, **desired,
             snapshot=snapshot))
         self.emit(obj, "Normal", "Started",
                   f"rolling out {candidate_uri} on {spec.target} ({spec.mode}): "
@@ -296,8 +297,9 @@ class Engine:
         if not state.due(status, moment):
             return None
         result, snapshot = self.analyse(obj["metadata"]["namespace"], spec, status)
+        router = self.router(obj["metadata"]["namespace"], spec)
         decision, changes = state.decide(status, spec, result, self.clock(),
-                                         share=self.router(obj["metadata"]["namespace"], spec).share)
+                                         share=lambda weight: router.share(weight, status))
         status = self._write(obj, dict(changes, snapshot=snapshot,
                                        **{key: result[key] for key in ("goldenStable", "referenceStable")
                                           if result.get(key)}))

@@ -119,10 +119,8 @@ class Kube:
     # can be the one the cluster serves (autoscaling/v2 from 1.23, v2beta2 before; same fields).
     def _hpa(self) -> tuple[str, str, str]:
         if self._hpa_version is None:
-            group = self.custom.api_client.call_api(
-                "/apis/autoscaling", "GET", response_type="object", auth_settings=["BearerToken"],
-                _return_http_data_only=True)
-            served = {v.get("version") for v in (group or {}).get("versions") or []}
+            group = client.AutoscalingApi(self.custom.api_client).get_api_group()
+            served = {v.version for v in group.versions or []}
             self._hpa_version = "v2" if "v2" in served else "v2beta2"
         return "autoscaling", self._hpa_version, "horizontalpodautoscalers"
 

@@ -50,8 +50,9 @@ class Router:
         """The Service whose pods serve the live version when no rollout runs."""
         return self.services()[0]
 
-    def share(self, weight: int) -> int:
-        """The percent of requests the candidate really answers when a step asks for `weight`."""
+    def share(self, weight: int, status: dict | None = None) -> int:
+        """The percent of requests the candidate really answers when a step asks for `weight`
+        (`status`: the rollout's, for what it found at the start)."""
         return int(weight)
 
     def replicas_not_ready(self) -> str | None:
@@ -238,8 +239,8 @@ class DeploymentRouter(Router):
             return current or max(1, int((status or {}).get("replicas") or 1))
         return int(self.settings.get("replicas") or (status or {}).get("replicas") or 1)
 
-    def share(self, weight: int) -> int:
-        return traffic.replica_share(*self._split(self._total(), weight, canary_running=True))
+    def share(self, weight: int, status: dict | None = None) -> int:
+        return traffic.replica_share(*self._split(self._total(status), weight, canary_running=True))
 
     def replicas_not_ready(self) -> str | None:
         stable = self.kube.raw_deployment(self.ns, self.stable_name)
@@ -298,7 +299,7 @@ class HttpRouteRouter(DeploymentRouter):
     """The Deployment engine behind a Gateway API HTTPRoute: backend weights carry the split;
     both Deployments run the whole replica total while a canary is in progress."""
 
-    def share(self, weight: int) -> int:
+    def share(self, weight: int, status: dict | None = None) -> int:
         return int(weight)
 
     def _split(self, total: int, weight: int, canary_running: bool) -> tuple[int, int]:

@@ -46,7 +46,7 @@ def step_label(step: int, steps) -> str:
 
 
 def _conditions(phase: str, reason: str, message: str, moment: str) -> list[dict]:
-    running = phase in ACTIVE
+    running = phase in ACTIVE or phase == WAITING
     succeeded = {"Promoted": "True", "Delivered": "True", "RolledBack": "False",
                  "Failed": "False"}.get(phase, "Unknown")
     return [
