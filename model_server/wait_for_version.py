@@ -46,8 +46,7 @@ def load_when_published(model, stop: threading.Event | None = None,
         model.wait(reason)
         now = time.monotonic()
         if logged is None or now - logged >= log_every:
-            log.warning(reason, extra={"model": model.name, "model_dir": str(model.model_dir),
-                                       "waited_seconds": round(now - started)})
+            log.warning("%s", reason, extra={"model": model.name, "waited_seconds": round(now - started)})
             logged = now
         if stop.wait(poll_seconds):
             return False

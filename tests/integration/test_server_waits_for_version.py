@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import requests
 
 from don_core.store import LocalStore
@@ -95,3 +96,24 @@ def test_a_version_that_appears_broken_is_refused_as_at_start(serving_store, sta
     assert r.status_code == 503 and "sha256" in r.json()["reason"]
     assert requests.get(server.url("/v2/health/live")).status_code == 200
     assert server.proc.poll() is None
+
+
+@pytest.mark.slow  # three server processes
+def test_each_worker_waits_without_blocking_its_start(serving_store, start_server, tmp_path):
+    """--workers 2: a worker's start waits for its load, never for a version still to come (it
+    would accept no connection, and the liveness probe would restart the pod)."""
+    root = tmp_path / "store"
+    server = start_server("don-rf", root / "don-rf" / "1", "--workers", "2", "--enable_grpc", "false",
+                          ready=False)
+    r = requests.get(server.url("/v2/health/ready"))
+    assert r.status_code == 503 and "is not in the store yet" in r.json()["reason"], r.text
+    LocalStore(str(root)).import_version("don-rf", 1, serving_store / "don-rf" / "1")
+    deadline = time.monotonic() + 2 * READY_WITHIN_S
+    # a new connection per request reaches either worker: both must have loaded
+    while time.monotonic() < deadline:
+        answers = [requests.post(server.url(V1), json={"instances": [ROW]}) for _ in range(6)]
+        if all(r.status_code == 200 for r in answers):
+            break
+        time.sleep(0.5)
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    assert {r.headers["X-Model-Version"] for r in answers} == {"1"}
