@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     from model_server.drain import install_signal as install_drain_signal
     from model_server.routes import install
     from model_server.security import install_grpc_guard
+    from model_server.wait_for_version import load_or_wait
     from model_server.workers import ServedModel
-    from model_server import wait_for_version
 
     if args.log_config_file is None:
         args.log_config_file = _log_config_file(args.log_level, QUIET_LOGGERS)
@@ -141,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     install(model=model)  # the routes answer for it (not ready until loaded)
     # With --workers N each worker loads its own copy; this process needs one only for gRPC.
     if args.workers <= 1 or args.enable_grpc:
-        if wait_for_version.waiting_reason(model.name, model.model_dir) is None:
-            model.load()
-        else:  # not published yet: serve "not ready" meanwhile, load once it appears
-            wait_for_version.start(model)
+        load_or_wait(model)  # a version not published yet: loaded once it appears
     if args.workers <= 1 and model.state == "refused":
         log.error("model %s is NOT ready; serving health endpoints only (see /status)",
                   args.model_name, extra={"reason": model.reason})

@@ -56,9 +56,11 @@ def load_when_published(model, stop: threading.Event | None = None,
     return model.load()
 
 
-def start(model) -> threading.Thread:
-    """load_when_published in a daemon thread (the server answers meanwhile)."""
-    thread = threading.Thread(target=load_when_published, args=(model,),
-                              name="wait-for-version", daemon=True)
-    thread.start()
-    return thread
+def load_or_wait(model) -> None:
+    """Load the version now if it is there (before the server starts, as ever); otherwise wait
+    for it in a daemon thread while the server answers "not ready" and why."""
+    if waiting_reason(model.name, model.model_dir) is None:
+        model.load()
+    else:
+        threading.Thread(target=load_when_published, args=(model,), name="wait-for-version",
+                         daemon=True).start()
