@@ -5,7 +5,8 @@ A KServe custom runtime: KServe's ModelServer (REST V1/V2 + gRPC) serving one Do
 A version that fails verification is refused but the process stays up, live and not ready: the
 readiness probe keeps traffic away, the liveness probe does not restart it (a restart cannot fix
 an immutable, corrupt version and CrashLoopBackOff would hide the reason behind back-off), and
-/status and the log say why, where the rollout operator and a person can read it.
+/status and the log say why, where the rollout operator and a person can read it. A version
+not yet in the store is waited for the same way (model_server/wait_for_version.py).
 """
 from __future__ import annotations
 
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from model_server.drain import install_signal as install_drain_signal
     from model_server.routes import install
     from model_server.security import install_grpc_guard
+    from model_server.wait_for_version import load_or_wait
     from model_server.workers import ServedModel
 
     if args.log_config_file is None:
@@ -139,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     install(model=model)  # the routes answer for it (not ready until loaded)
     # With --workers N each worker loads its own copy; this process needs one only for gRPC.
     if args.workers <= 1 or args.enable_grpc:
-        model.load()
-    if args.workers <= 1 and not model.ready:
+        load_or_wait(model)  # a version not published yet: loaded once it appears
+    if args.workers <= 1 and model.state == "refused":
         log.error("model %s is NOT ready; serving health endpoints only (see /status)",
                   args.model_name, extra={"reason": model.reason})
     server = ModelServer(http_port=args.http_port, grpc_port=args.grpc_port,

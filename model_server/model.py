@@ -101,8 +101,13 @@ class DonModel(Model):
     def __setstate__(self, state):
         self.__init__(state["name"], state["model_dir"], state["options"])
 
+    def wait(self, reason: str) -> None:
+        """Not loadable yet (model_server.wait_for_version): live, not ready, `reason` on /status."""
+        self.state, self.reason, self.ready = "waiting", reason, False
+
     def load(self) -> bool:
         started = time.perf_counter()
+        self.state, self.reason = "loading", None
         try:
             problem = process_guard().problem  # serving without the Secret would be worse
             if problem:

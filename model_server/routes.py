@@ -60,7 +60,8 @@ _BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "
                                         "description": "binary tensor extension: JSON header "
                                                        "(Inference-Header-Content-Length) + data"}}
 _READY = {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"},
-                                                                  "name": {"type": "string"}}}
+                                                                  "name": {"type": "string"},
+                                                                  "reason": {"type": "string"}}}
 _METADATA = {"type": "object", "required": ["name", "versions", "inputs", "outputs"],
              "properties": {"name": {"type": "string"},
                             "versions": {"type": "array", "items": {"type": "string"}},
@@ -82,6 +83,13 @@ class Served:
 
 def _served(app):
     return app.state.don_served.model
+
+
+def _unready(model) -> str | None:
+    """Why `model` cannot answer (None: it can), for every 503 and readiness answer."""
+    if model is None:
+        return "still loading"
+    return None if model.ready else model.reason or "still loading"
 
 
 def _ok(schema: dict, extra: dict | None = None) -> dict:
@@ -151,8 +159,8 @@ def _gunzip(body: bytes, limit: int) -> bytes:
 async def _serve(request: Request, model_name: str, protocol: str) -> Response:
     started = time.perf_counter()
     model = _served(request.app)
-    if model is None or not model.ready:
-        reason = model.reason if model is not None and model.reason else "still loading"
+    reason = _unready(model)
+    if reason:
         return _error(503, f"model is not ready: {reason}")
     if model_name != model.name:
         return _error(404, f"model {model_name!r} is not served here; this server serves "
@@ -241,7 +249,9 @@ async def v2_infer(model_name: str, request: Request) -> Response:
 
 
 def _version_mismatch(model, model_name: str, model_version: str) -> Response | None:
-    if model is not None and model_name == model.name and model_version != model.version:
+    # not before it is ready: its version is not known yet (the 503 says why)
+    if (model is not None and model.ready and model_name == model.name
+            and model_version != model.version):
         return _error(404, f"version {model_version!r} of {model_name!r} is not served here; "
                            f"this server serves version {model.version}", model.version)
     return None
@@ -255,6 +265,9 @@ async def v2_infer_version(model_name: str, model_version: str, request: Request
 def _metadata(model, model_name: str) -> Response:
     if model is None or model_name != model.name:
         return _error(404, f"model {model_name!r} is not served here")
+    reason = _unready(model)
+    if reason:
+        return _error(503, f"model is not ready: {reason}")
     doc = {"name": model.name, "versions": [model.version], "platform": model.backend_name,
            "inputs": model.get_input_types(), "outputs": model.get_output_types()}
     return Response(orjson.dumps(doc), media_type=JSON,
@@ -282,18 +295,25 @@ async def v2_ready_version(model_name: str, model_version: str, request: Request
         return mismatch
     if model is None or model_name != model.name:
         return _error(404, f"model {model_name!r} is not served here")
-    ready = bool(model.ready) and not DRAINING.is_set()
-    # The version header lets the rollout operator verify what ready servers serve without a token.
-    return Response(orjson.dumps({"name": model_name, "ready": ready}), media_type=JSON,
-                    status_code=200 if ready else 503, headers={VERSION_HEADER: model.version})
+    return _readiness({"name": model_name}, model, model.version)
 
 
 async def server_ready(request: Request) -> Response:
     """KServe's answers ready whenever the process is up; ours only once the model is."""
-    model = _served(request.app)
-    ready = bool(model is not None and model.ready) and not DRAINING.is_set()
-    return Response(orjson.dumps({"ready": ready}), media_type=JSON,
-                    status_code=200 if ready else 503)
+    return _readiness({}, _served(request.app))
+
+
+def _readiness(doc: dict, model, version: str | None = None) -> Response:
+    """200 when ready, else 503 whose body names the reason. The kubelet logs probe bodies only
+    at verbosity 4 (its events name the status code alone), so /status says it too. `version`:
+    sent as X-Model-Version, so the rollout operator can verify what ready servers serve without
+    a token."""
+    reason = "draining: this pod is shutting down" if DRAINING.is_set() else _unready(model)
+    doc["ready"] = reason is None
+    if reason:
+        doc["reason"] = reason
+    return Response(orjson.dumps(doc), media_type=JSON, status_code=503 if reason else 200,
+                    headers={VERSION_HEADER: version} if version else None)
 
 
 async def status(request: Request, model_name: str | None = None) -> Response:

@@ -12,6 +12,7 @@ import threading
 from don_core import telemetry
 from model_server.model import QUIET_LOGGERS, DonModel
 from model_server.routes import install
+from model_server.wait_for_version import load_when_published
 
 
 class ServedModel(DonModel):
@@ -21,12 +22,14 @@ class ServedModel(DonModel):
         app = install(model=self)  # the worker's own (fresh) FastAPI app
         # Load in a thread: KServe's parent pings each worker and replaces one that does not
         # answer within 5 s. The worker's startup waits for the load, so it accepts no
-        # connection before its model is ready (the other workers take them meanwhile).
-        loader = threading.Thread(target=self.load, name="load-model", daemon=True)
+        # connection before its model is ready (the other workers take them meanwhile), but
+        # not for a version that is not in the store yet: then it answers "not ready, waiting".
+        loader = threading.Thread(target=load_when_published, args=(self,), name="load-model",
+                                  daemon=True)
         loader.start()
 
         async def wait_for_model():
-            while loader.is_alive():
+            while loader.is_alive() and self.state != "waiting":
                 await asyncio.sleep(0.05)
 
         app.router.on_startup.append(wait_for_model)

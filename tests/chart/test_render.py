@@ -351,7 +351,8 @@ def test_deployment_engine_replica_ratio_without_gateway_api(renders):
     assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (1, 1)  # replica_split(2, 25)
     assert canary["metadata"]["labels"]["don-predictor.io/model-version"] == "2"
     mount = canary["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]
-    assert mount == {"name": "model", "mountPath": "/mnt/models", "subPath": "don-rf/2", "readOnly": True}
+    assert mount == {"name": "model", "mountPath": "/mnt/store", "readOnly": True}
+    assert "--model_dir=/mnt/store/don-rf/2" in canary["spec"]["template"]["spec"]["containers"][0]["args"]
     hpas = {h["spec"]["scaleTargetRef"]["name"] for h in render.of_kind("HorizontalPodAutoscaler")}
     assert hpas == {"don-don-predictor-tf"}, "no HPA may change a replica-ratio split"
     service = render.named("Service", "don-don-predictor-rf")
@@ -370,6 +371,48 @@ def test_deployment_engine_weights_with_gateway_api(renders):
     for deployment in ("don-don-predictor-rf", "don-don-predictor-rf-canary", "don-don-predictor-tf", "don-don-predictor-tf-canary"):
         assert "replicas" not in render.named("Deployment", deployment)["spec"], "the HPA owns replicas"
     assert len(render.of_kind("HorizontalPodAutoscaler")) == 4
+
+
+PVC_DEPLOYMENT_CASES = [c.name for c in MATRIX if "serving.engine=deployment" in c.args
+                        and "modelStore.type=s3" not in c.args]
+
+
+@pytest.mark.parametrize("case", PVC_DEPLOYMENT_CASES)
+def test_predictors_mount_the_store_root_read_only_without_sub_path(renders, case):
+    """Any install order: a subPath `<model>/<N>` would be created by the kubelet (an empty,
+    root-owned directory) before the training Job publishes that version, and the Job could then
+    not write it. The predictors mount the claim's root read-only and name their version in
+    --model_dir; the server waits until it is published."""
+    render = renders[case]
+    predictors = [d for d in render.of_kind("Deployment")
+                  if d["metadata"]["labels"].get("app.kubernetes.io/component") == "predictor"]
+    assert predictors, case
+    for deployment in predictors:
+        labels, pod = deployment["metadata"]["labels"], deployment["spec"]["template"]["spec"]
+        where = f"{case}: {deployment['metadata']['name']}"
+        for container in pod["containers"] + pod.get("initContainers", []):
+            for mount in container.get("volumeMounts", []):
+                assert "subPath" not in mount and "subPathExpr" not in mount, (where, mount)
+        [server] = [c for c in pod["containers"] if c["name"] == "model-server"]
+        assert {"name": "model", "mountPath": "/mnt/store", "readOnly": True} in server["volumeMounts"], where
+        [volume] = [v for v in pod["volumes"] if v["name"] == "model"]
+        assert volume["persistentVolumeClaim"] == {"claimName": "don-don-predictor-model-store",
+                                                   "readOnly": True}, where
+        model_dir = f"/mnt/store/{labels['don-predictor.io/model']}/{labels['don-predictor.io/model-version']}"
+        assert f"--model_dir={model_dir}" in server["args"], (where, server["args"])
+
+
+def test_training_jobs_still_write_the_store_the_predictors_read(renders):
+    render = renders["kube-1.20-deployment"]  # training Jobs and predictors on one claim
+    trainers = [spec for doc in render.of_kind("Job") + render.of_kind("CronJob") for spec in pod_specs(doc)
+                if any(c["name"] == "train" for c in spec["containers"])]
+    assert len(trainers) >= 2, "a training Job per model family (and the CronJob's)"
+    for spec in trainers:
+        [train] = [c for c in spec["containers"] if c["name"] == "train"]
+        [mount] = [m for m in train["volumeMounts"] if m["name"] == "store"]
+        assert mount == {"name": "store", "mountPath": "/mnt/store"}, mount  # read-write
+        [volume] = [v for v in spec["volumes"] if v["name"] == "store"]
+        assert volume["persistentVolumeClaim"] == {"claimName": "don-don-predictor-model-store"}
 
 
 def test_deployment_engine_fetches_from_s3_with_an_init_container(renders):

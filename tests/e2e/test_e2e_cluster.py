@@ -198,9 +198,9 @@ def _wait_predictors(kube: Kube, deployments: list[str] | None = None) -> None:
 
 
 def test_training_jobs_publish_versions_to_the_persistent_volume(e2e_cluster, kube, store_dir):
-    # The predictors mount `<model>/<version>` as a subPath, which the kubelet would create (as an
-    # empty root-owned directory) if a predictor started before its version exists. So the first
-    # install keeps them unschedulable (a CPU request no node has) until the Jobs have published.
+    # The README's first install: training Jobs and predictors at once, on an empty store. The
+    # predictors mount the store's root read-only (no subPath the kubelet would create) and wait,
+    # live and not ready, until their version is published.
     crd_args = []
     if e2e_cluster.api is not None:
         # Kubernetes 1.20 rejects `default: ""` in CRD schemas, which `helm install` would send as
@@ -208,7 +208,6 @@ def test_training_jobs_publish_versions_to_the_persistent_volume(e2e_cluster, ku
         install_crds(e2e_cluster.api, sorted((CHART / "crds").glob("*.yaml")))
         crd_args = ["--skip-crds"]
     kube.helm("upgrade", "--install", RELEASE, str(CHART), *_base_values(e2e_cluster), *crd_args,
-              "--set", "serving.resources.requests.cpu=64", "--set", "serving.resources.limits.cpu=64",
               "--set-string", "training.job.runId=1")
     recorder = kube.get("services", selector="app.kubernetes.io/component=recorder")["items"][0]
     RECORDER["url"] = f"http://{recorder['spec']['clusterIP']}:{recorder['spec']['ports'][0]['port']}/"
