@@ -75,7 +75,7 @@ def check(stored: dict, uri: str, dataset: Dataset, keys: list[str], accept: boo
     scale_changed = ratio is not None and _fold(ratio) > SCALE_FACTOR
     if scale_changed:
         facts.append(f"targets here are {_direction(ratio)} the reference set's: " + (
-            f"median ratio {matched:.3g} on the rows with the same key" if matched is not None
+            f"median ratio {matched:.4g} on the rows with the same key" if matched is not None
             else f"median of positive targets {_median(dataset.y):g} here, "
                  f"{_median(stored['targets_ppb']):g} ppb in the set"))
     cause = _cause(ratio if scale_changed else None, changed) if facts else None
