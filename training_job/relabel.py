@@ -22,7 +22,7 @@ from training_job.data import DataError, Dataset
 TOLERATED_ROWS = 2
 TOLERATED_SHARE = 0.05
 # Targets whose median moved by more than this factor changed scale. DON medians of different
-# harvests differ by a few times; a ppb/ppm slip is 1000x: 30x leaves room on both sides.
+# harvests can differ several-fold; a ppb/ppm slip is 1000x: 30x leaves room on both sides.
 SCALE_FACTOR = 30.0
 UNIT_STEP = 1000.0      # ppt -> ppb -> ppm
 # A row exported again with fewer digits is the same row (reflectance 0.2..1.1, ppb).
