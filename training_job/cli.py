@@ -52,12 +52,17 @@ def parser() -> argparse.ArgumentParser:
                        help="beta: bound on clean lots rejected / clean lots "
                             f"[DON_FALSE_REJECT_TARGET, default {_defaults()[1]}]")
 
-    train.add_argument("--reference-fraction", type=float,
-                       default=float(_env("DON_REFERENCE_FRACTION")) if
-                       _env("DON_REFERENCE_FRACTION") else None,
+    train.add_argument("--reference-fraction", type=_fraction,
+                       default=_env("DON_REFERENCE_FRACTION"),
                        help="share of rows (by a hash of hsi_id) kept in the model's reference "
-                            "set, never fitted on; only the first run of a model chooses it "
-                            "[DON_REFERENCE_FRACTION, default 0.1, later: the stored one]")
+                            "set, never fitted on; 0: the model keeps no reference set. Only the "
+                            "first run of a model chooses it [DON_REFERENCE_FRACTION, default "
+                            "0.1, later: the stored one]")
+    train.add_argument("--accept-relabel", action="store_true",
+                       default=_flag("DON_ACCEPT_RELABEL"),
+                       help="train even when the data gives many rows of the stored reference "
+                            "set other targets or spectra, or targets on another scale (a "
+                            "deliberate relabel; metadata.json records it) [DON_ACCEPT_RELABEL]")
 
     versions = sub.add_parser("versions", help="list published versions of a model")
     _store_and_model(versions)
@@ -114,6 +119,20 @@ def _rate(text) -> float:
     return value
 
 
+def _fraction(text) -> float | None:
+    from don_core.reference import MAX_FRACTION
+    if text is None or isinstance(text, float):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= MAX_FRACTION:
+        raise argparse.ArgumentTypeError(f"{text!r}: 0 (no reference set) or above 0 up to "
+                                          f"{MAX_FRACTION}")
+    return value
+
+
 def _store_and_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default=_env("DON_STORE"),
                    help="model store root: a path (PVC mount) or s3://bucket/prefix [DON_STORE]")
@@ -143,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         bad_input = isinstance(exc, (DataError, ValueError))
         known = isinstance(exc, (DataError, SourceError, StoreError, ArtifactError, ValueError))
         cause = str(exc) if known else f"{type(exc).__name__}: {exc}"
-        print(f"error: {cause.splitlines()[0] if cause else type(exc).__name__}", file=sys.stderr)
+        # A refusal with several facts (training_job/relabel.py) gives one line to each.
+        lines = cause.splitlines() or [type(exc).__name__]
+        if not getattr(exc, "one_line_per_fact", False):
+            lines = lines[:1]
+        print("error: " + "\n  ".join(lines), file=sys.stderr)
         return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
 
 
@@ -155,7 +178,8 @@ def cmd_train(args) -> int:
                           seed=args.seed, quick=args.quick, limits=_limits(args.limits),
                           alpha=_rate(args.false_accept_target),
                           beta=_rate(args.false_reject_target),
-                          reference_fraction=args.reference_fraction, progress=say)
+                          reference_fraction=args.reference_fraction,
+                          accept_relabel=args.accept_relabel, progress=say)
     print(uri)
     return 0
 

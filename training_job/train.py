@@ -37,7 +37,7 @@ def load_data(src: str) -> Dataset:
 
 
 def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quick: bool = False,
-          reference_fraction: float | None = None,
+          reference_fraction: float | None = None, accept_relabel: bool = False,
           limits: tuple[int, ...] = DECISION_THRESHOLDS_PPB, alpha: float = FALSE_ACCEPT_TARGET,
           beta: float = FALSE_REJECT_TARGET,
           progress: Callable[[str], None] | None = None) -> tuple[int, str, dict]:
@@ -60,7 +60,8 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
     scheme = evaluate.QUICK if quick else evaluate.FULL
     check_trainable(dataset, scheme["folds"])
     # Rows of the model's reference set are never fitted on; everything below sees the rest.
-    held = reference_set.split(dataset, target_store, model, reference_fraction, say)
+    held = reference_set.split(dataset, target_store, model, reference_fraction, say,
+                               accept_relabel)
     X, y = dataset.X[held.fit_rows], dataset.y[held.fit_rows]
     ids = [dataset.ids[i] for i in held.fit_rows]
     say(f"[cv] {family}: {scheme['folds']} folds x {scheme['repeats']} repeats"
@@ -117,16 +118,22 @@ def train(*, data: str, store: str, model: str, family: str, seed: int = 0, quic
                      "holdout": {"rows": int(len(holdout_rows)),
                                  "fraction": evaluate.HOLDOUT_FRACTION, "figures": holdout},
                      "export_check": export_check,
-                     "reference": {"rows": len(held.reference["targets_ppb"]),
-                                   "figures": regression_metrics(
-                                       held.reference["targets_ppb"],
-                                       final.predict(np.asarray(held.reference["instances"])))},
+                     "reference": _reference_figures(final, held.reference),
                      "drift": drift.export(X, out, seed),
                      "training_seconds": round(time.monotonic() - started, 1)})
         version = target_store.publish(model, out, metadata)
     uri = target_store.uri(model, version)
     say(f"[publish] {model} version {version} -> {uri}")
     return version, uri, target_store.read_metadata(model, version)
+
+
+def _reference_figures(final, reference: dict | None) -> dict:
+    """The final model on the stored reference set; no figures for a model that keeps none."""
+    if reference is None:
+        return {"rows": 0, "figures": None}
+    return {"rows": len(reference["targets_ppb"]),
+            "figures": regression_metrics(reference["targets_ppb"],
+                                          final.predict(np.asarray(reference["instances"])))}
 
 
 def _check_exports(module, fitted, directory: Path, X: np.ndarray, reference_at: np.ndarray,

@@ -34,6 +34,9 @@ def test_helm_lint_strict(helm, args):
     (("--set", "operator.replicas=2"), "at '/operator/replicas': maximum: got 2, want 1"),
     (("--set", "modelStore.s3.endpoint=https://minio:9000"), "at '/modelStore/s3/endpoint'"),
     (("--set", "podSecurity.runAsUser=0"), "at '/podSecurity/runAsUser': minimum: got 0, want 1"),
+    (("--set", "training.acceptRelabel=yes"), "at '/training/acceptRelabel': got string, want boolean"),
+    (("--set", "training.referenceFraction=0.7"), "at '/training/referenceFraction': 'oneOf' failed"),
+    (("--set-json", "training.referenceFraction=-1"), "at '/training/referenceFraction': 'oneOf' failed"),
 ], ids=lambda v: v if isinstance(v, str) and len(v) < 40 else None)
 def test_schema_rejects_bad_values_with_a_readable_message(helm, args, message):
     out = run_helm("template", "don", str(CHART), *args, check=False)

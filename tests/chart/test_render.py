@@ -581,6 +581,37 @@ def test_training_job_environment(renders):
                                            "--to", "s3://don-backup/models"]
 
 
+def _training_env(*args: str) -> list[dict[str, str]]:
+    from tests.fixtures_chart import Case, render_case
+    render = render_case(Case("training", ("--set", "training.job.enabled=true",
+                                           "--set", "training.cronJob.enabled=true", *args)))
+    containers = [pod_specs(run)[0]["containers"][0]
+                  for run in render.of_kind("Job") + render.of_kind("CronJob")]
+    training = [c for c in containers if c["command"][-2:] == ["training_job", "train"]]
+    assert len(training) == 4  # a Job and a CronJob per model: one pod spec for all
+    return [{e["name"]: e.get("value") for e in c["env"]} for c in training]
+
+
+@pytest.mark.parametrize("args, accept, fraction", [
+    ((), False, None),
+    (("--set", "training.acceptRelabel=true", "--set", "training.referenceFraction=0"), True, 0.0),
+    (("--set", "training.referenceFraction=0.25",), False, 0.25),
+], ids=["defaults", "accept-relabel-no-reference-set", "fraction-from-set"])
+def test_training_relabel_and_reference_values_reach_the_cli(args, accept, fraction, monkeypatch):
+    """training.acceptRelabel and training.referenceFraction become the variables the training
+    CLI reads (its own parser decides, as in the Job); null leaves the fraction to the store."""
+    from training_job.cli import parser
+    for env in _training_env(*args):
+        assert env["DON_ACCEPT_RELABEL"] == ("1" if accept else "0")
+        assert ("DON_REFERENCE_FRACTION" in env) == (fraction is not None)
+        for name in ("DON_ACCEPT_RELABEL", "DON_REFERENCE_FRACTION"):
+            monkeypatch.delenv(name, raising=False)
+            if name in env:
+                monkeypatch.setenv(name, env[name])
+        parsed = parser().parse_args(["train"])
+        assert parsed.accept_relabel is accept and parsed.reference_fraction == fraction
+
+
 def test_helm_test_pod_calls_every_model(renders):
     pods = [d for d in renders["defaults"].docs if d["kind"] == "Pod"]
     [pod] = pods

@@ -470,8 +470,10 @@ def test_a_version_that_predicts_badly_is_rolled_back_and_not_retried(e2e_cluste
         pytest.skip("this tree has no reference-set gate yet: a shuffled-target version passes the "
                     "golden check, which tests serving, not generalisation")
     data = _shuffled_copy(store_dir)
+    # the training Job refuses the shuffled file unless the relabel is declared deliberate: the
+    # rollout must catch such a version all the same
     kube.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set-string", "training.job.runId=3",
-              "--set", f"training.data={data}")
+              "--set", f"training.data={data}", "--set", "training.acceptRelabel=true")
     _wait_jobs(kube, [j for j in _jobs(kube) if j.endswith("-3")])
     verify_version_dir(store_dir / "don-rf" / "3", expected_model="don-rf")
     start = _mark("desired v3 (shuffled target)")

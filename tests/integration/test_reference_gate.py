@@ -22,10 +22,10 @@ pytestmark = pytest.mark.slow
 MODEL = "don-rf"
 
 
-def _train(data: Path, store: Path, seed: int) -> subprocess.Popen:
+def _train(data: Path, store: Path, seed: int, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "training_job", "train", "--data", str(data),
                              "--store", str(store), "--model", MODEL, "--family", "rf",
-                             "--seed", str(seed), "--quick"], cwd=REPO, text=True,
+                             "--seed", str(seed), "--quick", *args], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -46,7 +46,10 @@ def gate(tmp_path_factory):
     store = work / "store"
     # The first run creates the reference set from the good file; then the two candidates.
     assert _version(_train(work / "lab.csv", store, 1)) == 1
-    good, broken = _train(work / "lab.csv", store, 2), _train(work / "lab-shuffled.csv", store, 1)
+    # Training refuses the shuffled file (its reference rows contradict the stored set) unless
+    # told the relabel is deliberate: the gate must catch such a version all the same.
+    good = _train(work / "lab.csv", store, 2)
+    broken = _train(work / "lab-shuffled.csv", store, 1, "--accept-relabel")
     versions = {"stable": 1, "good": _version(good), "broken": _version(broken)}
     servers = {name: ServerProcess(MODEL, store / MODEL / str(v), work / f"{name}.log")
                for name, v in versions.items()}
@@ -95,7 +98,7 @@ def test_a_candidate_trained_on_shuffled_targets_fails_it(gate):
     metadata = json.loads((store / MODEL / str(versions["broken"]) / "metadata.json").read_text())
     held = metadata["training_data"]["reference"]
     assert not held["created_by_this_run"]
-    assert held["excluded"]["stored_keys_with_other_rows_here"]  # its reference rows differ
+    assert held["relabel"]["verdict"] == "accepted" and held["relabel"]["keys"]  # rows differ
     first = json.loads((store / MODEL / "1" / "metadata.json").read_text())
     assert held["sha256"] == first["training_data"]["reference"]["sha256"]
 

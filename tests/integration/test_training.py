@@ -205,6 +205,9 @@ def test_cli_reads_every_option_from_the_environment(tmp_path):
     (["--limits", "0"], "distinct positive integers"),
     (["--false-accept-target", "1.5"], "strictly between 0 and 1"),
     (["--false-reject-target", "x"], "is not a number"),
+    (["--reference-fraction", "-0.1"], "0 (no reference set) or above 0 up to 0.5"),
+    (["--reference-fraction", "0.6"], "0 (no reference set) or above 0 up to 0.5"),
+    (["--reference-fraction", "tenth"], "is not a number"),
 ])
 def test_bad_calibration_options_are_refused_before_training(tmp_path, args, message):
     out = run_training("train", "--data", "synthetic:50", "--store", str(tmp_path), "--model",
@@ -341,3 +344,108 @@ def test_trains_on_the_real_data(real_data_path, tmp_path, family):
     # Far above chance on the real spectra even with the --quick evaluation.
     assert summary["auc_1000"]["median"] > 0.7, summary["auc_1000"]
     assert summary["balanced_accuracy_1000"]["median"] > 0.6
+
+
+# ---- data that contradicts the stored reference set; no reference set ------------------------
+
+def _lab_csv(path: Path, data, y=None) -> str:
+    path.write_bytes(to_csv(data.X, data.y if y is None else y, data.ids))
+    return str(path)
+
+
+def _refused_before_fitting(out, store: Path, model: str) -> list[str]:
+    assert out.returncode == 2, out.stderr
+    assert "[cv]" not in out.stderr and "Traceback" not in out.stderr
+    assert not any(p.name.isdigit() for p in (store / model).iterdir()), "published anyway"
+    return out.stderr[out.stderr.index("error: "):].splitlines()
+
+
+def test_a_ppm_export_of_the_real_data_is_refused_before_fitting(real_data_path, tmp_path):
+    """The reported case: the lab's CSV again with vomitoxin_ppb divided by 1000. The model's
+    reference set is the one its first run stores (48 of the 500 rows)."""
+    from don_core.store import open_store
+    from training_job import reference as training_reference
+    from training_job.data import load_dataset
+    real = load_dataset(str(real_data_path))
+    store = tmp_path / "store"
+    held = training_reference.split(real, open_store(str(store)), "don-rf", None, lambda _: None)
+    ref = held.reference
+    assert len(set(ref["keys"])) == 48
+    relabelled = sum(t > 0 for t in ref["targets_ppb"])   # zeros stay zero in ppm
+    for factor, cause in ((1 / 1000, "targets 1000x smaller: ppm instead of ppb?"),
+                          (1000, "targets 1000x larger: ppt (ng/kg) instead of ppb, or ppm "
+                                 "converted twice?")):
+        data = _lab_csv(tmp_path / "lab.csv", real, real.y * factor)
+        lines = _refused_before_fitting(run_training(
+            "train", "--data", data, "--store", str(store), "--model", "don-rf", "--family",
+            "rf", "--quick", check=False), store, "don-rf")
+        assert lines[0] == (f"error: {relabelled} of the 48 keys of the reference set "
+                            f"{store}/don-rf/reference.json have other targets or spectra in "
+                            f"{data} (at most 2 tolerated)")
+        example = lines[1].split()
+        assert example[:2] == ["example:", "hsi_id"] and example[2].rstrip(":") in ref["keys"]
+        assert float(example[-1]) == pytest.approx(float(example[4]) * factor)
+        direction = "smaller" if factor < 1 else "larger"
+        assert lines[2] == (f"  targets here are 1000x {direction} than the reference set's: "
+                            "median ratio %g on the rows with the same key" % factor)
+        assert lines[3:] == [f"  likely cause: {cause}",
+                             "  refused before fitting: correct the data, or pass "
+                             "--accept-relabel (DON_ACCEPT_RELABEL=1; chart: "
+                             "training.acceptRelabel=true) only if the relabel is deliberate"]
+    assert relabelled == 38
+
+
+@pytest.mark.slow
+def test_relabels_a_few_rows_train_with_a_warning_many_only_with_the_flag(tmp_path):
+    store, data = tmp_path / "store", generate(150)
+    common = ["--store", str(store), "--model", "don-rf", "--family", "rf", "--quick"]
+    run_training("train", "--data", _lab_csv(tmp_path / "v1.csv", data), *common)
+    ref = json.loads((store / "don-rf" / "reference.json").read_text())
+    # two lots re-measured by the lab: trained, with a warning naming them
+    remeasured = data.y.copy()
+    rows = [data.ids.index(k) for k in ref["keys"][:2]]
+    remeasured[rows] = remeasured[rows] * 1.5 + 20
+    out = run_training("train", "--data", _lab_csv(tmp_path / "v2.csv", data, remeasured), *common)
+    warning = next(x for x in out.stderr.splitlines() if x.startswith("warning: 2 of the "))
+    assert all(f"{data.ids[i]}: stored {data.y[i]:g} ppb, here {remeasured[i]:g}" in warning
+               for i in rows)
+    record = verify_version_dir(store / "don-rf" / "2")["training_data"]["reference"]["relabel"]
+    assert record["verdict"] == "tolerated" and record["keys"] == sorted(data.ids[i] for i in rows)
+    # the ppm export: refused, then accepted by DON_ACCEPT_RELABEL and recorded
+    ppm = _lab_csv(tmp_path / "ppm.csv", data, data.y / 1000)
+    out = run_training("train", "--data", ppm, *common, check=False)
+    assert out.returncode == 2 and "ppm instead of ppb?" in out.stderr
+    assert not (store / "don-rf" / "3").exists()
+    out = run_training("train", "--data", ppm, *common, env={"DON_ACCEPT_RELABEL": "1"})
+    assert "warning: accepted by --accept-relabel: " in out.stderr
+    meta = verify_version_dir(store / "don-rf" / "3")
+    record = meta["training_data"]["reference"]["relabel"]
+    assert record["verdict"] == "accepted" and record["accept_relabel"] is True
+    assert record["keys"] == sorted(k for k, t in zip(ref["keys"], ref["targets_ppb"]) if t > 0)
+    assert record["likely_cause"] == "targets 1000x smaller: ppm instead of ppb?"
+    assert json.loads((store / "don-rf" / "reference.json").read_text()) == ref  # never replaced
+
+
+@pytest.mark.slow
+def test_reference_fraction_zero_keeps_no_set_for_every_version(tmp_path):
+    store = tmp_path / "store"
+    common = ["--data", "synthetic:120", "--store", str(store), "--model", "don-rf", "--family",
+              "rf", "--quick"]
+    run_training("train", *common, "--reference-fraction", "0")
+    assert not (store / "don-rf" / "reference.json").exists()
+    meta = verify_version_dir(store / "don-rf" / "1")
+    held = meta["training_data"]["reference"]
+    assert held["fraction"] == 0 and held["uri"] is None and held["rows"] == 0
+    assert held["fit_rows"] == 120 and "no reference set" in held["note"]
+    assert meta["metrics"]["reference"] == {"rows": 0, "figures": None}
+    assert meta["metrics"]["holdout"]["rows"] == math.ceil(0.2 * 120)   # every row in play
+    # the first run's choice holds: 0.1 is refused before fitting, no option keeps 0
+    out = run_training("train", *common, "--reference-fraction", "0.1", check=False)
+    assert out.returncode == 2 and "[cv]" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: --reference-fraction 0.1: don-rf keeps no reference set (its first run chose 0, "
+        "see version 1); the choice is fixed across versions")
+    run_training("train", *common)
+    assert not (store / "don-rf" / "reference.json").exists()
+    assert verify_version_dir(store / "don-rf" / "2")["training_data"]["reference"][
+        "chosen_by_this_run"] is False

@@ -17,6 +17,7 @@ from ops.rollout.reference import ReferenceUnavailable, load_reference
 from ops.rollout.spec import parse_spec
 from training_job import reference as training_reference
 from training_job import synthetic
+from training_job.data import Dataset
 
 THRESHOLDS = parse_spec({"target": "don", "candidate": {"version": 2}}).analysis
 
@@ -151,7 +152,9 @@ def test_training_split_keeps_reference_rows_out_and_reuses_the_stored_set(tmp_p
 
     # a later run on a bigger, newer export: the rule still excludes the new rows it selects,
     # the stored set stays as it was, and metadata.json says so
-    bigger = synthetic.generate(600)
+    newer = synthetic.generate(300, seed=1)
+    bigger = Dataset(X=np.vstack([data.X, newer.X]), y=np.concatenate([data.y, newer.y]),
+                     ids=data.ids + newer.ids, source="newer.csv", sha256="0" * 64)
     third = training_reference.split(bigger, store, "don-rf", None, quiet)
     assert third.reference == first.reference
     excluded = third.metadata["excluded"]
@@ -159,14 +162,15 @@ def test_training_split_keeps_reference_rows_out_and_reuses_the_stored_set(tmp_p
     assert not {bigger.ids[i] for i in third.fit_rows} & stored_keys
     assert all(ref.in_reference([bigger.ids[i] for i in third.fit_rows], 0.1) == False)  # noqa: E712
 
-    # the target column shuffled (a broken export): reference ids are still excluded, and the
-    # ones whose rows differ from the stored set are named
+    # the target column shuffled (a broken export), accepted as a deliberate relabel (refused
+    # otherwise: tests/unit/test_relabel.py): reference ids are still excluded, and the ones
+    # whose rows differ from the stored set are named
     shuffled = synthetic.generate(300)
     shuffled.y = np.random.default_rng(3).permutation(shuffled.y)
-    fourth = training_reference.split(shuffled, store, "don-rf", None, quiet)
+    fourth = training_reference.split(shuffled, store, "don-rf", None, quiet, accept_relabel=True)
     assert list(fourth.fit_rows) == list(first.fit_rows)
-    assert set(fourth.metadata["excluded"]["stored_keys_with_other_rows_here"]) <= stored_keys
-    assert len(fourth.metadata["excluded"]["stored_keys_with_other_rows_here"]) > 5
+    assert set(fourth.metadata["relabel"]["keys"]) <= stored_keys
+    assert len(fourth.metadata["relabel"]["keys"]) > 5
 
 
 def test_training_split_refuses_a_different_fraction_or_key(tmp_path):

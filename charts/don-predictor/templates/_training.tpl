@@ -21,6 +21,10 @@ containers:
       - {name: DON_FAMILY, value: {{ ternary "rf" "tf" (eq .model.family "sklearn") | quote }}}
       - {name: DON_SEED, value: {{ $v.training.seed | quote }}}
       - {name: DON_QUICK, value: {{ ternary "1" "0" $v.training.quick | quote }}}
+      - {name: DON_ACCEPT_RELABEL, value: {{ ternary "1" "0" $v.training.acceptRelabel | quote }}}
+      {{- if not (kindIs "invalid" $v.training.referenceFraction) }}
+      - {name: DON_REFERENCE_FRACTION, value: {{ $v.training.referenceFraction | toString | quote }}}
+      {{- end }}
       {{- if or (not $pvc) (hasPrefix "s3://" $v.training.data) }}
       {{- include "don.s3Env" $ctx | trim | nindent 6 }}
       {{- end }}
