@@ -15,8 +15,8 @@ JSON_PATCH = "application/json-patch+json"
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 HTTPROUTE = ("gateway.networking.k8s.io", "v1", "httproutes")
 # Seconds to connect and to wait for the answer, on every call: the client's default is to wait
-# forever, and a handler stuck on a stalled connection would hold its rollout (kopf retries a
-# handler that raises).
+# forever, and a tick stuck on a stalled connection would hold its rollout (the operator retries
+# a tick that raises).
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 

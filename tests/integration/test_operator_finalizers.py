@@ -10,11 +10,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from ops.operator import KOPF_FINALIZER
 from ops.rollout import GROUP, KIND, VERSION
 from ops.rollout.kube import ApiException, Kube
 from tests.fixtures_operator import OperatorProcess
+from tests.net import free_port, wait_for_http
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
@@ -122,3 +124,20 @@ def test_the_old_kopf_finalizer_is_removed_when_the_operator_starts(cluster, nam
     assert (kube.get_rollout(namespace, "live").get("status") or {}).get("phase")  # ticked as well
     log = (operator.log_dir / f"operator-{operator.starts}.log").read_bytes().decode(errors="replace")
     assert f"{namespace}/live: removed the finalizer {KOPF_FINALIZER}" in log, log[-3000:]
+
+
+def test_liveness_reports_the_reconcile_loop(kube_apiserver, cluster, namespace, tmp_path):
+    kube, other = cluster
+    _stopped(other)
+    kube.create_rollout(namespace, _rollout("counted"))
+    url = f"http://127.0.0.1:{free_port()}/healthz"
+    operator = OperatorProcess(kube_apiserver.kubeconfig, tmp_path, args=("--liveness", url))
+    operator.start()
+    try:
+        wait_for_http(url, timeout=60, process=operator.process, ok_only=True)
+        # kopf keeps a probe's answer for 10 s: the first may predate the first pass.
+        health = _until("a pass in the liveness answer", lambda: (h := requests.get(url, timeout=5).json())
+                        .get("reconcile", {}).get("rollouts") and h, timeout=40)
+        assert health["reconcile"]["rollouts"] >= 1 and health["reconcile"]["lastPassSecondsAgo"] < 15
+    finally:
+        operator.stop()
