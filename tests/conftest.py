@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -30,10 +31,19 @@ pytest_plugins = [
 ]
 
 
+def unavailable(message: str) -> NoReturn:
+    """A prerequisite (shared data, a binary, root, a server) is missing: skip here, but fail under
+    CI=true, so that a failed build of what the test needs can never leave CI green. The one rule
+    for every such case (tests/README.md, "Skips")."""
+    if run.under_ci():
+        pytest.fail(f"{message} (CI=true: a missing prerequisite is a failure)", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
-        pytest.skip(f"shared reference folder {SHARED} is absent")
+        unavailable(f"shared reference folder {SHARED} is absent")
     return SHARED
 
 
@@ -41,7 +51,7 @@ def shared_dir() -> Path:
 def real_data_path() -> Path:
     path = SHARED / "data" / "corn_hsi_don.csv"
     if not path.is_file():
-        pytest.skip(f"real data {path} is absent (it is never copied into the repository)")
+        unavailable(f"real data {path} is absent (it is never copied into the repository)")
     return path
 
 
@@ -49,7 +59,7 @@ def real_data_path() -> Path:
 def kserve_crd_dir() -> Path:
     path = SHARED / "kserve-crds"
     if not (path / "serving.kserve.io_inferenceservices.yaml").is_file():
-        pytest.skip(f"KServe CRD schemas are absent from {path}")
+        unavailable(f"KServe CRD schemas are absent from {path}")
     return path
 
 

@@ -8,15 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
+
 REPO = Path(__file__).resolve().parents[1]
 # Screenshots and other browser artifacts (git-ignored by default).
 ARTIFACTS = Path(os.environ.get("DON_TEST_ARTIFACTS") or REPO / "test-artifacts") / "console"
-
-
-def _unavailable(message: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -27,12 +23,12 @@ def chromium() -> str:
         try:
             binaries.apt_install(["chromium"])
         except Exception as exc:  # no root, no apt, no package: the browser test cannot run here
-            _unavailable(f"chromium is not installed and apt failed: {exc}")
+            unavailable(f"chromium is not installed and apt failed: {exc}")
     path = shutil.which("chromium")
     if path is None:
-        _unavailable("no chromium on PATH after installing it")
+        unavailable("no chromium on PATH after installing it")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError as exc:
-        _unavailable(f"the playwright package is missing: {exc}")
+        unavailable(f"the playwright package is missing: {exc}")
     return path

@@ -13,6 +13,7 @@ import pytest
 from tests.cluster import binaries
 from tests.cluster.control_plane import ControlPlane
 from tests.cluster.crds import install_crds  # noqa: F401  (re-exported for tests)
+from tests.conftest import unavailable
 from tests.progress import say
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
@@ -25,7 +26,7 @@ def kube_binaries() -> Path:
     try:
         return binaries.kubernetes_binaries(log=say)
     except (binaries.BuildError, OSError) as exc:
-        pytest.skip(f"Kubernetes server binaries cannot be built on this machine: {exc}")
+        unavailable(f"Kubernetes server binaries cannot be built on this machine: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +34,7 @@ def kube_apiserver(kube_binaries):
     try:
         binaries.etcd_binary(log=say)
     except (binaries.BuildError, OSError) as exc:
-        pytest.skip(f"etcd cannot be installed on this machine: {exc}")
+        unavailable(f"etcd cannot be installed on this machine: {exc}")
     with ControlPlane(log=say) as cp:
         yield cp
 
@@ -43,7 +44,7 @@ def kserve_isvc_crd(kube_apiserver) -> str:
     """Installs the real KServe InferenceService CRD into ``kube_apiserver``; returns its name."""
     path = KSERVE_CRD_DIR / "serving.kserve.io_inferenceservices.yaml"
     if not path.is_file():
-        pytest.skip(f"KServe CRD schemas are absent from {KSERVE_CRD_DIR}")
+        unavailable(f"KServe CRD schemas are absent from {KSERVE_CRD_DIR}")
     (name,) = install_crds(kube_apiserver, [path])
     return name
 
@@ -98,14 +99,14 @@ def e2e_cluster():
                          "Never", False, api=cluster.cp)
         return
     if os.geteuid() != 0:
-        pytest.skip("the local cluster needs root (network links, mounts, containerd); run as root or on kind")
+        unavailable("the local cluster needs root (network links, mounts, containerd); run as root or on kind")
     if network.link_exists(network.NODE_BRIDGE):
         pytest.fail(f"another local cluster is running (link {network.NODE_BRIDGE} exists): "
                     "stop it with `python -m tests.cluster down` first")
     try:
         binaries.kubernetes_binaries(log=say)
     except (binaries.BuildError, OSError) as exc:
-        pytest.skip(f"Kubernetes server binaries cannot be built on this machine: {exc}")
+        unavailable(f"Kubernetes server binaries cannot be built on this machine: {exc}")
     cluster = LocalCluster(E2E_STATE_DIR, log=say)  # cold: the build and the images take minutes
     timings = {}
     try:

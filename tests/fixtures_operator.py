@@ -94,8 +94,8 @@ def tiny_store(tmp_path) -> Path:
 class OperatorProcess:
     """`python -m ops operator` against a kubeconfig, restartable (for the resume test)."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path, tick: float = 0.3):
-        self.kubeconfig, self.log_dir, self.tick = kubeconfig, log_dir, tick
+    def __init__(self, kubeconfig: Path, log_dir: Path, tick: float = 0.3, args: tuple[str, ...] = ()):
+        self.kubeconfig, self.log_dir, self.tick, self.args = kubeconfig, log_dir, tick, args
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
@@ -104,7 +104,7 @@ class OperatorProcess:
         self.log = open(self.log_dir / f"operator-{self.starts}.log", "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "ops", "operator", "--kubeconfig", str(self.kubeconfig),
-             "--tick", str(self.tick)], cwd=Path(__file__).resolve().parents[1],
+             "--tick", str(self.tick), *self.args], cwd=Path(__file__).resolve().parents[1],
             env=dict(os.environ, KUBECONFIG=str(self.kubeconfig)),
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -1,8 +1,8 @@
 """A throwaway PostgreSQL (Debian's postgresql-15 binaries) on a free loopback port.
 
 Installed with apt when absent. As root the server runs as the `postgres` user (PostgreSQL refuses
-to run as root). Where it cannot start the tests using it skip, except under CI=true where they
-fail.
+to run as root). Where it cannot start, the tests using it skip, except under CI=true where they
+fail (tests/conftest.py: `unavailable`).
 """
 from __future__ import annotations
 
@@ -15,13 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
 from tests.net import free_port
-
-
-def _unavailable(message: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _pg_bin() -> Path | None:
@@ -37,10 +32,10 @@ def postgres_url():
         try:
             binaries.apt_install(["postgresql-15"])
         except Exception as exc:  # any install failure: the tests cannot run here
-            _unavailable(f"PostgreSQL is not installed and apt failed: {exc}")
+            unavailable(f"PostgreSQL is not installed and apt failed: {exc}")
     bin_dir = _pg_bin()
     if bin_dir is None:
-        _unavailable("no /usr/lib/postgresql/*/bin/initdb after installing postgresql-15")
+        unavailable("no /usr/lib/postgresql/*/bin/initdb after installing postgresql-15")
     work = Path(tempfile.mkdtemp(prefix="don-pg-"))
     data, sock = work / "data", work / "sock"
     sock.mkdir()
@@ -61,7 +56,7 @@ def postgres_url():
         if result.returncode:
             log = (work / "log").read_text() if (work / "log").exists() else ""
             shutil.rmtree(work, ignore_errors=True)
-            _unavailable(f"{Path(cmd[0]).name} failed: {result.stderr.strip()[-500:]} {log[-500:]}")
+            unavailable(f"{Path(cmd[0]).name} failed: {result.stderr.strip()[-500:]} {log[-500:]}")
     try:
         yield f"postgresql+psycopg://don@127.0.0.1:{port}/postgres"
     finally:

@@ -3,9 +3,10 @@
 The e2e suite (marker ``e2e``) mostly waits on the local cluster (pods starting, rollout steps),
 while the rest is mostly CPU; one after the other they took 13.5 + 18.5 minutes on 2 idle cores
 (the fresh-clone CI run of 2026-12-02), side by side 21.7: that waiting overlaps the rest's work
-(``DON_TEST_AT_ONCE=0``: one after the other, the rest first). Both parts must pass. Every output line
-is prefixed with its part's name; a line still being written (pytest's dots) is shown as it grows,
-so neither part is ever silent on the terminal. At the end each part's summary line is repeated.
+(``DON_TEST_AT_ONCE=0``: one after the other, the rest first). Both parts must pass; under CI=true
+a part in which no test passed (all skipped or deselected) fails as well. Every output line is
+prefixed with its part's name; a line still being written (pytest's dots) is shown as it grows, so
+neither part is ever silent on the terminal. At the end each part's summary line is repeated.
 Tests marked ``cpu_timed`` (they assert a request rate) run last in their part and wait for the e2e
 part to end first: on 2 cores the cluster's pods would eat into the rate they measure.
 
@@ -46,6 +47,14 @@ SUMMARY = re.compile(r"^=*\s*((?:\d+ [a-z]+|no tests ran)(?:, \d+ [a-z]+)* in [\
 AT_ONCE_ENV = "DON_TEST_AT_ONCE"
 WAIT_SAY_EVERY = 50.0  # under the 60 s a run may be silent
 NO_TESTS_SELECTED = 5  # pytest's exit code
+PASSED = re.compile(r"\b([1-9]\d*) passed\b")
+CI_ENV = "CI"  # "true" on CI services (GitHub Actions, GitLab CI, ...)
+
+
+def under_ci() -> bool:
+    """Under CI=true nothing may pass by not running: a missing prerequisite fails the test
+    (tests/conftest.py: `unavailable`) and a part in which no test passed fails `make test`."""
+    return os.environ.get(CI_ENV) == "true"
 
 
 class Cancelled(Exception):
@@ -207,6 +216,11 @@ def _run_part(part: Part, term: Terminal, procs: list, stopping: threading.Event
         part.returncode = proc.wait()
         if part.returncode == NO_TESTS_SELECTED and part.may_select_none:
             part.returncode = 0
+        if part.returncode == 0 and under_ci() and not PASSED.search(part.summary):
+            # Everything skipped (a prerequisite missing) or deselected: nothing was tested.
+            summary = part.summary or "no summary line"
+            term.write(part.name, f"CI=true: no test of this part passed ({summary}): a failure\n")
+            part.returncode = 1
         part.seconds = time.monotonic() - part.started
 
 

@@ -1,6 +1,7 @@
 """The Kubernetes calls the operator and the CLI make, in one place (kubeconfig or in-cluster)."""
 from __future__ import annotations
 
+import datetime
 import os
 
 from kubernetes import client, config
@@ -10,11 +11,12 @@ from ops.rollout import GROUP, PLURAL, VERSION
 
 MERGE = "application/merge-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 HTTPROUTE = ("gateway.networking.k8s.io", "v1", "httproutes")
 # Seconds to connect and to wait for the answer, on every call: the client's default is to wait
-# forever, and a handler stuck on a stalled connection would hold its rollout (kopf retries a
-# handler that raises).
+# forever, and a tick stuck on a stalled connection would hold its rollout (the operator retries
+# a tick that raises).
 REQUEST_TIMEOUT = (5.0, 30.0)
 
 
@@ -75,6 +77,25 @@ class Kube:
     def patch_rollout_status(self, ns: str, name: str, status: dict) -> dict:
         return self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, ns, PLURAL, name, {"status": status}, _content_type=MERGE)
+
+    def remove_rollout_finalizer(self, ns: str, name: str, finalizers: list[str], finalizer: str) -> None:
+        """JSON patch: removes ``finalizer`` only if it is still where it was seen (else 422)."""
+        at = f"/metadata/finalizers/{finalizers.index(finalizer)}"
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, ns, PLURAL, name, [{"op": "test", "path": at, "value": finalizer},
+                                               {"op": "remove", "path": at}], _content_type=JSON_PATCH)
+
+    # Events
+    def create_event(self, obj: dict, kind: str, reason: str, message: str, component: str) -> None:
+        """A core/v1 Event about ``obj`` (Normal|Warning), as `kubectl describe` shows them."""
+        meta = obj["metadata"]
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.core.create_namespaced_event(meta["namespace"], {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
+            "type": kind, "reason": reason, "message": message, "source": {"component": component},
+            "reportingComponent": component, "firstTimestamp": now, "lastTimestamp": now, "count": 1})
 
     # InferenceServices
     def get_isvc(self, ns: str, name: str) -> dict:

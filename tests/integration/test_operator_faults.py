@@ -1,6 +1,6 @@
-"""API and network faults reach kopf as TemporaryError: the reconcile handler is tried again,
-the rollout is not failed. The API server here is a real HTTP server on loopback that answers
-every call with an error (or a port nothing listens on); the handler is the operator's own."""
+"""API and network faults are kopf's TemporaryError: the operator's loop tries the tick again after
+its delay, the rollout is not failed. The API server here is a real HTTP server on loopback that
+answers every call with an error (or a port nothing listens on); the tick is the operator's own."""
 from __future__ import annotations
 
 import http.server

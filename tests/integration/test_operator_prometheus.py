@@ -1,6 +1,6 @@
 """Canary analysis with metrics from a real Prometheus server (Debian's `prometheus` binary)
 scraping real model-server processes on loopback. Installs the Debian package when it is missing
-(as root); skips only where that is impossible."""
+(as root); skips only where that is impossible, and fails there under CI=true."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,7 @@ import requests
 from tests.cluster import binaries
 from ops.rollout.controller import Engine
 from ops.rollout.spec import parse_spec
+from tests.conftest import unavailable
 from tests.fixtures_server import ServerProcess
 from tests.net import free_port, wait_for_http
 
@@ -41,7 +42,7 @@ def prometheus(servers, tmp_path_factory):
         try:
             binaries.apt_install(["prometheus"])
         except binaries.BuildError as exc:
-            pytest.skip(f"no prometheus binary (Debian package `prometheus`): {exc}")
+            unavailable(f"no prometheus binary (Debian package `prometheus`): {exc}")
     binary = shutil.which("prometheus")
     work = tmp_path_factory.mktemp("prometheus")
     targets = ", ".join(f"'127.0.0.1:{s.http_port}'" for s in servers.values())

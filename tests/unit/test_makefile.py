@@ -3,14 +3,12 @@ import re
 import shutil
 import subprocess
 
-import pytest
-
-from tests.conftest import REPO
+from tests.conftest import REPO, unavailable
 
 
 def test_make_help_lists_every_target():
     if not shutil.which("make"):
-        pytest.skip("make is not installed")
+        unavailable("make is not installed")
     makefile = (REPO / "Makefile").read_text()
     phony = set(re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split())
     rules = set(re.findall(r"^([a-z][a-z0-9-]*):", makefile, re.M))
