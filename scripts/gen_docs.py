@@ -287,12 +287,24 @@ PAGES = {"helm-values.md": values_page, "modelrollout.md": crd_page, "cli.md": c
          "http-api.md": http_page, "metrics.md": metrics_page}
 
 
-def render() -> dict[str, str]:
-    """Every reference page, by file name. Variables that set CLI defaults are cleared first."""
+@contextlib.contextmanager
+def _plain_environment():
+    """No variable that sets a CLI default (DON_*, AWS_*, OTEL_*), a fixed help width; restored after."""
+    saved = dict(os.environ)
     for name in [n for n in os.environ if n.startswith(("DON_", "AWS_", "OTEL_"))]:
         del os.environ[name]
     os.environ["COLUMNS"] = HELP_COLUMNS
-    return {name: build() for name, build in PAGES.items()}
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def render() -> dict[str, str]:
+    """Every reference page, by file name."""
+    with _plain_environment():
+        return {name: build() for name, build in PAGES.items()}
 
 
 def stale(rendered: dict[str, str], directory: Path = REFERENCE) -> list[str]:
