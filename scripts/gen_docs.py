@@ -83,7 +83,7 @@ def _type(node: dict) -> str:
     for bound, sign in (("minimum", ">="), ("maximum", "<=")):
         if bound in node:
             kind += f" {sign} {node[bound]}"
-    return kind
+    return kind.strip()
 
 
 def _cell(text: str) -> str:
@@ -94,19 +94,20 @@ def values_page() -> str:
     text = (CHART / "values.yaml").read_text()
     values = yaml.safe_load(text)
     schema = json.loads((CHART / "values.schema.json").read_text())
-    rows = []
-    for path, note in _value_comments(text).items():
+    rows, comments = [], _value_comments(text)
+    for path, note in comments.items():
         default = values
         for key in path:
             default = default[key]
-        shown = "" if isinstance(default, dict) and default else json.dumps(default)
+        listed = any(p[:len(path)] == path and len(p) > len(path) for p in comments)
+        shown = "" if listed else json.dumps(default)  # a map whose keys have rows of their own
         if len(shown) > 60:
             shown = shown[:57] + "..."
         rows.append(f"| `{'.'.join(path)}` | {_cell(_type(_schema_at(schema, path)))} | "
                     f"{'`' + _cell(shown) + '`' if shown else ''} | {_cell(note)} |")
     return (HEADER + "# Helm values\n\nEvery key of `charts/don-predictor/values.yaml`, its type "
             "(from `values.schema.json`, which rejects unknown keys and wrong types), its default "
-            "and the comment beside it. Maps show no default: their keys follow them.\n\n"
+            "and the comment beside it. A map whose keys follow it shows no default.\n\n"
             "| key | type | default | meaning |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
