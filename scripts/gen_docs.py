@@ -210,7 +210,8 @@ def http_page() -> str:
            "From the OpenAPI document the server's FastAPI app builds (`GET /openapi.json` on a "
            "running server, which also names the served model, its value range and batch limit). "
            "Every route but the health and readiness probes needs the bearer token when one is "
-           "set (`DON_API_TOKEN`).\n",
+           "set (`DON_API_TOKEN`). Bodies, outputs and errors in detail: "
+           "[Endpoints](../components/model-server.md#endpoints).\n",
            "| method | path | summary | answers |\n|---|---|---|---|"]
     for path, operations in sorted(schema["paths"].items()):
         for method, op in operations.items():
@@ -221,7 +222,8 @@ def http_page() -> str:
     routes = recorder.__doc__.split("\n\n")[1]
     rest = "\n\n".join(recorder.__doc__.split("\n\n")[2:]).strip()
     out.append("\n## Prediction recorder\n\nFrom `ops/recorder/server.py`:\n\n```text\n"
-               + routes.strip() + "\n```\n\n" + " ".join(rest.split()) + "\n")
+               + routes.strip() + "\n```\n\n" + " ".join(rest.split()) + " Bodies and answers in detail: "
+               "[Prediction recorder](../components/operator.md#prediction-recorder-python-m-ops-recorder-serve).\n")
     return "\n".join(out) + "\n"
 
 
