@@ -283,8 +283,9 @@ async def v2_ready_version(model_name: str, model_version: str, request: Request
     if model is None or model_name != model.name:
         return _error(404, f"model {model_name!r} is not served here")
     ready = bool(model.ready) and not DRAINING.is_set()
+    # The version header lets the rollout operator verify what ready servers serve without a token.
     return Response(orjson.dumps({"name": model_name, "ready": ready}), media_type=JSON,
-                    status_code=200 if ready else 503)
+                    status_code=200 if ready else 503, headers={VERSION_HEADER: model.version})
 
 
 async def server_ready(request: Request) -> Response:

@@ -164,8 +164,10 @@ def pytest_collection_modifyitems(items):
     """The local cluster behind the e2e suite is session-scoped and heavy (kubelet, containerd,
     pods): run those tests last so that it is up only at the end and never slows the others. Under
     `make test` (tests/run.py) the e2e suite is a process of its own; there the `cpu_timed` tests go
-    last and wait for it to end (see pytest_runtest_setup)."""
+    last and wait for it to end (see pytest_runtest_setup). The lifecycle module runs first of the
+    e2e modules: it walks a fresh install on the fresh cluster, from an empty store to uninstall."""
     items.sort(key=lambda item: (item.get_closest_marker("e2e") is not None,
+                                 item.path.name != "test_lifecycle.py",
                                  item.get_closest_marker("cpu_timed") is not None))
 
 

@@ -49,6 +49,15 @@ def _stable_golden(result: dict, remembered: dict | None) -> tuple[dict, dict | 
     return result, remembered
 
 
+def _canary_share(figures: dict) -> float | None:
+    """The percent of the window's requests the canary answered (None without requests)."""
+    try:
+        canary, stable = int(figures["canary"]["requests"]), int(figures["stable"]["requests"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return round(100 * canary / (canary + stable), 1) if canary + stable else None
+
+
 class Engine:
     def __init__(self, kube: Kube, emit: Emit, clock: Callable[[], dt.datetime] = state.now_utc):
         self.kube, self.emit, self.clock = kube, emit, clock
@@ -117,7 +126,7 @@ class Engine:
                 self._write(obj, dict(state.fail(status, self.clock(), message), trafficApplied=True))
                 self.emit(obj, "Warning", "Failed", message)
             return "Fail"
-        if phase and status.get("desiredVersion") == desired:
+        if phase and phase != state.WAITING and status.get("desiredVersion") == desired:
             # This desired version was acted on already (delivered, promoted, rolled back or
             # failed): nothing is retried, and a version made live by a one-off rollout
             # (`python -m ops rollout start`) is left alone, until the desired version changes.
@@ -125,13 +134,38 @@ class Engine:
                 self._write(obj, {"liveVersion": live})
             return None
         if live is not None and int(live) == desired:
-            message = f"version {desired} serves all traffic"
-            status = self._write(obj, dict(state.delivered(status, self.clock(), desired, message),
-                                           desiredVersion=desired))
-            self.emit(obj, "Normal", "Delivered", message)
-            self._apply(obj, spec, status)
-            return "Delivered"
+            return self._verify_delivery(obj, spec, status, desired)
+        missing = locate.not_in_store(spec, status.get("stableStorageUri"), desired)
+        if missing:  # no rollout (and no deadline) until the version is published
+            return self._wait(obj, status, f"{missing}: the rollout starts once it is published",
+                              liveVersion=live)
         return self._start(obj, spec, previous=status, live=live)
+
+    def _wait(self, obj: dict, status: dict, message: str, **fields) -> str:
+        """Phase Waiting with the reason; an Event only when the reason changes."""
+        if status.get("phase") != state.WAITING or status.get("message") != message:
+            self._write(obj, dict(state.waiting(status, self.clock(), message), **fields))
+            self.emit(obj, "Normal", state.WAITING, message)
+        return "Wait"
+
+    def _verify_delivery(self, obj: dict, spec: RolloutSpec, status: dict, desired: int) -> str:
+        """Delivered only once verified: the version is in the store, the engine's wanted replicas
+        are ready, and every ready server answers as that version; Waiting with the reason until
+        then. Traffic is settled meanwhile (the stable serves everything, no canary pods)."""
+        router = self.router(obj["metadata"]["namespace"], spec)
+        uri = status.get("stableStorageUri") or status.get("candidateStorageUri")
+        problem = locate.not_in_store(spec, uri, desired)
+        router.settle(status)  # idempotent; scales down only what ready pods replace
+        problem = problem or endpoints.not_serving(self.kube, router, desired,
+                                                   spec.endpoints["timeoutSeconds"])
+        if problem:
+            return self._wait(obj, status, f"version {desired} is live but not verified: {problem}",
+                              liveVersion=desired)
+        message = f"version {desired} serves all traffic (verified: ready servers answer as it)"
+        self._write(obj, dict(state.delivered(status, self.clock(), desired, message),
+                              desiredVersion=desired))
+        self.emit(obj, "Normal", "Delivered", message)
+        return "Delivered"
 
     def _ensure(self, obj: dict, spec: RolloutSpec):
         """The live version of the target; creates the serving object the operator owns when it
@@ -192,7 +226,8 @@ class Engine:
         snapshot = sources.for_spec(self.kube, router).baseline(endpoints.base_urls(router))
         status = self._write(obj, dict(state.start(
             spec, moment, found["stableStorageUri"], candidate_uri, found["stableVersion"],
-            found["candidateVersion"], previous), **found, **desired, snapshot=snapshot))
+            found["candidateVersion"], previous, share=router.share), **found, **desired,
+            snapshot=snapshot))
         self.emit(obj, "Normal", "Started",
                   f"rolling out {candidate_uri} on {spec.target} ({spec.mode}): "
                   f"{status['weight']}% to the candidate, steps {list(spec.steps)}")
@@ -222,12 +257,12 @@ class Engine:
         router, phase = self.router(obj["metadata"]["namespace"], spec), status["phase"]
         if phase == "Promoted":
             done = router.promote(status)
-        elif phase == "Delivered":  # the live version already serves 100 %
+        elif phase in ("Delivered", state.WAITING):  # the live version serves 100 %
             done = router.settle(status)
         elif phase in state.TERMINAL:  # rolled back or failed
             done = router.rollback(status)
         else:
-            done = router.set_weights(status, int(status.get("weight") or 0))
+            done = router.set_weights(status, int(status.get("stepWeight", status.get("weight")) or 0))
         if not done:
             return False
         self._write(obj, {"trafficApplied": True})
@@ -261,7 +296,8 @@ class Engine:
         if not state.due(status, moment):
             return None
         result, snapshot = self.analyse(obj["metadata"]["namespace"], spec, status)
-        decision, changes = state.decide(status, spec, result, self.clock())
+        decision, changes = state.decide(status, spec, result, self.clock(),
+                                         share=self.router(obj["metadata"]["namespace"], spec).share)
         status = self._write(obj, dict(changes, snapshot=snapshot,
                                        **{key: result[key] for key in ("goldenStable", "referenceStable")
                                           if result.get(key)}))
@@ -309,6 +345,9 @@ class Engine:
                 figures[side] = {"error": str(exc)[:300]}
         result = judge_mod.judge(spec.analysis, figures["canary"], figures["stable"], golden,
                                  status.get("candidateVersion"), reference)
+        measured = _canary_share(figures)
+        if measured is not None:  # what the canary really answered, beside the status weight
+            result["canaryShare"] = measured
         result.update({key: value for key, value in remembered.items() if value})
         if spec.analysis.get("liveAccuracy"):
             result = judge_mod.add_checks(result, [live_accuracy.check(

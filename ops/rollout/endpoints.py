@@ -8,6 +8,9 @@ address behind those Services (or from `spec.endpoints.*MetricsUrl`).
 """
 from __future__ import annotations
 
+import requests
+
+from don_core.contract import VERSION_HEADER
 from ops.rollout.kube import ApiException, Kube
 from ops.rollout.metrics import MetricsError
 from ops.rollout.routers import Router
@@ -70,3 +73,43 @@ def metrics_urls(kube: Kube, router: Router, side: str, base_url: str) -> list[s
     if not urls:
         raise MetricsError(f"Service {service_of(base_url)} has no ready endpoints")
     return urls
+
+
+def serving_urls(kube: Kube, router: Router) -> list[str]:
+    """Base URLs of every server that answers callers of the live version: `spec.endpoints.stableUrl`
+    when given, else each ready pod behind the engine's own Service, else the engine's Service."""
+    endpoints = router.spec.endpoints
+    if endpoints.get("stableUrl"):
+        return [endpoints["stableUrl"]]
+    service = router.live_service()
+    if router.own_services:
+        return kube.endpoint_urls(router.ns, service, path="")
+    return [f"http://{service}.{router.ns}.svc"]
+
+
+def not_serving(kube: Kube, router: Router, version: int, timeout: float) -> str | None:
+    """Why `version` cannot be verified as what callers get (None once it is): the engine's wanted
+    replicas are not all ready, or a ready server is not ready for the model or answers as another
+    version (its X-Model-Version on the open readiness path /v2/models/<name>/ready)."""
+    try:
+        problem = router.replicas_not_ready()
+        urls = [] if problem else serving_urls(kube, router)
+    except ApiException as exc:
+        return f"cannot read the serving objects: {exc.status} {exc.reason}"
+    if problem:
+        return problem
+    if not urls:
+        return f"Service {router.live_service()} has no ready pods"
+    model = router.spec.model_name
+    for url in urls:
+        where = f"{url.rstrip('/')}/v2/models/{model}/ready"
+        try:
+            answer = requests.get(where, timeout=timeout)
+        except requests.RequestException as exc:
+            return f"{where}: {type(exc).__name__}"
+        served = answer.headers.get(VERSION_HEADER)
+        if answer.status_code != 200:
+            return f"{where} answered {answer.status_code}: {answer.text[:200]}"
+        if served != str(version):
+            return f"{where} answers as version {served}, not {version}"
+    return None

@@ -54,6 +54,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(api_client)
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
+        self._hpa_version: str | None = None
 
     # ModelRollouts
     def get_rollout(self, ns: str, name: str) -> dict:
@@ -112,6 +113,31 @@ class Kube:
 
     def patch_route(self, ns: str, name: str, patch: dict) -> None:
         self.custom.patch_namespaced_custom_object(*HTTPROUTE[:2], ns, HTTPROUTE[2], name, patch,
+                                                   _content_type=MERGE)
+
+    # HorizontalPodAutoscalers: built-in, addressed like custom objects so that the API version
+    # can be the one the cluster serves (autoscaling/v2 from 1.23, v2beta2 before; same fields).
+    def _hpa(self) -> tuple[str, str, str]:
+        if self._hpa_version is None:
+            group = self.custom.api_client.call_api(
+                "/apis/autoscaling", "GET", response_type="object", auth_settings=["BearerToken"],
+                _return_http_data_only=True)
+            served = {v.get("version") for v in (group or {}).get("versions") or []}
+            self._hpa_version = "v2" if "v2" in served else "v2beta2"
+        return "autoscaling", self._hpa_version, "horizontalpodautoscalers"
+
+    def get_hpa(self, ns: str, name: str) -> dict:
+        group, version, plural = self._hpa()
+        return self.custom.get_namespaced_custom_object(group, version, ns, plural, name)
+
+    def create_hpa(self, ns: str, body: dict) -> dict:
+        group, version, plural = self._hpa()
+        return self.custom.create_namespaced_custom_object(
+            group, version, ns, plural, dict(body, apiVersion=f"{group}/{version}", kind="HorizontalPodAutoscaler"))
+
+    def patch_hpa(self, ns: str, name: str, patch: dict) -> None:
+        group, version, plural = self._hpa()
+        self.custom.patch_namespaced_custom_object(group, version, ns, plural, name, patch,
                                                    _content_type=MERGE)
 
     # Service discovery for direct scraping

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from don_core.contract import parse_storage_uri
+from don_core.store import StoreError, open_store
 from ops.rollout.golden import GoldenError
 from ops.rollout.spec import RolloutSpec
 
@@ -33,3 +34,22 @@ def candidate_set(spec: RolloutSpec, status: dict) -> tuple[str, str, int]:
     store = spec.raw["store"]
     return (store_root(store.get("root"), root), store.get("model") or model,
             int(status.get("candidateVersion") or version))
+
+
+def not_in_store(spec: RolloutSpec, uri: str | None, version: int) -> str | None:
+    """Why `version` cannot be delivered yet because it is not published (None when it is, or when
+    the operator cannot see the store: the serving check then stands alone)."""
+    store = spec.raw["store"]
+    try:
+        root, model, _ = parse_storage_uri(uri) if uri else (None, None, None)
+    except ValueError:
+        root, model = None, None
+    model = store.get("model") or model or spec.model_name
+    try:
+        root = store_root(store.get("root"), root or "")
+        versions = open_store(root).list_versions(model)
+    except (GoldenError, StoreError, OSError, ValueError):
+        return None
+    if int(version) in versions:
+        return None
+    return f"version {version} of {model} is not in the store {root} yet"

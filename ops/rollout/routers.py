@@ -46,6 +46,19 @@ class Router:
         """Names of the stable and the canary Service (endpoint discovery)."""
         raise NotImplementedError
 
+    def live_service(self) -> str:
+        """The Service whose pods serve the live version when no rollout runs."""
+        return self.services()[0]
+
+    def share(self, weight: int) -> int:
+        """The percent of requests the candidate really answers when a step asks for `weight`."""
+        return int(weight)
+
+    def replicas_not_ready(self) -> str | None:
+        """Why the live version's wanted replicas are not all ready (None when they are, or when
+        the engine keeps its own count, e.g. KServe's autoscaler)."""
+        return None
+
     def ensure(self, owner: dict) -> tuple[int | None, str | None]:
         """(live version, what was created or None)."""
         raise NotImplementedError
@@ -124,6 +137,9 @@ class KnativeRouter(InferenceServiceRouter):
     def services(self) -> tuple[str, str]:
         return f"prev-{self.spec.target}-predictor", f"latest-{self.spec.target}-predictor"
 
+    def live_service(self) -> str:
+        return self.spec.target  # the tag routes exist only while a canary runs
+
 
 class StandardRouter(InferenceServiceRouter):
     """KServe raw deployment: spec.canary[] carries the candidate at trafficPercent."""
@@ -166,7 +182,29 @@ class DeploymentRouter(Router):
                 canary, self.stable_name, total, owner))
             created = (f"Deployment {self.stable_name} created from {canary['metadata']['name']} "
                        f"({total} replicas)")
-        return self._version(stable), created
+        autoscaled = self._ensure_autoscaler(owner)
+        return self._version(stable), "; ".join(filter(None, (created, autoscaled))) or None
+
+    def _ensure_autoscaler(self, owner: dict) -> str | None:
+        """Keeps the HPA of spec.deployment.autoscaling on the stable Deployment (it survives
+        promotions: they change the stable's pod template, not the Deployment)."""
+        autoscaling = self.settings.get("autoscaling")
+        if not autoscaling:
+            return None
+        wanted = traffic.hpa_spec(self.stable_name, autoscaling)
+        try:
+            found = self.kube.get_hpa(self.ns, self.stable_name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.kube.create_hpa(self.ns, {"metadata": {"name": self.stable_name,
+                                                        "ownerReferences": [owner]},
+                                           "spec": wanted})
+            return (f"HorizontalPodAutoscaler {self.stable_name} created "
+                    f"({wanted['minReplicas']}-{wanted['maxReplicas']} replicas)")
+        if any(found.get("spec", {}).get(key) != value for key, value in wanted.items()):
+            self.kube.patch_hpa(self.ns, self.stable_name, {"spec": wanted})
+        return None
 
     def read_state(self) -> dict:
         candidate, env = self.spec.candidate, self.settings["versionEnv"]
@@ -191,14 +229,37 @@ class DeploymentRouter(Router):
                 # the replica total to split, as found at the start
                 "replicas": int(stable.get("spec", {}).get("replicas") or 1)}
 
+    def _total(self, status: dict | None = None) -> int:
+        """The stable's replicas to split against: the HPA's current choice when one owns them."""
+        if self.settings.get("autoscaling"):
+            stable = self.kube.raw_deployment(self.ns, self.stable_name)
+            current = int((stable.get("spec") or {}).get("replicas") or 0)
+            # none at the 100 % step: then the count found when the rollout started
+            return current or max(1, int((status or {}).get("replicas") or 1))
+        return int(self.settings.get("replicas") or (status or {}).get("replicas") or 1)
+
+    def share(self, weight: int) -> int:
+        return traffic.replica_share(*self._split(self._total(), weight, canary_running=True))
+
+    def replicas_not_ready(self) -> str | None:
+        stable = self.kube.raw_deployment(self.ns, self.stable_name)
+        wanted = int((stable.get("spec") or {}).get("replicas") or 0)
+        if wanted and traffic.deployment_ready(stable, wanted):
+            return None
+        ready = int((stable.get("status") or {}).get("readyReplicas") or 0)
+        return f"{ready} of {wanted} replicas of Deployment {self.stable_name} ready"
+
     def _split(self, total: int, weight: int, canary_running: bool) -> tuple[int, int]:
         """(stable, canary) replicas carrying `weight` % on the canary."""
         if not canary_running:
             return total, 0
+        autoscaling = self.settings.get("autoscaling")
+        if autoscaling:  # the HPA owns the stable's count; only the canary's is ours
+            return traffic.autoscaled_split(total, weight, int(autoscaling["maxReplicas"]))
         return traffic.replica_split(total, weight)
 
     def _move(self, status: dict, weight: int, canary_running: bool) -> bool:
-        total = int(self.settings.get("replicas") or status.get("replicas") or 1)
+        total = self._total(status)
         stable_replicas, canary_replicas = self._split(total, weight, canary_running)
         # Scale up first; scale down only once what stays has its pods ready (on the current
         # template), so that callers of the model's Service always find a ready pod.
@@ -236,6 +297,9 @@ class DeploymentRouter(Router):
 class HttpRouteRouter(DeploymentRouter):
     """The Deployment engine behind a Gateway API HTTPRoute: backend weights carry the split;
     both Deployments run the whole replica total while a canary is in progress."""
+
+    def share(self, weight: int) -> int:
+        return int(weight)
 
     def _split(self, total: int, weight: int, canary_running: bool) -> tuple[int, int]:
         name = self.settings["httpRoute"]

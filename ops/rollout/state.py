@@ -8,12 +8,17 @@ and moving traffic is idempotent, so a restart at any point neither repeats nor 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Callable
 
 from ops.rollout.analysis import FAIL, INCONCLUSIVE, PASS
 
 ACTIVE = ("Pending", "Progressing", "Paused")
-# Delivered: a Desired-delivery object whose desired version serves 100 % with no rollout needed.
+# Delivered: a Desired-delivery object whose desired version serves 100 % with no rollout needed,
+# verified (in the store; every wanted replica ready and answering as that version).
 TERMINAL = ("Promoted", "RolledBack", "Failed", "Delivered")
+# Waiting: a Desired-delivery object whose desired version cannot be verified yet or is not in the
+# store yet (the message says which); no rollout runs and no deadline counts.
+WAITING = "Waiting"
 HISTORY_LIMIT = 40
 
 
@@ -64,15 +69,30 @@ def transition(status: dict, *, phase: str, event: str, message: str, moment: dt
                 conditions=_conditions(phase, event, message, when))
 
 
+def _same(weight: int) -> int:
+    return weight
+
+
+def sending(step_weight: int, share: int) -> str:
+    """What the status says a step sends: the share really applied, and the step when it differs
+    (the replica split can only give whole pods)."""
+    if share == step_weight:
+        return f"sending {share}% of traffic to the candidate"
+    return f"sending {share}% of traffic to the candidate (step {step_weight}%: the nearest share the replicas allow)"
+
+
 def start(spec, moment: dt.datetime, stable_uri: str, candidate_uri: str,
-          stable_version, candidate_version, previous: dict | None = None) -> dict:
-    """A fresh rollout; `previous` (a Desired object's last status) only lends its history."""
+          stable_version, candidate_version, previous: dict | None = None,
+          share: Callable[[int], int] = _same) -> dict:
+    """A fresh rollout; `previous` (a Desired object's last status) only lends its history.
+    `share(step)`: the percent the engine really sends for a step (status.weight); the step's own
+    percent is status.stepWeight, which the routers apply."""
     first = spec.steps[0]
     return transition({"history": (previous or {}).get("history")}, phase="Progressing",
                       event="Started", moment=moment, lastAnalysis=None, inconclusiveSince=None,
                       goldenStable=None, referenceStable=None,
-                      message=f"sending {first}% of traffic to the candidate",
-                      step=1, weight=first, stepLabel=step_label(1, spec.steps), failedChecks=0,
+                      message=sending(first, share(first)), stepWeight=first,
+                      step=1, weight=share(first), stepLabel=step_label(1, spec.steps), failedChecks=0,
                       stableStorageUri=stable_uri, candidateStorageUri=candidate_uri,
                       stableVersion=stable_version, candidateVersion=candidate_version,
                       stepStartedAt=stamp(moment),
@@ -88,18 +108,26 @@ def fail(status: dict, moment: dt.datetime, message: str) -> dict:
 
 def promote(status: dict, moment: dt.datetime, message: str) -> dict:
     return transition(status, phase="Promoted", event="Promoted", moment=moment, message=message,
-                      weight=100, failedChecks=0, nextCheckAt=None, trafficApplied=False)
+                      weight=100, stepWeight=100, failedChecks=0, nextCheckAt=None,
+                      trafficApplied=False)
 
 
 def rollback(status: dict, moment: dt.datetime, message: str) -> dict:
     return transition(status, phase="RolledBack", event="RolledBack", moment=moment,
-                      message=message, weight=0, nextCheckAt=None, trafficApplied=False)
+                      message=message, weight=0, stepWeight=0, nextCheckAt=None,
+                      trafficApplied=False)
 
 
 def delivered(status: dict, moment: dt.datetime, version, message: str) -> dict:
     return transition(status, phase="Delivered", event="Delivered", moment=moment, message=message,
-                      weight=0, step=None, stepLabel=None, nextCheckAt=None, liveVersion=version,
-                      trafficApplied=False)
+                      weight=0, stepWeight=0, step=None, stepLabel=None, nextCheckAt=None,
+                      liveVersion=version, trafficApplied=True)
+
+
+def waiting(status: dict, moment: dt.datetime, message: str) -> dict:
+    return transition(status, phase=WAITING, event=WAITING, moment=moment, message=message,
+                      weight=0, stepWeight=0, step=None, stepLabel=None, nextCheckAt=None,
+                      trafficApplied=True)
 
 
 def pause(status: dict, moment: dt.datetime) -> dict:
@@ -119,31 +147,35 @@ def due(status: dict, moment: dt.datetime) -> bool:
     return next_check is None or moment >= next_check
 
 
-def decide(status: dict, spec, result: dict, moment: dt.datetime) -> tuple[str, dict]:
+def decide(status: dict, spec, result: dict, moment: dt.datetime,
+           share: Callable[[int], int] = _same) -> tuple[str, dict]:
     """(decision, status changes) after an analysis: Advance, Promote, Hold or RollBack."""
     verdict, summary = result["verdict"], result["summary"]
     step = int(status.get("step") or 1)
     next_check = stamp(moment + dt.timedelta(seconds=spec.interval_s))
     analysis = dict(result, time=stamp(moment), step=step, weight=status.get("weight"))
-    decision, changes = _decide(status, spec, result, moment, verdict, summary, step, next_check, analysis)
+    decision, changes = _decide(status, spec, result, moment, verdict, summary, step, next_check,
+                                analysis, share)
     # Each analysis's figures stay in its history entry (lastAnalysis keeps only the latest): the
     # console draws them as a timeline.
     entry = changes["history"][-1]
-    changes["history"][-1] = dict(entry, verdict=verdict, figures={
-        c["name"]: c["value"] for c in result["checks"]
-        if isinstance(c.get("value"), (int, float)) and not isinstance(c["value"], bool)})
+    figures = {c["name"]: c["value"] for c in result["checks"]
+               if isinstance(c.get("value"), (int, float)) and not isinstance(c["value"], bool)}
+    if result.get("canaryShare") is not None:
+        figures["canaryShare"] = result["canaryShare"]
+    changes["history"][-1] = dict(entry, verdict=verdict, figures=figures)
     return decision, changes
 
 
-def _decide(status, spec, result, moment, verdict, summary, step, next_check, analysis):
+def _decide(status, spec, result, moment, verdict, summary, step, next_check, analysis, share):
     if verdict == PASS:
         if step >= len(spec.steps):
             changes = promote(status, moment, f"candidate promoted after {step} steps: {summary}")
             return "Promote", dict(changes, lastAnalysis=analysis)
         weight = spec.steps[step]  # steps are 1-based in status, so this is the next one
         changes = transition(status, phase="Progressing", event="Advanced", moment=moment,
-                             message=f"analysis passed; {weight}% of traffic to the candidate",
-                             step=step + 1, weight=weight,
+                             message=f"analysis passed; {sending(weight, share(weight))}",
+                             step=step + 1, weight=share(weight), stepWeight=weight,
                              stepLabel=step_label(step + 1, spec.steps), failedChecks=0,
                              stepStartedAt=stamp(moment), nextCheckAt=next_check,
                              trafficApplied=False, inconclusiveSince=None)

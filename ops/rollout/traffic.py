@@ -117,15 +117,24 @@ def isvc_weight(mode: str, isvc: dict) -> int | None:
 
 
 def replica_split(total: int, weight: int) -> tuple[int, int]:
-    """(stable, canary) replicas for `weight` percent on the canary; a canary gets >= 1 replica."""
+    """(stable, canary) replicas for `weight` percent on the canary, with whole pods: up to 50 %
+    the stable keeps its `total` replicas and the canary gets the count nearest the share (at
+    least 1); above 50 % the canary runs `total` and the stable the count nearest the share (at
+    least 1). Callers get capacity at every step, and the share really given is
+    `replica_share(...)` of the result, which is what the status reports."""
+    total, weight = max(1, int(total)), int(weight)
     if weight <= 0:
         return total, 0
     if weight >= 100:
         return 0, total
-    if total == 1:
-        return 1, 1  # one replica cannot be split: run one of each while the canary is partial
-    canary = min(total - 1, max(1, math.ceil(total * weight / 100)))
-    return total - canary, canary
+    if weight <= 50:  # floor(x + 0.5): the same rounding as the chart's template
+        return total, max(1, (2 * total * weight + 100 - weight) // (2 * (100 - weight)))
+    return max(1, (2 * total * (100 - weight) + weight) // (2 * weight)), total
+
+
+def replica_share(stable: int, canary: int) -> int:
+    """The percent of requests `canary` of `stable + canary` equal pods answer."""
+    return round(100 * canary / (stable + canary)) if stable + canary else 0
 
 
 def route_rules(route: dict, stable_service: str, canary_service: str, weight: int) -> list:
@@ -202,3 +211,27 @@ def deployment_ready(deployment: dict, replicas: int) -> bool:
             and int(status.get("updatedReplicas") or 0) >= replicas
             and int(status.get("readyReplicas") or 0) >= replicas
             and int(status.get("replicas") or 0) == replicas)
+
+
+def hpa_spec(deployment: str, autoscaling: dict) -> dict:
+    """The spec of the HorizontalPodAutoscaler the operator keeps on the stable Deployment
+    (spec.deployment.autoscaling, from the chart's serving.autoscaling)."""
+    return {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+            "minReplicas": int(autoscaling["minReplicas"]),
+            "maxReplicas": int(autoscaling["maxReplicas"]),
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization",
+                "averageUtilization": int(autoscaling["targetCPUUtilizationPercentage"])}}}]}
+
+
+def autoscaled_split(stable: int, weight: int, most: int) -> tuple[int, int]:
+    """(stable, canary) when an HPA owns the stable's replicas: the stable keeps what the HPA gave
+    it and the canary gets the count nearest `weight` % of the whole (at least 1, at most `most`);
+    at 100 % the canary runs that many and the stable none (an HPA leaves a Deployment scaled to
+    zero alone; promotion gives the stable its pods back)."""
+    if weight <= 0:
+        return stable, 0
+    if weight >= 100:
+        return 0, stable
+    wanted = (2 * stable * weight + 100 - weight) // (2 * (100 - weight))
+    return stable, min(max(1, most), max(1, wanted))

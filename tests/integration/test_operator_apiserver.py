@@ -391,14 +391,18 @@ def test_deployment_engine_splits_replicas_and_promotes(kube, namespace, operato
         kube.create_rollout(namespace, body)
         final = Watcher(kube, namespace, "don-v2", "Deployment").until(record)
     assert final["status"]["phase"] == "Promoted", final["status"]["message"]
-    # in order, each step's split (transient pairs between the two scale calls may appear too)
-    expected = iter([(3, 1), (2, 2), (0, 4), (4, 0)])
+    # in order, each step's split in whole pods (transient pairs between the scale calls may
+    # appear too): 25 % asks for 4 stable + 1 canary, which the status reports as the 20 % it is
+    expected = iter([(4, 1), (4, 4), (0, 4), (4, 0)])
     wanted = next(expected)
     for pair in replicas_seen:
         if pair == wanted:
             wanted = next(expected, None)
     assert wanted is None, replicas_seen
     assert replicas_seen[-1] == (4, 0)
+    moves = [(h["weight"], h.get("stepWeight")) for h in final["status"]["history"]
+             if h["event"] in ("Started", "Advanced")]
+    assert [w for w, _ in moves] == [20, 50, 100], final["status"]["history"]
     promoted = kube.get_deployment(namespace, "don")["spec"]["template"]
     assert promoted["spec"]["containers"][0]["args"] == ["--model_name=don", "--model_dir=/mnt/models/2"]
     assert promoted["metadata"]["labels"] == {"app": "don", "track": "stable",

@@ -243,10 +243,22 @@ def test_standard_patch_is_valid_against_the_real_kserve_schema(kserve_crd_dir):
 
 
 def test_deployment_engine_helpers():
-    assert traffic.replica_split(4, 10) == (3, 1)
-    assert traffic.replica_split(4, 50) == (2, 2)
+    # whole pods: the stable keeps its replicas up to 50 %, the canary gets the nearest count
+    assert traffic.replica_split(4, 10) == (4, 1)
+    assert traffic.replica_split(4, 25) == (4, 1)
+    assert traffic.replica_split(4, 50) == (4, 4)
+    assert traffic.replica_split(4, 75) == (1, 4)
     assert traffic.replica_split(4, 100) == (0, 4)
     assert traffic.replica_split(4, 0) == (4, 0)
+    assert traffic.replica_split(2, 10) == (2, 1) and traffic.replica_share(2, 1) == 33
+    assert traffic.replica_split(1, 10) == (1, 1) and traffic.replica_share(1, 1) == 50
+    # the stable never loses capacity up to 50 %; the canary count is the nearest to the share
+    for total in (1, 2, 3, 4, 8):
+        for weight in range(1, 100):
+            stable, canary = traffic.replica_split(total, weight)
+            assert stable >= 1 and canary >= 1 and max(stable, canary) == total
+            if weight <= 50:
+                assert stable == total and abs(canary - total * weight / (100 - weight)) <= max(0.5, 1 - total * weight / (100 - weight))
     route = {"metadata": {"name": "don"}, "spec": {"rules": [{"backendRefs": [
         {"name": "don", "port": 80, "weight": 100}, {"name": "don-canary", "port": 80, "weight": 0}]}]}}
     rules = traffic.route_rules(route, "don", "don-canary", 25)
@@ -375,3 +387,32 @@ def test_the_stables_golden_error_is_remembered_for_the_step_without_stable_pods
     assert golden["relativeIncrease"] == pytest.approx(0.5) and golden["stable"]["mae"] == 0.5
     assert again == remembered
     assert _stable_golden(gone, None)[0] is gone  # never measured: the check stays Inconclusive
+
+
+def test_autoscaled_split_leaves_the_stable_to_its_hpa():
+    assert traffic.autoscaled_split(3, 10, most=5) == (3, 1)
+    assert traffic.autoscaled_split(3, 50, most=5) == (3, 3)
+    assert traffic.autoscaled_split(2, 75, most=4) == (2, 4)   # capped by the HPA's maximum
+    assert traffic.autoscaled_split(3, 100, most=5) == (0, 3)  # the last step: the canary alone
+    assert traffic.autoscaled_split(3, 0, most=5) == (3, 0)
+    assert traffic.hpa_spec("don", {"minReplicas": 1, "maxReplicas": 4,
+                                    "targetCPUUtilizationPercentage": 70})["scaleTargetRef"]["name"] == "don"
+
+
+def test_status_reports_the_share_given_and_the_step_asked():
+    from ops.rollout.spec import parse_spec
+
+    spec = parse_spec({"target": "don", "candidate": {"version": 2}, "steps": [10, 50, 100]})
+    moment = state.now_utc()
+    started = state.start(spec, moment, "s/don/1", "s/don/2", 1, 2, share=lambda w: 33 if w < 50 else w)
+    assert (started["weight"], started["stepWeight"]) == (33, 10)
+    assert "sending 33% of traffic" in started["message"] and "step 10%" in started["message"]
+    result = {"verdict": "Pass", "summary": "ok", "checks": [], "canary": {}, "stable": {},
+              "canaryShare": 31.5}
+    decision, changes = state.decide(dict(started, step=1), spec, result, moment,
+                                     share=lambda w: 33 if w < 50 else w)
+    assert decision == "Advance" and (changes["weight"], changes["stepWeight"]) == (50, 50)
+    assert changes["history"][-1]["figures"]["canaryShare"] == 31.5
+    waiting = state.waiting({}, moment, "version 2 of don is not in the store s yet")
+    assert waiting["phase"] == "Waiting" and waiting["phase"] not in state.TERMINAL + state.ACTIVE
+    assert {c["type"]: c["status"] for c in waiting["conditions"]}["Succeeded"] == "Unknown"

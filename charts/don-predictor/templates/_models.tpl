@@ -65,21 +65,21 @@ don-predictor.io/model: {{ .model.name }}
 {{- end -}}
 
 {{/* (stable canary) replicas for `percent` on the canary out of `total`: THE replica-split rule,
-the same as ops/rollout/traffic.replica_split (a test compares the two): the canary gets
-ceil(total * p / 100) replicas, at least 1 and at most total - 1; a total of 1 runs one of each.
-Returns JSON [stable, canary]. (dict "total" 2 "percent" 25) */}}
+the same as ops/rollout/traffic.replica_split (a test compares the two): up to 50 % the stable
+keeps `total` replicas and the canary gets the nearest count to the share (at least 1); above 50 %
+the canary runs `total` and the stable the nearest count (at least 1). Returns JSON [stable, canary].
+(dict "total" 2 "percent" 25) */}}
 {{- define "don.replicaSplit" -}}
-{{- $total := int .total -}}
+{{- $total := max 1 (int .total) -}}
 {{- $p := int .percent -}}
 {{- if le $p 0 -}}
 {{- toJson (list $total 0) -}}
 {{- else if ge $p 100 -}}
 {{- toJson (list 0 $total) -}}
-{{- else if eq $total 1 -}}
-{{- toJson (list 1 1) -}}
+{{- else if le $p 50 -}}
+{{- toJson (list $total (max 1 (div (add (mul 2 $total $p) (sub 100 $p)) (mul 2 (sub 100 $p))))) -}}
 {{- else -}}
-{{- $canary := min (sub $total 1) (max 1 (div (add (mul $total $p) 99) 100)) -}}
-{{- toJson (list (sub $total $canary) $canary) -}}
+{{- toJson (list (max 1 (div (add (mul 2 $total (sub 100 $p)) $p) (mul 2 $p))) $total) -}}
 {{- end -}}
 {{- end -}}
 
