@@ -9,7 +9,7 @@ KSERVE_MODE ?= Standard
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 # Targets: `make help` prints the first `## ` comment line above each one.
-.PHONY: help install demo test test-fast test-chart test-operator e2e images bench manifests kind-up kind-e2e kind-down clean
+.PHONY: help install demo test test-fast test-chart test-operator e2e images bench manifests docs docs-build docs-ref kind-up kind-e2e kind-down clean
 
 ## List every target with what it does.
 help:
@@ -73,6 +73,18 @@ bench: install
 manifests: install
 	$(BIN)/python -m scripts.render_manifests
 
+## Serve the documentation site on http://127.0.0.1:8000 (mkdocs serve; reloads on edits).
+docs: install
+	$(BIN)/python -m mkdocs serve
+
+## Build the documentation site into site/, strictly (a broken link or anchor fails; a test does too).
+docs-build: install
+	$(BIN)/python -m mkdocs build --strict
+
+## Regenerate docs/reference/ from the code (a test fails when it is stale).
+docs-ref: install
+	$(BIN)/python -m scripts.gen_docs
+
 # kind path, for machines with Docker and internet (see README "End to end on kind").
 ## Create a kind cluster with KServe (needs Docker and internet).
 kind-up: install
@@ -88,4 +100,4 @@ kind-down:
 
 ## Remove the virtualenv and the demo store.
 clean:
-	rm -rf $(VENV) $(STORE) .pytest_cache
+	rm -rf $(VENV) $(STORE) .pytest_cache site
