@@ -79,8 +79,9 @@ ROLLOUT_DEFAULTS: dict = {
     "interval": "60s",
     "progressDeadline": "10m",
     "paused": False,
-    "analysis": {"minSuccessRate": 0.99, "maxP99LatencyMs": 500, "maxRelativeErrorIncrease": 0.1,
-                 "failureLimit": 1, "minRequests": 10, "goldenSet": True, "referenceSet": True,
+    # goldenSet: the served-correctly check, judged by the ONNX agreement rule above (no threshold of its own)
+    "analysis": {"minSuccessRate": 0.99, "maxP99LatencyMs": 500, "failureLimit": 1, "minRequests": 10,
+                 "goldenSet": True, "referenceSet": True,
                  "maxReferenceErrorIncrease": 0.1, "maxReferenceFalseAcceptIncrease": 0.1},
     "metrics": {"source": "Direct", "requestsMetric": REQUESTS_METRIC + "_total",
                 "latencyMetric": LATENCY_METRIC},

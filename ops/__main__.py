@@ -27,8 +27,6 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--interval", help="time between analyses, e.g. 30s, 2m")
     start.add_argument("--min-success-rate", type=float)
     start.add_argument("--max-p99-ms", type=float)
-    start.add_argument("--max-error-increase", type=float,
-                       help="golden set: largest relative log1p-MAE increase")
     start.add_argument("--max-reference-error-increase", type=float,
                        help="reference set: largest relative log1p-MAE increase (default "
                             f"{ROLLOUT_DEFAULTS['analysis']['maxReferenceErrorIncrease']})")

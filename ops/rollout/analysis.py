@@ -5,6 +5,10 @@ some could not be made: too few requests, canary not serving the candidate yet, 
 """
 from __future__ import annotations
 
+from don_core.contract import ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT, ONNX_RTOL
+
+# The golden check's name: the share of the recorded rows the canary reproduces (ops/rollout/golden.py)
+SERVED_CORRECTLY = "servedCorrectly"
 PASS, FAIL, INCONCLUSIVE = "Pass", "Fail", "Inconclusive"
 
 
@@ -19,7 +23,8 @@ def _check(name: str, value, threshold, passed: bool | None, note: str = "") -> 
 def judge(analysis: dict, canary: dict, stable: dict | None, golden: dict | None,
           expected_version: int | None, reference: dict | None = None) -> dict:
     """`canary`/`stable`: metrics summaries (requests, successRate, p99LatencyMs) or {'error': ...};
-    `golden`: {'stable': {...}|{'error'}, 'canary': {...}|{'error'}} or None when disabled;
+    `golden`: {'canary': golden.served_correctly's figures|{'error'}}, {'unavailable': True,
+    'canary': {'error'}} or None when disabled;
     `reference`: the same for the reference set (ops/rollout/reference.py `compare`), or
     {'unavailable': True, 'error': ...}, or None when disabled. The golden check (is the candidate
     served correctly?) and the reference checks (does it generalise as well as the stable?) are
@@ -39,7 +44,7 @@ def judge(analysis: dict, canary: dict, stable: dict | None, golden: dict | None
                              (p99 <= analysis["maxP99LatencyMs"]) if enough and p99 is not None
                              else None, note))
     if golden is not None:
-        checks.extend(_golden_checks(analysis, golden, expected_version))
+        checks.extend(_golden_checks(golden, expected_version))
     if reference is not None:
         checks.extend(c for c in _reference_checks(analysis, reference, expected_version)
                       if c not in checks)  # one canaryVersion check when both find it
@@ -60,26 +65,26 @@ def _verdict(checks: list[dict], canary: dict, stable: dict | None) -> dict:
             "canary": canary, "stable": stable or {}}
 
 
-def _golden_checks(analysis: dict, golden: dict, expected_version: int | None) -> list[dict]:
-    canary, stable = golden.get("canary", {}), golden.get("stable", {})
+def _golden_checks(golden: dict, expected_version: int | None) -> list[dict]:
+    canary = golden.get("canary", {})
     if golden.get("unavailable"):
-        return [_check("goldenRelativeErrorIncrease", None, analysis["maxRelativeErrorIncrease"],
-                       None, canary.get("error", "golden set unavailable"))]
+        return [_check(SERVED_CORRECTLY, None, ONNX_MIN_AGREEMENT, None,
+                       canary.get("error", "golden set unavailable"))]
     if "error" in canary:
-        # The canary failing to answer labelled spectra is a failure of the canary.
-        return [_check("goldenRelativeErrorIncrease", None, analysis["maxRelativeErrorIncrease"],
-                       False, canary["error"])]
+        # A canary that cannot answer the rows is not served correctly.
+        return [_check(SERVED_CORRECTLY, None, ONNX_MIN_AGREEMENT, False, canary["error"])]
     served = canary.get("version")
     if expected_version is not None and served is not None and str(served) != str(expected_version):
         return [_check("canaryVersion", served, expected_version, None,
                        f"canary endpoint serves version {served}, not {expected_version} yet")]
-    if "error" in stable:
-        return [_check("goldenRelativeErrorIncrease", None, analysis["maxRelativeErrorIncrease"],
-                       None, f"stable cannot answer the golden set: {stable['error']}")]
-    increase = golden["relativeIncrease"]
-    return [_check("goldenRelativeErrorIncrease", increase, analysis["maxRelativeErrorIncrease"],
-                   increase <= analysis["maxRelativeErrorIncrease"],
-                   f"log1p MAE canary {canary['mae']:.4f} vs stable {stable['mae']:.4f}")]
+    if "unrecorded" in canary:
+        return [_check(SERVED_CORRECTLY, None, ONNX_MIN_AGREEMENT, None, canary["unrecorded"])]
+    share, rows = canary["agreement"], canary["rows"]
+    worst = canary.get("maxAbsDiffPpb")
+    return [_check(SERVED_CORRECTLY, share, ONNX_MIN_AGREEMENT, share >= ONNX_MIN_AGREEMENT,
+                   f"{round(share * rows)} of {rows} rows within {ONNX_ATOL_PPB} ppb + "
+                   f"{ONNX_RTOL:g} x the prediction recorded at training time (max |diff| "
+                   f"{'n/a' if worst is None else f'{worst:.3g}'} ppb)")]
 
 
 def _reference_checks(analysis: dict, reference: dict, expected_version: int | None) -> list[dict]:
@@ -119,7 +124,7 @@ def _describe(check: dict) -> str:
         return f"{check['name']}: {check['note']}"
     value = check["value"]
     shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-    relation = "below" if check["name"] == "successRate" else "above"
+    relation = "below" if check["name"] in ("successRate", SERVED_CORRECTLY) else "above"
     text = f"{check['name']} {shown} ({relation} limit {check['threshold']})" \
         if check["result"] == FAIL else f"{check['name']}: {check.get('note') or shown}"
     return text

@@ -39,7 +39,6 @@ def rollout_body(args) -> dict:
         spec["paused"] = True
     analysis = {key: value for key, value in (
         ("minSuccessRate", args.min_success_rate), ("maxP99LatencyMs", args.max_p99_ms),
-        ("maxRelativeErrorIncrease", args.max_error_increase),
         ("maxReferenceErrorIncrease", args.max_reference_error_increase),
         ("maxReferenceFalseAcceptIncrease", args.max_reference_false_accept_increase),
         ("failureLimit", args.failure_limit), ("minRequests", args.min_requests)) if value is not None}

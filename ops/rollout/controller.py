@@ -33,10 +33,10 @@ def owner_reference(obj: dict) -> dict:
             "controller": True}
 
 
-def _stable_golden(result: dict, remembered: dict | None) -> tuple[dict, dict | None]:
-    """(golden or reference result, the stable's figures to remember). The stable version's
-    answers on a fixed row set do not change during a rollout, so once measured they stand in
-    when the stable cannot answer any more (the deployment engine's last step runs no stable pod)."""
+def _stable_reference(result: dict, remembered: dict | None) -> tuple[dict, dict | None]:
+    """(reference result, the stable's figures to remember). The stable version's answers on a
+    fixed row set do not change during a rollout, so once measured they stand in when the stable
+    cannot answer any more (the deployment engine's last step runs no stable pod)."""
     stable = result.get("stable") or {}
     if "mae" in stable:
         return result, dict(stable)
@@ -301,7 +301,7 @@ class Engine:
         decision, changes = state.decide(status, spec, result, self.clock(),
                                          share=lambda weight: router.share(weight, status))
         status = self._write(obj, dict(changes, snapshot=snapshot,
-                                       **{key: result[key] for key in ("goldenStable", "referenceStable")
+                                       **{key: result[key] for key in ("referenceStable",)
                                           if result.get(key)}))
         kind = "Warning" if decision == "RollBack" or result["verdict"] == judge_mod.FAIL else "Normal"
         reason = {"Advance": "Advanced", "Promote": "Promoted", "RollBack": "RolledBack"}.get(
@@ -328,14 +328,12 @@ class Engine:
                      "summary": f"canaryReady: {waiting}", "canary": {}, "stable": {}},
                     dict(status.get("snapshot") or {}))
         golden_urls = endpoints.direct_urls(self.kube, router, (stable_url, canary_url))
-        golden = self._golden(spec, status, *golden_urls) if spec.analysis["goldenSet"] else None
+        golden = self._golden(spec, status, golden_urls[1]) if spec.analysis["goldenSet"] else None
         reference = self._reference(spec, status, *golden_urls) \
             if spec.analysis["referenceSet"] else None
         remembered = {}
-        if golden is not None and not golden.get("unavailable"):
-            golden, remembered["goldenStable"] = _stable_golden(golden, status.get("goldenStable"))
         if reference is not None and not reference.get("unavailable"):
-            reference, remembered["referenceStable"] = _stable_golden(
+            reference, remembered["referenceStable"] = _stable_reference(
                 reference, status.get("referenceStable"))
         snapshot = dict(status.get("snapshot") or {})
         source, figures = sources.for_spec(self.kube, router), {}
@@ -372,20 +370,15 @@ class Engine:
         return reference_mod.compare(stable_url, canary_url, spec.model_name, doc,
                                      spec.endpoints["timeoutSeconds"])
 
-    def _golden(self, spec, status, stable_url, canary_url) -> dict:
-        timeout = spec.endpoints["timeoutSeconds"]
+    def _golden(self, spec, status, canary_url) -> dict:
+        """Served correctly: the canary answers the rows its golden.json recorded predictions on
+        (the stable is not involved; golden.py says why)."""
         try:
             data = golden_mod.load_golden(*locate.candidate_set(spec, status))
         except golden_mod.GoldenError as exc:
-            error = {"error": str(exc)}
-            return {"stable": error, "canary": {"version": None, **error}, "unavailable": True}
-        result = {}
-        for side, url in (("stable", stable_url), ("canary", canary_url)):
-            try:
-                result[side] = golden_mod.evaluate(url, spec.model_name, data, timeout)
-            except golden_mod.GoldenError as exc:
-                result[side] = {"error": str(exc)[:300]}
-        if "mae" in result["stable"] and "mae" in result["canary"]:
-            result["relativeIncrease"] = golden_mod.relative_increase(result["canary"]["mae"],
-                                                                      result["stable"]["mae"])
-        return result
+            return {"canary": {"version": None, "error": str(exc)}, "unavailable": True}
+        try:
+            return {"canary": golden_mod.served_correctly(canary_url, spec.model_name, data,
+                                                          spec.endpoints["timeoutSeconds"])}
+        except golden_mod.GoldenError as exc:
+            return {"canary": {"error": str(exc)[:300]}}

@@ -207,9 +207,8 @@ def good_metrics():
     return {"requests": 50, "successRate": 1.0, "p99LatencyMs": 20.0}
 
 
-def golden_pass():
-    return {"stable": {"mae": 0.5, "version": "1"}, "canary": {"mae": 0.5, "version": "2"},
-            "relativeIncrease": 0.0}
+def golden_pass(version="2"):
+    return {"canary": {"agreement": 1.0, "rows": 330, "maxAbsDiffPpb": 0.0, "version": version}}
 
 
 @pytest.mark.parametrize("reference,verdict,not_passed", [
@@ -229,7 +228,7 @@ def test_judge_reference_checks(reference, verdict, not_passed):
     assert result["verdict"] == verdict, result["summary"]
     names = [c["name"] for c in result["checks"]]
     # the served-correctly (golden) check keeps its own result beside the reference checks
-    assert "goldenRelativeErrorIncrease" in names
+    assert "servedCorrectly" in names
     assert [c["name"] for c in result["checks"] if c["result"] != analysis.PASS] == not_passed
     for name in not_passed:
         assert name in result["summary"]
@@ -239,16 +238,15 @@ def test_judge_reference_checks(reference, verdict, not_passed):
 
 
 def test_golden_and_reference_fail_independently():
-    worse_golden = dict(golden_pass(), relativeIncrease=0.5,
-                        canary={"mae": 0.75, "version": "2"})
+    worse_golden = {"canary": dict(golden_pass()["canary"], agreement=0.5)}
     result = analysis.judge(THRESHOLDS, good_metrics(), good_metrics(), worse_golden, 2,
                             compared(figures(1.0)))
     checks = {c["name"]: c["result"] for c in result["checks"]}
-    assert checks["goldenRelativeErrorIncrease"] == analysis.FAIL
+    assert checks["servedCorrectly"] == analysis.FAIL
     assert checks["referenceErrorIncrease"] == analysis.PASS
     # one canaryVersion check when both sets see the old version
     stale = analysis.judge(THRESHOLDS, good_metrics(), good_metrics(),
-                           dict(golden_pass(), canary={"mae": 0.5, "version": "1"}), 2,
+                           golden_pass(version="1"), 2,
                            compared(figures(1.0, version="1")))
     assert [c["name"] for c in stale["checks"]].count("canaryVersion") == 1
 
