@@ -348,7 +348,7 @@ def test_deployment_engine_replica_ratio_without_gateway_api(renders):
     assert not render.of_kind("HTTPRoute") and not render.of_kind("InferenceService")
     stable = render.named("Deployment", "don-don-predictor-rf")  # the ModelRollout operator's default names
     canary = render.named("Deployment", "don-don-predictor-rf-canary")
-    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (1, 1)  # replica_split(2, 25)
+    assert (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (2, 1)  # replica_split(2, 25): 33 %
     assert canary["metadata"]["labels"]["don-predictor.io/model-version"] == "2"
     mount = canary["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]
     assert mount == {"name": "model", "mountPath": "/mnt/store", "readOnly": True}
