@@ -41,3 +41,26 @@ def test_figures_are_undefined_not_perfect_with_one_class():
     assert out["thresholds"]["1000"]["falseAcceptRate"] is None
     assert out["thresholds"]["1000"]["falseRejectRate"] == 0.0
     assert accuracy.figures([], [])["maeLog1p"] is None
+
+
+def test_t_quantiles_of_the_paired_interval_match_scipy():
+    from scipy import stats
+
+    from ops.recorder import pairs
+    for df in (*range(1, 31), 31, 40, 60, 100, 1000, 100_000):
+        assert pairs.t975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-4), df
+    with pytest.raises(ValueError, match="at least 1"):
+        pairs.t975(0)
+
+
+def test_paired_difference_is_the_difference_of_the_log1p_maes():
+    from don_core.reference import log1p_mae
+    from ops.recorder import pairs
+    rng = np.random.default_rng(7)
+    truth = rng.gamma(0.5, 4000, 200)
+    stable, candidate = truth * rng.lognormal(0, 0.3, 200), truth * rng.lognormal(0.2, 0.5, 200)
+    doc = pairs.difference(stable, candidate, truth)
+    assert doc["mean"] == pytest.approx(log1p_mae(candidate, truth) - log1p_mae(stable, truth))
+    low, high = doc["ci95"]
+    assert low < doc["mean"] < high and high - low == pytest.approx(2 * pairs.t975(199) * doc["sd"] / 200 ** 0.5)
+    assert pairs.difference([], [], [])["mean"] is None and pairs.difference([1.0], [2.0], [1.0])["ci95"] is None
