@@ -146,11 +146,18 @@ def _pairs(args) -> int:
     if args.stable == args.candidate:
         return _err(f"--stable and --candidate are both version {args.stable}: a pair needs two versions")
     if args.db:
-        engine = db.create_engine(args.db)
-        if db.current_revision(engine) != db.HEAD:
-            return _err(f"the database at {engine.url.render_as_string(hide_password=True)} is not at schema "
-                        f"revision {db.HEAD} (python -m ops recorder migrate --db URL)")
-        doc = pairs.report(engine, args.model, args.stable, args.candidate, detail=args.json)
+        import sqlalchemy as sa
+        try:
+            engine = db.create_engine(args.db)
+            where = engine.url.render_as_string(hide_password=True)
+            if db.current_revision(engine) != db.HEAD:
+                return _err(f"the database at {where} is not at schema revision {db.HEAD} "
+                            "(python -m ops recorder migrate --db URL)")
+            doc = pairs.report(engine, args.model, args.stable, args.candidate, detail=args.json)
+        except sa.exc.ArgumentError as exc:
+            return _err(f"--db {args.db[:80]!r} is not a database URL: {exc}")
+        except sa.exc.SQLAlchemyError as exc:
+            return _err(f"cannot read the database: {str(exc).splitlines()[0][:200]}")
     elif args.url:
         query = urllib.parse.urlencode({"model": args.model, "stable": args.stable, "candidate": args.candidate,
                                         "detail": int(args.json)})

@@ -669,6 +669,10 @@ def test_cli_prints_the_pairs_from_the_recorder_and_the_database(recorder, tmp_p
     assert run("--stable", "x").returncode == 2 and "'x' is not a version number" in run("--stable", "x").stderr
     refused = run("--url", recorder.url + "/nowhere")
     assert refused.returncode == 2 and "HTTP 404" in refused.stderr
+    for db_arg, needle in (("nonsense", "is not a database URL"),
+                           (f"sqlite:///{tmp_path / 'empty.db'}", "is not at schema revision")):
+        refused = run("--db", db_arg)
+        assert refused.returncode == 2 and needle in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_migration_0002_keeps_old_rows_as_served(db_url):
