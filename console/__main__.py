@@ -2,7 +2,8 @@
 
   python -m console --store .demo-store --server don-rf=http://127.0.0.1:8080 \
       [--server don-rf@canary=http://127.0.0.1:8082] \
-      [--server don-tf=http://127.0.0.1:8081] [--recorder URL] [--namespace NS] [--control] \
+      [--server don-tf=http://127.0.0.1:8081] [--recorder URL] [--recorder-token-file FILE] \
+      [--namespace NS] [--control] \
       [--host 127.0.0.1] [--port 8501]
 
 The options become DON_CONSOLE_* variables (the chart sets those directly) read by console/app.py.
@@ -39,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
                              "that answers with the version it serves, the first model's stable "
                              "track (else its address) by default")
     parser.add_argument("--recorder", default=os.environ.get("DON_CONSOLE_RECORDER"),
-                        help="the prediction recorder's URL (Monitoring page)")
+                        help="the prediction recorder's URL (Monitoring page, paired figures of rollouts)")
+    parser.add_argument("--recorder-token-file", default=os.environ.get("DON_CONSOLE_RECORDER_TOKEN_FILE"),
+                        help="the recorder's write token, sent with imported lab results (default: the "
+                             "model servers' token, $DON_API_TOKEN_FILE)")
     parser.add_argument("--namespace", default=os.environ.get("DON_CONSOLE_NAMESPACE"),
                         help="namespace of the ModelRollouts (default: the context's)")
     parser.add_argument("--kubeconfig", default=os.environ.get("DON_CONSOLE_KUBECONFIG"))
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env = dict(os.environ, DON_CONSOLE_SERVERS=servers)
     for key, value in (("DON_CONSOLE_STORE", args.store), ("DON_CONSOLE_RECORDER", args.recorder),
+                       ("DON_CONSOLE_RECORDER_TOKEN_FILE", args.recorder_token_file),
                        ("DON_CONSOLE_NAMESPACE", args.namespace),
                        ("DON_CONSOLE_KUBECONFIG", args.kubeconfig)):
         if value:

@@ -211,6 +211,29 @@ def rollouts_page(settings: svc.Settings) -> None:
         st.caption(f"last analysis {last.get('time')}: {last.get('verdict')}")
         st.dataframe(pd.DataFrame([{k: c.get(k) for k in ("name", "value", "threshold", "result", "note")}
                                    for c in last.get("checks", [])]), hide_index=True, width="stretch")
+    paired_figures(settings, item)
+
+
+def paired_figures(settings: svc.Settings, item: dict) -> None:
+    """The stable version against the candidate's shadow answers, on the lots the lab measured."""
+    st.subheader("Paired lab figures: stable against the candidate in shadow")
+    versions = svc.rollout_versions(item)
+    if not settings.recorder:
+        st.caption("no prediction recorder configured (--recorder URL): no paired figures")
+        return
+    if versions is None:
+        st.caption("the rollout's status names no stable and candidate version yet")
+        return
+    try:
+        with st.spinner("Reading the paired figures from the recorder ..."):
+            doc = svc.pairs(settings, *versions)
+    except svc.ConsoleError as exc:
+        st.error(str(exc))
+        return
+    st.markdown(svc.pairs_summary(doc))
+    if doc["pairs"]:
+        st.dataframe(pd.DataFrame(svc.pairs_rows(doc)), hide_index=True, width="stretch")
+        st.caption(f"Decisions: {doc['decisionRule']}.")
 
 
 def timeline_chart(item: dict) -> None:
@@ -232,6 +255,7 @@ def timeline_chart(item: dict) -> None:
 def monitoring_page(settings: svc.Settings) -> None:
     st.header("Monitoring")
     if settings.recorder:
+        lab_results_import(settings)
         try:
             live_accuracy(settings)
         except svc.ConsoleError as exc:   # the recorder away: the servers' drift still shows
@@ -243,6 +267,27 @@ def monitoring_page(settings: svc.Settings) -> None:
                      "its last 100 rows, above 1: the inputs have moved)")
         with st.spinner("Reading the model servers' metrics ..."):
             st.dataframe(pd.DataFrame(svc.drift_rates(settings)), hide_index=True, width="stretch")
+
+
+def lab_results_import(settings: svc.Settings) -> None:
+    """The lab's results into the recorder: the whole file or nothing, each bad row named."""
+    upload = st.file_uploader("Lab results CSV: sample_id, vomitoxin_ppb; optional method, measured_at "
+                              "(ISO 8601, UTC unless an offset is given)", type=["csv"], key="lab_upload")
+    if not st.button("Import lab results", key="lab_import", disabled=upload is None):
+        return
+    try:
+        with st.spinner(f"Importing {upload.name} ..."):
+            result = svc.import_lab_results(settings, upload.getvalue(), upload.name)
+    except svc.LabResultsRefused as exc:
+        shown = "\n".join(f"- {line}" for line in exc.errors[:20])
+        more = f"\n- ... {len(exc.errors) - 20} more" if len(exc.errors) > 20 else ""
+        st.error(f"{exc}\n\n{shown}{more}")
+        return
+    except svc.ConsoleError as exc:
+        st.error(str(exc))
+        return
+    st.success(f"{upload.name}: {result['stored']} result(s) stored, {result['duplicates']} already there, "
+               f"{result['rejected']} refused")
 
 
 def live_accuracy(settings: svc.Settings) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import requests
 
 from don_core.artifact import EVALUATION_FILE, ArtifactError, parse_evaluation
-from don_core.contract import VERSION_HEADER
+from don_core.contract import PAIRS_PATH, VERSION_HEADER
 from don_core.labcsv import DataError, Dataset, parse_csv
 from don_core.schema import BAND_COLUMNS, DECISION_THRESHOLDS_PPB, N_BANDS
 
@@ -47,6 +47,7 @@ class Settings:
     kubeconfig: str | None = None
     control: bool = False                                  # rollout buttons enabled
     token_file: str | None = None                          # model servers' bearer token
+    recorder_token_file: str | None = None                 # the recorder's write token (else token_file's)
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
@@ -58,15 +59,26 @@ class Settings:
                    namespace=env.get("DON_CONSOLE_NAMESPACE") or None,
                    kubeconfig=env.get("DON_CONSOLE_KUBECONFIG") or None,
                    control=env.get("DON_CONSOLE_CONTROL", "").lower() in ("1", "true", "yes"),
-                   token_file=env.get("DON_API_TOKEN_FILE") or None)
+                   token_file=env.get("DON_API_TOKEN_FILE") or None,
+                   recorder_token_file=env.get("DON_CONSOLE_RECORDER_TOKEN_FILE") or None)
 
     def token(self) -> str | None:
         if not self.token_file:
             return os.environ.get("DON_API_TOKEN") or None
-        try:
-            return open(self.token_file).read().strip() or None
-        except OSError as exc:
-            raise ConsoleError(f"API token file {self.token_file}: {exc.strerror or exc}") from None
+        return _read_token(self.token_file, "API token file")
+
+    def recorder_token(self) -> str | None:
+        """What the console sends with the lab results it imports."""
+        if not self.recorder_token_file:
+            return self.token()
+        return _read_token(self.recorder_token_file, "recorder token file")
+
+
+def _read_token(path: str, what: str) -> str | None:
+    try:
+        return open(path).read().strip() or None
+    except OSError as exc:
+        raise ConsoleError(f"{what} {path}: {exc.strerror or exc}") from None
 
 
 def parse_endpoints(text: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
@@ -137,10 +149,11 @@ def _refusal(response: requests.Response) -> str:
     return f"{response.status_code}: {str(message)[:400]}"
 
 
-def _call(method: str, url: str, settings: Settings, **kwargs) -> requests.Response:
+def _call(method: str, url: str, settings: Settings, headers: dict | None = None,
+          **kwargs) -> requests.Response:
     try:
-        response = requests.request(method, url, headers=_headers(settings), timeout=TIMEOUT_S,
-                                    **kwargs)
+        response = requests.request(method, url, headers=_headers(settings) if headers is None else headers,
+                                    timeout=TIMEOUT_S, **kwargs)
     except requests.RequestException as exc:
         raise ConsoleError(f"{url}: cannot connect ({type(exc).__name__})") from None
     if response.status_code >= 400:
@@ -244,12 +257,17 @@ def canary_weights(settings: Settings) -> dict[str, int]:
     from ops.rollout.state import ACTIVE
     weights = {}
     for item in items:
-        spec, status = item.get("spec") or {}, item.get("status") or {}
-        model = ((spec.get("endpoints") or {}).get("modelName") or (spec.get("store") or {}).get("model")
-                 or spec.get("target"))
+        status = item.get("status") or {}
         if status.get("phase") in ACTIVE and isinstance(status.get("weight"), int):
-            weights[model] = status["weight"]
+            weights[rollout_model(item)] = status["weight"]
     return weights
+
+
+def rollout_model(item: dict) -> str:
+    """The model a ModelRollout rolls out (its servers' model name)."""
+    spec = item.get("spec") or {}
+    return ((spec.get("endpoints") or {}).get("modelName") or (spec.get("store") or {}).get("model")
+            or spec.get("target"))
 
 
 @dataclass
@@ -453,6 +471,48 @@ def timeline(item: dict) -> list[dict]:
     return [r for r in out if r["value"] is not None and r["time"]]
 
 
+def rollout_versions(item: dict) -> tuple[str, int, int] | None:
+    """(model, stable, candidate) from a ModelRollout's status; None until the operator has found
+    both versions."""
+    status = item.get("status") or {}
+    stable, candidate = status.get("stableVersion"), status.get("candidateVersion")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (stable, candidate)) or stable == candidate:
+        return None
+    return rollout_model(item), stable, candidate
+
+
+def pairs(settings: Settings, model: str, stable: int, candidate: int) -> dict:
+    """The recorder's paired figures (GET /v1/pairs): stable against the candidate's shadow answers."""
+    if not settings.recorder:
+        raise ConsoleError("no prediction recorder configured (--recorder)")
+    return _call("GET", settings.recorder.rstrip("/") + PAIRS_PATH, settings,
+                 params={"model": model, "stable": stable, "candidate": candidate}).json()
+
+
+def pairs_rows(doc: dict) -> list[dict]:
+    """One row per version of a pairs document: its error and its decisions on the same lots."""
+    rows = []
+    for side in ("stable", "candidate"):
+        row = {"version": f"v{doc[side]} ({side})", "pairs": doc["pairs"], "MAE log1p": doc["maeLog1p"][side]}
+        for limit, d in doc["decisions"].items():
+            row[f"false accepts @{limit}"] = d[side]["falseAccepts"]
+            row[f"false rejects @{limit}"] = d[side]["falseRejects"]
+        rows.append(row)
+    return rows
+
+
+def pairs_summary(doc: dict) -> str:
+    """The paired difference in one sentence."""
+    diff = doc["difference"]
+    if diff["mean"] is None:
+        return (f"no lab-matched pair yet: the lab has measured none of the lots both v{doc['stable']} and "
+                f"v{doc['candidate']} (in shadow) answered")
+    interval = (f"95 % CI [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}]" if diff["ci95"]
+                else "no interval from one pair")
+    return (f"{doc['pairs']} lab-matched pair(s): the candidate's |log1p error| minus the stable's, "
+            f"mean {diff['mean']:+.4f}, {interval} (positive: the candidate is worse)")
+
+
 def steer(settings: Settings, kube, namespace: str, name: str, action: str) -> str:
     """A rollout button: exactly `python -m ops rollout ACTION NAME` (ops.rollout.cli.steer)."""
     from ops.rollout.cli import api_reason
@@ -487,6 +547,35 @@ def accuracy_rows(doc: dict) -> list[dict]:
 
 
 SPANS_DAYS = (7, 30, 90)
+
+
+class LabResultsRefused(ConsoleError):
+    """The recorder refused a lab file; `errors` names each bad row and column."""
+
+    def __init__(self, message: str, errors: list[str]):
+        super().__init__(message)
+        self.errors = errors
+
+
+def import_lab_results(settings: Settings, raw: bytes, name: str) -> dict:
+    """Post a lab CSV (sample_id, vomitoxin_ppb[, method][, measured_at]) to the recorder, which
+    checks every row (ops/recorder/labresults.py, the one reader) and stores all of it or nothing.
+    Returns its summary {stored, duplicates, rejected}."""
+    if not settings.recorder:
+        raise ConsoleError("no prediction recorder configured (--recorder)")
+    url = settings.recorder.rstrip("/") + "/v1/labresults"
+    token = settings.recorder_token()
+    headers = {"Content-Type": "text/csv", **({"Authorization": f"Bearer {token}"} if token else {})}
+    try:
+        response = requests.post(url, data=raw, headers=headers, timeout=TIMEOUT_S)
+    except requests.RequestException as exc:
+        raise ConsoleError(f"{url}: cannot connect ({type(exc).__name__})") from None
+    if response.status_code == 422:
+        doc = response.json()
+        raise LabResultsRefused(f"{name}: {doc.get('error')}", list(doc.get("errors", [])))
+    if response.status_code >= 400:
+        raise ConsoleError(f"{name}: the recorder refused it: {_refusal(response)}")
+    return response.json()
 
 
 def accuracy_series(settings: Settings, days: int) -> dict:

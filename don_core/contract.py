@@ -89,3 +89,8 @@ ROLLOUT_DEFAULTS: dict = {
     "store": {},
     "deployment": {"versionEnv": MODEL_VERSION_ENV},
 }
+
+# ---- the recorder's paired figures (GET /v1/pairs): a stable version against its shadow ----------
+PAIRS_PATH = "/v1/pairs"
+# With ?detail=1: one list per name, one value per lab-matched lot, what the operator's lab gate reads.
+PAIRS_DETAIL_FIELDS = ("sample_id", "stable_ppb", "candidate_ppb", "truth_ppb")

@@ -8,6 +8,11 @@ undefined (None) while only one class has been seen. A sample measured several t
 the mean of its lab results; a sample predicted several times by one version counts once, with the
 latest prediction. Windows select predictions by their time.
 
+Only served answers count (`shadow` false): a shadow's answers to mirrored copies of requests were
+never returned to anyone, so they are reported apart (`shadowResults`, same figures), and the
+series and the Prometheus gauges leave them out. Paired figures (stable against its shadow on the
+same lots) are `pairs.py`.
+
 The series (`series`) buckets the same figures by UTC day of the prediction (within a day, a
 sample predicted several times by one version counts once, latest), beside each day's volume and
 out-of-distribution rate (share of the rows the server scored for drift that it flagged).
@@ -47,7 +52,7 @@ def figures(truth_ppb, predicted_ppb) -> dict:
 
 
 def _latest_matched(engine: sa.Engine, since: dt.datetime, until: dt.datetime | None, model: str | None,
-                    version: int | None, by_day: bool):
+                    version: int | None, by_day: bool, shadow: bool = False):
     """Rows (model, version, [day,] lab ppb, predicted ppb): the latest prediction of each sample
     per model and version (and day), joined to the mean of its lab results."""
     lab = (sa.select(lab_results.c.sample_id, sa.func.avg(lab_results.c.vomitoxin_ppb).label("ppb"))
@@ -59,7 +64,7 @@ def _latest_matched(engine: sa.Engine, since: dt.datetime, until: dt.datetime | 
                         sa.func.row_number().over(
                             partition_by=(*keys, predictions.c.sample_id),
                             order_by=(predictions.c.time.desc(), predictions.c.id.desc())).label("rank"))
-              .where(predictions.c.sample_id.is_not(None), *_filters(since, until, model, version)))
+              .where(predictions.c.sample_id.is_not(None), *_filters(since, until, model, version, shadow)))
     latest = latest.subquery()
     columns = [latest.c.model, latest.c.version, *([latest.c.day] if by_day else [])]
     query = (sa.select(*columns, lab.c.ppb, latest.c.predicted_ppb)
@@ -69,8 +74,9 @@ def _latest_matched(engine: sa.Engine, since: dt.datetime, until: dt.datetime | 
         return conn.execute(query).all()
 
 
-def _filters(since: dt.datetime, until: dt.datetime | None, model: str | None, version: int | None) -> list:
-    where = [predictions.c.time >= since]
+def _filters(since: dt.datetime, until: dt.datetime | None, model: str | None, version: int | None,
+             shadow: bool = False) -> list:
+    where = [predictions.c.time >= since, predictions.c.shadow.is_(shadow)]
     if until is not None:
         where.append(predictions.c.time < until)
     if model is not None:
@@ -90,10 +96,13 @@ def _as_date(value) -> dt.date:
 
 
 def matched_pairs(engine: sa.Engine, since: dt.datetime, model: str | None = None,
-                  version: int | None = None) -> dict[tuple[str, int], tuple[list[float], list[float]]]:
-    """{(model, version): (lab ppb, predicted ppb)} for predictions made since `since`."""
+                  version: int | None = None, shadow: bool = False
+                  ) -> dict[tuple[str, int], tuple[list[float], list[float]]]:
+    """{(model, version): (lab ppb, predicted ppb)} for predictions made since `since` (the served
+    ones, or with `shadow` a shadow's answers to mirrored copies)."""
     pairs: dict[tuple[str, int], tuple[list[float], list[float]]] = {}
-    for m, v, truth, pred in _latest_matched(engine, since, None, model, version, by_day=False):
+    for m, v, truth, pred in _latest_matched(engine, since, None, model, version, by_day=False,
+                                             shadow=shadow):
         bucket = pairs.setdefault((m, v), ([], []))
         bucket[0].append(float(truth))
         bucket[1].append(float(pred))
@@ -102,15 +111,19 @@ def matched_pairs(engine: sa.Engine, since: dt.datetime, model: str | None = Non
 
 def report(engine: sa.Engine, model: str | None = None, version: int | None = None,
            now: dt.datetime | None = None) -> dict:
-    """The JSON document of /v1/accuracy: one entry per model, version and window."""
+    """The JSON document of /v1/accuracy: one entry per model, version and window, of the served
+    answers (`results`) and, apart, of shadows' answers to mirrored copies (`shadowResults`)."""
     now = now or utcnow()
-    results = []
-    for window, span in WINDOWS.items():
-        for (m, v), (truth, pred) in matched_pairs(engine, now - span, model, version).items():
-            results.append({"model": m, "version": v, "window": window, **figures(truth, pred)})
-    results.sort(key=lambda r: (r["model"], r["version"], list(WINDOWS).index(r["window"])))
-    return {"generatedAt": now.isoformat(timespec="seconds") + "Z",
-            "thresholdsPpb": list(DECISION_THRESHOLDS_PPB), "windows": list(WINDOWS), "results": results}
+    doc = {"generatedAt": now.isoformat(timespec="seconds") + "Z",
+           "thresholdsPpb": list(DECISION_THRESHOLDS_PPB), "windows": list(WINDOWS)}
+    for key, shadow in (("results", False), ("shadowResults", True)):
+        results = []
+        for window, span in WINDOWS.items():
+            for (m, v), (truth, pred) in matched_pairs(engine, now - span, model, version, shadow).items():
+                results.append({"model": m, "version": v, "window": window, **figures(truth, pred)})
+        results.sort(key=lambda r: (r["model"], r["version"], list(WINDOWS).index(r["window"])))
+        doc[key] = results
+    return doc
 
 
 MAX_SERIES_DAYS = 366

@@ -1,11 +1,13 @@
-"""`python -m ops recorder serve|migrate` and `python -m ops labresults import`."""
+"""`python -m ops recorder serve|migrate|pairs` and `python -m ops labresults import`."""
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -34,6 +36,14 @@ def add_parsers(sub) -> None:
                        default=float(env("DON_RECORDER_RETENTION_INTERVAL", "300")),
                        help="seconds between retention runs")
     serve.add_argument("--no-migrate", action="store_true", help="do not migrate at start-up")
+    pairs = rsub.add_parser("pairs", help="a stable version against its shadow on the same lab-matched lots")
+    pairs.add_argument("--model", required=True)
+    pairs.add_argument("--stable", required=True, type=_version, help="the version that served")
+    pairs.add_argument("--candidate", required=True, type=_version, help="the version in shadow")
+    pairs.add_argument("--url", default=env("DON_RECORDER_URL"),
+                       help="the recorder (default $DON_RECORDER_URL); or --db to read the database directly")
+    pairs.add_argument("--db", help="SQLAlchemy URL to read directly instead of through the recorder")
+    pairs.add_argument("--json", action="store_true", help="print the JSON document (with the per-pair arrays)")
 
     lab = sub.add_parser("labresults", help="lab reference results")
     lsub = lab.add_subparsers(dest="labresults_command", required=True)
@@ -46,6 +56,12 @@ def add_parsers(sub) -> None:
     imp.add_argument("--partial", action="store_true", help="store the good rows even when some are bad")
 
 
+def _version(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a version number")
+    return int(text)
+
+
 def _err(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
@@ -54,6 +70,8 @@ def _err(message: str) -> int:
 def run(args) -> int:
     from ops.recorder import db, server
     if args.command == "recorder":
+        if args.recorder_command == "pairs":
+            return _pairs(args)
         url = args.db or server.db_url_from_env()
         if args.recorder_command == "migrate":
             engine = db.create_engine(url)
@@ -120,3 +138,49 @@ def _import(args) -> int:
         print(f"{args.csv}: {line}", file=sys.stderr)
     print(f"{result['stored']} stored, {result['duplicates']} duplicates, {result['rejected']} rejected")
     return 0
+
+
+def _pairs(args) -> int:
+    from don_core.contract import PAIRS_PATH
+    from ops.recorder import db, pairs
+    if args.stable == args.candidate:
+        return _err(f"--stable and --candidate are both version {args.stable}: a pair needs two versions")
+    if args.db:
+        import sqlalchemy as sa
+        try:
+            engine = db.create_engine(args.db)
+            where = engine.url.render_as_string(hide_password=True)
+            if db.current_revision(engine) != db.HEAD:
+                return _err(f"the database at {where} is not at schema revision {db.HEAD} "
+                            "(python -m ops recorder migrate --db URL)")
+            doc = pairs.report(engine, args.model, args.stable, args.candidate, detail=args.json)
+        except sa.exc.ArgumentError as exc:
+            return _err(f"--db {args.db[:80]!r} is not a database URL: {exc}")
+        except sa.exc.SQLAlchemyError as exc:
+            return _err(f"cannot read the database: {str(exc).splitlines()[0][:200]}")
+    elif args.url:
+        query = urllib.parse.urlencode({"model": args.model, "stable": args.stable, "candidate": args.candidate,
+                                        "detail": int(args.json)})
+        url = f"{args.url.rstrip('/')}{PAIRS_PATH}?{query}"
+        try:
+            with urllib.request.urlopen(url, timeout=120) as resp:
+                doc = json.load(resp)
+        except urllib.error.HTTPError as exc:
+            return _err(f"the recorder refused: {_message(exc)} (HTTP {exc.code})")
+        except OSError as exc:
+            return _err(f"cannot reach the recorder at {args.url}: {exc}")
+    else:
+        return _err("give --url (or $DON_RECORDER_URL) or --db")
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    print(pairs.summary(doc))
+    return 0
+
+
+def _message(exc: urllib.error.HTTPError) -> str:
+    body = exc.read().decode(errors="replace")
+    try:
+        return str(json.loads(body).get("error"))
+    except (ValueError, AttributeError):
+        return body[:300]

@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 DEFAULT_URL = "sqlite:///don-recorder.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+HEAD = "0002"  # the newest migration (a test checks it is Alembic's head)
 
 metadata = sa.MetaData()
 
@@ -31,6 +32,9 @@ predictions = sa.Table(
     sa.Column("spectrum_sha256", sa.String(64), nullable=False),
     sa.Column("trace_id", sa.String(64)),
     sa.Column("caller", sa.String(200)),
+    # A shadow's answer to a mirrored copy (never returned to the caller): kept apart from what was
+    # served (migration 0002).
+    sa.Column("shadow", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Column("sample_id", sa.String(200)),
     sa.Column("outlier_score", sa.Float()),
     sa.Column("out_of_distribution", sa.Boolean()),
@@ -40,6 +44,7 @@ predictions = sa.Table(
     sa.UniqueConstraint("model", "version", "request_id", "row", name="uq_predictions_request_row"),
     sa.Index("ix_predictions_sample_id", "sample_id"),
     sa.Index("ix_predictions_time", "time"),
+    sa.Index("ix_predictions_request_row", "request_id", "row"),
 )
 
 lab_results = sa.Table(

@@ -112,11 +112,15 @@ def record_row(data: dict, received_at: dt.datetime) -> dict:
         if not isinstance(spectrum, list) or len(spectrum) != N_BANDS or not all(
                 not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v) for v in spectrum):
             raise ValueError(f"spectrum must be a list of {N_BANDS} finite numbers")
+    shadow = record.shadow
+    if shadow is not None and not isinstance(shadow, bool):
+        raise ValueError("shadow must be true or false")
     return {"time": parse_time(record.time, "time"), "model": _text(data, "model", True),
             "version": _int(data, "version"), "request_id": _text(data, "request_id", True),
             "row": _int(data, "row"), "predicted_ppb": _number(data, "predicted_ppb", True),
             "spectrum_sha256": sha, "trace_id": _text(data, "trace_id", False),
-            "caller": _text(data, "caller", False), "sample_id": _text(data, "sample_id", False),
+            "caller": _text(data, "caller", False), "shadow": bool(shadow),
+            "sample_id": _text(data, "sample_id", False),
             "outlier_score": _number(data, "outlier_score", False), "out_of_distribution": ood,
             "spectrum": spectrum, "received_at": received_at}
 
@@ -305,7 +309,8 @@ def _pair_rows(attrs: dict, other_attrs: dict, request: dict, response: dict) ->
     # A V1 response does not carry the version: such rows are recorded as version 0 (unknown).
     return [{"time": when, "model": model, "version": response["version"] or 0, "request_id": attrs["id"],
              "row": i, "predicted_ppb": ppb[i], "spectrum_sha256": hashes[i], "trace_id": None,
-             "caller": None, "sample_id": sample_ids[i], "outlier_score": None, "out_of_distribution": None,
+             "caller": None, "shadow": False, "sample_id": sample_ids[i], "outlier_score": None,
+             "out_of_distribution": None,
              "spectrum": None, "received_at": now} for i in range(len(hashes))]
 
 

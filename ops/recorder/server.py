@@ -5,6 +5,8 @@ POST /v1/labresults     lab results CSV (?partial=true keeps the good rows)
 GET  /v1/accuracy       live accuracy JSON (?model=&version=)
 GET  /v1/accuracy/series  the same figures and the out-of-distribution rate per day
                         (?model=&version=&days=30&to=YYYY-MM-DD)
+GET  /v1/pairs          a stable version against its shadow on the same lab-matched lots
+                        (?model=&stable=&candidate=&detail=1)
 GET  /metrics           Prometheus: recorder counters and live accuracy
 GET  /healthz, /readyz  liveness; readiness (database reachable)
 
@@ -31,8 +33,9 @@ from urllib.parse import parse_qs, urlsplit
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from don_core.contract import PAIRS_PATH
 from don_core.records import KSERVE_REQUEST_EVENT_TYPE, KSERVE_RESPONSE_EVENT_TYPE, RECORDS_EVENT_TYPE
-from ops.recorder import accuracy, db, events, labresults
+from ops.recorder import accuracy, db, events, labresults, pairs
 from ops.recorder.metrics import RecorderMetrics
 
 log = logging.getLogger("don.recorder")
@@ -234,6 +237,9 @@ class Handler(BaseHTTPRequestHandler):
                 query = parse_qs(url.query)
                 model, version = _model_version(query)
                 self._json(200, accuracy.series(rec.engine, _days(query), _last_day(query), model, version))
+            elif url.path == PAIRS_PATH:
+                model, stable, candidate, detail = _pair_query(parse_qs(url.query))
+                self._json(200, pairs.report(rec.engine, model, stable, candidate, detail))
             else:
                 self._error(404, f"no such path {url.path[:100]!r}")
         except QueryError as exc:
@@ -293,6 +299,33 @@ def _model_version(query: dict) -> tuple[str | None, int | None]:
     if version is not None and not (_whole(version) and int(version) <= events.INT32_MAX):
         raise QueryError(f"version {version[:40]!r} must be a whole number")
     return model, int(version) if version else None
+
+
+def _version(query: dict, name: str) -> int:
+    text = query.get(name, [None])[0]
+    if text is None:
+        raise QueryError(f"{name} is required: the {name} version, a whole number")
+    if not (_whole(text) and int(text) <= events.INT32_MAX):
+        raise QueryError(f"{name} {text[:40]!r} must be a whole number")
+    return int(text)
+
+
+def _pair_query(query: dict) -> tuple[str, int, int, bool]:
+    """model, stable, candidate and detail of GET /v1/pairs; QueryError naming what is wrong."""
+    unknown = sorted(set(query) - {"model", "stable", "candidate", "detail"})
+    if unknown:
+        raise QueryError(f"unknown query parameter(s): {', '.join(u[:40] for u in unknown)} "
+                         "(model, stable, candidate, detail)")
+    model, _ = _model_version(query)
+    if not model:
+        raise QueryError("model is required (e.g. ?model=don-rf&stable=1&candidate=2)")
+    stable, candidate = _version(query, "stable"), _version(query, "candidate")
+    if stable == candidate:
+        raise QueryError(f"stable and candidate are both version {stable}: a pair needs two versions")
+    detail = query.get("detail", ["0"])[0].lower()
+    if detail not in ("0", "1", "true", "false"):
+        raise QueryError(f"detail {detail[:40]!r} must be 1, 0, true or false")
+    return model, stable, candidate, detail in ("1", "true")
 
 
 def _days(query: dict) -> int:

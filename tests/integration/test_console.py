@@ -32,7 +32,7 @@ def app(monkeypatch, **env):
     from streamlit.testing.v1 import AppTest
     for key in ("DON_CONSOLE_SERVERS", "DON_CONSOLE_STORE", "DON_CONSOLE_RECORDER",
                 "DON_CONSOLE_KUBECONFIG", "DON_CONSOLE_NAMESPACE", "DON_CONSOLE_CONTROL",
-                "DON_API_TOKEN_FILE", "DON_API_TOKEN"):
+                "DON_CONSOLE_RECORDER_TOKEN_FILE", "DON_API_TOKEN_FILE", "DON_API_TOKEN"):
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(f"DON_CONSOLE_{key.upper()}", value)
@@ -310,4 +310,98 @@ def test_predict_labels_each_track_with_its_share_of_traffic_from_the_rollout(
     from console import services
     choices, _ = services.served_choices(services.Settings.from_env())
     assert [c.label for c in choices] == ["don-rf v1 (stable)", "don-rf v2 (canary)"]
+    kube_apiserver.request("DELETE", f"{base}/{name}")
+
+
+@pytest.fixture
+def recorder_with_token(tmp_path):
+    """A real recorder whose writes need a bearer token: (URL, token file)."""
+    import subprocess
+    import sys
+
+    from tests.net import running
+    token = tmp_path / "recorder-token"
+    token.write_text("lab-token\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with running([sys.executable, "-m", "ops", "recorder", "serve", "--db", f"sqlite:///{tmp_path / 'lab.db'}",
+                  "--port", str(port), "--token-file", str(token)], url + "/readyz", timeout=60,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        yield url, token
+
+
+def test_monitoring_page_imports_lab_results_whole_or_not_at_all(monkeypatch, recorder_with_token, tmp_path):
+    url, token = recorder_with_token
+    at = app(monkeypatch, recorder=url, recorder_token_file=str(token))
+    at.radio(key="page").set_value("Monitoring").run()
+    assert errors(at) == [] and at.button(key="lab_import").disabled   # nothing chosen yet
+    bad = b"sample_id,vomitoxin_ppb,measured_at\nlot-1,150,2026-11-30\nlot-2,abc,2026-11-30\nlot-3,9,30/11/2026\n"
+    at.file_uploader(key="lab_upload").set_value(("bad.csv", bad, "text/csv")).run()
+    at.button(key="lab_import").click().run()
+    assert len(errors(at)) == 1
+    message = errors(at)[0]
+    assert message.startswith("bad.csv: 2 bad row(s); nothing stored")
+    assert "row 2, column vomitoxin_ppb: 'abc' is not a non-negative number" in message
+    assert "row 3, column measured_at: '30/11/2026'" in message
+    # nothing of the bad file was kept: all three rows of the good one are new, method optional
+    good = b"sample_id,vomitoxin_ppb,measured_at\nlot-1,150,2026-11-30\nlot-2,2500,2026-11-30\nlot-3,9,2026-11-30\n"
+    at.file_uploader(key="lab_upload").set_value(("good.csv", good, "text/csv")).run()
+    at.button(key="lab_import").click().run()
+    assert errors(at) == []
+    assert at.success[0].value == "good.csv: 3 result(s) stored, 0 already there, 0 refused"
+    at.button(key="lab_import").click().run()
+    assert at.success[0].value == "good.csv: 0 result(s) stored, 3 already there, 0 refused"
+    # a header the recorder cannot read, and the wrong token: one line each
+    at.file_uploader(key="lab_upload").set_value(("odd.csv", b"lot,ppb\nx,1\n", "text/csv")).run()
+    at.button(key="lab_import").click().run()
+    assert errors(at)[0].startswith("odd.csv: the recorder refused it: 400: header must be "
+                                    "sample_id,vomitoxin_ppb[,method][,measured_at]")
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("guess")
+    at = app(monkeypatch, recorder=url, recorder_token_file=str(wrong))
+    at.radio(key="page").set_value("Monitoring").run()
+    at.file_uploader(key="lab_upload").set_value(("good.csv", good, "text/csv")).run()
+    at.button(key="lab_import").click().run()
+    assert errors(at)[0].startswith("good.csv: the recorder refused it: 401: missing or wrong bearer token")
+
+
+@pytest.mark.apiserver
+def test_rollouts_page_shows_the_paired_figures_of_stable_and_shadow(monkeypatch, kube_apiserver, recorder_url):
+    """The versions come from the ModelRollout's status, the figures from the recorder's /v1/pairs."""
+    import datetime as dt
+    import math
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+    # lot: (lab, stable v1 served, candidate v2 in shadow)
+    lots = {"lot-0": (2000.0, 3000.0, 800.0), "lot-1": (100.0, 120.0, 100.0), "lot-2": (8000.0, 7000.0, 9000.0)}
+    records = [{"time": now, "model": "don-rf", "version": version, "request_id": f"req-{i}", "row": 0,
+                "predicted_ppb": values[side], "spectrum_sha256": f"{i:064x}", "sample_id": sample,
+                **({"shadow": True} if version == 2 else {})}
+               for i, (sample, values) in enumerate(lots.items()) for version, side in ((1, 1), (2, 2))]
+    post_records(recorder_url, records)
+    lab = "sample_id,vomitoxin_ppb\n" + "".join(f"{s},{v[0]}\n" for s, v in lots.items())
+    assert requests.post(recorder_url + "/v1/labresults", data=lab, timeout=30).status_code == 200
+    ns, name = "default", f"paired-{free_port()}"
+    base = make_rollout(kube_apiserver, ns, name, {"target": "don-rf", "mode": "Standard", "candidate": {"version": 2}},
+                        {"phase": "Progressing", "weight": 0, "step": 0, "stableVersion": 1, "candidateVersion": 2})
+    at = app(monkeypatch, kubeconfig=str(kube_apiserver.kubeconfig), namespace=ns, recorder=recorder_url)
+    at.radio(key="page").set_value("Rollouts").run()
+    at.selectbox(key="rollout").set_value(name).run()
+    assert errors(at) == []
+    diffs = [abs(math.log1p(c) - math.log1p(t)) - abs(math.log1p(s) - math.log1p(t)) for t, s, c in lots.values()]
+    mean = sum(diffs) / len(diffs)
+    summary = [m.value for m in at.markdown if "lab-matched pair(s)" in m.value]
+    assert summary and summary[0].startswith(f"3 lab-matched pair(s): the candidate's |log1p error| minus "
+                                             f"the stable's, mean {mean:+.4f}, 95 % CI [")
+    table = at.dataframe[-1].value.set_index("version")
+    assert table.loc["v1 (stable)", "false accepts @1000"] == 0 and table.loc["v2 (candidate)", "false accepts @1000"] == 1
+    assert table.loc["v1 (stable)", "pairs"] == 3
+    # before the operator has found both versions, and without a recorder: a sentence each
+    kube_apiserver.request("PATCH", f"{base}/{name}/status", {"status": {"candidateVersion": None}},
+                           content_type="application/merge-patch+json")
+    at.run()
+    assert errors(at) == [] and any("names no stable and candidate version yet" in c.value for c in at.caption)
+    at = app(monkeypatch, kubeconfig=str(kube_apiserver.kubeconfig), namespace=ns)
+    at.radio(key="page").set_value("Rollouts").run()
+    at.selectbox(key="rollout").set_value(name).run()
+    assert errors(at) == [] and any("no prediction recorder configured" in c.value for c in at.caption)
     kube_apiserver.request("DELETE", f"{base}/{name}")

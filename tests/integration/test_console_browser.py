@@ -134,5 +134,18 @@ def test_browser_upload_predict_plot_download(chromium, console_url, rf_server, 
                     assert page.locator("text=Traceback").count() == 0
                 overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                 assert overflow <= 1, f"{overflow} px of horizontal overflow at {width} px"
+
+            # lab results in through the Monitoring page's upload (the recorder checks every row)
+            page.set_viewport_size({"width": 1280, "height": 900})
+            page.locator("[data-testid='stRadio'] label").filter(has_text="Monitoring").click()
+            expect(page.get_by_role("heading", name="Monitoring", exact=True)).to_be_visible()
+            results = tmp_path / "lab-results.csv"
+            results.write_text("sample_id,vomitoxin_ppb\nbrowser-lot-1,120\nbrowser-lot-2,4000\n")
+            page.wait_for_load_state("networkidle")
+            page.locator("[data-testid='stFileUploader']").filter(has_text="Lab results CSV") \
+                .locator("input[type=file]").set_input_files(str(results))
+            expect(page.get_by_text("lab-results.csv").first).to_be_visible()
+            page.get_by_role("button", name="Import lab results").click()
+            expect(page.get_by_text("lab-results.csv: 2 result(s) stored, 0 already there, 0 refused")).to_be_visible()
         finally:
             browser.close()

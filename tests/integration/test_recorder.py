@@ -1,13 +1,15 @@
 """The prediction recorder against real databases (SQLite and a real PostgreSQL) over real HTTP.
 
 Records in as CloudEvents (ours and KServe's payload-logger pairs), lab results in as CSV (bad rows
-named), live accuracy out as JSON and Prometheus metrics, checked against a hand computation.
+named), live accuracy out as JSON and Prometheus metrics, checked against a hand computation; a
+shadow's answers beside the stable's, paired on the same lots (/v1/pairs); migration 0001 -> 0002.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import math
+import statistics
 import subprocess
 import sys
 import threading
@@ -19,9 +21,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from don_core.contract import PAIRS_DETAIL_FIELDS
 from don_core.records import (KSERVE_REQUEST_EVENT_TYPE, KSERVE_RESPONSE_EVENT_TYPE, RECORDS_EVENT_TYPE,
                               records_body, spectrum_sha256)
-from ops.recorder import db
+from ops.recorder import accuracy, db, pairs
 from ops.recorder.server import Settings, make_server
 from ops.rollout import live_accuracy
 from tests.conftest import REPO
@@ -99,7 +102,7 @@ def test_migrated_schema_matches_the_tables(recorder):
     from alembic.migration import MigrationContext
     with recorder.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
-    assert db.current_revision(recorder.engine) == "0001"
+    assert db.current_revision(recorder.engine) == db.HEAD
     db.migrate(recorder.engine)  # idempotent
 
 
@@ -434,7 +437,7 @@ def test_cli_serves_sqlite_with_token_and_migrate_command(tmp_path):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     migrated = subprocess.run([sys.executable, "-m", "ops", "recorder", "migrate", "--db", url], cwd=REPO,
                               capture_output=True, text=True, timeout=60)
-    assert migrated.returncode == 0 and "revision 0001" in migrated.stdout, migrated.stderr
+    assert migrated.returncode == 0 and f"revision {db.HEAD}" in migrated.stdout, migrated.stderr
     refused = subprocess.run([sys.executable, "-m", "ops", "recorder", "serve", "--db", url], cwd=REPO,
                              capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin"})
     assert refused.returncode == 2 and "token" in refused.stderr
@@ -490,3 +493,219 @@ def test_a_model_servers_records_are_judged_by_the_lab(recorder, serving_store, 
         assert (got["contaminated"], got["clean"]) == (len(contaminated), len(clean))
         assert got["falseAcceptRate"] == pytest.approx(sum(p <= limit for p in contaminated) / len(contaminated))
         assert got["falseRejectRate"] == pytest.approx(sum(p > limit for p in clean) / len(clean))
+
+
+# ---- shadow records and paired figures ------------------------------------------------------------
+# A stable version serves, a candidate answers mirrored copies in shadow; both are posted as
+# CloudEvents (the column form the model server sends), the lab's results come in as CSV, and
+# /v1/pairs is checked against a hand computation.
+
+STABLE, CANDIDATE = 1, 2
+# lot: (lab ppb, stable's answer, shadow's answer); hand-picked so that both limits see errors.
+LOTS = {"lot-a": (0.0, 0.0, 99.0), "lot-b": (2000.0, 3000.0, 800.0), "lot-c": (8000.0, 4000.0, 8000.0),
+        "lot-d": (500.0, 1500.0, 450.0), "lot-e": (6000.0, 6100.0, 5900.0)}
+assert list(LOTS) == sorted(LOTS)  # the order /v1/pairs lists the lots in
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _columns(version: int, request_ids: list[str], sample_ids: list[list[str]], ppb: list[list[float]],
+             shadow: bool) -> bytes:
+    """One event in the column form the model server sends: one request per id, its rows in order."""
+    body = records_body("don-rf", version,
+                        {"time": [_iso(NOW)] * len(request_ids), "request_id": request_ids,
+                         "shadow": [shadow] * len(request_ids), "rows": [len(s) for s in sample_ids]},
+                        {"predicted_ppb": [p for row in ppb for p in row],
+                         "spectrum_sha256": [f"{i:064x}" for i in range(sum(len(s) for s in sample_ids))],
+                         "sample_id": [s for row in sample_ids for s in row]})
+    return json.dumps(body).encode()
+
+
+def _send(recorder, body: bytes) -> None:
+    status, doc = _post(recorder.url + "/", body, _ce(RECORDS_EVENT_TYPE))
+    assert status == 202, doc
+
+
+def _paired_traffic(recorder, tmp_path) -> None:
+    # lot-a..lot-c one request each; lot-d and lot-e two rows of one request (rows must line up).
+    requests = [["lot-a"], ["lot-b"], ["lot-c"], ["lot-d", "lot-e"]]
+    ids = [f"req-{i}" for i in range(len(requests))]
+    _send(recorder, _columns(STABLE, ids, requests, [[LOTS[s][1] for s in r] for r in requests], shadow=False))
+    _send(recorder, _columns(CANDIDATE, ids, requests, [[LOTS[s][2] for s in r] for r in requests], shadow=True))
+    # An earlier request for lot-a: the latest pair counts, this one not.
+    early = {**_record(90, "lot-a", 7777.0, version=STABLE), "time": _iso(NOW - dt.timedelta(hours=2))}
+    assert _send_records(recorder, [early, {**early, "version": CANDIDATE, "predicted_ppb": 1.0,
+                                            "shadow": True}])[0] == 202
+    # Not pairs: a served answer no shadow saw; a shadow record naming another sample; a lot with no
+    # lab result; another candidate's shadow answer to the same request.
+    alone = _record(91, "lot-f", 10.0, version=STABLE)
+    stray = [_record(92, "lot-g", 10.0, version=STABLE), {**_record(92, "lot-h", 10.0, version=CANDIDATE),
+                                                          "shadow": True}]
+    unmeasured = [_record(93, "lot-x", 10.0, version=STABLE), {**_record(93, "lot-x", 10.0, version=CANDIDATE),
+                                                               "shadow": True}]
+    other = [{**_record(0, "lot-a", 5.0, version=3), "request_id": "req-0", "shadow": True}]
+    assert _send_records(recorder, [alone, *stray, *unmeasured, *other])[0] == 202
+    (tmp_path / "token").write_text(TOKEN)
+    rows = [(lot, truth, "HPLC", "2026-11-30") for lot, (truth, _, _) in LOTS.items()]
+    rows += [("lot-f", 20.0, "HPLC", "2026-11-30"), ("lot-g", 20, "HPLC", "2026-11-30"),
+             ("lot-h", 20, "HPLC", "2026-11-30")]
+    result = _import_cli(tmp_path, recorder, _csv(rows))
+    assert result.returncode == 0, result.stderr
+
+
+def _pairs_by_hand() -> dict:
+    """The paired figures of LOTS computed with the standard library."""
+    truth = [t for t, _, _ in LOTS.values()]
+    err = {side: [abs(math.log1p(v[i]) - math.log1p(v[0])) for v in LOTS.values()]
+           for side, i in (("stable", 1), ("candidate", 2))}
+    diffs = [b - a for a, b in zip(err["stable"], err["candidate"])]
+    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    half = 2.7764 * sd / math.sqrt(len(diffs))  # t(0.975, 4)
+    return {"mae": {side: statistics.mean(e) for side, e in err.items()}, "mean": mean, "sd": sd,
+            "ci": [mean - half, mean + half], "truth": truth}
+
+
+def test_paired_figures_match_a_hand_computation(recorder, tmp_path):
+    _paired_traffic(recorder, tmp_path)
+    status, doc = _get(recorder.url + f"/v1/pairs?model=don-rf&stable={STABLE}&candidate={CANDIDATE}")
+    assert status == 200, doc
+    hand = _pairs_by_hand()
+    assert doc["pairs"] == len(LOTS) and "detail" not in doc
+    assert doc["maeLog1p"]["stable"] == pytest.approx(hand["mae"]["stable"])
+    assert doc["maeLog1p"]["candidate"] == pytest.approx(hand["mae"]["candidate"])
+    assert doc["difference"]["mean"] == pytest.approx(hand["mean"])
+    assert doc["difference"]["sd"] == pytest.approx(hand["sd"])
+    assert doc["difference"]["ci95"] == pytest.approx(hand["ci"], rel=1e-4)
+    assert "Student t" in doc["difference"]["method"]
+    # 1000 ppb: contaminated b (2000), c (8000), e (6000); clean a (0), d (500).
+    # stable: b 3000 rejected, c 4000 rejected, e rejected -> 0 FA; d 1500 rejected -> 1 FR.
+    # candidate: b 800 accepted -> 1 FA; a 99, d 450 accepted -> 0 FR.
+    limit = doc["decisions"]["1000"]
+    assert (limit["contaminated"], limit["clean"]) == (3, 2)
+    assert limit["stable"] == {"falseAccepts": 0, "falseRejects": 1, "falseAcceptRate": 0.0,
+                               "falseRejectRate": 0.5}
+    assert limit["candidate"] == {"falseAccepts": 1, "falseRejects": 0, "falseAcceptRate": pytest.approx(1 / 3),
+                                  "falseRejectRate": 0.0}
+    # 5000 ppb: contaminated c (8000), e (6000). stable: c 4000 accepted -> 1 FA; candidate: e 5900 kept, 0 FA.
+    limit = doc["decisions"]["5000"]
+    assert (limit["contaminated"], limit["clean"]) == (2, 3)
+    assert (limit["stable"]["falseAccepts"], limit["candidate"]["falseAccepts"]) == (1, 0)
+    assert (limit["stable"]["falseRejects"], limit["candidate"]["falseRejects"]) == (0, 0)
+
+    status, detailed = _get(recorder.url + f"/v1/pairs?model=don-rf&stable={STABLE}&candidate={CANDIDATE}&detail=1")
+    assert status == 200 and set(detailed["detail"]) == set(PAIRS_DETAIL_FIELDS)
+    assert detailed["detail"] == {"sample_id": list(LOTS), "stable_ppb": [v[1] for v in LOTS.values()],
+                                  "candidate_ppb": [v[2] for v in LOTS.values()], "truth_ppb": hand["truth"]}
+    # another candidate answered one mirrored copy: one pair, too few for an interval; the other
+    # direction: none
+    status, other = _get(recorder.url + "/v1/pairs?model=don-rf&stable=1&candidate=3")
+    assert status == 200 and other["pairs"] == 1 and other["difference"]["ci95"] is None
+    assert _get(recorder.url + "/v1/pairs?model=don-rf&stable=2&candidate=1")[1]["pairs"] == 0
+
+
+def test_shadow_answers_do_not_count_as_served(recorder, tmp_path):
+    _paired_traffic(recorder, tmp_path)
+    status, doc = _get(recorder.url + "/v1/accuracy?model=don-rf")
+    assert status == 200
+    served = {(r["version"], r["window"]): r for r in doc["results"]}
+    shadow = {(r["version"], r["window"]): r for r in doc["shadowResults"]}
+    # the candidate only ever answered mirrored copies: no served figure, a shadow one
+    assert not any(v == CANDIDATE for v, _ in served)
+    # stable: the five lots, lot-f (no shadow) and lot-g; candidate in shadow: five lots and lot-h
+    assert served[(STABLE, "1d")]["matched"] == len(LOTS) + 2
+    assert shadow[(CANDIDATE, "1d")]["matched"] == len(LOTS) + 1
+    truth = [t for t, _, _ in LOTS.values()] + [20.0]
+    expected = accuracy.figures(truth, [v[2] for v in LOTS.values()] + [10.0])
+    assert shadow[(CANDIDATE, "1d")]["maeLog1p"] == pytest.approx(expected["maeLog1p"])
+    metrics = urllib.request.urlopen(recorder.url + "/metrics").read().decode()
+    assert f'don_live_matched_samples{{model="don-rf",version="{STABLE}",window="1d"}} 7.0' in metrics
+    assert f'version="{CANDIDATE}"' not in metrics
+    series = _get(recorder.url + "/v1/accuracy/series?model=don-rf")[1]["series"]
+    assert [s["version"] for s in series] == [STABLE]
+
+
+@pytest.mark.parametrize("query, named", [
+    ("stable=1&candidate=2", "model is required"),
+    ("model=don-rf&candidate=2", "stable is required"),
+    ("model=don-rf&stable=1", "candidate is required"),
+    ("model=don-rf&stable=one&candidate=2", "stable 'one' must be a whole number"),
+    ("model=don-rf&stable=1&candidate=-2", "candidate '-2' must be a whole number"),
+    ("model=don-rf&stable=1&candidate=99999999999", "candidate '99999999999'"),
+    ("model=don-rf&stable=2&candidate=2", "both version 2"),
+    ("model=don-rf&stable=1&candidate=2&detail=maybe", "detail 'maybe'"),
+    ("model=don-rf&stable=1&candidate=2&version=3", "unknown query parameter(s): version"),
+    ("model=" + "m" * 300 + "&stable=1&candidate=2", "must be a model name"),
+])
+def test_bad_pair_queries_are_400_naming_the_parameter(recorder, query, named):
+    status, doc = _get(recorder.url + "/v1/pairs?" + query)
+    assert status == 400 and named in doc["error"], doc
+
+
+def test_cli_prints_the_pairs_from_the_recorder_and_the_database(recorder, tmp_path):
+    _paired_traffic(recorder, tmp_path)
+    base = [sys.executable, "-m", "ops", "recorder", "pairs", "--model", "don-rf", "--stable", "1",
+            "--candidate", "2"]
+    run = lambda *extra: subprocess.run([*base, *extra], cwd=REPO, capture_output=True, text=True,  # noqa: E731
+                                        timeout=60, env={"PATH": "/usr/bin"})
+    text = run("--url", recorder.url)
+    assert text.returncode == 0, text.stderr
+    hand = _pairs_by_hand()
+    assert f"{len(LOTS)} lab-matched pair(s)" in text.stdout
+    assert f"(candidate - stable): {hand['mean']:.4f}, 95 % CI [{hand['ci'][0]:.4f}, {hand['ci'][1]:.4f}]" \
+        in text.stdout
+    assert "at 1000 ppb (3 contaminated, 2 clean): false accepts stable 0, candidate 1" in text.stdout
+    direct = run("--db", str(recorder.engine.url.render_as_string(hide_password=False)), "--json")
+    assert direct.returncode == 0, direct.stderr
+    assert json.loads(direct.stdout)["detail"]["sample_id"] == list(LOTS)
+    same = run("--url", recorder.url, "--candidate", "1")
+    assert same.returncode == 2 and same.stderr.strip() == \
+        "error: --stable and --candidate are both version 1: a pair needs two versions"
+    assert run("--stable", "x").returncode == 2 and "'x' is not a version number" in run("--stable", "x").stderr
+    refused = run("--url", recorder.url + "/nowhere")
+    assert refused.returncode == 2 and "HTTP 404" in refused.stderr
+    for db_arg, needle in (("nonsense", "is not a database URL"),
+                           (f"sqlite:///{tmp_path / 'empty.db'}", "is not at schema revision")):
+        refused = run("--db", db_arg)
+        assert refused.returncode == 2 and needle in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_migration_0002_keeps_old_rows_as_served(db_url):
+    """A database at 0001 holding rows: `python -m ops recorder migrate` brings it to 0002 and the old
+    rows count as served answers."""
+    engine = db.create_engine(db_url)
+    db.migrate(engine, "0001")
+    assert db.current_revision(engine) == "0001"
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO predictions (time, model, version, request_id, row, predicted_ppb, spectrum_sha256, "
+            "sample_id, received_at) VALUES (:t, 'don-rf', 1, 'old-req', 0, 900.0, :sha, 'lot-old', :t)"),
+            {"t": NOW, "sha": "0" * 64})
+        conn.execute(sa.text("INSERT INTO lab_results (sample_id, vomitoxin_ppb, method, measured_at, imported_at) "
+                             "VALUES ('lot-old', 1500.0, 'HPLC', :t, :t)"), {"t": NOW})
+    engine.dispose()
+    migrated = subprocess.run([sys.executable, "-m", "ops", "recorder", "migrate", "--db", db_url], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+    assert migrated.returncode == 0 and f"revision {db.HEAD}" in migrated.stdout, migrated.stderr
+    engine = db.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(db.predictions.c.shadow)).scalars().all() == [False]
+        served = accuracy.report(engine, "don-rf")["results"][0]
+        assert served["matched"] == 1 and served["thresholds"]["1000"]["falseAcceptRate"] == 1.0
+        assert pairs.report(engine, "don-rf", 1, 2)["pairs"] == 0
+    finally:
+        engine.dispose()
+
+
+def test_head_is_alembics_head():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == db.HEAD
