@@ -423,7 +423,7 @@ def test_a_new_desired_version_is_rolled_out_through_the_steps_and_promoted(e2e_
     moves = [h["event"] for h in status["history"] if h["event"] != "Held"]  # Held: e.g. a canary pod starting
     assert moves[-5:] == ["Started", "Advanced", "Advanced", "Advanced", "Promoted"], status["history"]
     assert {c["name"] for c in status["lastAnalysis"]["checks"]} >= {"successRate", "p99LatencyMs",
-                                                                    "goldenRelativeErrorIncrease"}
+                                                                    "servedCorrectly"}
     _wait_deployment(kube, RF, 1)
     _wait_deployment(kube, f"{RF}-canary", 0)
     assert _deployment_version(kube, RF) == "2"
@@ -618,7 +618,7 @@ def test_desired_versions_drive_inference_services(e2e_cluster, kube, store_dir)
                       if h.get("phase") == "Progressing"]
         assert 50 in progressed, status.get("history")
         checks = {c["name"]: c["result"] for c in status["lastAnalysis"]["checks"]}
-        assert checks.get("goldenRelativeErrorIncrease") == "Pass", checks
+        assert checks.get("servedCorrectly") == "Pass", checks
         spec = kube.get("inferenceservice", f"don-rf-{mode.lower()}")["spec"]
         assert spec["predictor"]["model"]["storageUri"] == f"pvc://{CLAIM}/don-rf/2", spec
         assert spec["predictor"]["model"]["env"] == [{"name": "DON_MODEL_VERSION", "value": "2"}]

@@ -95,9 +95,9 @@ def rollout(name: str, *, mode: str, version: int, stable_url: str, canary_url: 
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": name},
             "spec": {"target": "don", "mode": mode, "candidate": {"version": version},
                      "steps": list(steps), "interval": interval,
-                     "analysis": dict({"minRequests": 5, "maxP99LatencyMs": 300,
-                                       "maxRelativeErrorIncrease": 0.3, "failureLimit": 1},
-                                      **analysis),
+                     # the default thresholds but for the request count and latency (a
+                     # 1 s window of test traffic on a shared machine)
+                     "analysis": dict({"minRequests": 5, "maxP99LatencyMs": 300}, **analysis),
                      "endpoints": {"stableUrl": stable_url, "canaryUrl": canary_url,
                                    "modelName": "don", "timeoutSeconds": 5},
                      "store": {"root": str(store), "model": "don"}}}
@@ -189,7 +189,7 @@ def test_healthy_candidate_is_promoted_through_every_step_standard_mode(
     assert [h["weight"] for h in status["history"]] == [10, 25, 50, 100, 100]
     assert watcher.weights() == [10, 25, 50, 100]
     assert {c["name"]: c["result"] for c in status["lastAnalysis"]["checks"]} == {
-        "successRate": "Pass", "p99LatencyMs": "Pass", "goldenRelativeErrorIncrease": "Pass",
+        "successRate": "Pass", "p99LatencyMs": "Pass", "servedCorrectly": "Pass",
         "referenceErrorIncrease": "Pass", "referenceFalseAcceptIncrease": "Pass"}
     isvc = watcher.isvc()
     assert "canary" not in isvc["spec"]
@@ -224,11 +224,9 @@ def test_healthy_candidate_knative_mode_uses_canary_traffic_percent(
     ("error", "Standard", "successRate", {}),
     # a 0.6 s answer makes few requests per window: let one request be enough evidence
     ("slow", "Standard", "p99LatencyMs", {"minRequests": 1}),
-    # trained on shuffled targets: worse on its golden rows (+29 % log1p MAE, so a tighter golden
-    # limit than the other tests' 0.3) and on the reference set (+60 %, the reference gate's
-    # default limits), each a check of its own
-    ("worse", "Knative", ("goldenRelativeErrorIncrease", "referenceErrorIncrease"),
-     {"maxRelativeErrorIncrease": 0.2}),
+    # trained on shuffled targets: served correctly (it answers as it was trained), worse on the
+    # reference set (+60 % log1p MAE, above the default limit)
+    ("worse", "Knative", "referenceErrorIncrease", {}),
 ])
 def test_bad_candidate_is_rolled_back(kube, namespace, operator_cluster, model_servers,
                                       rollout_store, canary, mode, failing, analysis):
@@ -247,9 +245,10 @@ def test_bad_candidate_is_rolled_back(kube, namespace, operator_cluster, model_s
     history = [h["event"] for h in status["history"]]
     assert history[0] == "Started" and history[-1] == "RolledBack" and "Advanced" not in history
     checks = {c["name"]: c for c in status["lastAnalysis"]["checks"]}
-    for name in (failing,) if isinstance(failing, str) else failing:
-        assert checks[name]["result"] == "Fail", checks
-        assert name in status["message"]
+    assert checks[failing]["result"] == "Fail", checks
+    assert failing in status["message"]
+    if canary == "worse":  # the served-correctly check does not judge accuracy
+        assert checks["servedCorrectly"]["result"] == "Pass", checks
     predictor = watcher.isvc()["spec"]["predictor"]
     assert predictor["model"]["storageUri"] == STABLE_URI  # all traffic back on the stable version
     if mode == "Knative":
@@ -488,7 +487,7 @@ def test_desired_version_is_delivered_promoted_kept_and_a_bad_one_rolled_back_on
         rolled = watcher.until(lambda s: s.get("phase") == "RolledBack" and s.get("trafficApplied"))
     status = rolled["status"]
     assert status["desiredVersion"] == 3 and status["candidateVersion"] == 3
-    assert "goldenRelativeErrorIncrease" in status["message"]
+    assert "referenceErrorIncrease" in status["message"]
     assert watcher.isvc()["spec"]["predictor"]["model"]["storageUri"] == "pvc://models/don/2"
     kube.patch_rollout(namespace, "don", {"spec": {"interval": "3s"}})  # helm upgrade, version unchanged
     time.sleep(4)
