@@ -2,7 +2,7 @@
 Wilcoxon baseline, on the real data.
 
 Run: python benchmarks/gates.py [--data CSV] [--candidates 8] [--selection-candidates 6]
-         [--draws 200] [--trees N] [--markdown PATH] [--quick]
+         [--draws 200] [--trees N] [--cache DIR] [--markdown PATH] [--quick]
 
 Each split seed gives 5-fold out-of-fold predictions on every row for the stable version (the
 forest builder's defaults, seed 0) and for candidates of each kind, each fitted on the same
@@ -64,15 +64,23 @@ PAIRS = (30, 60, 100, 200)
 REFERENCE_ERROR_LIMIT, REFERENCE_FAR_LIMIT = 0.1, 0.1
 BASELINE_P, BASELINE_MEAN = 0.05, 0.05
 GOOD_TARGET = 0.05
-GRID = [dict(method=m, margin=mg, false_accept_weight=w, horizon=h)
+GRID = [dict(method=m, margin=mg, false_accept_weight=w, floor_ppb=f, horizon=h)
         for m in (lab_gate.SEQUENTIAL, lab_gate.FIXED) for mg in (0.0, 0.01, 0.02, 0.03, 0.05)
-        for w in (0.0, 0.5, 1.0)
-        for h in ((30, 50, 100, 200) if m == lab_gate.SEQUENTIAL else (100,))]
+        for w in (0.0, 0.5) for f in (0.0, 100.0, 300.0)
+        for h in ((50, 100) if m == lab_gate.SEQUENTIAL else (100,))]
 
 
 def fit_candidates(data, split: int, candidate_seed0: int, per_kind: int, trees: int | None,
-                   say) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Out-of-fold predictions: the stable's [rows] and per kind [per_kind, rows]."""
+                   say, cache: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Out-of-fold predictions: the stable's [rows] and per kind [per_kind, rows]; with `cache`,
+    kept in that folder under a name of everything they depend on (data, split, seeds, trees)."""
+    path = None
+    if cache:
+        path = Path(cache) / (f"gates-{data.sha256[:16]}-s{split}-c{candidate_seed0}x{per_kind}"
+                              f"-t{trees or 'default'}.npz")
+        if path.is_file():
+            saved = np.load(path)
+            return saved["stable"], {k: saved[f"kind{i}"] for i, k in enumerate(KINDS)}
     X, y = data.X, data.y
     extra = {} if trees is None else {"n_estimators": trees}
     stable = np.empty(len(y))
@@ -101,6 +109,9 @@ def fit_candidates(data, split: int, candidate_seed0: int, per_kind: int, trees:
                     target = rng.permutation(target)
                 cands[kind][j, test] = rf.build(seed, **extra).fit(X[rows], target).predict(X[test])
         say(f"split {split}: fold {fold}/5 fitted ({time.monotonic() - started:.0f} s)")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, stable=stable, **{f"kind{i}": cands[k] for i, k in enumerate(KINDS)})
     return stable, cands
 
 
@@ -141,7 +152,8 @@ def gate_paths(scores: np.ndarray, order: np.ndarray, setting: dict, alpha: floa
 
 def paired_scores(stable, cand, y, setting) -> np.ndarray:
     return lab_gate.lot_scores(stable, np.clip(cand, 0, None), y,
-                               false_accept_weight=setting["false_accept_weight"])
+                               false_accept_weight=setting["false_accept_weight"],
+                               floor_ppb=setting["floor_ppb"])
 
 
 def baseline_fail(stable, cand, y, order: np.ndarray, n: int) -> np.ndarray:
@@ -198,6 +210,8 @@ def main() -> int:
     parser.add_argument("--draws", type=int, default=200, help="lot orders per candidate")
     parser.add_argument("--trees", type=int, default=None,
                         help="forest size (default: the builder's own, 300)")
+    parser.add_argument("--cache", help="folder to keep the fitted predictions in (reruns that "
+                        "change only the gates skip the fitting)")
     parser.add_argument("--markdown", help="also write the tables to this markdown file")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 candidate per kind, "
                         "50 trees, 40 draws, the target not judged")
@@ -222,7 +236,7 @@ def main() -> int:
 
     # ---- selection: split seed 1, its own candidates and draws --------------------------------
     s_stable, s_cands = fit_candidates(data, SELECTION["split"], SELECTION["candidate_seed0"],
-                                       args.selection_candidates, trees, say)
+                                       args.selection_candidates, trees, say, args.cache)
     s_order = orders(len(data.y), args.draws, T, SELECTION["draw_seed"])
     selection = measure(data, s_stable, s_cands, s_order, GRID, alpha, min_pairs)
     chosen = choose(selection, GRID)
@@ -234,7 +248,7 @@ def main() -> int:
 
     # ---- reporting: split seed 0 ---------------------------------------------------------------
     r_stable, r_cands = fit_candidates(data, REPORTING["split"], REPORTING["candidate_seed0"],
-                                       args.candidates, trees, say)
+                                       args.candidates, trees, say, args.cache)
     r_order = orders(len(data.y), args.draws, T, REPORTING["draw_seed"])
     report = measure(data, r_stable, r_cands, r_order, [setting], alpha, min_pairs)[0]
     ref = {k: np.mean([reference_gate(data, r_stable, c) for c in r_cands[k]]) for k in KINDS}
@@ -285,7 +299,7 @@ def main() -> int:
         good = selection[i][GOOD][1][idx]
         power = np.mean([selection[i][k][1][idx] for k in KINDS[1:]])
         sel_rows[f"{st['method']} m={st['margin']} w={st['false_accept_weight']} "
-                 f"h={st['horizon']}{' (chosen)' if i == chosen else ''}"] = [
+                 f"floor={st['floor_ppb']:g} h={st['horizon']}{' (chosen)' if i == chosen else ''}"] = [
             " / ".join(pct(v) for v in good), pct(power)]
     out.append(table(f"selection split {SELECTION['split']}: good retrains failed (%) by "
                      f"{'/'.join(cols)} pairs, looked at after every pair, and mean fail share "
@@ -294,7 +308,7 @@ def main() -> int:
     out.append(reference_fraction_table(data, REPORTING["split"], trees, say))
     defaults = dict(method=lab_gate.DEFAULT_METHOD, margin=lab_gate.DEFAULT_MARGIN,
                     false_accept_weight=lab_gate.DEFAULT_FALSE_ACCEPT_WEIGHT,
-                    horizon=lab_gate.DEFAULT_HORIZON)
+                    floor_ppb=lab_gate.DEFAULT_FLOOR_PPB, horizon=lab_gate.DEFAULT_HORIZON)
     out.append(f"don_core.lab_gate defaults {'match' if defaults == setting else 'DIFFER FROM'} "
                f"the chosen setting. Run time {time.monotonic() - started:.0f} s.\n")
     text = "\n".join(out)

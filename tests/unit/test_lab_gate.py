@@ -67,6 +67,16 @@ def test_false_accepts_weigh_on_contaminated_lots_only():
     assert figures["stableFalseAccepts"] == 0
 
 
+def test_floor_counts_low_values_as_the_floor():
+    truth, stable, candidate = np.array([0.0, 0.0, 5000.0]), np.array([0.0, 0.0, 5000.0]), \
+        np.array([50.0, 150.0, 2500.0])
+    plain = lab_gate.lot_scores(stable, candidate, truth, false_accept_weight=0.0)
+    floored = lab_gate.lot_scores(stable, candidate, truth, false_accept_weight=0.0,
+                                  floor_ppb=100.0)
+    assert np.allclose(plain, np.log1p([50.0, 150.0, 5000.0]) - [0, 0, np.log1p(2500.0)])
+    assert np.allclose(floored, [0.0, np.log1p(150.0) - np.log1p(100.0), plain[2]])
+
+
 @pytest.mark.parametrize("method", [FIXED, SEQUENTIAL])
 def test_false_fail_rate_on_equal_candidates_stays_near_alpha(method):
     """Exchangeable versions (the same noise): one look at 100 pairs fails about alpha of them
@@ -127,6 +137,7 @@ def test_benchmark_paths_agree_with_judge():
     (dict(min_pairs=1), "min_pairs"),
     (dict(method="bayes"), "unknown method"),
     (dict(false_accept_weight=float("inf")), "false_accept_weight"),
+    (dict(floor_ppb=-1.0), "floor_ppb"),
     (dict(stable_decisions=["accept", "lab"]), "both stable and candidate"),
     (dict(stable_decisions=["accept", "lab"], candidate_decisions=["accept", "maybe"]),
      "unknown decision 'maybe'"),
