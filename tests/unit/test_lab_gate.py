@@ -38,7 +38,7 @@ def test_clearly_bad_candidate_fails():
     stable, candidate, truth = lots(60, seed=2, stable_noise=0.3, candidate_noise=1.5)
     result = lab_gate.judge(stable, candidate, truth)
     assert result.verdict == FAIL, result.reason
-    assert result.lower > lab_gate.DEFAULT_MARGIN and result.statistic > 0.5
+    assert result.lower > lab_gate.DEFAULT_MARGIN and result.figures["meanExtraLog1pError"] > 0.5
 
 
 def test_too_few_pairs_hold_however_bad():
@@ -70,7 +70,7 @@ def test_false_accepts_weigh_on_contaminated_lots_only():
 def test_floor_counts_low_values_as_the_floor():
     truth, stable, candidate = np.array([0.0, 0.0, 5000.0]), np.array([0.0, 0.0, 5000.0]), \
         np.array([50.0, 150.0, 2500.0])
-    plain = lab_gate.lot_scores(stable, candidate, truth, false_accept_weight=0.0)
+    plain = lab_gate.lot_scores(stable, candidate, truth, false_accept_weight=0.0, floor_ppb=0.0)
     floored = lab_gate.lot_scores(stable, candidate, truth, false_accept_weight=0.0,
                                   floor_ppb=100.0)
     assert np.allclose(plain, np.log1p([50.0, 150.0, 5000.0]) - [0, 0, np.log1p(2500.0)])
