@@ -157,7 +157,9 @@ def paired_scores(stable, cand, y, setting) -> np.ndarray:
 
 
 def baseline_fail(stable, cand, y, order: np.ndarray, n: int) -> np.ndarray:
-    d = lab_gate.lot_scores(stable, np.clip(cand, 0, None), y, false_accept_weight=0.0)[order[:, :n]]
+    # plain |log1p error| differences: no floor, no false-accept charge, whatever the gate's defaults
+    d = lab_gate.lot_scores(stable, np.clip(cand, 0, None), y, false_accept_weight=0.0,
+                            floor_ppb=0.0)[order[:, :n]]
     p = wilcoxon(d, alternative="greater", axis=1).pvalue
     return (p < BASELINE_P) & (d.mean(axis=1) > BASELINE_MEAN)
 
