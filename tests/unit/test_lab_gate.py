@@ -126,6 +126,18 @@ def test_benchmark_paths_agree_with_judge():
             assert fail[0, t - 1] == (verdict == FAIL), (method, t, verdict)
 
 
+def test_benchmark_baseline_uses_plain_log1p_errors():
+    """The Wilcoxon baseline is the issue's: plain |log1p error|, whatever the gate's floor. A
+    candidate worse only on clean lots (below the floor) fails it and passes the gate."""
+    gates = _benchmark()
+    rng = np.random.default_rng(9)
+    truth = rng.uniform(0, 50, 60)
+    stable, candidate = truth.copy(), truth + rng.uniform(100, 250, 60)
+    order = np.arange(60)[None, :]
+    assert gates.baseline_fail(stable, candidate, truth, order, 60).all()
+    assert lab_gate.judge(stable, candidate, truth).verdict == PASS
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(stable=[1, 2], candidate=[1, 2, 3], truth=[1, 2]), "length mismatch"),
     (dict(stable=[1, float("nan")], candidate=[1, 2], truth=[1, 2]), "stable: NaN"),
