@@ -1,0 +1,346 @@
+"""Mirroring to a shadow: after the stable answers its caller, a copy of the request goes to a
+candidate version whose answer is recorded (there, with shadow=True) and discarded here.
+
+Where no Gateway API mirrors for us (KServe Knative / Standard, the chart's Deployment engine), the
+stable's own server sends the copy. The request path only decides (a hash of the request id, so a
+retried request mirrors the same way) and appends to a bounded asyncio queue: O(1), no I/O. A few
+worker tasks on the server's event loop send the copies over kept-alive connections with a minimal
+HTTP/1.1 client (one write per request, the answer's head parsed by hand: http.client's header
+parsing would cost more CPU than the copy itself). A full queue drops the copy; a shadow that is
+down, slow or failing is counted, never felt by the caller.
+
+Setting: static (--mirror_url / --mirror_percent) and a JSON file re-read when it changes (a
+mounted ConfigMap the kubelet updates in place), so starting, changing or stopping a shadow never
+restarts the stable. The file wins while it exists; a bad file keeps the last good setting.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import ssl
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from don_core.contract import (MIRROR_CONFIG_PATH, MIRROR_DROPPED, MIRROR_FAILED, MIRROR_SENT,
+                               REQUEST_ID_HEADER, SHADOW_HEADER)
+from model_server.codec import HEADER_LENGTH
+from model_server.metrics import mirror_counters
+from model_server.security import process_guard
+
+log = logging.getLogger("model_server.mirror")
+
+POLL_SECONDS = 2.0         # how often the config file's stamp is looked at (on a request)
+CONNECTIONS = 4            # copies in flight at once, one kept-alive connection each
+TIMEOUT_SECONDS = 5.0      # a copy's connect + answer; beyond it the copy counts as failed
+LOG_EVERY_SECONDS = 60.0   # a failing shadow logs at most one line a minute
+_MAX_HEAD_BYTES = 64 * 1024
+
+_ID_PREFIX, _ID_COUNTER = uuid.uuid4().hex[:16], itertools.count(1)
+
+
+def new_request_id() -> str:
+    """An id for a request that named none: unique per process, without a uuid4 per request."""
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER)}"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where copies go and how many: one immutable value, swapped whole when the setting changes."""
+
+    url: str
+    percent: float          # 0-100 of the requests, chosen by a hash of their id
+    model: str | None = None  # the shadow's model name when it is not the stable's
+
+    def __post_init__(self):
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"mirror url {self.url!r} must be http(s)://host[:port][/prefix]")
+        if isinstance(self.percent, bool) or not isinstance(self.percent, (int, float)) \
+                or not 0 <= self.percent <= 100:
+            raise ValueError(f"mirror percent {self.percent!r} must be a number from 0 to 100")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model
+                                       or "/" in self.model):
+            raise ValueError(f"mirror model {self.model!r} must be a model name")
+
+    @property
+    def endpoint(self) -> tuple[str, str, int]:
+        parts = urlsplit(self.url)
+        return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+    def chosen(self, request_id: str) -> bool:
+        """Deterministic per request id: a retried request is mirrored (or not) again."""
+        if self.percent >= 100:
+            return True
+        return zlib.crc32(request_id.encode("utf-8", "replace")) % 10_000 < self.percent * 100
+
+
+@dataclass(frozen=True)
+class MirrorOptions:
+    """The server's mirror flags (picklable: each --workers process builds its own Mirror)."""
+
+    url: str | None = None
+    percent: float = 100.0
+    model: str | None = None
+    config_file: str | None = None
+    queue_size: int = 1000
+
+    def __post_init__(self):
+        if self.url is not None:
+            Target(self.url, self.percent, self.model)  # a bad flag fails at start
+        if self.queue_size < 1:
+            raise ValueError(f"mirror queue size {self.queue_size} must be positive")
+
+    @property
+    def static(self) -> Target | None:
+        return Target(self.url, self.percent, self.model) if self.url else None
+
+
+def read_target(path: Path) -> Target:
+    """The setting in a mirror config file; ValueError naming what is wrong."""
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ValueError('must be a JSON object {"url": ..., "percent": 0-100}')
+    unknown = set(doc) - {"url", "percent", "model"}
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(sorted(unknown))}")
+    if not doc.get("url"):
+        raise ValueError('"url" is missing')
+    return Target(doc["url"], doc.get("percent", 100), doc.get("model"))
+
+
+class MirrorConfig:
+    """The current Target (or None): the file's while it exists and is valid, else the static
+    flags'. Looked at from the request path, at most once per POLL_SECONDS (one stat())."""
+
+    def __init__(self, static: Target | None, path: str | None, poll: float = POLL_SECONDS):
+        self.static = static
+        self.path = Path(path) if path else None
+        self.poll = poll
+        self.problem: str | None = None  # what is wrong with the file, while it is
+        self._stamp = None
+        self._from_file: Target | None = None
+        self._checked = -poll
+        self.current = static
+        self.refresh(force=True)
+
+    def refresh(self, force: bool = False) -> Target | None:
+        now = time.monotonic()
+        if self.path is None or (not force and now - self._checked < self.poll):
+            return self.current
+        self._checked = now
+        try:
+            stat = self.path.stat()  # follows the ConfigMap's ..data symlink
+        except OSError:
+            if self._stamp is not None:
+                log.info("mirror config %s is gone: %s", self.path,
+                         "mirroring stopped" if self.static is None else "back to the flags")
+            self._stamp, self._from_file, self.problem, self.current = None, None, None, self.static
+            return self.current
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        if stamp == self._stamp:
+            return self.current
+        self._stamp = stamp
+        try:
+            target = read_target(self.path)
+        except (OSError, ValueError) as exc:
+            self.problem = f"mirror config {self.path}: {exc}"
+            log.error("%s; keeping the last good setting", self.problem)
+            return self.current
+        self.problem, self._from_file, self.current = None, target, target
+        log.info("mirroring %s%% of requests to %s", f"{target.percent:g}", target.url,
+                 extra={"mirror_url": target.url, "mirror_percent": target.percent})
+        return self.current
+
+    def status(self) -> dict:
+        target = self.current
+        return {"url": target.url if target else None,
+                "percent": target.percent if target else 0,
+                "model": target.model if target else None,
+                "source": None if target is None else
+                ("file" if target is self._from_file else "flags"),
+                "config_file": str(self.path) if self.path else None, "problem": self.problem}
+
+
+class _Copy:
+    __slots__ = ("target", "path", "body", "head")
+
+    def __init__(self, target: Target, path: str, body: bytes, head: bytes):
+        self.target, self.path, self.body, self.head = target, path, body, head
+
+
+class Mirror:
+    """One per server process, bound to its event loop on first use."""
+
+    def __init__(self, options: MirrorOptions, model: str, version: str):
+        self.options = options
+        self.model = model
+        self.config = MirrorConfig(options.static, options.config_file)
+        self._counters = mirror_counters(model, version)
+        self._queue: asyncio.Queue | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._logged = 0.0
+        self._failures_unlogged = 0
+
+    # --- request path: O(1), no I/O ---
+    def submit(self, protocol: str, body: bytes, request_id: str, header_length: str | None,
+               traceparent: str | None) -> None:
+        """Queue a copy of a request the stable answered (call after answering): its decoded
+        body, its binary-tensor header length (V2 binary) and the caller's W3C traceparent."""
+        target = self.config.refresh()
+        if target is None or target.percent <= 0 or not target.chosen(request_id):
+            return
+        if self._queue is None:
+            self._start()
+        name = target.model or self.model
+        path = f"/v1/models/{name}:predict" if protocol == "v1" else f"/v2/models/{name}/infer"
+        headers = {"Content-Type": "application/octet-stream" if header_length else
+                   "application/json", HEADER_LENGTH: header_length, "traceparent": traceparent}
+        copy = _Copy(target, path, body, _head(headers, request_id, len(body)))
+        try:
+            self._queue.put_nowait(copy)
+        except asyncio.QueueFull:
+            self._counters[MIRROR_DROPPED].inc()
+
+    def _start(self) -> None:
+        self._queue = asyncio.Queue(self.options.queue_size)
+        self._tasks = [asyncio.get_running_loop().create_task(self._worker())
+                       for _ in range(CONNECTIONS)]
+
+    def status(self) -> dict:
+        self.config.refresh()
+        doc = self.config.status()
+        doc["queued"] = self._queue.qsize() if self._queue is not None else 0
+        return doc
+
+    async def close(self) -> None:
+        """Server shutdown: copies still queued are dropped (they are not the caller's)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    # --- worker tasks ---
+    async def _worker(self) -> None:
+        conn: _Connection | None = None
+        while True:
+            copy = await self._queue.get()
+            try:
+                if conn is None or conn.endpoint != copy.target.endpoint:
+                    if conn is not None:
+                        conn.close()
+                    conn = _Connection(copy.target.endpoint)
+                async with asyncio.timeout(TIMEOUT_SECONDS):
+                    status = await conn.post(copy)
+                if 200 <= status < 300:
+                    self._counters[MIRROR_SENT].inc()
+                    continue
+                problem = f"the shadow answered {status}"
+            except asyncio.CancelledError:
+                if conn is not None:
+                    conn.close()
+                raise
+            except (OSError, EOFError, ValueError, TimeoutError, asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError) as exc:
+                conn.close()
+                conn = None
+                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self._counters[MIRROR_FAILED].inc()
+            self._log_failure(copy.target.url, problem)
+
+    def _log_failure(self, url: str, problem: str) -> None:
+        now = time.monotonic()
+        self._failures_unlogged += 1
+        if now - self._logged >= LOG_EVERY_SECONDS:
+            log.warning("mirrored copies to %s failing (%d since the last line): %s", url,
+                        self._failures_unlogged, problem, extra={"mirror_url": url})
+            self._logged, self._failures_unlogged = now, 0
+
+
+def _head(headers: dict[str, str], request_id: str, length: int) -> bytes:
+    """The copy's header lines after the request line: our own token (the shadow wants the same
+    one as the stable), the request id and the shadow mark; values that could split a header
+    line are left out (the V2 body still carries its own id)."""
+    lines = [f"Content-Length: {length}", f"{SHADOW_HEADER}: 1"]
+    if _safe(request_id):
+        lines.append(f"{REQUEST_ID_HEADER}: {request_id}")
+    for name, value in headers.items():
+        if value is not None and _safe(value):
+            lines.append(f"{name}: {value}")
+    token = process_guard().tokens.current()
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token.decode()}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _safe(value: str) -> bool:
+    return value.isprintable() and value.isascii() and len(value) <= 1024
+
+
+class _Connection:
+    """One kept-alive HTTP/1.1 connection, one request at a time."""
+
+    def __init__(self, endpoint: tuple[str, str, int]):
+        self.endpoint = endpoint
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def post(self, copy: _Copy) -> int:
+        scheme, host, port = self.endpoint
+        if self._writer is None:
+            self._reader, self._writer = await asyncio.open_connection(
+                host, port, ssl=ssl.create_default_context() if scheme == "https" else None,
+                limit=_MAX_HEAD_BYTES)
+        prefix = urlsplit(copy.target.url).path.rstrip("/")
+        self._writer.write(f"POST {prefix}{copy.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                           .encode("latin-1") + copy.head + copy.body)
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        lower = head.lower()
+        at = lower.find(b"\r\ncontent-length:")
+        if at < 0:  # chunked or read-to-close: not worth a parser, start afresh next time
+            self.close()
+            return status
+        end = lower.index(b"\r\n", at + 2)
+        await self._reader.readexactly(int(lower[at + 17:end]))
+        if b"\r\nconnection: close" in lower:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+
+def add_arguments(parser, environ=os.environ) -> None:
+    """The --mirror_* flags, their defaults from DON_MIRROR_*."""
+    env = environ.get
+    parser.add_argument("--mirror_url", default=env("DON_MIRROR_URL") or None,
+                        help="send a copy of answered requests to this shadow server "
+                             "(http(s)://host:port); off when unset")
+    parser.add_argument("--mirror_percent", type=float,
+                        default=float(env("DON_MIRROR_PERCENT") or 100),
+                        help="share of requests mirrored, 0-100 (chosen by request id)")
+    parser.add_argument("--mirror_model", default=env("DON_MIRROR_MODEL") or None,
+                        help="the shadow's model name when it differs from this server's")
+    parser.add_argument("--mirror_config", default=env("DON_MIRROR_CONFIG", MIRROR_CONFIG_PATH),
+                        help='JSON {"url", "percent", "model"} re-read when it changes; while it '
+                             "exists it overrides the flags (default %(default)s)")
+    parser.add_argument("--mirror_queue", type=int, default=int(env("DON_MIRROR_QUEUE") or 1000),
+                        help="copies waiting to be sent; beyond that they are dropped and counted")
+
+
+def options_from_args(args) -> MirrorOptions:
+    """ValueError naming the bad flag."""
+    return MirrorOptions(url=args.mirror_url, percent=args.mirror_percent, model=args.mirror_model,
+                         config_file=args.mirror_config or None, queue_size=args.mirror_queue)
