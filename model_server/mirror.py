@@ -24,7 +24,9 @@ import ssl
 import time
 import uuid
 import zlib
+from collections import deque
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -69,10 +71,15 @@ class Target:
                                        or "/" in self.model):
             raise ValueError(f"mirror model {self.model!r} must be a model name")
 
-    @property
+    @cached_property  # looked up per copy: parsed once (a frozen dataclass allows this cache)
     def endpoint(self) -> tuple[str, str, int]:
         parts = urlsplit(self.url)
         return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+    @cached_property
+    def prefix(self) -> str:
+        """A path the URL names before the model's (a proxy's), without its trailing slash."""
+        return urlsplit(self.url).path.rstrip("/")
 
     def chosen(self, request_id: str) -> bool:
         """Deterministic per request id: a retried request is mirrored (or not) again."""
@@ -172,22 +179,29 @@ class MirrorConfig:
 
 
 class _Copy:
-    __slots__ = ("target", "path", "body", "head")
+    __slots__ = ("target", "data")
 
-    def __init__(self, target: Target, path: str, body: bytes, head: bytes):
-        self.target, self.path, self.body, self.head = target, path, body, head
+    def __init__(self, target: Target, data: bytes):
+        self.target, self.data = target, data  # data: the whole HTTP request
 
 
 class Mirror:
-    """One per server process, bound to its event loop on first use."""
+    """One per server process, bound to its event loop on first use. Copies wait in a bounded
+    deque; up to CONNECTIONS kept-alive connections each carry one at a time. Everything runs in
+    loop callbacks (no task per copy): a copy costs one write and one read callback."""
 
     def __init__(self, options: MirrorOptions, model: str, version: str):
         self.options = options
         self.model = model
         self.config = MirrorConfig(options.static, options.config_file)
         self._counters = mirror_counters(model, version)
-        self._queue: asyncio.Queue | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._pending: deque[_Copy] = deque()
+        self._idle: list[_Connection] = []
+        self._connections: set[_Connection] = set()
+        self._connecting = 0
+        self._down_until = 0.0  # after a failed connect: fail copies at once for a while
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._logged = 0.0
         self._failures_unlogged = 0
 
@@ -195,75 +209,109 @@ class Mirror:
     def submit(self, protocol: str, body: bytes, request_id: str, header_length: str | None,
                traceparent: str | None) -> None:
         """Queue a copy of a request the stable answered (call after answering): its decoded
-        body, its binary-tensor header length (V2 binary) and the caller's W3C traceparent."""
+        body, its binary-tensor header length (V2 binary) and the caller's W3C traceparent. The
+        copy is written in a later loop callback, after the caller's answer."""
         target = self.config.refresh()
         if target is None or target.percent <= 0 or not target.chosen(request_id):
             return
-        if self._queue is None:
-            self._start()
+        if len(self._pending) >= self.options.queue_size:
+            self._counters[MIRROR_DROPPED].inc()
+            return
         name = target.model or self.model
         path = f"/v1/models/{name}:predict" if protocol == "v1" else f"/v2/models/{name}/infer"
         headers = {"Content-Type": "application/octet-stream" if header_length else
                    "application/json", HEADER_LENGTH: header_length, "traceparent": traceparent}
-        copy = _Copy(target, path, body, _head(headers, request_id, len(body)))
-        try:
-            self._queue.put_nowait(copy)
-        except asyncio.QueueFull:
-            self._counters[MIRROR_DROPPED].inc()
-
-    def _start(self) -> None:
-        self._queue = asyncio.Queue(self.options.queue_size)
-        self._tasks = [asyncio.get_running_loop().create_task(self._worker())
-                       for _ in range(CONNECTIONS)]
+        _, host, port = target.endpoint
+        line = f"POST {target.prefix}{path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode("latin-1")
+        self._pending.append(_Copy(target, line + _head(headers, request_id, len(body)) + body))
+        if not self._scheduled:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._scheduled = True
+            self._loop.call_soon(self._pump)
 
     def status(self) -> dict:
         self.config.refresh()
         doc = self.config.status()
-        doc["queued"] = self._queue.qsize() if self._queue is not None else 0
+        doc["queued"] = len(self._pending)
         return doc
 
     async def close(self) -> None:
         """Server shutdown: copies still queued are dropped (they are not the caller's)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        self._pending.clear()
+        for conn in list(self._connections):
+            conn.abort()
 
-    # --- worker tasks ---
-    async def _worker(self) -> None:
-        conn: _Connection | None = None
-        while True:
-            copy = await self._queue.get()
-            try:
-                if conn is None or conn.endpoint != copy.target.endpoint:
-                    if conn is not None:
-                        conn.close()
-                    conn = _Connection(copy.target.endpoint)
-                async with asyncio.timeout(TIMEOUT_SECONDS):
-                    status = await conn.post(copy)
-                if 200 <= status < 300:
-                    self._counters[MIRROR_SENT].inc()
-                    continue
-                problem = f"the shadow answered {status}"
-            except asyncio.CancelledError:
-                if conn is not None:
-                    conn.close()
-                raise
-            except (OSError, EOFError, ValueError, TimeoutError, asyncio.IncompleteReadError,
-                    asyncio.LimitOverrunError) as exc:
-                conn.close()
-                conn = None
-                problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self._counters[MIRROR_FAILED].inc()
-            self._log_failure(copy.target.url, problem)
+    # --- loop callbacks ---
+    def _pump(self) -> None:
+        self._scheduled = False
+        while self._pending:
+            copy = self._pending[0]
+            if time.monotonic() < self._down_until:
+                self._pending.popleft()
+                self._failed(copy.target.url, "the shadow refused a connection moments ago")
+                continue
+            conn = self._idle.pop() if self._idle else None
+            if conn is not None and conn.endpoint != copy.target.endpoint:
+                conn.close()  # the setting moved to another shadow
+                continue
+            if conn is None:
+                if len(self._connections) + self._connecting < CONNECTIONS:
+                    self._connecting += 1
+                    self._loop.create_task(self._connect(copy.target))
+                return
+            conn.send(self._pending.popleft())
 
-    def _log_failure(self, url: str, problem: str) -> None:
+    async def _connect(self, target: Target) -> None:
+        scheme, host, port = target.endpoint
+        try:
+            async with asyncio.timeout(TIMEOUT_SECONDS):
+                await self._loop.create_connection(
+                    lambda: _Connection(self, target.endpoint), host, port,
+                    ssl=ssl.create_default_context() if scheme == "https" else None)
+        except (OSError, TimeoutError) as exc:
+            self._down_until = time.monotonic() + 1.0
+            if self._pending:
+                self._failed(self._pending.popleft().target.url, _describe(exc))
+        finally:
+            self._connecting -= 1
+        self._pump()
+
+    def _opened(self, conn: _Connection) -> None:
+        self._connections.add(conn)
+        self._idle.append(conn)
+
+    def _answered(self, conn: _Connection, copy: _Copy, status: int) -> None:
+        if 200 <= status < 300:
+            self._counters[MIRROR_SENT].inc()
+        else:
+            self._failed(copy.target.url, f"the shadow answered {status}")
+        if conn.open:
+            self._idle.append(conn)
+        self._pump()
+
+    def _lost(self, conn: _Connection, copy: _Copy | None, problem: str) -> None:
+        self._connections.discard(conn)
+        if conn in self._idle:
+            self._idle.remove(conn)
+        if copy is not None:
+            self._failed(copy.target.url, problem)
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._pump)
+
+    def _failed(self, url: str, problem: str) -> None:
+        self._counters[MIRROR_FAILED].inc()
         now = time.monotonic()
         self._failures_unlogged += 1
         if now - self._logged >= LOG_EVERY_SECONDS:
             log.warning("mirrored copies to %s failing (%d since the last line): %s", url,
                         self._failures_unlogged, problem, extra={"mirror_url": url})
             self._logged, self._failures_unlogged = now, 0
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _head(headers: dict[str, str], request_id: str, length: int) -> bytes:
@@ -286,40 +334,83 @@ def _safe(value: str) -> bool:
     return value.isprintable() and value.isascii() and len(value) <= 1024
 
 
-class _Connection:
-    """One kept-alive HTTP/1.1 connection, one request at a time."""
+class _Connection(asyncio.Protocol):
+    """One kept-alive HTTP/1.1 connection carrying one copy at a time; the answer's head is
+    parsed by hand (status and Content-Length), its body skipped."""
 
-    def __init__(self, endpoint: tuple[str, str, int]):
-        self.endpoint = endpoint
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+    def __init__(self, mirror: Mirror, endpoint: tuple[str, str, int]):
+        self.mirror, self.endpoint = mirror, endpoint
+        self.open = False
+        self._transport: asyncio.Transport | None = None
+        self._copy: _Copy | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._buffer = b""
 
-    async def post(self, copy: _Copy) -> int:
-        scheme, host, port = self.endpoint
-        if self._writer is None:
-            self._reader, self._writer = await asyncio.open_connection(
-                host, port, ssl=ssl.create_default_context() if scheme == "https" else None,
-                limit=_MAX_HEAD_BYTES)
-        prefix = urlsplit(copy.target.url).path.rstrip("/")
-        self._writer.write(f"POST {prefix}{copy.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                           .encode("latin-1") + copy.head + copy.body)
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        lower = head.lower()
-        at = lower.find(b"\r\ncontent-length:")
+    def connection_made(self, transport) -> None:
+        self._transport, self.open = transport, True
+        self.mirror._opened(self)
+
+    def send(self, copy: _Copy) -> None:
+        self._copy = copy
+        self._timer = self.mirror._loop.call_later(TIMEOUT_SECONDS, self._timed_out)
+        self._transport.write(copy.data)
+
+    def data_received(self, data: bytes) -> None:
+        if self._copy is None:  # nothing was asked: not a server to keep talking to
+            return self.abort()
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > _MAX_HEAD_BYTES:
+                self._give_up("an answer head above 64 KiB")
+            return
+        head = self._buffer[:end].lower()
+        try:
+            status = int(head[9:12])
+        except ValueError:
+            return self._give_up("not an HTTP answer")
+        at = head.find(b"\r\ncontent-length:")
         if at < 0:  # chunked or read-to-close: not worth a parser, start afresh next time
-            self.close()
-            return status
-        end = lower.index(b"\r\n", at + 2)
-        await self._reader.readexactly(int(lower[at + 17:end]))
-        if b"\r\nconnection: close" in lower:
-            self.close()
-        return status
+            length, self.open = len(self._buffer) - end - 4, False
+        else:
+            stop = head.find(b"\r\n", at + 2)
+            length = int(head[at + 17:stop if stop > 0 else len(head)])
+            if b"\r\nconnection: close" in head:
+                self.open = False
+        if len(self._buffer) < end + 4 + length:
+            return  # the rest of the body is still coming
+        self._buffer = b""
+        copy, self._copy = self._copy, None
+        self._timer.cancel()
+        if not self.open:
+            self._transport.close()
+        if copy is not None:
+            self.mirror._answered(self, copy, status)
+
+    def _timed_out(self) -> None:
+        self._give_up(f"no answer within {TIMEOUT_SECONDS:g} s")
+
+    def _give_up(self, problem: str) -> None:
+        copy, self._copy = self._copy, None
+        self.abort()
+        if copy is not None:
+            self.mirror._failed(copy.target.url, problem)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+        self.open = False
+        self._transport.close()
+
+    def abort(self) -> None:
+        self.open = False
+        if self._transport is not None:
+            self._transport.abort()
+
+    def connection_lost(self, exc) -> None:
+        self.open = False
+        if self._timer is not None:
+            self._timer.cancel()
+        copy, self._copy = self._copy, None
+        self.mirror._lost(self, copy, _describe(exc) if exc else "the shadow closed the connection")
 
 
 def add_arguments(parser, environ=os.environ) -> None:
