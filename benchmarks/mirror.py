@@ -102,6 +102,17 @@ def mirrored(server: Server) -> dict[str, float]:
     return counts
 
 
+def settled(stable: Server, before: dict, expected: int, timeout: float = 30.0) -> dict:
+    """The copy counts once every copy of the round has its outcome (a slow shadow is still
+    answering the last ones when the callers are done), or after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        after = mirrored(stable)
+        if sum(after.values()) - sum(before.values()) >= expected or time.monotonic() > deadline:
+            return after
+        time.sleep(0.2)
+
+
 def set_percent(stable: Server, config: Path, url: str, percent: int) -> None:
     config.write_text(json.dumps({"url": url, "percent": percent}))
     deadline = time.monotonic() + 15
@@ -206,8 +217,7 @@ def bench(args, store: Path, work: Path) -> dict:
                 cpu = stable.cpu_seconds()
                 res = drive(stable, body, args.seconds, args.rate, args.connections)
                 used = stable.cpu_seconds() - cpu
-                time.sleep(0.3)  # the last copies are answered
-                after = mirrored(stable)
+                after = settled(stable, copies, res["requests"] if side == "on" else 0)
                 s = sides[side]
                 s["p50"].append(res["p50"])
                 s["p99"].append(res["p99"])
