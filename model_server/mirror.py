@@ -3,11 +3,11 @@ candidate version whose answer is recorded (there, with shadow=True) and discard
 
 Where no Gateway API mirrors for us (KServe Knative / Standard, the chart's Deployment engine), the
 stable's own server sends the copy. The request path only decides (a hash of the request id, so a
-retried request mirrors the same way) and appends to a bounded asyncio queue: O(1), no I/O. A few
-worker tasks on the server's event loop send the copies over kept-alive connections with a minimal
-HTTP/1.1 client (one write per request, the answer's head parsed by hand: http.client's header
-parsing would cost more CPU than the copy itself). A full queue drops the copy; a shadow that is
-down, slow or failing is counted, never felt by the caller.
+retried request mirrors the same way) and appends to a bounded queue: O(1), no I/O. A loop
+callback scheduled after the answer writes the copy on one of a few kept-alive connections, an
+asyncio Protocol whose answer's head is parsed by hand (no task, future or http.client parsing
+per copy: each would cost more CPU than the copy itself). A full queue drops the copy; a shadow
+that is down, slow or failing is counted, never felt by the caller.
 
 Setting: static (--mirror_url / --mirror_percent) and a JSON file re-read when it changes (a
 mounted ConfigMap the kubelet updates in place), so starting, changing or stopping a shadow never
@@ -179,10 +179,11 @@ class MirrorConfig:
 
 
 class _Copy:
-    __slots__ = ("target", "data")
+    __slots__ = ("target", "data", "retried")
 
     def __init__(self, target: Target, data: bytes):
         self.target, self.data = target, data  # data: the whole HTTP request
+        self.retried = False
 
 
 class Mirror:
@@ -252,8 +253,9 @@ class Mirror:
                 self._failed(copy.target.url, "the shadow refused a connection moments ago")
                 continue
             conn = self._idle.pop() if self._idle else None
-            if conn is not None and conn.endpoint != copy.target.endpoint:
-                conn.close()  # the setting moved to another shadow
+            if conn is not None and (conn.endpoint != copy.target.endpoint
+                                     or (copy.retried and conn.answered)):
+                conn.close()  # the setting moved to another shadow, or a retry: a fresh one
                 continue
             if conn is None:
                 if len(self._connections) + self._connecting < CONNECTIONS:
@@ -295,7 +297,13 @@ class Mirror:
         if conn in self._idle:
             self._idle.remove(conn)
         if copy is not None:
-            self._failed(copy.target.url, problem)
+            if conn.answered and not copy.retried:
+                # a kept-alive connection the shadow closed as the copy went out (its idle
+                # timeout): once more on a fresh one
+                copy.retried = True
+                self._pending.appendleft(copy)
+            else:
+                self._failed(copy.target.url, problem)
         if self._pending and not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self._pump)
@@ -341,6 +349,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, mirror: Mirror, endpoint: tuple[str, str, int]):
         self.mirror, self.endpoint = mirror, endpoint
         self.open = False
+        self.answered = 0  # answers read on this connection
         self._transport: asyncio.Transport | None = None
         self._copy: _Copy | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -374,13 +383,17 @@ class _Connection(asyncio.Protocol):
             length, self.open = len(self._buffer) - end - 4, False
         else:
             stop = head.find(b"\r\n", at + 2)
-            length = int(head[at + 17:stop if stop > 0 else len(head)])
+            try:
+                length = int(head[at + 17:stop if stop > 0 else len(head)])
+            except ValueError:
+                return self._give_up("an unreadable Content-Length")
             if b"\r\nconnection: close" in head:
                 self.open = False
         if len(self._buffer) < end + 4 + length:
             return  # the rest of the body is still coming
         self._buffer = b""
         copy, self._copy = self._copy, None
+        self.answered += 1
         self._timer.cancel()
         if not self.open:
             self._transport.close()

@@ -112,8 +112,10 @@ class Shadow:
     """A real HTTP/1.1 server (asyncio streams) that answers `status` after `delay` seconds and
     keeps every request; `connections` counts the connections it accepted."""
 
-    def __init__(self, status=200, delay=0.0, close=False):
-        self.status, self.delay, self.close = status, delay, close
+    def __init__(self, status=200, delay=0.0, close=False, hang_up=False):
+        # close: say "Connection: close" and close; hang_up: close without saying so (an idle
+        # timeout racing the next copy)
+        self.status, self.delay, self.close, self.hang_up = status, delay, close, hang_up
         self.requests: list[tuple[bytes, bytes]] = []
         self.connections = 0
 
@@ -130,7 +132,7 @@ class Shadow:
                 extra = b"Connection: close\r\n" if self.close else b""
                 writer.write(b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n%s\r\n{}" % (self.status, extra))
                 await writer.drain()
-                if self.close:
+                if self.close or self.hang_up:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
@@ -176,6 +178,13 @@ def test_a_shadow_closing_each_connection_still_gets_every_copy():
     shadow = Shadow(close=True)
     model = asyncio.run(_mirror_to(shadow, 10))
     assert _count(model, "sent") == 10 and shadow.connections == 10
+
+
+def test_a_connection_closed_under_a_copy_is_tried_once_more():
+    shadow = Shadow(hang_up=True)
+    model = asyncio.run(_mirror_to(shadow, 10))
+    assert _count(model, "sent") == 10 and _count(model, "failed") == 0
+    assert len(shadow.requests) == 10
 
 
 def test_a_failing_shadow_is_counted_as_failed():
