@@ -18,6 +18,12 @@ V1_SAMPLE_IDS = "sample_ids"
 
 # ---- HTTP: every prediction names the version that answered -----------------------------------
 VERSION_HEADER = "X-Model-Version"
+# The request id a caller may send (V2 JSON `id` wins); a mirrored copy carries the same one, so
+# the stable's and the shadow's records of one request pair up by it.
+REQUEST_ID_HEADER = "X-Request-Id"
+# Marks a request as the stable's mirrored copy to a shadow (value "1"): the shadow records its
+# answer with shadow=True and never mirrors it further.
+SHADOW_HEADER = "X-Don-Shadow"
 
 # ---- the server's Prometheus metrics the operator and the alerts query -------------------------
 REQUESTS_METRIC = "don_requests"  # a Counter: exposed and queried as don_requests_total
@@ -26,6 +32,14 @@ MODEL_LABEL, VERSION_LABEL = "model", "version"
 PROTOCOL_LABEL, OUTCOME_LABEL = "protocol", "outcome"
 SUCCESS, CLIENT_ERROR, SERVER_ERROR = "success", "client_error", "server_error"
 OUTCOMES = (SUCCESS, CLIENT_ERROR, SERVER_ERROR)
+# Mirrored copies of requests to a shadow, by outcome: don_mirror_requests_total{model,version,outcome}
+# (sent: the shadow answered 2xx; failed: unreachable, timed out or non-2xx; dropped: queue full).
+MIRROR_REQUESTS_METRIC = "don_mirror_requests"
+MIRROR_SENT, MIRROR_DROPPED, MIRROR_FAILED = "sent", "dropped", "failed"
+MIRROR_OUTCOMES = (MIRROR_SENT, MIRROR_DROPPED, MIRROR_FAILED)
+# The file the stable's server re-reads for its mirror setting ({"url", "percent", "model"}): a
+# ConfigMap mounted at this path, updated in place, so a shadow starts or stops without a restart.
+MIRROR_CONFIG_PATH = "/etc/don-predictor/mirror/mirror.json"
 # The operator's Event counter (the RolledBack alert): don_rollout_events_total{namespace,rollout,reason}.
 ROLLOUT_EVENTS_METRIC = "don_rollout_events"
 

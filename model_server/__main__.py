@@ -20,6 +20,7 @@ import tempfile
 from don_core import telemetry
 from don_core.contract import MAX_BATCH_ROWS, ONNX_ATOL_PPB, ONNX_RTOL
 from don_core.schema import REFLECTANCE_RANGE
+from model_server import mirror
 
 
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                         default=float(env("DON_RECORDS_FLUSH_SECONDS", "1.0")),
                         help="longest a record waits for its batch to fill before it is sent "
                              "(shutdown sends what is queued at once)")
+    mirror.add_arguments(parser)
     # Our own metrics and spans record latency; KServe's extra log line per request is waste.
     parser.set_defaults(enable_latency_logging=False)
     return parser
@@ -132,11 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"python -m model_server: error: {exc}", file=sys.stderr)
             return 2
+    try:
+        mirror_options = mirror.options_from_args(args)
+    except ValueError as exc:
+        print(f"python -m model_server: error: {exc}", file=sys.stderr)
+        return 2
     install_drain_signal()  # the preStop hook's signal (model_server/drain.py)
     options = ServeOptions(max_batch_rows=args.max_batch_rows, use_onnx=not args.no_onnx,
                            onnx_rtol=args.onnx_rtol, onnx_atol=args.onnx_atol,
                            native_fallback={"on": True, "off": False}.get(args.native_fallback),
-                           reflectance_range=args.reflectance_range, records=records)
+                           reflectance_range=args.reflectance_range, records=records,
+                           mirror=mirror_options)
     model = ServedModel(args.model_name, args.model_dir, options)
     install(model=model)  # the routes answer for it (not ready until loaded)
     # With --workers N each worker loads its own copy; this process needs one only for gRPC.

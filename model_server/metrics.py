@@ -19,7 +19,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client import exposition as prometheus_exposition
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from don_core.contract import (CLIENT_ERROR, LATENCY_METRIC, MODEL_LABEL, OUTCOME_LABEL, OUTCOMES,
+from don_core.contract import (CLIENT_ERROR, LATENCY_METRIC, MIRROR_OUTCOMES,
+                               MIRROR_REQUESTS_METRIC, MODEL_LABEL, OUTCOME_LABEL, OUTCOMES,
                                PROTOCOL_LABEL, REQUESTS_METRIC, SERVER_ERROR, SUCCESS, VERSION_LABEL)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -68,6 +69,16 @@ DRIFT_WINDOW_SCORE = Gauge("don_drift_window_score",
 RECORDS_DROPPED = Counter("don_records_dropped",
                           "Prediction records lost (queue full, recorder down or refusing)",
                           ["model", "version", "reason"])
+
+MIRROR_REQUESTS = Counter(MIRROR_REQUESTS_METRIC,
+                          "Copies of requests mirrored to a shadow, by outcome (sent, dropped: "
+                          "queue full, failed: shadow unreachable, slow or not 2xx)",
+                          [MODEL_LABEL, VERSION_LABEL, OUTCOME_LABEL])
+
+
+def mirror_counters(model: str, version: str) -> dict:
+    """outcome -> the bound child of don_mirror_requests_total for this model version."""
+    return {outcome: MIRROR_REQUESTS.labels(model, version, outcome) for outcome in MIRROR_OUTCOMES}
 
 
 class BatchHistogram:

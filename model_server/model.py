@@ -26,6 +26,7 @@ from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 from model_server import codec
 from model_server.backends import NATIVE_LIBRARY, BackendError, OnnxBackend, OnnxScores
 from model_server.metrics import ServingMetrics
+from model_server.mirror import MirrorOptions
 from model_server.records import RecordOptions, RecordSender
 from model_server.security import process_guard
 
@@ -53,6 +54,7 @@ class ServeOptions:
     onnx_atol: float = ONNX_ATOL_PPB
     reflectance_range: tuple[float, float] = REFLECTANCE_RANGE  # other values: 400
     records: RecordOptions | None = None  # where prediction records go; None: off
+    mirror: MirrorOptions | None = None  # copies of requests to a shadow (routes send them)
     # Fall back to the native artifact (sklearn / TensorFlow) when the ONNX copy is unusable:
     # True (full image), False (lean image: refuse instead) or None: when the family's library is
     # installed. Looked up without importing it.
@@ -360,9 +362,10 @@ class DonModel(Model):
         return score, flagged
 
     def answer(self, req: codec.Request, request_id: str | None, trace_id: str | None = None,
-               caller: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+               caller: str | None = None, shadow: bool = False
+               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """ppb and the outputs a decoded request names (REST and gRPC alike), recorded if records
-        are on."""
+        are on (`shadow`: a mirrored copy this server answers as a shadow)."""
         codec.check_outputs(req.outputs, self.output_types)
         x = req.x
         ppb = self.infer(x)
@@ -370,7 +373,7 @@ class DonModel(Model):
         values = self.outputs(x, ppb, [o.name for o in req.outputs], outliers)
         if self.records is not None:
             self.records.submit(x, ppb, outliers, req.id or request_id, trace_id, caller,
-                                req.sample_ids)
+                                req.sample_ids, shadow)
         return ppb, values
 
     # --- KServe's own data plane: only gRPC reaches it (our REST routes replace KServe's) ---

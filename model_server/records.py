@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import http.client
-import itertools
 import logging
 import random
 import threading
@@ -27,6 +26,7 @@ import orjson
 
 from don_core.records import (CLOUDEVENTS_SPEC_VERSION, RECORDS_EVENT_TYPE, records_body,
                               spectra_sha256)
+from model_server.mirror import new_request_id
 
 log = logging.getLogger("model_server.records")
 
@@ -63,12 +63,13 @@ class _Batch:
     """What one request contributes, kept as it came (references, not copies)."""
 
     __slots__ = ("when", "x", "ppb", "scores", "flags", "request_id", "trace_id", "caller",
-                 "sample_ids")
+                 "sample_ids", "shadow")
 
-    def __init__(self, when, x, ppb, scores, flags, request_id, trace_id, caller, sample_ids):
+    def __init__(self, when, x, ppb, scores, flags, request_id, trace_id, caller, sample_ids,
+                 shadow=False):
         self.when, self.x, self.ppb, self.scores, self.flags = when, x, ppb, scores, flags
         self.request_id, self.trace_id, self.caller = request_id, trace_id, caller
-        self.sample_ids = sample_ids
+        self.sample_ids, self.shadow = sample_ids, shadow
 
 
 class RecordSender:
@@ -91,19 +92,19 @@ class RecordSender:
         if self._token_file is not None:
             self._token()  # a missing or empty Secret fails at start, not on every send
         self._second, self._second_text = None, ""
-        self._id_prefix, self._id_counter = uuid.uuid4().hex, itertools.count(1)
         self._thread = threading.Thread(target=self._run, name="records-sender", daemon=True)
         self._thread.start()
 
     # --- request path: O(1), never blocks on I/O ---
     def submit(self, x: np.ndarray, ppb: np.ndarray, outliers, request_id: str | None,
-               trace_id: str | None, caller: str | None, sample_ids) -> None:
+               trace_id: str | None, caller: str | None, sample_ids, shadow: bool = False) -> None:
+        """`shadow`: this is a shadow answering a mirrored copy (model_server.mirror)."""
         if self.options.sample_rate < 1.0 and random.random() >= self.options.sample_rate:
             return
         rows = len(ppb)
         scores, flags = outliers if outliers is not None else (None, None)
         batch = _Batch(time.time(), x, ppb, scores, flags, request_id, trace_id, caller,
-                       sample_ids)
+                       sample_ids, shadow)
         with self._lock:
             if self._queued_rows + rows > self.options.queue_rows:
                 full = True
@@ -172,9 +173,11 @@ class RecordSender:
         if self.options.keep_spectra:
             rows["spectrum"] = x
         requests = {"time": [self._rfc3339(b.when) for b in batches],
-                    "request_id": [b.request_id or self._request_id() for b in batches],
+                    "request_id": [b.request_id or new_request_id() for b in batches],
                     "trace_id": [b.trace_id for b in batches],
                     "caller": [b.caller for b in batches], "rows": sizes}
+        if any(b.shadow for b in batches):  # the optional column, only when a value is set
+            requests["shadow"] = [True if b.shadow else None for b in batches]
         return orjson.dumps(records_body(self.model, self.version, requests, rows),
                             option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -187,10 +190,6 @@ class RecordSender:
             self._second_text = _dt.datetime.fromtimestamp(second, _dt.timezone.utc).strftime(
                 "%Y-%m-%dT%H:%M:%S")
         return f"{self._second_text}.{min(int((when - second) * 1000), 999):03d}Z"
-
-    def _request_id(self) -> str:
-        # a request that named none: unique per process without a uuid4 per request
-        return f"{self._id_prefix}-{next(self._id_counter)}"
 
     def _send(self, batches: list[_Batch], rows: int) -> bool:
         try:

@@ -22,10 +22,11 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from don_core import telemetry
-from don_core.contract import VERSION_HEADER
+from don_core.contract import REQUEST_ID_HEADER, SHADOW_HEADER, VERSION_HEADER
 from model_server import codec
 from model_server.metrics import exposition, outcome_of
 from model_server.drain import DRAINING, DrainMiddleware
+from model_server.mirror import Mirror, new_request_id
 from model_server.security import GuardMiddleware, is_open
 
 log = logging.getLogger("model_server.requests")
@@ -79,6 +80,7 @@ class Served:
 
     def __init__(self):
         self.model = None
+        self.mirror = None  # this process's Mirror, made on first use (model.options.mirror)
 
 
 def _served(app):
@@ -90,6 +92,13 @@ def _unready(model) -> str | None:
     if model is None:
         return "still loading"
     return None if model.ready else model.reason or "still loading"
+
+
+def _mirror(app, model) -> Mirror | None:
+    served = app.state.don_served
+    if served.mirror is None and model.options.mirror is not None and model.ready:
+        served.mirror = Mirror(model.options.mirror, model.name, model.version)
+    return served.mirror
 
 
 def _ok(schema: dict, extra: dict | None = None) -> dict:
@@ -203,21 +212,29 @@ async def _answer(request: Request, model, protocol: str, tracer) -> Response:
             req = codec.decode_v1_request(body, limit, valid)
         else:
             req = codec.decode_v2(body, header_length, limit, valid)
+    # one id in the records here and, when mirrored, in the shadow's (generated if none came)
+    request_id = req.id or headers.get(_REQUEST_ID) or new_request_id()
+    shadow = _SHADOW in headers  # a copy from a stable: record as a shadow, never mirror again
     with _span(tracer, "predict", attributes={"batch.rows": int(req.x.shape[0])}):
-        ppb, values = model.answer(req, headers.get("x-request-id"), _trace_id(headers),
-                                   _caller(request))
+        ppb, values = model.answer(req, request_id, _trace_id(headers), _caller(request), shadow)
     out_headers = {VERSION_HEADER: model.version}
     if protocol == "v1":
-        return Response(codec.encode_v1(ppb, values), media_type=JSON, headers=out_headers)
-    tensors = [codec.Tensor(o.name, model.output_types[o.name], values[o.name], o.binary)
-               for o in req.outputs]
-    content, extra = codec.encode_v2(tensors, model.name, model.version, req.id)
-    out_headers.update(extra)
-    return Response(content, media_type="application/octet-stream" if extra else JSON,
-                    headers=out_headers)
+        response = Response(codec.encode_v1(ppb, values), media_type=JSON, headers=out_headers)
+    else:
+        tensors = [codec.Tensor(o.name, model.output_types[o.name], values[o.name], o.binary)
+                   for o in req.outputs]
+        content, extra = codec.encode_v2(tensors, model.name, model.version, req.id)
+        out_headers.update(extra)
+        response = Response(content, media_type="application/octet-stream" if extra else JSON,
+                            headers=out_headers)
+    mirror = None if shadow else _mirror(request.app, model)
+    if mirror is not None:  # answered: only a queued copy from here (model_server/mirror.py)
+        mirror.submit(protocol, body, request_id, header_length, headers.get("traceparent"))
+    return response
 
 
 _HEX = set("0123456789abcdef")
+_REQUEST_ID, _SHADOW = REQUEST_ID_HEADER.lower(), SHADOW_HEADER.lower()
 
 
 def _trace_id(headers) -> str | None:
@@ -322,9 +339,11 @@ async def status(request: Request, model_name: str | None = None) -> Response:
     if model is None or (model_name is not None and model_name != model.name):
         return _error(404, f"model {model_name!r} is not served here")
     doc = model.status()
+    mirror = _mirror(request.app, model)
     doc.update(uptime_seconds=round(time.time() - _PROCESS.create_time(), 1),
                rss_bytes=_PROCESS.memory_info().rss,
-               tracing=telemetry.tracing_enabled())
+               tracing=telemetry.tracing_enabled(),
+               mirror=None if mirror is None else mirror.status())
     return Response(orjson.dumps(doc), media_type=JSON,
                     status_code=200, headers={VERSION_HEADER: model.version})
 
@@ -429,6 +448,8 @@ async def _stop_model(app: FastAPI) -> None:
     """uvicorn's shutdown, after the requests in flight have been answered: the model's stop
     (its queued records sent). In a thread: it may wait on the recorder."""
     model = _served(app)
+    if app.state.don_served.mirror is not None:
+        await app.state.don_served.mirror.close()
     if model is not None:
         await asyncio.to_thread(model.stop)
 
