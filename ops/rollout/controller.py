@@ -266,7 +266,14 @@ class Engine:
             done = router.set_weights(status, int(status.get("stepWeight", status.get("weight")) or 0))
         if not done:
             return False
-        self._write(obj, {"trafficApplied": True})
+        changes: dict = {"trafficApplied": True}
+        if phase in state.ACTIVE:
+            # The next analysis window starts once this step's split is in place (its pods
+            # ready): what the canary answers in it is the share the step really gives.
+            changes["snapshot"] = sources.for_spec(self.kube, router).baseline(
+                endpoints.base_urls(router))
+            changes["nextCheckAt"] = state.stamp(self.clock() + dt.timedelta(seconds=spec.interval_s))
+        self._write(obj, changes)
         return True
 
     # ---- progress -------------------------------------------------------------------------

@@ -21,7 +21,6 @@ Every function here is idempotent: applying it twice gives the same object.
 from __future__ import annotations
 
 import copy
-import math
 
 from don_core.contract import MODEL_VERSION_ENV, MODEL_VERSION_LABEL, TRACK_LABEL, parse_storage_uri
 

@@ -459,7 +459,11 @@ def test_operator_renders_one_desired_rollout_per_model_and_no_traffic_field(ren
         assert "replicas" not in canary["spec"]
         assert canary["metadata"]["labels"]["don-predictor.io/model-version"] == "2"  # the desired version
         assert rollouts["don-don-predictor-rf"]["spec"]["mode"] == "Deployment"
-        assert rollouts["don-don-predictor-rf"]["spec"]["deployment"] == {"replicas": 2}
+        deployment = rollouts["don-don-predictor-rf"]["spec"]["deployment"]
+        assert deployment["replicas"] == 2
+        # the operator keeps the HPA of serving.autoscaling on the stable it owns
+        assert set(deployment["autoscaling"]) == {"minReplicas", "maxReplicas",
+                                                  "targetCPUUtilizationPercentage"}
         for track in ("stable", "canary"):
             render.named("Service", f"don-don-predictor-rf-{track}")
     else:

@@ -15,14 +15,13 @@ in its own namespace, and leaves nothing but its claim, which it deletes at the 
 """
 from __future__ import annotations
 
-import json
+import functools
 import os
 import shutil
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from don_core.artifact import verify_version_dir
@@ -155,11 +154,15 @@ def _served(responses) -> list[tuple[float, int, str]]:
     return [] if first is None else responses[first:]
 
 
+def _first_served(kube: Kube, model: str) -> list[tuple[float, int, str]]:
+    return _served(_responses(kube, model))
+
+
 def _sampler(life, stop: threading.Event) -> None:
     """Every 2 s: each ModelRollout's phase against what its stable Deployment really has ready."""
     kube = life["kube"]
     while not stop.wait(2):
-        for model, name in OBJECTS.items():
+        for name in OBJECTS.values():
             try:
                 status = kube.get("modelrollout", name).get("status") or {}
                 if status.get("phase") != "Delivered":
@@ -176,6 +179,16 @@ def _sampler(life, stop: threading.Event) -> None:
 
 def _rollout(life, name: str) -> dict:
     return life["kube"].get("modelrollout", name).get("status") or {}
+
+
+def _reached(life, name: str, phase: str, **fields):
+    """A predicate: the ModelRollout's status, once it has `phase` and these field values."""
+    def check():
+        status = _rollout(life, name)
+        if status.get("phase") == phase and all(status.get(k) == v for k, v in fields.items()):
+            return status
+        return None
+    return check
 
 
 def _wait(life, what: str, predicate, seconds: float, name: str | None = None):
@@ -213,9 +226,8 @@ def _deliver(life, versions: dict) -> dict:
     done = {}
     for key, version in versions.items():
         name = f"{RELEASE}-{key}"
-        done[name] = _wait(life, f"{name} promoting version {version}", lambda: (
-            (s := _rollout(life, name)).get("phase") == "Promoted" and s.get("trafficApplied")
-            and s.get("liveVersion") == version and s) or None, 900, name)
+        done[name] = _wait(life, f"{name} promoting version {version}", _reached(
+            life, name, "Promoted", trafficApplied=True, liveVersion=version), 900, name)
     return done
 
 
@@ -245,16 +257,15 @@ def test_one_install_trains_and_serves_without_intervention(life):
     for model in OBJECTS:
         metadata = verify_version_dir(life["store"] / model / "1", expected_model=model)
         assert metadata["version"] == 1
-    for model, name in OBJECTS.items():
-        status = _wait(life, f"{name} delivered", lambda: (
-            (s := _rollout(life, name)).get("phase") == "Delivered" and s), 900, name)
+    for name in OBJECTS.values():
+        status = _wait(life, f"{name} delivered", _reached(life, name, "Delivered"), 900, name)
         assert status["liveVersion"] == 1 and status["desiredVersion"] == 1
         assert any(c["type"] == "Succeeded" and c["status"] == "True" for c in status["conditions"])
         hpa = kube.get("horizontalpodautoscalers", name)  # the operator keeps the HPA on its stable
         assert hpa["spec"]["scaleTargetRef"]["name"] == name
         assert hpa["metadata"]["ownerReferences"][0]["kind"] == "ModelRollout"
     for model in OBJECTS:
-        served = _wait(life, f"first answer of {model}", lambda: _served(_responses(kube, model)), 300)
+        served = _wait(life, f"first answer of {model}", functools.partial(_first_served, kube, model), 300)
         assert served[0][2] == "1"
     life["first answers"] = time.monotonic() - started
     history = [h["event"] for h in _rollout(life, OBJECTS["don-rf"])["history"]]
@@ -278,7 +289,7 @@ def test_good_retrains_of_both_families_are_promoted(life):
             assert measured, status["history"]
             shares += measured
             assert kube.get("horizontalpodautoscalers", name)["spec"]["scaleTargetRef"]["name"] == name
-    for step, weight, share in shares:
+    for _step, weight, share in shares:
         assert abs(share - weight) <= SHARE_TOLERANCE, shares
     life["shares"] = shares
     assert _rollout(life, OBJECTS["don-rf"])["liveVersion"] == 4
@@ -354,9 +365,7 @@ def test_uninstall_with_the_operator_already_gone(life):
               "--set", "training.job.enabled=false", "--set", "models.rf.version=4", "--set", "models.tf.version=2")
     for key, version in (("rf", 4), ("tf", 2)):
         name = f"{RELEASE}-{key}"
-        _wait(life, f"{name} delivered", lambda: (
-            (s := _rollout(life, name)).get("phase") == "Delivered" and s.get("liveVersion") == version and s),
-            600, name)
+        _wait(life, f"{name} delivered", _reached(life, name, "Delivered", liveVersion=version), 600, name)
     operator = kube.get("deployments", selector="app.kubernetes.io/component=operator")["items"][0]
     kube.kubectl("scale", "deployment", operator["metadata"]["name"], "--replicas=0")
     _wait(life, "the operator gone", lambda: not kube.get(

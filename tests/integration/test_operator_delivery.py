@@ -7,15 +7,13 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures_operator import ServerProcess, publish_tiny_version
-from tests.integration.test_operator_apiserver import (  # noqa: F401  (fixtures)
-    ReadyDeployments, Traffic, Watcher, _boot_servers_first, desired_rollout, golden_rows, kube,
-    namespace)
+from tests.integration import test_operator_apiserver as apiserver
+from tests.integration.test_operator_apiserver import (
+    ReadyDeployments, Traffic, Watcher, desired_rollout, golden_rows)
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
-
-
-def _phases(watcher: Watcher) -> list:
-    return [h["phase"] for h in watcher.kube.get_rollout(watcher.ns, watcher.name)["status"]["history"]]
+# that module's fixtures, by name: the model servers boot first, an API client, a namespace per test
+_boot_servers_first, kube, namespace = apiserver._boot_servers_first, apiserver.kube, apiserver.namespace
 
 
 def test_delivered_only_once_the_store_and_the_servers_say_so(kube, namespace, operator_cluster,
