@@ -82,6 +82,8 @@ def life(e2e_cluster, real_data_path):
         install_crds(e2e_cluster.api, sorted((CHART / "crds").glob("*.yaml")))
     state = {"kube": kube, "store": store, "cluster": e2e_cluster, "violations": [], "samples": 0}
     yield state
+    for model in OBJECTS:  # they hold the claim
+        kube.kubectl("delete", "pod", f"client-{model}", "--ignore-not-found", "--wait=false", check=False)
     kube.helm("uninstall", RELEASE, "--wait", "--timeout", "2m", check=False)
     kube.kubectl("delete", "pvc", CLAIM, "--ignore-not-found", "--wait=false", check=False)
     kube.kubectl("delete", "pv", PV, "--ignore-not-found", "--wait=false", namespaced=False, check=False)
