@@ -105,3 +105,22 @@ def test_console_is_given_each_models_stable_and_canary_tracks(renders):
     assert dict(_servers(standard))["don-rf@canary"] == \
         "http://don-don-predictor-rf-predictor-canary.don.svc.cluster.local"
     assert dict(_servers(standard))["don-rf@stable"] == dict(_servers(standard))["don-rf"]
+
+
+def test_lab_results_upload_mounts_the_recorders_token_only_when_asked(renders):
+    """The console's lab results upload writes to the recorder: its token is mounted only with
+    console.labResultsUpload (whoever uploads lab results can sway a lab gate)."""
+    args = ("--set", "console.enabled=true", "--set", "recorder.enabled=true", "--set", "recorder.token.value=t0k3n",
+            "--set", "serving.engine=deployment")
+    for upload in (False, True):
+        render = render_case(Case(f"console-upload-{upload}", args + (
+            "--set", f"console.labResultsUpload={str(upload).lower()}")))
+        pod = render.named("Deployment", "don-don-predictor-console")["spec"]["template"]["spec"]
+        env = _env(pod["containers"][0])
+        secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        assert ("DON_CONSOLE_RECORDER_TOKEN_FILE" in env) is upload
+        assert ("don-don-predictor-recorder-token" in secrets) is upload
+        if upload:
+            mount = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "records-token"]
+            assert mount and mount[0]["readOnly"] is True
+            assert env["DON_CONSOLE_RECORDER_TOKEN_FILE"].startswith(mount[0]["mountPath"])
