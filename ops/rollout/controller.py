@@ -328,6 +328,11 @@ class Engine:
         router = self.router(ns, spec)
         stable_url, canary_url = endpoints.base_urls(router)
         waiting = endpoints.canary_not_ready(self.kube, router, canary_url)
+        if not waiting and not status.get("trafficApplied", True):
+            # A window that began before this step's pods were ready would judge (and measure
+            # the share of) a split the step does not give; the deadline still counts.
+            waiting = (f"the step's split ({status.get('weight')}% to the candidate) is not in "
+                       "place yet: its pods are starting")
         if waiting:
             check = {"name": "canaryReady", "value": None, "threshold": None,
                      "result": judge_mod.INCONCLUSIVE, "note": waiting}
