@@ -228,7 +228,7 @@ def paired_figures(settings: svc.Settings, item: dict) -> None:
         with st.spinner("Reading the paired figures from the recorder ..."):
             doc = svc.pairs(settings, *versions)
     except svc.ConsoleError as exc:
-        st.error(str(exc))
+        st.warning(f"paired figures unavailable: {exc}")  # the rollout itself is shown above
         return
     st.markdown(svc.pairs_summary(doc))
     if doc["pairs"]:

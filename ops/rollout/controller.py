@@ -49,13 +49,17 @@ def _stable_reference(result: dict, remembered: dict | None) -> tuple[dict, dict
     return result, remembered
 
 
-def _canary_share(figures: dict) -> float | None:
-    """The percent of the window's requests the canary answered (None without requests)."""
+def _canary_share(figures: dict) -> dict | None:
+    """The percent of the window's requests the canary answered, and of how many (None without
+    requests): the share's precision depends on that count."""
     try:
         canary, stable = int(figures["canary"]["requests"]), int(figures["stable"]["requests"])
     except (KeyError, TypeError, ValueError):
         return None
-    return round(100 * canary / (canary + stable), 1) if canary + stable else None
+    if not canary + stable:
+        return None
+    return {"canaryShare": round(100 * canary / (canary + stable), 1),
+            "windowRequests": canary + stable}
 
 
 class Engine:
@@ -357,9 +361,7 @@ class Engine:
                 figures[side] = {"error": str(exc)[:300]}
         result = judge_mod.judge(spec.analysis, figures["canary"], figures["stable"], golden,
                                  status.get("candidateVersion"), reference)
-        measured = _canary_share(figures)
-        if measured is not None:  # what the canary really answered, beside the status weight
-            result["canaryShare"] = measured
+        result.update(_canary_share(figures) or {})  # what the canary really answered
         result.update({key: value for key, value in remembered.items() if value})
         if spec.analysis.get("liveAccuracy"):
             result = judge_mod.add_checks(result, [live_accuracy.check(

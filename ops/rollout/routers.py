@@ -273,9 +273,28 @@ class DeploymentRouter(Router):
         if any(replicas > 0 and not traffic.deployment_ready(current[name], replicas)
                for name, replicas in wanted.items()):
             return False
+        if not self._routed(wanted):
+            return False
         for name, replicas in wanted.items():
             if replicas == 0 and (current[name].get("spec") or {}).get("replicas") != 0:
                 self.kube.scale_deployment(self.ns, name, 0)
+        return True
+
+    def _routed(self, wanted: dict[str, int]) -> bool:
+        """Every wanted ready pod is behind its track's Service: the endpoints controller follows
+        a Deployment's readiness with a lag, and until then the split is not the one reported
+        (a Service that does not exist is not checked)."""
+        for replicas, service in zip(wanted.values(), self.services()):
+            if replicas <= 0:
+                continue
+            try:
+                routed = len(self.kube.endpoint_urls(self.ns, service, path=""))
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            if routed < replicas:
+                return False
         return True
 
     def set_weights(self, status: dict, weight: int) -> bool:

@@ -161,8 +161,9 @@ def decide(status: dict, spec, result: dict, moment: dt.datetime,
     entry = changes["history"][-1]
     figures = {c["name"]: c["value"] for c in result["checks"]
                if isinstance(c.get("value"), (int, float)) and not isinstance(c["value"], bool)}
-    if result.get("canaryShare") is not None:
-        figures["canaryShare"] = result["canaryShare"]
+    for key in ("canaryShare", "windowRequests"):  # the share the canary really answered, of n
+        if result.get(key) is not None:
+            figures[key] = result[key]
     changes["history"][-1] = dict(entry, verdict=verdict, figures=figures)
     return decision, changes
 
