@@ -2,18 +2,13 @@
 server process held for the length of a block."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.cluster.processes import free_port  # noqa: F401  (one definition, re-exported)
 
 
 def wait_for_http(url: str, timeout: float = 30.0, process: subprocess.Popen | None = None,
