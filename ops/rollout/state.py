@@ -164,7 +164,10 @@ def decide(status: dict, spec, result: dict, moment: dt.datetime,
     for key in ("canaryShare", "windowRequests"):  # the share the canary really answered, of n
         if result.get(key) is not None:
             figures[key] = result[key]
-    changes["history"][-1] = dict(entry, verdict=verdict, figures=figures)
+    # The entry's weight is the one the decision moves to; the figures are the window of the
+    # step that was analysed, at this weight.
+    changes["history"][-1] = dict(entry, verdict=verdict, figures=figures,
+                                  analysedWeight=status.get("weight"))
     return decision, changes
 
 

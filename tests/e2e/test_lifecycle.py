@@ -236,12 +236,13 @@ def _deliver(life, versions: dict) -> dict:
 
 
 def _check_shares(status: dict) -> list[tuple]:
-    """(status weight, measured share, requests in the window) of each analysis that measured one."""
+    """(status weight of the analysed step, measured share, requests in the window) of each
+    analysis that measured one (an entry's own weight is the one its decision moved to)."""
     seen = []
     for entry in status.get("history") or []:
-        figures = entry.get("figures") or {}
-        if "canaryShare" in figures and entry.get("weight") not in (None, 0, 100):
-            seen.append((entry["weight"], figures["canaryShare"], figures.get("windowRequests") or 1))
+        figures, weight = entry.get("figures") or {}, entry.get("analysedWeight")
+        if "canaryShare" in figures and weight not in (None, 0, 100):
+            seen.append((weight, figures["canaryShare"], figures.get("windowRequests") or 1))
     return seen
 
 

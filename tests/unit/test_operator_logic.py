@@ -422,6 +422,7 @@ def test_status_reports_the_share_given_and_the_step_asked():
                                      share=lambda w: 33 if w < 50 else w)
     assert decision == "Advance" and (changes["weight"], changes["stepWeight"]) == (50, 50)
     assert changes["history"][-1]["figures"]["canaryShare"] == 31.5
+    assert changes["history"][-1]["analysedWeight"] == 33  # the window's step, not the next one
     waiting = state.waiting({}, moment, "version 2 of don is not in the store s yet")
     assert waiting["phase"] == "Waiting" and waiting["phase"] not in state.TERMINAL + state.ACTIVE
     assert {c["type"]: c["status"] for c in waiting["conditions"]}["Succeeded"] == "Unknown"
