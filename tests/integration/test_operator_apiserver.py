@@ -520,19 +520,21 @@ def test_inconclusive_past_the_progress_deadline_rolls_back(kube, namespace, ope
     assert watcher.isvc()["spec"]["predictor"]["model"]["storageUri"] == "pvc://models/don/1"
 
 
+def canary_deployment(version: str) -> dict:
+    """The `<target>-canary` Deployment the chart renders with operator.enabled (desired version)."""
+    labels = {"app": "don", "don-predictor.io/track": "canary", "don-predictor.io/model-version": version}
+    return {"metadata": {"name": "don-canary", "labels": {"app": "don", "don-predictor.io/track": "canary"}},
+            "spec": {"selector": {"matchLabels": {"app": "don", "don-predictor.io/track": "canary"}},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
+                         "name": "model-server", "image": "don-predictor/model-server:test",
+                         "env": [{"name": "DON_MODEL_VERSION", "value": version}]}]}}}}
+
+
 def test_desired_deployment_mode_creates_the_stable_from_the_chart_canary(kube, namespace, operator_cluster,
                                                                         model_servers, rollout_store):
     """The chart renders only `<target>-canary` (running the desired version, no replicas); the
     operator creates the stable Deployment from it and owns every replica count from then on."""
     stable, good = model_servers["stable"], model_servers["good"]
-
-    def canary_deployment(version: str) -> dict:
-        labels = {"app": "don", "don-predictor.io/track": "canary", "don-predictor.io/model-version": version}
-        return {"metadata": {"name": "don-canary", "labels": {"app": "don", "don-predictor.io/track": "canary"}},
-                "spec": {"selector": {"matchLabels": {"app": "don", "don-predictor.io/track": "canary"}},
-                         "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
-                             "name": "model-server", "image": "don-predictor/model-server:test",
-                             "env": [{"name": "DON_MODEL_VERSION", "value": version}]}]}}}}
 
     kube.apps.create_namespaced_deployment(namespace, canary_deployment("1"))
     body = desired_rollout("Deployment", 1, stable.base, stable.base, rollout_store)

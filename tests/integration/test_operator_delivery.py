@@ -9,7 +9,7 @@ import pytest
 from tests.fixtures_operator import ServerProcess, publish_tiny_version
 from tests.integration import test_operator_apiserver as apiserver
 from tests.integration.test_operator_apiserver import (
-    ReadyDeployments, Traffic, Watcher, desired_rollout, golden_rows)
+    ReadyDeployments, Traffic, Watcher, canary_deployment, desired_rollout, golden_rows)
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 # that module's fixtures, by name: the model servers boot first, an API client, a namespace per test
@@ -55,14 +55,6 @@ def test_delivered_only_once_the_store_and_the_servers_say_so(kube, namespace, o
 def test_operator_keeps_an_hpa_on_the_stable_through_a_rollout(kube, namespace, operator_cluster,
                                                               model_servers, rollout_store):
     stable, good = model_servers["stable"], model_servers["good"]
-
-    def canary_deployment(version: str) -> dict:
-        labels = {"app": "don", "don-predictor.io/track": "canary", "don-predictor.io/model-version": version}
-        return {"metadata": {"name": "don-canary"},
-                "spec": {"selector": {"matchLabels": {"app": "don", "don-predictor.io/track": "canary"}},
-                         "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
-                             "name": "model-server", "image": "don-predictor/model-server:test",
-                             "env": [{"name": "DON_MODEL_VERSION", "value": version}]}]}}}}
 
     kube.apps.create_namespaced_deployment(namespace, canary_deployment("1"))
     body = desired_rollout("Deployment", 1, stable.base, stable.base, rollout_store)
