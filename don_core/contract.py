@@ -16,6 +16,18 @@ OUTPUT_NAME = "ppb"     # float32 [n], predictions clipped at 0
 SAMPLE_ID_INPUT = "sample_id"
 V1_SAMPLE_IDS = "sample_ids"
 
+# ---- outputs ----------------------------------------------------------------------------------
+# Outputs served only when a request names them (V2 "outputs", V1 parameters.outputs); a request
+# that names none gets exactly the ppb response KServe clients know.
+PPB_LOWER_OUTPUT, PPB_UPPER_OUTPUT = "ppb_lower", "ppb_upper"
+OUTLIER_SCORE_OUTPUT, OUT_OF_DISTRIBUTION_OUTPUT = "outlier_score", "out_of_distribution"
+
+
+def decision_output(limit_ppb: int) -> str:
+    """accept | reject | lab at one calibrated limit, e.g. decision_1000 (limits: schema.DECISION_THRESHOLDS_PPB)."""
+    return f"decision_{limit_ppb}"
+
+
 # ---- HTTP: every prediction names the version that answered -----------------------------------
 VERSION_HEADER = "X-Model-Version"
 # The request id a caller may send (V2 JSON `id` wins); a mirrored copy carries the same one, so
@@ -28,6 +40,22 @@ SHADOW_HEADER = "X-Don-Shadow"
 # ---- the server's Prometheus metrics the operator and the alerts query -------------------------
 REQUESTS_METRIC = "don_requests"  # a Counter: exposed and queried as don_requests_total
 LATENCY_METRIC = "don_request_duration_seconds"  # a Histogram
+
+# The model server's other metric names (Prometheus adds _total to Counters): one definition,
+# read by the server, the console, benchmarks and the alert rules' tests.
+BATCH_ROWS_METRIC = "don_batch_rows"
+MODEL_INFO_METRIC = "don_model_info"
+REFUSED_METRIC = "don_requests_refused"
+MODEL_READY_METRIC = "don_model_ready"
+OUT_OF_DISTRIBUTION_METRIC = "don_out_of_distribution_rows"
+SCORED_ROWS_METRIC = "don_drift_scored_rows"
+RECORDS_SENT_METRIC = "don_records_sent"
+PREDICTED_PPB_METRIC = "don_prediction_ppb"
+OUTLIER_SCORE_METRIC = "don_outlier_score"
+RECORDS_SENDER_CPU_METRIC = "don_records_sender_cpu_seconds"
+DRIFT_WINDOW_SCORE_METRIC = "don_drift_window_score"
+RECORDS_DROPPED_METRIC = "don_records_dropped"
+
 MODEL_LABEL, VERSION_LABEL = "model", "version"
 PROTOCOL_LABEL, OUTCOME_LABEL = "protocol", "outcome"
 SUCCESS, CLIENT_ERROR, SERVER_ERROR = "success", "client_error", "server_error"
