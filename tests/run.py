@@ -280,7 +280,7 @@ def main(args: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="don-make-test-") as tmp:
         flag = Path(tmp) / "e2e-part-running"
         os.environ[E2E_RUNNING_ENV] = str(flag)
-        parts = [Part("tests", [*pytest, "-m", "not e2e", *args], may_select_none=bool(args)),
+        parts = [Part("tests", [*pytest, "-m", "not e2e", "--durations=20", *args], may_select_none=bool(args)),
                  Part("e2e", [*pytest, "-m", "e2e", *args], lock=E2E_LOCK, may_select_none=bool(args),
                       running_flag=flag)]
         return run_parts(parts, at_once=at_once)

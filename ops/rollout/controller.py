@@ -159,7 +159,9 @@ class Engine:
         router = self.router(obj["metadata"]["namespace"], spec)
         uri = status.get("stableStorageUri") or status.get("candidateStorageUri")
         problem = locate.not_in_store(spec, uri, desired)
-        router.settle(status)  # idempotent; scales down only what ready pods replace
+        # idempotent; scales down only what ready pods replace, so it may take a few ticks
+        if not router.settle(status):
+            problem = problem or "the canary track is not scaled down yet (waiting for the stable's pods)"
         problem = problem or endpoints.not_serving(self.kube, router, desired,
                                                    spec.endpoints["timeoutSeconds"])
         if problem:

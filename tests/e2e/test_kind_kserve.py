@@ -12,11 +12,12 @@ import time
 import pytest
 
 from don_core.artifact import verify_version_dir  # noqa: F401  (documents the contract checked in-pod)
+from tests.conftest import unavailable
 from tests.e2e.kube import Kube, KubeError
 from tests.e2e.test_e2e_cluster import (CHART, NS, OBJECTS, RELEASE, RF, SPLIT_SCRIPT, _base_values, _client_pod,
                                         _jobs, _wait_jobs)
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800, func_only=True)]  # as test_e2e_cluster
+pytestmark = [pytest.mark.e2e, pytest.mark.kind, pytest.mark.timeout(1800, func_only=True)]  # as test_e2e_cluster
 
 KIND_ONLY = ("needs KServe's controller (InferenceService reconciliation, KServe traffic split); "
              "KServe images are not obtainable here: runs on kind via `make kind-up && make kind-e2e`")
@@ -26,7 +27,7 @@ ROLLOUT_API = "rollouts.don-predictor.io/v1alpha1"
 @pytest.fixture(scope="module")
 def kserve(e2e_cluster) -> Kube:
     if not e2e_cluster.has_kserve_controller:
-        pytest.skip(KIND_ONLY)
+        unavailable(KIND_ONLY)
     k = Kube(e2e_cluster.kubeconfig, NS, env=dict(os.environ))
     k.kubectl("create", "namespace", NS, namespaced=False, check=False)
     return k

@@ -85,3 +85,15 @@ def test_make_test_lets_such_a_part_pass_outside_ci(tmp_path, monkeypatch):
     monkeypatch.delenv(run.CI_ENV, raising=False)
     parts = [_part(tmp_path, "skipped", SKIPPED), _part(tmp_path, "deselected", PASSING, "-k", "nothing")]
     assert run.run_parts(parts, out=io.StringIO()) == 0
+
+
+@pytest.mark.parametrize("target, collected", [("local", False), ("kind", True)])
+def test_kind_only_tests_are_deselected_not_skipped_elsewhere(target, collected):
+    """The KServe-controller tests run only on kind; on the local cluster (CI's target) they are
+    deselected at collection, so that CI's e2e report holds no skip."""
+    env = dict(_env(None), DON_E2E_TARGET=target)
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+                          "tests/e2e/test_kind_kserve.py"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert ("test_kind_kserve.py::test_rollout_splits_traffic_by_weight_and_promotes" in out.stdout) == collected
+    assert ("3 deselected" in out.stdout) != collected, out.stdout
