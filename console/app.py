@@ -12,6 +12,7 @@ import streamlit as st
 
 from console.services import models, monitoring, predict, rollouts
 from console.services.common import ConsoleError, Settings
+from don_core.artifact import ACCEPT, LAB, REJECT
 from don_core.contract import OUT_OF_DISTRIBUTION_OUTPUT, decision_output
 from don_core.schema import DECISION_THRESHOLDS_PPB
 from ops.rollout.client import ACTIONS
@@ -85,7 +86,7 @@ def show_prediction(settings: Settings, dataset, prediction: predict.Prediction)
         for col, limit in zip(cols, decided):
             counts = frame[decision_output(limit)].value_counts()
             col.metric(f"limit {limit} ppb",
-                       " / ".join(f"{counts.get(k, 0)} {k}" for k in ("accept", "lab", "reject")))
+                       " / ".join(f"{counts.get(k, 0)} {k}" for k in (ACCEPT, LAB, REJECT)))
     else:
         st.caption("This version offers no decisions (trained before calibration): ppb only.")
     if OUT_OF_DISTRIBUTION_OUTPUT in frame:
