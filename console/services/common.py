@@ -93,9 +93,13 @@ def parse_servers(text: str) -> dict[str, str]:
     return parse_endpoints(text)[0]
 
 
-def auth_headers(settings: Settings) -> dict:
-    token = settings.token()
+def bearer(token: str | None) -> dict:
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def auth_headers(settings: Settings) -> dict:
+    """What the console sends to the model servers."""
+    return bearer(settings.token())
 
 
 def refusal(response: requests.Response) -> str:

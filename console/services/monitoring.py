@@ -6,7 +6,7 @@ import re
 
 import requests
 
-from console.services.common import TIMEOUT_S, ConsoleError, Settings, call, recorder_url, refusal
+from console.services.common import TIMEOUT_S, ConsoleError, Settings, bearer, call, recorder_url, refusal
 from don_core.contract import DRIFT_WINDOW_SCORE_METRIC, OUT_OF_DISTRIBUTION_METRIC, SCORED_ROWS_METRIC
 
 
@@ -42,8 +42,7 @@ def import_lab_results(settings: Settings, raw: bytes, name: str) -> dict:
     checks every row (ops/recorder/labresults.py, the one reader) and stores all of it or nothing.
     Returns its summary {stored, duplicates, rejected}."""
     url = recorder_url(settings, "/v1/labresults")
-    token = settings.recorder_token()
-    headers = {"Content-Type": "text/csv", **({"Authorization": f"Bearer {token}"} if token else {})}
+    headers = {"Content-Type": "text/csv", **bearer(settings.recorder_token())}
     try:
         response = requests.post(url, data=raw, headers=headers, timeout=TIMEOUT_S)
     except requests.RequestException as exc:
