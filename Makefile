@@ -69,8 +69,10 @@ bench: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/serve.py
 
-## Re-render manifests/ from the chart (a test fails when they are stale).
+## Write the contract's ModelRollout defaults into the chart, then re-render manifests/ from it
+## (a test fails when either is stale).
 manifests: install
+	$(BIN)/python -m scripts.gen_rollout_defaults
 	$(BIN)/python -m scripts.render_manifests
 
 ## Serve the documentation site on http://127.0.0.1:8000 (mkdocs serve; reloads on edits).

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from console.services import ConsoleError, parse_servers
+from console.services.common import ConsoleError, parse_servers
 
 APP = Path(__file__).with_name("app.py")
 

@@ -1,8 +1,8 @@
 """The web console (Streamlit): Predict, Models, Rollouts, Monitoring.
 
 Run with `python -m console ...` (it starts `streamlit run` on this file). Every call to the
-system goes through console/services.py; a ConsoleError becomes a readable message, never a
-stack trace.
+system goes through console/services/ (a module per page); a ConsoleError becomes a readable
+message, never a stack trace.
 """
 from __future__ import annotations
 
@@ -10,25 +10,29 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from console import services as svc
+from console.services import models, monitoring, predict, rollouts
+from console.services.common import ConsoleError, Settings
+from don_core.artifact import ACCEPT, LAB, REJECT
+from don_core.contract import OUT_OF_DISTRIBUTION_OUTPUT, decision_output
+from don_core.schema import DECISION_THRESHOLDS_PPB
+from ops.rollout.client import ACTIONS
 
 PAGES = ("Predict", "Models", "Rollouts", "Monitoring")
-LIMITS = (1000, 5000)
 
 
 def main() -> None:
     st.set_page_config(page_title="DON console", layout="wide")
     st.title("DON predictor console")
     try:
-        settings = svc.Settings.from_env()
-    except svc.ConsoleError as exc:
+        settings = Settings.from_env()
+    except ConsoleError as exc:
         st.error(str(exc))
         return
     page = st.radio("Page", PAGES, horizontal=True, key="page", label_visibility="collapsed")
     try:
         {"Predict": predict_page, "Models": models_page, "Rollouts": rollouts_page,
          "Monitoring": monitoring_page}[page](settings)
-    except svc.ConsoleError as exc:
+    except ConsoleError as exc:
         st.error(str(exc))
     except Exception as exc:  # a bug must still read as a message, not a stack trace
         st.error(f"unexpected error: {type(exc).__name__}: {str(exc)[:300]}")
@@ -36,10 +40,10 @@ def main() -> None:
 
 # ---- Predict -----------------------------------------------------------------------------------
 
-def predict_page(settings: svc.Settings) -> None:
+def predict_page(settings: Settings) -> None:
     st.header("Predict")
     if not settings.servers:
-        raise svc.ConsoleError("no model server configured (--server NAME=URL)")
+        raise ConsoleError("no model server configured (--server NAME=URL)")
     with st.spinner("Asking the model servers which versions they serve ..."):
         choices, notes = served_choices(settings)
     labels = [c.label for c in choices]
@@ -54,57 +58,57 @@ def predict_page(settings: svc.Settings) -> None:
     if st.button("Predict", key="predict", type="primary"):
         st.session_state.pop("result", None)
         if upload is not None:
-            dataset = svc.parse_upload(upload.getvalue(), upload.name)
+            dataset = predict.parse_upload(upload.getvalue(), upload.name)
         else:
-            dataset = svc.parse_pasted(pasted)
+            dataset = predict.parse_pasted(pasted)
         with st.spinner(f"Calling {choice.label} for {dataset.rows} row(s) ..."):
-            prediction = svc.predict(settings, choice.model, dataset, choice)
+            prediction = predict.predict(settings, choice.model, dataset, choice)
         st.session_state["result"] = (dataset, prediction)
     if "result" in st.session_state:
         show_prediction(settings, *st.session_state["result"])
 
 
 @st.cache_data(ttl=10, show_spinner=False)
-def served_choices(settings: svc.Settings):
+def served_choices(settings: Settings):
     """Kept 10 s, else every click would ask every server again (the prediction itself reports
     the version that answered)."""
-    return svc.served_choices(settings)
+    return predict.served_choices(settings)
 
 
-def show_prediction(settings: svc.Settings, dataset, prediction: svc.Prediction) -> None:
+def show_prediction(settings: Settings, dataset, prediction: predict.Prediction) -> None:
     rows = len(prediction.columns["predicted_ppb"])
     track = f" ({prediction.track})" if prediction.track else ""
     st.subheader(f"{rows} predictions from {prediction.model} version {prediction.version}{track}")
     frame = pd.DataFrame(prediction.columns)
-    decided = [c for c in svc.DECISIONS if c in frame]
+    decided = [limit for limit in DECISION_THRESHOLDS_PPB if decision_output(limit) in frame]
     if decided:
         cols = st.columns(len(decided))
-        for col, name in zip(cols, decided):
-            counts = frame[name].value_counts()
-            col.metric(f"limit {name.split('_')[1]} ppb",
-                       " / ".join(f"{counts.get(k, 0)} {k}" for k in ("accept", "lab", "reject")))
+        for col, limit in zip(cols, decided):
+            counts = frame[decision_output(limit)].value_counts()
+            col.metric(f"limit {limit} ppb",
+                       " / ".join(f"{counts.get(k, 0)} {k}" for k in (ACCEPT, LAB, REJECT)))
     else:
         st.caption("This version offers no decisions (trained before calibration): ppb only.")
-    if "out_of_distribution" in frame:
-        flagged = int(frame["out_of_distribution"].astype(bool).sum())
+    if OUT_OF_DISTRIBUTION_OUTPUT in frame:
+        flagged = int(frame[OUT_OF_DISTRIBUTION_OUTPUT].astype(bool).sum())
         st.caption(f"{flagged} of {rows} spectra flagged out of distribution by the server.")
     st.dataframe(frame, hide_index=True, width="stretch")
-    st.download_button("Download results (CSV)", svc.results_csv(prediction),
+    st.download_button("Download results (CSV)", predict.results_csv(prediction),
                        file_name=f"predictions-{prediction.model}-v{prediction.version}.csv",
                        mime="text/csv", key="download")
     band_range = None
     if settings.store and prediction.version.isdigit():
         try:
             with st.spinner("Reading the training data's band-wise range ..."):
-                doc = svc.evaluation(settings, prediction.model, int(prediction.version))
+                doc = models.evaluation(settings, prediction.model, int(prediction.version))
             band_range = doc["bands"] if doc else None
-        except svc.ConsoleError as exc:
+        except ConsoleError as exc:
             st.caption(f"training range unavailable: {exc}")
     spectra_chart(dataset, band_range)
 
 
 def spectra_chart(dataset, band_range: dict | None) -> None:
-    lines, ranges = svc.spectra_frame(dataset, band_range)
+    lines, ranges = predict.spectra_frame(dataset, band_range)
     shown = min(dataset.rows, 50)
     chart = alt.Chart(lines).mark_line(strokeWidth=1).encode(
         x=alt.X("band:Q", title="band"), y=alt.Y("reflectance:Q", title="reflectance"),
@@ -113,7 +117,7 @@ def spectra_chart(dataset, band_range: dict | None) -> None:
         area = alt.Chart(ranges).mark_area(opacity=0.25, color="gray").encode(
             x="band:Q", y="min:Q", y2="max:Q")
         chart = area + chart
-        outside = sum(n > 0 for n in svc.outside_range(dataset, band_range))
+        outside = sum(n > 0 for n in predict.outside_range(dataset, band_range))
         caption = (f"{shown} uploaded spectra against the training data's band-wise range "
                    f"(gray); {outside} of {dataset.rows} have a band outside it.")
     else:
@@ -124,10 +128,10 @@ def spectra_chart(dataset, band_range: dict | None) -> None:
 
 # ---- Models ------------------------------------------------------------------------------------
 
-def models_page(settings: svc.Settings) -> None:
+def models_page(settings: Settings) -> None:
     st.header("Models")
     with st.spinner("Reading the store ..."):
-        rows = svc.versions_table(settings)
+        rows = models.versions_table(settings)
     if not rows:
         st.info(f"no published version in {settings.store}")
         return
@@ -140,29 +144,29 @@ def models_page(settings: svc.Settings) -> None:
     a = left.selectbox("A", labels, index=0, key="compare_a")
     b = right.selectbox("B", labels, index=len(labels) - 1, key="compare_b")
     with st.spinner(f"Reading {a} and {b} from the store ..."):
-        meta_a = svc.metadata(settings, rows[labels.index(a)]["model"], rows[labels.index(a)]["version"])
-        meta_b = svc.metadata(settings, rows[labels.index(b)]["model"], rows[labels.index(b)]["version"])
-    st.dataframe(pd.DataFrame(svc.compare_metrics(meta_a, meta_b)), hide_index=True, width="stretch")
+        meta_a = models.metadata(settings, rows[labels.index(a)]["model"], rows[labels.index(a)]["version"])
+        meta_b = models.metadata(settings, rows[labels.index(b)]["model"], rows[labels.index(b)]["version"])
+    st.dataframe(pd.DataFrame(models.compare_metrics(meta_a, meta_b)), hide_index=True, width="stretch")
     for col, row in ((left, rows[labels.index(a)]), (right, rows[labels.index(b)])):
         with col:
             oof_chart(settings, row["model"], row["version"])
 
 
-def show_version(settings: svc.Settings, row: dict) -> None:
-    meta = svc.metadata(settings, row["model"], row["version"])
+def show_version(settings: Settings, row: dict) -> None:
+    meta = models.metadata(settings, row["model"], row["version"])
     st.markdown(f"**{row['model']} version {row['version']}**: family {meta['family']}, created "
                 f"{meta['created']}, {meta['training_data'].get('rows')} rows of "
                 f"`{meta['training_data'].get('source')}` (sha256 "
                 f"`{meta['training_data'].get('sha256', '')[:16]}`)")
     cv = meta["metrics"].get("cv") or {}
     st.caption(f"Cross-validation: {cv.get('scheme', 'n/a')}")
-    st.dataframe(pd.DataFrame(svc.metrics_table(meta)), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(models.metrics_table(meta)), hide_index=True, width="stretch")
     oof_chart(settings, row["model"], row["version"])
 
 
-def oof_chart(settings: svc.Settings, model: str, version: int) -> None:
+def oof_chart(settings: Settings, model: str, version: int) -> None:
     with st.spinner(f"Reading the out-of-fold predictions of {model} v{version} ..."):
-        doc = svc.evaluation(settings, model, version)
+        doc = models.evaluation(settings, model, version)
     if doc is None:
         st.caption(f"{model} v{version} was published before out-of-fold predictions were kept.")
         return
@@ -174,25 +178,25 @@ def oof_chart(settings: svc.Settings, model: str, version: int) -> None:
     points = alt.Chart(frame).mark_circle(size=25, opacity=0.6).encode(
         x=alt.X("measured ppb:Q", scale=scale), y=alt.Y("predicted ppb:Q", scale=scale),
         tooltip=["hsi_id", "measured ppb", "predicted ppb"])
-    rules = pd.DataFrame({"limit": LIMITS})
+    rules = pd.DataFrame({"limit": DECISION_THRESHOLDS_PPB})
     vertical = alt.Chart(rules).mark_rule(strokeDash=[4, 4], color="red").encode(x="limit:Q")
     horizontal = alt.Chart(rules).mark_rule(strokeDash=[4, 4], color="red").encode(y="limit:Q")
     st.altair_chart((points + vertical + horizontal).properties(
         title=f"{model} v{version}: out-of-fold predicted vs measured ({oof['repeats']} repeat(s) "
-              f"averaged; red: 1000 and 5000 ppb)"), width="stretch")
+              f"averaged; red: {' and '.join(map(str, DECISION_THRESHOLDS_PPB))} ppb)"), width="stretch")
 
 
 # ---- Rollouts ----------------------------------------------------------------------------------
 
-def rollouts_page(settings: svc.Settings) -> None:
+def rollouts_page(settings: Settings) -> None:
     st.header("Rollouts")
-    kube, namespace = svc.kube_client(settings)
-    with st.spinner(f"Reading ModelRollouts in {namespace} ..."):
-        items = svc.list_rollouts(kube, namespace)
+    client = rollouts.rollout_client(settings)
+    with st.spinner(f"Reading ModelRollouts in {client.namespace} ..."):
+        items = rollouts.list_rollouts(client)
     if not items:
-        st.info(f"no ModelRollouts in namespace {namespace}")
+        st.info(f"no ModelRollouts in namespace {client.namespace}")
         return
-    st.dataframe(pd.DataFrame(svc.rollout_rows(items)), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(rollouts.rollout_rows(items)), hide_index=True, width="stretch")
     names = [item["metadata"]["name"] for item in items]
     name = st.selectbox("Rollout", names, key="rollout")
     item = items[names.index(name)]
@@ -201,10 +205,10 @@ def rollouts_page(settings: svc.Settings) -> None:
                 f"{status.get('stepLabel', '-')}, weight {status.get('weight', '-')} %  \n"
                 f"{status.get('message') or ''}")
     cols = st.columns(4)
-    for col, action in zip(cols, ("pause", "resume", "promote", "abort")):
+    for col, action in zip(cols, ACTIONS):
         if col.button(action.title(), key=f"action-{action}", disabled=not settings.control,
                       help=None if settings.control else "read-only: the console runs without --control"):
-            st.success(svc.steer(settings, kube, namespace, name, action))
+            st.success(rollouts.steer(settings, client, name, action))
     timeline_chart(item)
     last = status.get("lastAnalysis")
     if last:
@@ -214,10 +218,10 @@ def rollouts_page(settings: svc.Settings) -> None:
     paired_figures(settings, item)
 
 
-def paired_figures(settings: svc.Settings, item: dict) -> None:
+def paired_figures(settings: Settings, item: dict) -> None:
     """The stable version against the candidate's shadow answers, on the lots the lab measured."""
     st.subheader("Paired lab figures: stable against the candidate in shadow")
-    versions = svc.rollout_versions(item)
+    versions = rollouts.rollout_versions(item)
     if not settings.recorder:
         st.caption("no prediction recorder configured (--recorder URL): no paired figures")
         return
@@ -226,18 +230,18 @@ def paired_figures(settings: svc.Settings, item: dict) -> None:
         return
     try:
         with st.spinner("Reading the paired figures from the recorder ..."):
-            doc = svc.pairs(settings, *versions)
-    except svc.ConsoleError as exc:
+            doc = rollouts.pairs(settings, *versions)
+    except ConsoleError as exc:
         st.warning(f"paired figures unavailable: {exc}")  # the rollout itself is shown above
         return
-    st.markdown(svc.pairs_summary(doc))
+    st.markdown(rollouts.pairs_summary(doc))
     if doc["pairs"]:
-        st.dataframe(pd.DataFrame(svc.pairs_rows(doc)), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(rollouts.pairs_rows(doc)), hide_index=True, width="stretch")
         st.caption(f"Decisions: {doc['decisionRule']}.")
 
 
 def timeline_chart(item: dict) -> None:
-    records = svc.timeline(item)
+    records = rollouts.timeline(item)
     if not records:
         st.caption("no history yet")
         return
@@ -252,13 +256,13 @@ def timeline_chart(item: dict) -> None:
 
 # ---- Monitoring --------------------------------------------------------------------------------
 
-def monitoring_page(settings: svc.Settings) -> None:
+def monitoring_page(settings: Settings) -> None:
     st.header("Monitoring")
     if settings.recorder:
         lab_results_import(settings)
         try:
             live_accuracy(settings)
-        except svc.ConsoleError as exc:   # the recorder away: the servers' drift still shows
+        except ConsoleError as exc:   # the recorder away: the servers' drift still shows
             st.error(str(exc))
     else:
         st.info("no prediction recorder configured (--recorder URL): live accuracy is not available")
@@ -266,10 +270,10 @@ def monitoring_page(settings: svc.Settings) -> None:
         st.subheader("Input drift (out-of-distribution rate since each server started; window score of "
                      "its last 100 rows, above 1: the inputs have moved)")
         with st.spinner("Reading the model servers' metrics ..."):
-            st.dataframe(pd.DataFrame(svc.drift_rates(settings)), hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(monitoring.drift_rates(settings)), hide_index=True, width="stretch")
 
 
-def lab_results_import(settings: svc.Settings) -> None:
+def lab_results_import(settings: Settings) -> None:
     """The lab's results into the recorder: the whole file or nothing, each bad row named."""
     upload = st.file_uploader("Lab results CSV: sample_id, vomitoxin_ppb; optional method, measured_at "
                               "(ISO 8601, UTC unless an offset is given)", type=["csv"], key="lab_upload")
@@ -277,26 +281,26 @@ def lab_results_import(settings: svc.Settings) -> None:
         return
     try:
         with st.spinner(f"Importing {upload.name} ..."):
-            result = svc.import_lab_results(settings, upload.getvalue(), upload.name)
-    except svc.LabResultsRefused as exc:
+            result = monitoring.import_lab_results(settings, upload.getvalue(), upload.name)
+    except monitoring.LabResultsRefused as exc:
         shown = "\n".join(f"- {line}" for line in exc.errors[:20])
         more = f"\n- ... {len(exc.errors) - 20} more" if len(exc.errors) > 20 else ""
         st.error(f"{exc}\n\n{shown}{more}")
         return
-    except svc.ConsoleError as exc:
+    except ConsoleError as exc:
         st.error(str(exc))
         return
     st.success(f"{upload.name}: {result['stored']} result(s) stored, {result['duplicates']} already there, "
                f"{result['rejected']} refused")
 
 
-def live_accuracy(settings: svc.Settings) -> None:
-    days = st.selectbox("Span", svc.SPANS_DAYS, index=1, format_func=lambda d: f"last {d} days", key="span")
+def live_accuracy(settings: Settings) -> None:
+    days = st.selectbox("Span", monitoring.SPANS_DAYS, index=1, format_func=lambda d: f"last {d} days", key="span")
     with st.spinner(f"Reading {days} days of live accuracy from the recorder ..."):
-        doc = svc.accuracy_series(settings, days)
-        windows = svc.accuracy_rows(svc.accuracy(settings))
+        doc = monitoring.accuracy_series(settings, days)
+        windows = monitoring.accuracy_rows(monitoring.accuracy(settings))
     st.subheader(f"Live accuracy per version and day, {doc['from']} to {doc['to']} (UTC)")
-    rows = svc.series_rows(doc)
+    rows = monitoring.series_rows(doc)
     if not rows:
         st.info(f"no prediction recorded from {doc['from']} to {doc['to']}")
     else:

@@ -77,12 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "rollout":
         from ops.rollout import cli
-        from ops.rollout.kube import Kube, current_namespace, load_config
+        from ops.rollout.client import RolloutClient
         if args.rollout_command == "start" and not (args.version or args.storage_uri):
             print("error: start needs --version or --storage-uri", file=sys.stderr)
             return 2
-        load_config(args.kubeconfig)
-        return cli.run(args, Kube(), args.namespace or current_namespace())
+        return cli.run(args, RolloutClient.connect(args.kubeconfig, args.namespace))
     if args.command in ("recorder", "labresults"):
         from ops.recorder import cli as recorder_cli
         return recorder_cli.run(args)

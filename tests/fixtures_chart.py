@@ -90,7 +90,7 @@ MATRIX = [
          + canary("gbr", 2, 30)),
     Case("third-model-knative-operator", KSERVE + K130 + THIRD_MODEL + (
         "--set", "operator.enabled=true", "--set", "training.job.enabled=true",
-        "--set", "training.models={rf,tf,gbr}", "--set", "models.gbr.version=3")),
+        "--set", "models.gbr.version=3")),
     # The local Kubernetes 1.20 test cluster: no KServe, no Gateway API, older API versions.
     Case("kube-1.20-deployment", K120 + ("--set", "serving.engine=deployment", "--set", "operator.enabled=true",
          "--set", "training.job.enabled=true", "--set", "training.cronJob.enabled=true",

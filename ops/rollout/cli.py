@@ -1,28 +1,15 @@
-"""`python -m ops rollout ...`: start, watch and steer ModelRollouts from a terminal."""
+"""`python -m ops rollout ...`: start, watch and steer ModelRollouts from a terminal; the calls
+themselves are ops/rollout/client.py's, which the web console uses too."""
 from __future__ import annotations
 
-import datetime as dt
-
 from ops.rollout import GROUP, KIND, VERSION
-from ops.rollout.kube import ApiException, Kube
-from ops.rollout.state import parse_stamp
+from ops.rollout.client import SUMMARY_COLUMNS, RolloutClient, RolloutError, summary
 
 
 def table(rows: list[list], headers: list[str]) -> str:
     cells = [[("" if c is None else str(c)) for c in row] for row in [headers] + rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
-
-
-def age(timestamp: str | None, now: dt.datetime | None = None) -> str:
-    moment = parse_stamp(timestamp)
-    if not moment:
-        return "-"
-    seconds = int(((now or dt.datetime.now(dt.timezone.utc)) - moment).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
 
 
 def rollout_body(args) -> dict:
@@ -58,16 +45,9 @@ def rollout_body(args) -> dict:
 
 
 def summary_rows(items: list[dict], all_namespaces: bool) -> tuple[list[list], list[str]]:
-    headers = (["NAMESPACE"] if all_namespaces else []) + \
-        ["NAME", "TARGET", "MODE", "PHASE", "WEIGHT", "STEP", "FAILED", "AGE", "MESSAGE"]
-    rows = []
-    for item in items:
-        meta, spec, status = item["metadata"], item.get("spec", {}), item.get("status") or {}
-        row = [meta["name"], spec.get("target"), spec.get("mode"), status.get("phase", "Pending"),
-               f"{status['weight']}%" if status.get("weight") is not None else "-",
-               status.get("stepLabel", "-"), status.get("failedChecks", 0),
-               age(meta.get("creationTimestamp")), (status.get("message") or "")[:70]]
-        rows.append(([meta["namespace"]] if all_namespaces else []) + row)
+    headers = (["NAMESPACE"] if all_namespaces else []) + [c.upper() for c in SUMMARY_COLUMNS]
+    rows = [([item["metadata"]["namespace"]] if all_namespaces else []) + list(summary(item).values())
+            for item in items]
     return rows, headers
 
 
@@ -99,45 +79,19 @@ def _fmt(value) -> str:
     return "-" if value is None else str(value)
 
 
-# The steering verbs and the patch each sends: the CLI and the web console (console/) both call
-# steer(), so a button does exactly what `python -m ops rollout VERB NAME` does.
-ACTIONS = {"pause": {"spec": {"paused": True}}, "resume": {"spec": {"paused": False}},
-           "promote": {"spec": {"action": "Promote"}}, "abort": {"spec": {"action": "Abort"}}}
-
-
-def steer(kube: Kube, namespace: str, name: str, action: str) -> str:
-    """Send one steering verb to a ModelRollout; the line to show. ApiException on refusal."""
-    kube.patch_rollout(namespace, name, ACTIONS[action])
-    return f"modelrollout {name}: {action} requested"
-
-
-def api_reason(exc: ApiException) -> str:
-    """The API server's own message of a refusal (e.g. `... not found`)."""
-    try:
-        import json
-        return json.loads(exc.body).get("message") or exc.reason
-    except Exception:
-        return exc.reason
-
-
-def run(args, kube: Kube, namespace: str, say=print) -> int:
+def run(args, client: RolloutClient, say=print) -> int:
     try:
         if args.rollout_command == "start":
-            created = kube.create_rollout(namespace, rollout_body(args))
-            say(f"modelrollout {created['metadata']['name']} created in {namespace}")
-            return 0
-        if args.rollout_command == "status":
-            if args.name:
-                say(detail(kube.get_rollout(namespace, args.name)))
-            else:
-                items = kube.list_rollouts(None if args.all_namespaces else namespace)
-                if not items:
-                    say("no ModelRollouts found")
-                else:
-                    say(table(*summary_rows(items, args.all_namespaces)))
-            return 0
-        say(steer(kube, namespace, args.name, args.rollout_command))
+            created = client.create(rollout_body(args))
+            say(f"modelrollout {created['metadata']['name']} created in {client.namespace}")
+        elif args.rollout_command == "status" and args.name:
+            say(detail(client.get(args.name)))
+        elif args.rollout_command == "status":
+            items = client.list(args.all_namespaces)
+            say(table(*summary_rows(items, args.all_namespaces)) if items else "no ModelRollouts found")
+        else:
+            say(client.steer(args.name, args.rollout_command))
         return 0
-    except ApiException as exc:
-        say(f"error: {exc.status} {api_reason(exc)}")
+    except RolloutError as exc:
+        say(f"error: {exc}")
         return 1

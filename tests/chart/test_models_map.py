@@ -57,6 +57,7 @@ def test_third_model_rollout_training_and_helm_test(renders, tmp_path):
     assert predictor["model"]["modelFormat"]["name"] == "don-sklearn"
     assert {r["metadata"]["name"] for r in render.of_kind("ModelRollout")} == \
         {"don-don-predictor-rf", "don-don-predictor-tf", "don-don-predictor-gbr"}
+    # training follows `models`: the new entry is trained without naming it in training.models
     jobs = {j["metadata"]["labels"]["don-predictor.io/model"] for j in render.of_kind("Job")}
     assert jobs == {"don-rf", "don-tf", "don-gbr"}
     [pod] = render.of_kind("Pod")
@@ -64,6 +65,13 @@ def test_third_model_rollout_training_and_helm_test(renders, tmp_path):
     assert set(targets) == {"don-rf", "don-tf", "don-gbr"}
     notes = render_notes(tmp_path, *THIRD_MODEL)
     assert "don-gbr (sklearn): v1" in notes
+
+
+def test_training_models_picks_the_models_to_train(helm):
+    out = run_helm("template", "don", str(CHART), "--set", "training.job.enabled=true",
+                   "--set", "training.models={tf}")
+    jobs = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Job"]
+    assert [j["metadata"]["labels"]["don-predictor.io/model"] for j in jobs] == ["don-tf"]
 
 
 def test_training_a_key_that_is_not_a_model_is_refused(helm):

@@ -253,7 +253,7 @@ def make_rollout(kube_apiserver, ns: str, name: str, spec: dict, status: dict) -
 def test_rollouts_page_shows_the_timeline_and_its_buttons_steer(monkeypatch, kube_apiserver):
     """On a real kube-apiserver: the table and timeline of a ModelRollout; read-only by default;
     with --control each button sends exactly what `python -m ops rollout VERB` sends."""
-    from ops.rollout.cli import ACTIONS
+    from ops.rollout.client import ACTIONS
     ns, name = "default", f"console-{free_port()}"
     history = [{"time": "2026-12-01T10:00:00Z", "event": "Started", "phase": "Progressing", "step": 1,
                 "weight": 10, "message": "started"},
@@ -283,12 +283,13 @@ def test_rollouts_page_shows_the_timeline_and_its_buttons_steer(monkeypatch, kub
         _, current = kube_apiserver.request("GET", f"{base}/{name}")
         assert {k: current["spec"].get(k) for k in expected} == expected == ACTIONS[action]["spec"]
     # a refusal reads as the API server's message
-    from console import services
-    settings = services.Settings.from_env()
-    kube, namespace = services.kube_client(settings)
+    from console.services import rollouts
+    from console.services.common import ConsoleError, Settings
+    settings = Settings.from_env()
+    client = rollouts.rollout_client(settings)
     kube_apiserver.request("DELETE", f"{base}/{name}")
-    with pytest.raises(services.ConsoleError, match=f"pause {name}: 404 .*not found"):
-        services.steer(settings, kube, namespace, name, "pause")
+    with pytest.raises(ConsoleError, match=f"pause {name}: 404 .*not found"):
+        rollouts.steer(settings, client, name, "pause")
 
 
 @pytest.mark.apiserver
@@ -307,8 +308,9 @@ def test_predict_labels_each_track_with_its_share_of_traffic_from_the_rollout(
     assert at.selectbox(key="model").options == ["don-rf v1 (stable, 90 %)", "don-rf v2 (canary, 10 %)"]
     kube_apiserver.request("PATCH", f"{base}/{name}/status", {"status": {"phase": "Promoted", "weight": 100}},
                            content_type="application/merge-patch+json")
-    from console import services
-    choices, _ = services.served_choices(services.Settings.from_env())
+    from console.services.common import Settings
+    from console.services.predict import served_choices
+    choices, _ = served_choices(Settings.from_env())
     assert [c.label for c in choices] == ["don-rf v1 (stable)", "don-rf v2 (canary)"]
     kube_apiserver.request("DELETE", f"{base}/{name}")
 

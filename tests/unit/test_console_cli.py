@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from console.services import ConsoleError, Settings, parse_endpoints, parse_servers
+from console.services.common import ConsoleError, Settings, parse_endpoints, parse_servers
 from tests.conftest import REPO
 
 

@@ -19,40 +19,56 @@ is cut to 30 characters so that the names KServe and Knative derive from an Infe
 {{- printf "%s-predictor" (include "don.fullname" .) -}}
 {{- end -}}
 
+{{/* THE names of a model's serving objects, one home (the operator's defaults in
+ops/rollout/routers.py follow them). (dict "model" $m "track" "stable"|"canary"): the track's
+Deployment of the deployment engine, <object> (stable) and <object>-canary. */}}
+{{- define "don.trackDeployment" -}}
+{{- if eq .track "stable" -}}{{ .model.object }}{{- else -}}{{ printf "%s-%s" .model.object .track }}{{- end -}}
+{{- end -}}
+
+{{/* A track's Service: the deployment engine's <object>-stable / <object>-canary, KServe
+Standard's <object>-predictor / <object>-predictor-canary (KServe names them); empty for Knative
+(no Service per track). (dict "ctx" $ "model" $m "track" "stable"|"canary") */}}
+{{- define "don.trackService" -}}
+{{- if eq .ctx.Values.serving.engine "deployment" -}}
+{{- printf "%s-%s" .model.object .track -}}
+{{- else if eq .ctx.Values.kserve.deploymentMode "Standard" -}}
+{{- printf "%s-predictor%s" .model.object (ternary "" (printf "-%s" .track) (eq .track "stable")) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Service callers use for a model: the deployment engine's <object> (stable and canary pods
+alike), KServe Standard's <object>-predictor, Knative's <object>. (dict "ctx" $ "model" $m) */}}
+{{- define "don.modelService" -}}
+{{- if and (ne .ctx.Values.serving.engine "deployment") (eq .ctx.Values.kserve.deploymentMode "Standard") -}}
+{{- printf "%s-predictor" .model.object -}}
+{{- else -}}
+{{- .model.object -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Cluster-internal base URL of a model: (dict "ctx" $ "model" $m) */}}
 {{- define "don.modelUrl" -}}
-{{- $ctx := .ctx -}}
-{{- $override := get $ctx.Values.helmTest.urls .model.name -}}
+{{- $override := get .ctx.Values.helmTest.urls .model.name -}}
 {{- if $override -}}
 {{- $override -}}
-{{- else if eq $ctx.Values.serving.engine "deployment" -}}
-{{- printf "http://%s.%s.svc.cluster.local" .model.object $ctx.Release.Namespace -}}
-{{- else if eq $ctx.Values.kserve.deploymentMode "Standard" -}}
-{{- printf "http://%s-predictor.%s.svc.cluster.local" .model.object $ctx.Release.Namespace -}}
 {{- else -}}
-{{- printf "http://%s.%s.svc.cluster.local" .model.object $ctx.Release.Namespace -}}
+{{- printf "http://%s.%s.svc.cluster.local" (include "don.modelService" .) .ctx.Release.Namespace -}}
 {{- end -}}
 {{- end -}}
 
 {{/* JSON {track: base URL} of a model's stable and canary tracks for the console (the Services
-the rollout operator's analysis calls, ops/rollout/routers.py): the deployment engine's
-<object>-stable / -canary, KServe Standard's <object>-predictor / -predictor-canary. None for
-Knative (its tag routes exist only while a canary runs, and latest- is the stable otherwise, so
-a track label would lie) or with a helmTest.urls override. (dict "ctx" $ "model" $m) */}}
+the rollout operator's analysis calls): don.trackService of each. None for Knative (its tag
+routes exist only while a canary runs, and latest- is the stable otherwise, so a track label would
+lie) or with a helmTest.urls override. (dict "ctx" $ "model" $m) */}}
 {{- define "don.modelTrackUrls" -}}
-{{- $ctx := .ctx -}}
-{{- $ns := $ctx.Release.Namespace -}}
-{{- $o := .model.object -}}
-{{- $names := dict -}}
-{{- if get $ctx.Values.helmTest.urls .model.name -}}
-{{- else if eq $ctx.Values.serving.engine "deployment" -}}
-{{- $names = dict "stable" (printf "%s-stable" $o) "canary" (printf "%s-canary" $o) -}}
-{{- else if eq $ctx.Values.kserve.deploymentMode "Standard" -}}
-{{- $names = dict "stable" (printf "%s-predictor" $o) "canary" (printf "%s-predictor-canary" $o) -}}
-{{- end -}}
 {{- $out := dict -}}
-{{- range $track, $service := $names -}}
-{{- $_ := set $out $track (printf "http://%s.%s.svc.cluster.local" $service $ns) -}}
+{{- if not (get .ctx.Values.helmTest.urls .model.name) -}}
+{{- range $track := list "stable" "canary" -}}
+{{- with include "don.trackService" (dict "ctx" $.ctx "model" $.model "track" $track) -}}
+{{- $_ := set $out $track (printf "http://%s.%s.svc.cluster.local" . $.ctx.Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
@@ -90,12 +106,9 @@ the test uses them when present, so it also works on clusters without cluster DN
 {{- $out := dict -}}
 {{- range $m := include "don.models" $ | fromJsonArray -}}
 {{- $service := "" -}}
-{{- if not (get $.Values.helmTest.urls $m.name) -}}
-{{- if eq $.Values.serving.engine "deployment" -}}
-{{- $service = $m.object -}}
-{{- else if eq $.Values.kserve.deploymentMode "Standard" -}}
-{{- $service = printf "%s-predictor" $m.object -}}
-{{- end -}}
+{{- $knative := and (ne $.Values.serving.engine "deployment") (ne $.Values.kserve.deploymentMode "Standard") -}}
+{{- if not (or (get $.Values.helmTest.urls $m.name) $knative) -}}
+{{- $service = include "don.modelService" (dict "ctx" $ "model" $m) -}}
 {{- end -}}
 {{- $env := $service | upper | replace "-" "_" -}}
 {{- $_ := set $out $m.name (dict "url" (include "don.modelUrl" (dict "ctx" $ "model" $m)) "serviceEnv" $env) -}}
