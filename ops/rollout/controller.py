@@ -213,31 +213,31 @@ class Engine:
             found = router.read_state()
         except (ApiException, routers.TrafficError) as exc:
             reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
-            message = f"cannot start on {spec.mode} target {spec.target}: {reason}"
-            self._write(obj, dict(state.fail(previous or {}, moment, message), **desired,
-                                  candidateVersion=spec.candidate.get("version"),
-                                  trafficApplied=True))
-            self.emit(obj, "Warning", "Failed", message)
-            return "Fail"
-        candidate_uri = found["candidateStorageUri"]
-        if candidate_uri == found["stableStorageUri"]:
-            message = f"candidate {candidate_uri} is already the stable version"
-            self._write(obj, dict(state.fail(previous or {}, moment, message), **desired,
-                                  candidateVersion=spec.candidate.get("version"),
-                                  trafficApplied=True))
-            self.emit(obj, "Warning", "Failed", message)
-            return "Fail"
+            return self._not_started(obj, spec, previous, desired,
+                                     f"cannot start on {spec.mode} target {spec.target}: {reason}")
+        # The storage URIs where an InferenceService serves the versions, else the versions.
+        candidate = found.get("candidateStorageUri") or f"version {found['candidateVersion']}"
+        if found.get("candidateStorageUri", found["candidateVersion"]) == \
+                found.get("stableStorageUri", found["stableVersion"]):
+            return self._not_started(obj, spec, previous, desired,
+                                     f"candidate {candidate} is already the stable version")
         snapshot = sources.for_spec(self.kube, router).baseline(endpoints.base_urls(router))
         status = self._write(obj, dict(state.start(
-            spec, moment, found["stableStorageUri"], candidate_uri, found["stableVersion"],
-            found["candidateVersion"], previous, share=lambda weight: router.share(weight, found)),
-            **found, **desired,
-            snapshot=snapshot))
+            spec, moment, found, previous, share=lambda weight: router.share(weight, found)),
+            **desired, snapshot=snapshot))
         self.emit(obj, "Normal", "Started",
-                  f"rolling out {candidate_uri} on {spec.target} ({spec.mode}): "
+                  f"rolling out {candidate} on {spec.target} ({spec.mode}): "
                   f"{status['weight']}% to the candidate, steps {list(spec.steps)}")
         self._apply(obj, spec, status)
         return "Start"
+
+    def _not_started(self, obj: dict, spec: RolloutSpec, previous: dict | None, desired: dict,
+                     message: str) -> str:
+        """Failed before any traffic moved: the serving objects stay as they are."""
+        self._write(obj, dict(state.fail(previous or {}, self.clock(), message), **desired,
+                              candidateVersion=spec.candidate.get("version"), trafficApplied=True))
+        self.emit(obj, "Warning", "Failed", message)
+        return "Fail"
 
     def _rival(self, obj: dict, spec: RolloutSpec) -> str | None:
         meta = obj["metadata"]
@@ -374,7 +374,8 @@ class Engine:
         golden set) answered by both versions."""
         try:
             try:
-                root, model, _ = locate.candidate_set(spec, status)
+                root, model, _ = locate.candidate_set(
+                    spec, status.get("candidateVersion"), status.get("candidateStorageUri"))
             except golden_mod.GoldenError as exc:
                 raise reference_mod.ReferenceUnavailable(
                     f"reference set unreadable: {exc}") from None
@@ -388,7 +389,8 @@ class Engine:
         """Served correctly: the canary answers the rows its golden.json recorded predictions on
         (the stable is not involved; golden.py says why)."""
         try:
-            data = golden_mod.load_golden(*locate.candidate_set(spec, status))
+            data = golden_mod.load_golden(*locate.candidate_set(
+                spec, status.get("candidateVersion"), status.get("candidateStorageUri")))
         except golden_mod.GoldenError as exc:
             return {"canary": {"version": None, "error": str(exc)}, "unavailable": True}
         try:

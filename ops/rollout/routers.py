@@ -4,8 +4,9 @@ loop (controller.py) never asks which engine it drives.
 A router acts on one ModelRollout's target in one namespace:
 - `ensure(owner)`: the live version; first creates the serving object the operator owns when a
   `delivery: Desired` object needs it (Flagger's initialisation);
-- `read_state()`: the status fields a rollout starts from (stable and candidate storage URIs and
-  versions, and what the engine needs later, e.g. the replica total to split);
+- `read_state()`: the status fields a rollout starts from (the stable and candidate versions, the
+  storage URIs where an InferenceService serves them, and what the engine needs later, e.g. the
+  replica total to split);
 - `set_weights(status, weight)`: `weight` % to the candidate; `promote(status)`: the candidate
   serves everything; `rollback(status)`: the stable serves everything and nothing runs the
   candidate; `settle(status)`: a delivered version (no rollout) keeps all traffic.
@@ -23,15 +24,16 @@ from don_core.contract import parse_storage_uri, storage_uri
 from ops.rollout import traffic
 from ops.rollout.kube import ApiException, Kube
 from ops.rollout.spec import RolloutSpec
-from ops.rollout.traffic import TrafficError
+from ops.rollout.traffic import Served, TrafficError
 
 
-def version_of(uri: str | None) -> int | None:
-    """N of a `<root>/<model>/<N>` storage URI, None for any other URI."""
+def served_at(uri: str) -> Served:
+    """A storage URI an InferenceService (or spec.candidate.storageUri) names, with its version:
+    the one place a version is read from a URI (None outside the <root>/<model>/<N> layout)."""
     try:
-        return parse_storage_uri(uri)[2]
+        return Served(uri, parse_storage_uri(uri)[2])
     except ValueError:
-        return None
+        return Served(uri, None)
 
 
 class Router:
@@ -94,27 +96,32 @@ class InferenceServiceRouter(Router):
                 raise
             isvc = self.kube.create_isvc(self.ns, traffic.isvc_from_template(template, self.spec.target, owner))
             created = f"InferenceService {self.spec.target} created serving {traffic.stable_storage_uri(isvc)}"
-        return version_of(traffic.stable_storage_uri(isvc)), created
+        return served_at(traffic.stable_storage_uri(isvc)).version, created
 
     def read_state(self) -> dict:
         candidate = self.spec.candidate
-        stable_uri = traffic.stable_storage_uri(self.kube.get_isvc(self.ns, self.spec.target))
+        stable = served_at(traffic.stable_storage_uri(self.kube.get_isvc(self.ns, self.spec.target)))
         if candidate.get("storageUri"):
-            candidate_uri = candidate["storageUri"]
+            found = served_at(candidate["storageUri"])
+            version = int(candidate["version"]) if candidate.get("version") else found.version
+            candidate_served = Served(found.uri, version)
         else:
+            # the candidate is published beside the stable: <root>/<model>/<candidate version>
             try:
-                root, model, _ = parse_storage_uri(stable_uri)
+                root, model, _ = parse_storage_uri(stable.uri)
             except ValueError as exc:
                 raise TrafficError(str(exc)) from None
-            candidate_uri = storage_uri(root, model, candidate["version"])
-        return {"stableStorageUri": stable_uri, "candidateStorageUri": candidate_uri,
-                "stableVersion": version_of(stable_uri),
-                "candidateVersion": candidate.get("version") or version_of(candidate_uri)}
+            version = int(candidate["version"])
+            candidate_served = Served(storage_uri(root, model, version), version)
+        return {"stableStorageUri": stable.uri, "candidateStorageUri": candidate_served.uri,
+                "stableVersion": stable.version, "candidateVersion": candidate_served.version}
 
     def _patch(self, status: dict, phase: str, weight: int) -> bool:
         isvc = self.kube.get_isvc(self.ns, self.spec.target)
         self.kube.patch_isvc(self.ns, self.spec.target, traffic.isvc_patch(
-            self.mode, isvc, phase, weight, status["stableStorageUri"], status["candidateStorageUri"]))
+            self.mode, isvc, phase, weight,
+            Served(status["stableStorageUri"], status.get("stableVersion")),
+            Served(status["candidateStorageUri"], status.get("candidateVersion"))))
         return True
 
     def set_weights(self, status: dict, weight: int) -> bool:
@@ -213,20 +220,15 @@ class DeploymentRouter(Router):
         canary = self.kube.raw_deployment(self.ns, self.canary_name)
         if not candidate.get("version"):
             raise TrafficError("Deployment mode needs spec.candidate.version")
-        stable_version = traffic.deployment_version(stable, env)
         served = traffic.deployment_version(canary, env)
         if served is not None and str(served) != str(candidate["version"]):
             raise TrafficError(
                 f"Deployment {self.canary_name} runs version {served} ({env}), not the candidate "
                 f"{candidate['version']}: deploy the candidate as the canary first "
                 "(chart value models.<rf|tf>.canary.version)")
-        # The Deployments name versions, not store locations: these URIs say where the versions
-        # are published (spec.store) for the status; the golden sets are found by locate.py.
-        model = self.spec.raw["store"].get("model") or self.spec.target
-        root = self.spec.raw["store"].get("root") or "store"
-        return {"stableStorageUri": storage_uri(root, model, stable_version),
-                "candidateStorageUri": storage_uri(root, model, candidate["version"]),
-                "stableVersion": self._version(stable), "candidateVersion": int(candidate["version"]),
+        # The Deployments name versions, not store locations: no storage URI (locate.py finds
+        # the golden sets from spec.store and the version).
+        return {"stableVersion": self._version(stable), "candidateVersion": int(candidate["version"]),
                 # the replica total to split, as found at the start
                 "replicas": int(stable.get("spec", {}).get("replicas") or 1)}
 

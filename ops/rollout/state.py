@@ -81,10 +81,11 @@ def sending(step_weight: int, share: int) -> str:
     return f"sending {share}% of traffic to the candidate (step {step_weight}%: the nearest share the replicas allow)"
 
 
-def start(spec, moment: dt.datetime, stable_uri: str, candidate_uri: str,
-          stable_version, candidate_version, previous: dict | None = None,
+def start(spec, moment: dt.datetime, found: dict, previous: dict | None = None,
           share: Callable[[int], int] = _same) -> dict:
-    """A fresh rollout; `previous` (a Desired object's last status) only lends its history.
+    """A fresh rollout from what the router found (`Router.read_state`: the stable and candidate
+    versions, their storage URIs where an InferenceService serves them, ...); `previous` (a
+    Desired object's last status) only lends its history.
     `share(step)`: the percent the engine really sends for a step (status.weight); the step's own
     percent is status.stepWeight, which the routers apply."""
     first = spec.steps[0]
@@ -93,9 +94,7 @@ def start(spec, moment: dt.datetime, stable_uri: str, candidate_uri: str,
                       goldenStable=None, referenceStable=None,
                       message=sending(first, share(first)), stepWeight=first,
                       step=1, weight=share(first), stepLabel=step_label(1, spec.steps), failedChecks=0,
-                      stableStorageUri=stable_uri, candidateStorageUri=candidate_uri,
-                      stableVersion=stable_version, candidateVersion=candidate_version,
-                      stepStartedAt=stamp(moment),
+                      **found, stepStartedAt=stamp(moment),
                       nextCheckAt=stamp(moment + dt.timedelta(seconds=spec.interval_s)),
                       trafficApplied=False)
 
