@@ -101,7 +101,7 @@ class Engine:
         is the last one acted on) and differs from the live one; a rolled-back version is not
         retried until the desired version changes; between rollouts the serving objects are left
         as they are."""
-        phase, desired = status.get("phase"), int(spec.candidate["version"])
+        phase, desired = status.get("phase"), spec.candidate.version
         if phase in state.ACTIVE:
             if status.get("candidateVersion") not in (None, desired) and spec.action != "Promote":
                 # The desired version changed mid-rollout: give up on the old candidate first.
@@ -161,7 +161,7 @@ class Engine:
         problem = locate.not_in_store(spec, uri, desired)
         router.settle(status)  # idempotent; scales down only what ready pods replace
         problem = problem or endpoints.not_serving(self.kube, router, desired,
-                                                   spec.endpoints["timeoutSeconds"])
+                                                   spec.endpoints.timeout_s)
         if problem:
             return self._wait(obj, status, f"version {desired} is not verified yet: {problem}",
                               liveVersion=desired)
@@ -193,7 +193,7 @@ class Engine:
     def _start(self, obj: dict, spec: RolloutSpec, previous: dict | None = None,
                live=None) -> str:
         meta, moment = obj["metadata"], self.clock()
-        desired = {"desiredVersion": spec.candidate["version"], "liveVersion": live} \
+        desired = {"desiredVersion": spec.candidate.version, "liveVersion": live} \
             if spec.desired else {}
         ns = meta["namespace"]
         rival = self._rival(obj, spec)
@@ -235,7 +235,7 @@ class Engine:
                      message: str) -> str:
         """Failed before any traffic moved: the serving objects stay as they are."""
         self._write(obj, dict(state.fail(previous or {}, self.clock(), message), **desired,
-                              candidateVersion=spec.candidate.get("version"), trafficApplied=True))
+                              candidateVersion=spec.candidate.version, trafficApplied=True))
         self.emit(obj, "Warning", "Failed", message)
         return "Fail"
 
@@ -344,9 +344,9 @@ class Engine:
                      "summary": f"canaryReady: {waiting}", "canary": {}, "stable": {}},
                     dict(status.get("snapshot") or {}))
         golden_urls = endpoints.direct_urls(self.kube, router, (stable_url, canary_url))
-        golden = self._golden(spec, status, golden_urls[1]) if spec.analysis["goldenSet"] else None
+        golden = self._golden(spec, status, golden_urls[1]) if spec.analysis.golden_set else None
         reference = self._reference(spec, status, *golden_urls) \
-            if spec.analysis["referenceSet"] else None
+            if spec.analysis.reference_set else None
         remembered = {}
         if reference is not None and not reference.get("unavailable"):
             reference, remembered["referenceStable"] = _stable_reference(
@@ -363,10 +363,10 @@ class Engine:
                                  status.get("candidateVersion"), reference)
         result.update(_canary_share(figures) or {})  # what the canary really answered
         result.update({key: value for key, value in remembered.items() if value})
-        if spec.analysis.get("liveAccuracy"):
+        if spec.analysis.live_accuracy:
             result = judge_mod.add_checks(result, [live_accuracy.check(
-                spec.analysis["liveAccuracy"], spec.model_name, status.get("stableVersion"),
-                status.get("candidateVersion"), spec.endpoints["timeoutSeconds"])])
+                spec.analysis.live_accuracy, spec.model_name, status.get("stableVersion"),
+                status.get("candidateVersion"), spec.endpoints.timeout_s)])
         return result, snapshot
 
     def _reference(self, spec, status, stable_url, canary_url) -> dict:
@@ -383,7 +383,7 @@ class Engine:
         except reference_mod.ReferenceUnavailable as exc:
             return {"unavailable": True, "error": str(exc)}
         return reference_mod.compare(stable_url, canary_url, spec.model_name, doc,
-                                     spec.endpoints["timeoutSeconds"])
+                                     spec.endpoints.timeout_s)
 
     def _golden(self, spec, status, canary_url) -> dict:
         """Served correctly: the canary answers the rows its golden.json recorded predictions on
@@ -395,6 +395,6 @@ class Engine:
             return {"canary": {"version": None, "error": str(exc)}, "unavailable": True}
         try:
             return {"canary": golden_mod.served_correctly(canary_url, spec.model_name, data,
-                                                          spec.endpoints["timeoutSeconds"])}
+                                                          spec.endpoints.timeout_s)}
         except golden_mod.GoldenError as exc:
             return {"canary": {"error": str(exc)[:300]}}

@@ -31,16 +31,16 @@ def location(spec: RolloutSpec, uri: str | None) -> tuple[str, str]:
     storageUri `uri` (<root>/<model>/<N>; None in Deployment mode, whose objects name versions
     only), else the target (Deployment mode) or the served model name; GoldenError when no root
     can be opened."""
-    store = spec.raw["store"]
+    store = spec.store
     root, model = "", None
     if uri:
         try:
             root, model, _ = parse_storage_uri(uri)
         except ValueError as exc:
-            if not store.get("root"):
+            if not store.root:
                 raise GoldenError(str(exc)) from None
-    model = store.get("model") or model or (spec.target if spec.mode == "Deployment" else spec.model_name)
-    return store_root(store.get("root"), root), model
+    model = store.model or model or (spec.target if spec.mode == "Deployment" else spec.model_name)
+    return store_root(store.root, root), model
 
 
 def candidate_set(spec: RolloutSpec, version: int, uri: str | None) -> tuple[str, str, int]:

@@ -185,7 +185,7 @@ def _decide(status, spec, result, moment, verdict, summary, step, next_check, an
         return "Advance", dict(changes, lastAnalysis=analysis)
     if verdict == FAIL:
         failed = int(status.get("failedChecks") or 0) + 1
-        limit = int(spec.analysis["failureLimit"])
+        limit = spec.analysis.failure_limit
         if failed > limit:
             changes = rollback(status, moment, f"rolled back after {failed} failed "
                                                f"analyses: {summary}")
@@ -202,7 +202,7 @@ def _decide(status, spec, result, moment, verdict, summary, step, next_check, an
     since = parse_stamp(since_text) or moment
     stuck = (moment - since).total_seconds()
     if stuck >= spec.progress_deadline_s:
-        changes = rollback(status, moment, f"progress deadline {spec.raw['progressDeadline']} "
+        changes = rollback(status, moment, f"progress deadline {spec.progress_deadline} "
                                            f"exceeded (inconclusive for {stuck:.0f}s): {summary}")
         return "RollBack", dict(changes, lastAnalysis=analysis, deadlineExceeded=True)
     changes = transition(status, phase="Progressing", event="Held", moment=moment,

@@ -24,6 +24,7 @@ import copy
 from typing import NamedTuple
 
 from don_core.contract import MODEL_VERSION_ENV, MODEL_VERSION_LABEL, TRACK_LABEL
+from ops.rollout.spec import AutoscalingSpec
 
 # Where a predictor may keep its storageUri, in KServe's order of preference.
 _FRAMEWORK_KEYS = ("model", "sklearn", "onnx", "tensorflow", "triton", "xgboost", "lightgbm",
@@ -212,15 +213,14 @@ def deployment_ready(deployment: dict, replicas: int) -> bool:
             and int(status.get("replicas") or 0) == replicas)
 
 
-def hpa_spec(deployment: str, autoscaling: dict) -> dict:
+def hpa_spec(deployment: str, autoscaling: AutoscalingSpec) -> dict:
     """The spec of the HorizontalPodAutoscaler the operator keeps on the stable Deployment
     (spec.deployment.autoscaling, from the chart's serving.autoscaling)."""
     return {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
-            "minReplicas": int(autoscaling["minReplicas"]),
-            "maxReplicas": int(autoscaling["maxReplicas"]),
+            "minReplicas": autoscaling.min_replicas, "maxReplicas": autoscaling.max_replicas,
             "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
                 "type": "Utilization",
-                "averageUtilization": int(autoscaling["targetCPUUtilizationPercentage"])}}}]}
+                "averageUtilization": autoscaling.target_cpu_percent}}}]}
 
 
 def autoscaled_split(stable: int, weight: int, most: int) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from ops.rollout import analysis, metrics, state, traffic
-from ops.rollout.spec import SpecError, parse_interval, parse_spec
+from ops.rollout.spec import AutoscalingSpec, SpecError, parse_interval, parse_spec
 from tests.conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,9 +39,23 @@ def test_crd_uses_no_cel_so_kubernetes_1_20_accepts_it():
 def test_spec_defaults_and_errors():
     spec = parse_spec({"target": "don", "candidate": {"version": 2}})
     assert spec.steps == (10, 25, 50, 100) and spec.interval_s == 60 and spec.mode == "Standard"
-    assert spec.analysis["failureLimit"] == 1 and spec.model_name == "don"
+    assert spec.analysis.failure_limit == 1 and spec.model_name == "don"
     assert parse_spec({"target": "don", "candidate": {"version": 2},
-                       "analysis": {"failureLimit": 3}}).analysis["minSuccessRate"] == 0.99
+                       "analysis": {"failureLimit": 3}}).analysis.min_success_rate == 0.99
+    assert spec.analysis.live_accuracy is None and spec.deployment.stable_service == "don-stable"
+    live = parse_spec({"target": "don", "candidate": {"version": 2},
+                       "analysis": {"liveAccuracy": {"recorderUrl": "http://r"}}}).analysis.live_accuracy
+    assert (live.recorder_url, live.min_matched, live.window) == ("http://r", 30, "7d")
+    # a value of the wrong type is refused naming its field
+    for body, field in ((dict(analysis={"minSuccessRate": "high"}), "spec.analysis.minSuccessRate"),
+                        (dict(endpoints={"timeoutSeconds": True}), "spec.endpoints.timeoutSeconds"),
+                        (dict(analysis={"liveAccuracy": {"window": "7d"}}),
+                         "spec.analysis.liveAccuracy.recorderUrl"),
+                        (dict(deployment={"autoscaling": {"minReplicas": 1}}),
+                         "spec.deployment.autoscaling.maxReplicas"),
+                        (dict(interval="often"), "spec.interval")):
+        with pytest.raises(SpecError, match=field):
+            parse_spec({"target": "don", "candidate": {"version": 2}, **body})
     with pytest.raises(SpecError, match="candidate"):
         parse_spec({"target": "don", "candidate": {}})
     with pytest.raises(SpecError, match="increasing"):
@@ -411,8 +425,7 @@ def test_autoscaled_split_leaves_the_stable_to_its_hpa():
     assert traffic.autoscaled_split(2, 75, most=4) == (2, 4)   # capped by the HPA's maximum
     assert traffic.autoscaled_split(3, 100, most=5) == (0, 3)  # the last step: the canary alone
     assert traffic.autoscaled_split(3, 0, most=5) == (3, 0)
-    assert traffic.hpa_spec("don", {"minReplicas": 1, "maxReplicas": 4,
-                                    "targetCPUUtilizationPercentage": 70})["scaleTargetRef"]["name"] == "don"
+    assert traffic.hpa_spec("don", AutoscalingSpec(1, 4, 70))["scaleTargetRef"]["name"] == "don"
 
 
 def test_status_reports_the_share_given_and_the_step_asked():
