@@ -9,6 +9,7 @@ golden and reference sets (locate.py, golden.py, reference.py), the state machin
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from typing import Callable
 
@@ -229,7 +230,7 @@ class Engine:
             return self._not_started(obj, spec, status, desired,
                                      f"candidate {candidate} is already the stable version")
         snapshot = sources.for_spec(self.kube, router).baseline(endpoints.base_urls(router))
-        share = lambda weight: router.share(weight, found.get("replicas"))  # noqa: E731
+        share = functools.partial(router.share, replicas=found.get("replicas"))
         status = self._write(obj, state.start(spec, moment, found, status, share=share).but(
             **desired, snapshot=snapshot))
         self.emit(obj, "Normal", "Started",
@@ -317,7 +318,7 @@ class Engine:
         router = self.router(obj["metadata"]["namespace"], spec)
         before = status
         decision, after = state.decide(status, spec, result, self.clock(),
-                                       share=lambda weight: router.share(weight, status.replicas))
+                                       share=functools.partial(router.share, replicas=status.replicas))
         status = self._write(obj, after.but(
             snapshot=snapshot, reference_stable=result.get("referenceStable") or after.reference_stable))
         kind = "Warning" if decision == "RollBack" or result["verdict"] == judge_mod.FAIL else "Normal"
