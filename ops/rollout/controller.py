@@ -15,8 +15,9 @@ from typing import Callable
 from ops.rollout import analysis as judge_mod
 from ops.rollout import endpoints
 from ops.rollout import golden as golden_mod
-from ops.rollout import live_accuracy, locate, routers, sources, state
+from ops.rollout import live_accuracy, locate, routers, shadow_step, sources, state
 from ops.rollout import reference as reference_mod
+from ops.rollout import shadow as shadow_mod
 from ops.rollout.kube import ApiException, Kube
 from ops.rollout.spec import RolloutSpec, SpecError, parse_spec
 
@@ -230,12 +231,14 @@ class Engine:
         snapshot = sources.for_spec(self.kube, router).baseline(endpoints.base_urls(router))
         status = self._write(obj, dict(state.start(
             spec, moment, found["stableStorageUri"], candidate_uri, found["stableVersion"],
-            found["candidateVersion"], previous, share=lambda weight: router.share(weight, found)),
+            found["candidateVersion"], previous, share=lambda weight: router.share(weight, found),
+            first_step=shadow_step.first_step(spec, moment) if spec.shadow else None),
             **found, **desired,
             snapshot=snapshot))
         self.emit(obj, "Normal", "Started",
                   f"rolling out {candidate_uri} on {spec.target} ({spec.mode}): "
-                  f"{status['weight']}% to the candidate, steps {list(spec.steps)}")
+                  f"{status['message'] if spec.shadow else str(status['weight']) + '% to the candidate'}"
+                  f", steps {list(spec.raw['steps'])}")
         self._apply(obj, spec, status)
         return "Start"
 
@@ -260,7 +263,11 @@ class Engine:
         """Make the serving objects match the status, then record that they do. False while a
         change has to wait (pods that must be ready before others go); the next tick goes on."""
         router, phase = self.router(obj["metadata"]["namespace"], spec), status["phase"]
-        if phase == "Promoted":
+        if spec.shadow:
+            self._shadow(obj, spec, status)
+        if shadow_step.active(status):  # callers get the stable alone; copies go to the shadow
+            done = router.settle(status)
+        elif phase == "Promoted":
             done = router.promote(status)
         elif phase in ("Delivered", state.WAITING):  # the live version serves 100 %
             done = router.settle(status)
@@ -279,6 +286,19 @@ class Engine:
             changes["nextCheckAt"] = state.stamp(self.clock() + dt.timedelta(seconds=spec.interval_s))
         self._write(obj, changes)
         return True
+
+    def _shadow(self, obj: dict, spec: RolloutSpec, status: dict) -> None:
+        """The shadow and the mirror setting exist exactly while the status is in the shadow step
+        (shadow.py); an Event says what was created or removed."""
+        shadow = shadow_mod.Shadow(self.kube, obj["metadata"]["namespace"], spec)
+        if shadow_step.active(status):
+            changed = shadow.ensure(int(status.get("replicas") or 1), owner_reference(obj))
+            verb = "created"
+        else:
+            changed, verb = shadow.remove(), "removed"
+        if changed:
+            self.emit(obj, "Normal", "Shadow", f"shadow of version {status.get('candidateVersion')}: "
+                                               f"{verb} {', '.join(changed)}")
 
     # ---- progress -------------------------------------------------------------------------
     def _progress(self, obj: dict, spec: RolloutSpec, status: dict) -> str | None:
@@ -307,10 +327,16 @@ class Engine:
             return "Resume"
         if not state.due(status, moment):
             return None
-        result, snapshot = self.analyse(obj["metadata"]["namespace"], spec, status)
         router = self.router(obj["metadata"]["namespace"], spec)
-        decision, changes = state.decide(status, spec, result, self.clock(),
-                                         share=lambda weight: router.share(weight, status))
+        share = lambda weight: router.share(weight, status)  # noqa: E731
+        if shadow_step.active(status):
+            result, figures = shadow_mod.analyse(self.kube, router, spec, status, self._golden,
+                                                 self._reference)
+            snapshot = dict(status.get("snapshot") or {})
+            decision, changes = shadow_step.decide(status, spec, result, figures, self.clock(), share)
+        else:
+            result, snapshot = self.analyse(obj["metadata"]["namespace"], spec, status)
+            decision, changes = state.decide(status, spec, result, self.clock(), share=share)
         status = self._write(obj, dict(changes, snapshot=snapshot,
                                        **{key: result[key] for key in ("referenceStable",)
                                           if result.get(key)}))

@@ -10,6 +10,7 @@ import copy
 import re
 from dataclasses import dataclass
 
+from don_core.contract import ON_NO_LABELS, SHADOW_STEP
 from don_core.contract import ROLLOUT_DEFAULTS as DEFAULTS
 
 MODES = ("Knative", "Standard", "Deployment")
@@ -51,6 +52,9 @@ class RolloutSpec:
     steps: tuple[int, ...]
     interval_s: int
     progress_deadline_s: int
+    # steps began with "shadow": the candidate first answers mirrored copies only (shadow_step.py)
+    shadow: bool = False
+    shadow_deadline_s: int = 0
 
     @property
     def desired(self) -> bool:
@@ -99,7 +103,12 @@ def parse_spec(spec: dict) -> RolloutSpec:
         raise SpecError("spec.candidate needs a version or a storageUri")
     if raw["delivery"] == "Desired" and not candidate.get("version"):
         raise SpecError("spec.delivery Desired needs spec.candidate.version (the desired version)")
-    steps = tuple(int(s) for s in raw["steps"])
+    shadow = _shadow(raw)
+    try:
+        steps = tuple(int(s) for s in raw["steps"][1 if shadow else 0:])
+    except (TypeError, ValueError):
+        raise SpecError(f"spec.steps {raw['steps']} must be percentages, after an optional first "
+                        f"{SHADOW_STEP!r}") from None
     if not steps or any(not 1 <= s <= 100 for s in steps):
         raise SpecError(f"spec.steps {list(steps)} must be percentages between 1 and 100")
     if list(steps) != sorted(set(steps)):
@@ -108,4 +117,23 @@ def parse_spec(spec: dict) -> RolloutSpec:
         raise SpecError("spec.metrics.source is Prometheus but spec.metrics.prometheusUrl is unset")
     return RolloutSpec(raw=raw, target=target, mode=raw["mode"], steps=steps,
                        interval_s=parse_interval(raw["interval"]),
-                       progress_deadline_s=parse_interval(raw["progressDeadline"]))
+                       progress_deadline_s=parse_interval(raw["progressDeadline"]), shadow=shadow,
+                       shadow_deadline_s=parse_interval(raw["shadow"]["deadline"]) if shadow else 0)
+
+
+def _shadow(raw: dict) -> bool:
+    """Whether the steps begin with the shadow step, checking what it needs."""
+    if SHADOW_STEP in raw["steps"][1:]:
+        raise SpecError(f"spec.steps {raw['steps']}: {SHADOW_STEP!r} may only be the first step")
+    if raw["steps"][:1] != [SHADOW_STEP]:
+        return False
+    if raw["mode"] != "Deployment":
+        raise SpecError(f"spec.steps: the {SHADOW_STEP} step needs mode Deployment (a KServe "
+                        "InferenceService has no shadow of its own yet)")
+    if not raw["labGate"].get("recorderUrl"):
+        raise SpecError("spec.steps: the shadow step needs spec.labGate.recorderUrl (the "
+                        "prediction recorder that pairs the stable's answers with the shadow's)")
+    if raw["shadow"]["onNoLabels"] not in ON_NO_LABELS:
+        raise SpecError(f"spec.shadow.onNoLabels {raw['shadow']['onNoLabels']!r} is not one of "
+                        f"{', '.join(ON_NO_LABELS)}")
+    return True

@@ -83,21 +83,23 @@ def sending(step_weight: int, share: int) -> str:
 
 def start(spec, moment: dt.datetime, stable_uri: str, candidate_uri: str,
           stable_version, candidate_version, previous: dict | None = None,
-          share: Callable[[int], int] = _same) -> dict:
+          share: Callable[[int], int] = _same, first_step: dict | None = None) -> dict:
     """A fresh rollout; `previous` (a Desired object's last status) only lends its history.
     `share(step)`: the percent the engine really sends for a step (status.weight); the step's own
-    percent is status.stepWeight, which the routers apply."""
+    percent is status.stepWeight, which the routers apply. `first_step`: other fields of the first
+    step (shadow_step.first_step: step 0, the candidate as a shadow)."""
     first = spec.steps[0]
+    step = dict(message=sending(first, share(first)), stepWeight=first, step=1,
+                weight=share(first), stepLabel=step_label(1, spec.steps))
+    step.update(first_step or {})
     return transition({"history": (previous or {}).get("history")}, phase="Progressing",
                       event="Started", moment=moment, lastAnalysis=None, inconclusiveSince=None,
-                      goldenStable=None, referenceStable=None,
-                      message=sending(first, share(first)), stepWeight=first,
-                      step=1, weight=share(first), stepLabel=step_label(1, spec.steps), failedChecks=0,
+                      goldenStable=None, referenceStable=None, labGate=None, failedChecks=0,
                       stableStorageUri=stable_uri, candidateStorageUri=candidate_uri,
                       stableVersion=stable_version, candidateVersion=candidate_version,
                       stepStartedAt=stamp(moment),
                       nextCheckAt=stamp(moment + dt.timedelta(seconds=spec.interval_s)),
-                      trafficApplied=False)
+                      trafficApplied=False, **step)
 
 
 def fail(status: dict, moment: dt.datetime, message: str) -> dict:
@@ -151,7 +153,7 @@ def decide(status: dict, spec, result: dict, moment: dt.datetime,
            share: Callable[[int], int] = _same) -> tuple[str, dict]:
     """(decision, status changes) after an analysis: Advance, Promote, Hold or RollBack."""
     verdict, summary = result["verdict"], result["summary"]
-    step = int(status.get("step") or 1)
+    step = 1 if status.get("step") is None else int(status["step"])  # 0: the shadow step
     next_check = stamp(moment + dt.timedelta(seconds=spec.interval_s))
     analysis = dict(result, time=stamp(moment), step=step, weight=status.get("weight"))
     decision, changes = _decide(status, spec, result, moment, verdict, summary, step, next_check,

@@ -1,0 +1,81 @@
+"""The shadow step of the state machine, free of I/O: status in, one decision and status changes out.
+
+While status.stepLabel is "shadow" (status.step 0, weight 0) the candidate answers mirrored copies
+only. Each analysis looks at the lab gate (ops/rollout/lab.py) and at the checks that apply to a
+shadow (served correctly, the reference set; the traffic figures belong to the canary steps):
+- the lab gate Fails: roll back at once, naming the figures;
+- the lab gate Passes and the other checks pass: leave the shadow for the first canary step (the
+  canary steps' own Advance, so state.decide builds it);
+- another check Fails: as on a canary step (failureLimit tolerated, then roll back);
+- otherwise hold, until spec.shadow.deadline. At the deadline a gate still short of minPairs pairs
+  does what spec.shadow.onNoLabels says (Proceed: on the other checks alone; RollBack); a gate
+  with enough pairs but undecided rolls back (not shown non-inferior).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Callable
+
+from don_core.contract import SHADOW_STEP
+from ops.rollout import lab, state
+from ops.rollout.analysis import FAIL, PASS
+
+
+def active(status: dict) -> bool:
+    return status.get("stepLabel") == SHADOW_STEP and status.get("phase") in state.ACTIVE
+
+
+def first_step(spec, moment: dt.datetime) -> dict:
+    """The start fields of a rollout whose first step is the shadow."""
+    deadline = moment + dt.timedelta(seconds=spec.shadow_deadline_s)
+    return {"step": 0, "stepLabel": SHADOW_STEP, "weight": 0, "stepWeight": 0,
+            "shadowDeadlineAt": state.stamp(deadline),
+            "message": (f"shadowing {spec.raw['shadow']['percent']}% of requests to the candidate "
+                        f"(callers get none of its answers) until the lab gate decides, at most "
+                        f"until {state.stamp(deadline)}")}
+
+
+def _look(changes: dict, figures: dict, moment: dt.datetime) -> dict:
+    """The lab figures in the status, in its message (so in the Event) and in this analysis's
+    history entry."""
+    said = lab.describe(figures)
+    message = changes["message"] if said in changes["message"] else f"{changes['message']}; {said}"
+    entry = dict(changes["history"][-1], lab=figures, message=message)
+    return dict(changes, message=message, history=changes["history"][:-1] + [entry],
+                labGate=dict(figures, time=state.stamp(moment)))
+
+
+def decide(status: dict, spec, result: dict, figures: dict, moment: dt.datetime,
+           share: Callable[[int], int]) -> tuple[str, dict]:
+    """(Advance | Hold | RollBack, status changes); `result`: the judged checks with the lab
+    gate's among them, `figures`: the lab gate's look (lab.look)."""
+    said = lab.describe(figures)
+    analysis = dict(result, time=state.stamp(moment), step=0, weight=0)
+    others = {c["result"] for c in result["checks"] if c["name"] != lab.NAME}
+    if figures["verdict"] == lab.FAIL:
+        changes = state.rollback(status, moment, f"rolled back in shadow: {said}")
+        return "RollBack", _look(dict(changes, lastAnalysis=analysis), figures, moment)
+    deadline = state.parse_stamp(status.get("shadowDeadlineAt"))
+    late = deadline is not None and moment >= deadline
+    if result["verdict"] in (PASS, FAIL):
+        decision, changes = state.decide(status, spec, result, moment, share)
+        return decision, _look(changes, figures, moment)
+    if late:
+        short = (figures.get("pairs") or 0) < int(spec.raw["labGate"]["minPairs"])
+        proceed = short and spec.raw["shadow"]["onNoLabels"] == "Proceed" and others <= {PASS}
+        if proceed:
+            decision, changes = state.decide(status, spec, dict(result, verdict=PASS), moment, share)
+            changes["message"] = (f"shadow deadline {spec.raw['shadow']['deadline']} reached, proceeding "
+                                  f"without a lab verdict (onNoLabels: Proceed); {changes['message']}")
+            return decision, _look(changes, figures, moment)
+        why = ("too few lab pairs (onNoLabels: RollBack)" if short and others <= {PASS} else
+               "too few lab pairs" if short else "the lab gate is still undecided")
+        changes = state.rollback(status, moment, f"shadow deadline {spec.raw['shadow']['deadline']} "
+                                                 f"reached, {why}: {result['summary']}; {said}")
+        return "RollBack", _look(dict(changes, lastAnalysis=analysis,
+                                              deadlineExceeded=True), figures, moment)
+    changes = state.transition(status, phase="Progressing", event="Held", moment=moment,
+                               message=f"shadowing, holding: {result['summary']}",
+                               nextCheckAt=state.stamp(moment + dt.timedelta(seconds=spec.interval_s)))
+    return "Hold", _look(dict(changes, lastAnalysis=analysis), figures, moment)
+
