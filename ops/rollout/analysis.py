@@ -5,7 +5,8 @@ some could not be made: too few requests, canary not serving the candidate yet, 
 """
 from __future__ import annotations
 
-from don_core.contract import ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT, ONNX_RTOL
+from don_core.contract import ONNX_ATOL_PPB, ONNX_RTOL
+from ops.rollout.spec import AnalysisSpec
 
 # The golden check's name: the share of the recorded rows the canary reproduces (ops/rollout/golden.py)
 SERVED_CORRECTLY = "servedCorrectly"
@@ -20,9 +21,10 @@ def _check(name: str, value, threshold, passed: bool | None, note: str = "") -> 
     return check
 
 
-def judge(analysis: dict, canary: dict, stable: dict | None, golden: dict | None,
+def judge(analysis: AnalysisSpec, canary: dict, stable: dict | None, golden: dict | None,
           expected_version: int | None, reference: dict | None = None) -> dict:
-    """`canary`/`stable`: metrics summaries (requests, successRate, p99LatencyMs) or {'error': ...};
+    """`analysis`: the thresholds (spec.AnalysisSpec, where each is decided);
+    `canary`/`stable`: metrics summaries (requests, successRate, p99LatencyMs) or {'error': ...};
     `golden`: {'canary': golden.served_correctly's figures|{'error'}}, {'unavailable': True,
     'canary': {'error'}} or None when disabled;
     `reference`: the same for the reference set (ops/rollout/reference.py `compare`), or
@@ -33,18 +35,18 @@ def judge(analysis: dict, canary: dict, stable: dict | None, golden: dict | None
     if "error" in canary:
         checks.append(_check("metrics", None, None, None, canary["error"]))
     else:
-        enough = canary["requests"] >= analysis["minRequests"]
+        enough = canary["requests"] >= analysis.min_requests
         note = "" if enough else (f"{canary['requests']} canary requests in the window, "
-                                  f"{analysis['minRequests']} needed")
+                                  f"{analysis.min_requests} needed")
         rate = canary["successRate"]
-        checks.append(_check("successRate", rate, analysis["minSuccessRate"],
-                             (rate >= analysis["minSuccessRate"]) if enough else None, note))
+        checks.append(_check("successRate", rate, analysis.min_success_rate,
+                             (rate >= analysis.min_success_rate) if enough else None, note))
         p99 = canary["p99LatencyMs"]
-        checks.append(_check("p99LatencyMs", p99, analysis["maxP99LatencyMs"],
-                             (p99 <= analysis["maxP99LatencyMs"]) if enough and p99 is not None
+        checks.append(_check("p99LatencyMs", p99, analysis.max_p99_latency_ms,
+                             (p99 <= analysis.max_p99_latency_ms) if enough and p99 is not None
                              else None, note))
     if golden is not None:
-        checks.extend(_golden_checks(golden, expected_version))
+        checks.extend(_golden_checks(golden, expected_version, analysis.min_served_correctly))
     if reference is not None:
         checks.extend(c for c in _reference_checks(analysis, reference, expected_version)
                       if c not in checks)  # one canaryVersion check when both find it
@@ -65,31 +67,32 @@ def _verdict(checks: list[dict], canary: dict, stable: dict | None) -> dict:
             "canary": canary, "stable": stable or {}}
 
 
-def _golden_checks(golden: dict, expected_version: int | None) -> list[dict]:
+def _golden_checks(golden: dict, expected_version: int | None, least: float) -> list[dict]:
     canary = golden.get("canary", {})
     if golden.get("unavailable"):
-        return [_check(SERVED_CORRECTLY, None, ONNX_MIN_AGREEMENT, None,
+        return [_check(SERVED_CORRECTLY, None, least, None,
                        canary.get("error", "golden set unavailable"))]
     if "error" in canary:
         # A canary that cannot answer the rows is not served correctly.
-        return [_check(SERVED_CORRECTLY, None, ONNX_MIN_AGREEMENT, False, canary["error"])]
+        return [_check(SERVED_CORRECTLY, None, least, False, canary["error"])]
     served = canary.get("version")
     if expected_version is not None and served is not None and str(served) != str(expected_version):
         return [_check("canaryVersion", served, expected_version, None,
                        f"canary endpoint serves version {served}, not {expected_version} yet")]
     if "unrecorded" in canary:
-        return [_check(SERVED_CORRECTLY, None, ONNX_MIN_AGREEMENT, None, canary["unrecorded"])]
+        return [_check(SERVED_CORRECTLY, None, least, None, canary["unrecorded"])]
     share, rows = canary["agreement"], canary["rows"]
     worst = canary.get("maxAbsDiffPpb")
-    return [_check(SERVED_CORRECTLY, share, ONNX_MIN_AGREEMENT, share >= ONNX_MIN_AGREEMENT,
+    return [_check(SERVED_CORRECTLY, share, least, share >= least,
                    f"{round(share * rows)} of {rows} rows within {ONNX_ATOL_PPB} ppb + "
                    f"{ONNX_RTOL:g} x the prediction recorded at training time (max |diff| "
                    f"{'n/a' if worst is None else f'{worst:.3g}'} ppb)")]
 
 
-def _reference_checks(analysis: dict, reference: dict, expected_version: int | None) -> list[dict]:
-    error_limit = analysis["maxReferenceErrorIncrease"]
-    far_limit = analysis["maxReferenceFalseAcceptIncrease"]
+def _reference_checks(analysis: AnalysisSpec, reference: dict,
+                      expected_version: int | None) -> list[dict]:
+    error_limit = analysis.max_reference_error_increase
+    far_limit = analysis.max_reference_false_accept_increase
     if reference.get("unavailable"):
         return [_check("referenceSet", None, None, None, reference["error"])]
     canary, stable = reference["canary"], reference["stable"]

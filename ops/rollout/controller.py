@@ -102,7 +102,7 @@ class Engine:
         is the last one acted on) and differs from the live one; a rolled-back version is not
         retried until the desired version changes; between rollouts the serving objects are left
         as they are."""
-        phase, desired = status.get("phase"), int(spec.candidate["version"])
+        phase, desired = status.get("phase"), spec.candidate.version
         if phase in state.ACTIVE:
             if status.get("candidateVersion") not in (None, desired) and spec.action != "Promote":
                 # The desired version changed mid-rollout: give up on the old candidate first.
@@ -162,7 +162,7 @@ class Engine:
         problem = locate.not_in_store(spec, uri, desired)
         router.settle(status)  # idempotent; scales down only what ready pods replace
         problem = problem or endpoints.not_serving(self.kube, router, desired,
-                                                   spec.endpoints["timeoutSeconds"])
+                                                   spec.endpoints.timeout_s)
         if problem:
             return self._wait(obj, status, f"version {desired} is not verified yet: {problem}",
                               liveVersion=desired)
@@ -194,7 +194,7 @@ class Engine:
     def _start(self, obj: dict, spec: RolloutSpec, previous: dict | None = None,
                live=None) -> str:
         meta, moment = obj["metadata"], self.clock()
-        desired = {"desiredVersion": spec.candidate["version"], "liveVersion": live} \
+        desired = {"desiredVersion": spec.candidate.version, "liveVersion": live} \
             if spec.desired else {}
         ns = meta["namespace"]
         rival = self._rival(obj, spec)
@@ -214,33 +214,32 @@ class Engine:
             found = router.read_state()
         except (ApiException, routers.TrafficError) as exc:
             reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
-            message = f"cannot start on {spec.mode} target {spec.target}: {reason}"
-            self._write(obj, dict(state.fail(previous or {}, moment, message), **desired,
-                                  candidateVersion=spec.candidate.get("version"),
-                                  trafficApplied=True))
-            self.emit(obj, "Warning", "Failed", message)
-            return "Fail"
-        candidate_uri = found["candidateStorageUri"]
-        if candidate_uri == found["stableStorageUri"]:
-            message = f"candidate {candidate_uri} is already the stable version"
-            self._write(obj, dict(state.fail(previous or {}, moment, message), **desired,
-                                  candidateVersion=spec.candidate.get("version"),
-                                  trafficApplied=True))
-            self.emit(obj, "Warning", "Failed", message)
-            return "Fail"
+            return self._not_started(obj, spec, previous, desired,
+                                     f"cannot start on {spec.mode} target {spec.target}: {reason}")
+        # The storage URIs where an InferenceService serves the versions, else the versions.
+        candidate = found.get("candidateStorageUri") or f"version {found['candidateVersion']}"
+        if found.get("candidateStorageUri", found["candidateVersion"]) == \
+                found.get("stableStorageUri", found["stableVersion"]):
+            return self._not_started(obj, spec, previous, desired,
+                                     f"candidate {candidate} is already the stable version")
         snapshot = sources.for_spec(self.kube, router).baseline(endpoints.base_urls(router))
         status = self._write(obj, dict(state.start(
-            spec, moment, found["stableStorageUri"], candidate_uri, found["stableVersion"],
-            found["candidateVersion"], previous, share=lambda weight: router.share(weight, found),
+            spec, moment, found, previous, share=lambda weight: router.share(weight, found),
             first_step=shadow_step.first_step(spec, moment) if spec.shadow else None),
-            **found, **desired,
-            snapshot=snapshot))
-        self.emit(obj, "Normal", "Started",
-                  f"rolling out {candidate_uri} on {spec.target} ({spec.mode}): "
-                  f"{status['message'] if spec.shadow else str(status['weight']) + '% to the candidate'}"
-                  f", steps {list(spec.raw['steps'])}")
+            **desired, snapshot=snapshot))
+        first = status["message"] if spec.shadow else f"{status['weight']}% to the candidate"
+        self.emit(obj, "Normal", "Started", f"rolling out {candidate} on {spec.target} ({spec.mode}): "
+                                            f"{first}, steps {['shadow'] * bool(spec.shadow) + list(spec.steps)}")
         self._apply(obj, spec, status)
         return "Start"
+
+    def _not_started(self, obj: dict, spec: RolloutSpec, previous: dict | None, desired: dict,
+                     message: str) -> str:
+        """Failed before any traffic moved: the serving objects stay as they are."""
+        self._write(obj, dict(state.fail(previous or {}, self.clock(), message), **desired,
+                              candidateVersion=spec.candidate.version, trafficApplied=True))
+        self.emit(obj, "Warning", "Failed", message)
+        return "Fail"
 
     def _rival(self, obj: dict, spec: RolloutSpec) -> str | None:
         meta = obj["metadata"]
@@ -345,6 +344,8 @@ class Engine:
             decision, "Held")
         if changes.get("deadlineExceeded"):
             reason = "ProgressDeadlineExceeded"
+        elif changes.get("shadowDeadlineExceeded"):
+            reason = "ShadowDeadlineExceeded"
         self.emit(obj, kind, reason, changes["message"])
         log.info("%s/%s: %s (%s)", obj["metadata"]["namespace"], obj["metadata"]["name"],
                  decision, changes["message"])
@@ -370,9 +371,9 @@ class Engine:
                      "summary": f"canaryReady: {waiting}", "canary": {}, "stable": {}},
                     dict(status.get("snapshot") or {}))
         golden_urls = endpoints.direct_urls(self.kube, router, (stable_url, canary_url))
-        golden = self._golden(spec, status, golden_urls[1]) if spec.analysis["goldenSet"] else None
+        golden = self._golden(spec, status, golden_urls[1]) if spec.analysis.golden_set else None
         reference = self._reference(spec, status, *golden_urls) \
-            if spec.analysis["referenceSet"] else None
+            if spec.analysis.reference_set else None
         remembered = {}
         if reference is not None and not reference.get("unavailable"):
             reference, remembered["referenceStable"] = _stable_reference(
@@ -389,10 +390,10 @@ class Engine:
                                  status.get("candidateVersion"), reference)
         result.update(_canary_share(figures) or {})  # what the canary really answered
         result.update({key: value for key, value in remembered.items() if value})
-        if spec.analysis.get("liveAccuracy"):
+        if spec.analysis.live_accuracy:
             result = judge_mod.add_checks(result, [live_accuracy.check(
-                spec.analysis["liveAccuracy"], spec.model_name, status.get("stableVersion"),
-                status.get("candidateVersion"), spec.endpoints["timeoutSeconds"])])
+                spec.analysis.live_accuracy, spec.model_name, status.get("stableVersion"),
+                status.get("candidateVersion"), spec.endpoints.timeout_s)])
         return result, snapshot
 
     def _reference(self, spec, status, stable_url, canary_url) -> dict:
@@ -400,7 +401,8 @@ class Engine:
         golden set) answered by both versions."""
         try:
             try:
-                root, model, _ = locate.candidate_set(spec, status)
+                root, model, _ = locate.candidate_set(
+                    spec, status.get("candidateVersion"), status.get("candidateStorageUri"))
             except golden_mod.GoldenError as exc:
                 raise reference_mod.ReferenceUnavailable(
                     f"reference set unreadable: {exc}") from None
@@ -408,17 +410,18 @@ class Engine:
         except reference_mod.ReferenceUnavailable as exc:
             return {"unavailable": True, "error": str(exc)}
         return reference_mod.compare(stable_url, canary_url, spec.model_name, doc,
-                                     spec.endpoints["timeoutSeconds"])
+                                     spec.endpoints.timeout_s)
 
     def _golden(self, spec, status, canary_url) -> dict:
         """Served correctly: the canary answers the rows its golden.json recorded predictions on
         (the stable is not involved; golden.py says why)."""
         try:
-            data = golden_mod.load_golden(*locate.candidate_set(spec, status))
+            data = golden_mod.load_golden(*locate.candidate_set(
+                spec, status.get("candidateVersion"), status.get("candidateStorageUri")))
         except golden_mod.GoldenError as exc:
             return {"canary": {"version": None, "error": str(exc)}, "unavailable": True}
         try:
             return {"canary": golden_mod.served_correctly(canary_url, spec.model_name, data,
-                                                          spec.endpoints["timeoutSeconds"])}
+                                                          spec.endpoints.timeout_s)}
         except golden_mod.GoldenError as exc:
             return {"canary": {"error": str(exc)[:300]}}

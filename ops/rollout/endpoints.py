@@ -14,8 +14,7 @@ from don_core.contract import VERSION_HEADER
 from ops.rollout.kube import ApiException, Kube
 from ops.rollout.metrics import MetricsError
 from ops.rollout.routers import Router
-
-SIDES = ("stable", "canary")
+from ops.rollout.spec import SIDES
 
 
 def service_of(url: str) -> str:
@@ -24,10 +23,9 @@ def service_of(url: str) -> str:
 
 def base_urls(router: Router) -> tuple[str, str]:
     """Base URLs of the stable and the canary model server for V1 calls."""
-    endpoints, ns = router.spec.endpoints, router.ns
-    stable, canary = router.services()
-    return (endpoints.get("stableUrl") or f"http://{stable}.{ns}.svc",
-            endpoints.get("canaryUrl") or f"http://{canary}.{ns}.svc")
+    given, ns = router.spec.endpoints.urls, router.ns
+    return tuple(given.get(side) or f"http://{service}.{ns}.svc"
+                 for side, service in zip(SIDES, router.services()))
 
 
 def direct_urls(kube: Kube, router: Router, urls: tuple[str, str]) -> tuple[str, ...]:
@@ -36,7 +34,7 @@ def direct_urls(kube: Kube, router: Router, urls: tuple[str, str]) -> tuple[str,
         return urls
     found = []
     for side, url in zip(SIDES, urls):
-        if router.spec.endpoints.get(f"{side}Url"):
+        if side in router.spec.endpoints.urls:
             found.append(url)
             continue
         try:
@@ -50,7 +48,7 @@ def canary_not_ready(kube: Kube, router: Router, canary_url: str) -> str | None:
     """Why no traffic can reach the canary yet (its Service has no ready pod), or None. Only for
     the engine's own canary Service; explicit URLs are taken as they are."""
     endpoints = router.spec.endpoints
-    if not router.own_services or endpoints.get("canaryUrl") or endpoints.get("canaryMetricsUrl"):
+    if not router.own_services or "canary" in endpoints.urls or "canary" in endpoints.metrics_urls:
         return None
     service = service_of(canary_url)
     try:
@@ -65,10 +63,10 @@ def canary_not_ready(kube: Kube, router: Router, canary_url: str) -> str | None:
 def metrics_urls(kube: Kube, router: Router, side: str, base_url: str) -> list[str]:
     """Where one side's /metrics are scraped: the explicit URL, else every ready pod."""
     endpoints = router.spec.endpoints
-    if endpoints.get(f"{side}MetricsUrl"):
-        return [endpoints[f"{side}MetricsUrl"]]
-    if endpoints.get(f"{side}Url"):
-        return [endpoints[f"{side}Url"].rstrip("/") + "/metrics"]
+    if side in endpoints.metrics_urls:
+        return [endpoints.metrics_urls[side]]
+    if side in endpoints.urls:
+        return [endpoints.urls[side].rstrip("/") + "/metrics"]
     urls = kube.endpoint_urls(router.ns, service_of(base_url))
     if not urls:
         raise MetricsError(f"Service {service_of(base_url)} has no ready endpoints")
@@ -78,9 +76,9 @@ def metrics_urls(kube: Kube, router: Router, side: str, base_url: str) -> list[s
 def serving_urls(kube: Kube, router: Router) -> list[str]:
     """Base URLs of every server that answers callers of the live version: `spec.endpoints.stableUrl`
     when given, else each ready pod behind the engine's own Service, else the engine's Service."""
-    endpoints = router.spec.endpoints
-    if endpoints.get("stableUrl"):
-        return [endpoints["stableUrl"]]
+    given = router.spec.endpoints.urls
+    if "stable" in given:
+        return [given["stable"]]
     service = router.live_service()
     if router.own_services:
         return kube.endpoint_urls(router.ns, service, path="")

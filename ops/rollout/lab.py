@@ -1,7 +1,7 @@
 """The paired lab gate inside a rollout: the recorder's lab-matched pairs of a stable version and
 its shadow (GET /v1/pairs?detail=1, ops/recorder/pairs.py), judged by don_core.lab_gate.
 
-`spec.labGate` {recorderUrl, minPairs, margin, alpha}. The verdict is Pass (non-inferior within
+`spec.labGate` (spec.LabGateSpec: recorderUrl, minPairs, margin, alpha). The verdict is Pass (non-inferior within
 the margin), Fail (worse by more than it) or Hold (fewer than minPairs pairs, or undecided); a
 recorder that cannot be read holds too, with the reason. `figures` is what the status, its history
 and the Events show: pairs, the mean score and its bounds, and each version's false accepts and
@@ -34,20 +34,19 @@ def _rounded(value) -> float | None:
         else round(float(value), 4)
 
 
-def judge(settings: dict, doc: dict, reverse: bool = False) -> dict:
+def judge(gate, doc: dict, reverse: bool = False) -> dict:
     """The figures of one look at the pairs. `reverse`: the shadow is the version under watch's
     predecessor (the post-promotion watch), so the served version is the one judged."""
     detail = doc["detail"]
     served, shadow = detail["stable_ppb"], detail["candidate_ppb"]
     base, judged = (shadow, served) if reverse else (served, shadow)
-    result = lab_gate.judge(base, judged, detail["truth_ppb"], margin=settings["margin"],
-                            alpha=settings["alpha"], min_pairs=int(settings["minPairs"]),
-                            limit_ppb=FALSE_ACCEPT_LIMIT_PPB)
+    result = lab_gate.judge(base, judged, detail["truth_ppb"], margin=gate.margin,
+                            alpha=gate.alpha, min_pairs=gate.min_pairs, limit_ppb=FALSE_ACCEPT_LIMIT_PPB)
     at_limit = doc.get("decisions", {}).get(str(FALSE_ACCEPT_LIMIT_PPB), {})
     sides = {"stable": "candidate", "candidate": "stable"} if reverse else \
         {"stable": "stable", "candidate": "candidate"}
-    figures = {"verdict": result.verdict, "pairs": result.pairs, "margin": settings["margin"],
-               "minPairs": int(settings["minPairs"]), "meanScore": _rounded(result.statistic),
+    figures = {"verdict": result.verdict, "pairs": result.pairs, "margin": gate.margin,
+               "minPairs": gate.min_pairs, "meanScore": _rounded(result.statistic),
                "lower": _rounded(result.lower), "upper": _rounded(result.upper),
                "reason": result.reason}
     for role, side in sides.items():
@@ -57,12 +56,12 @@ def judge(settings: dict, doc: dict, reverse: bool = False) -> dict:
     return figures
 
 
-def look(settings: dict, model: str, served: int, shadow: int, timeout: float,
+def look(gate, model: str, served: int, shadow: int, timeout: float,
          reverse: bool = False) -> dict:
     """Fetch and judge; a recorder that cannot be read is a Hold naming why."""
     try:
-        doc = fetch(settings["recorderUrl"], model, served, shadow, timeout)
-        return judge(settings, doc, reverse)
+        doc = fetch(gate.recorder_url, model, served, shadow, timeout)
+        return judge(gate, doc, reverse)
     except (requests.RequestException, ValueError, KeyError) as exc:
         return {"verdict": HOLD, "pairs": None, "reason": f"recorder unreadable: {str(exc)[:200]}"}
 

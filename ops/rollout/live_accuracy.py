@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import requests
 
-from don_core.contract import LIVE_ACCURACY_DEFAULTS as DEFAULTS
-
 from ops.rollout.analysis import FAIL, INCONCLUSIVE, PASS
+from ops.rollout.spec import LiveAccuracySpec
 
 NAME = "liveFalseAcceptIncrease"
 
@@ -27,11 +26,10 @@ def fetch(recorder_url: str, model: str, timeout: float) -> dict:
     return response.json()
 
 
-def judge(settings: dict, report: dict, model: str, stable_version, canary_version) -> dict:
+def judge(settings: LiveAccuracySpec, report: dict, model: str, stable_version, canary_version) -> dict:
     """One analysis check from the recorder's /v1/accuracy document."""
-    cfg = {**DEFAULTS, **settings}
-    limit, window, needed = cfg["maxFalseAcceptIncrease"], cfg["window"], cfg["minMatched"]
-    threshold = str(cfg["thresholdPpb"])
+    limit, window, needed = settings.max_false_accept_increase, settings.window, settings.min_matched
+    threshold = str(settings.threshold_ppb)
     found = {}
     for entry in report.get("results", []):
         if entry.get("model") == model and entry.get("window") == window:
@@ -50,10 +48,10 @@ def judge(settings: dict, report: dict, model: str, stable_version, canary_versi
                   f"({matched['canary']} samples) vs stable {rates['stable']:.3f} ({matched['stable']} samples)")
 
 
-def check(settings: dict, model: str, stable_version, canary_version, timeout: float) -> dict:
+def check(settings: LiveAccuracySpec, model: str, stable_version, canary_version, timeout: float) -> dict:
     try:
-        report = fetch(settings["recorderUrl"], model, timeout)
+        report = fetch(settings.recorder_url, model, timeout)
     except (requests.RequestException, ValueError) as exc:
-        return _check(None, settings.get("maxFalseAcceptIncrease", DEFAULTS["maxFalseAcceptIncrease"]),
-                      INCONCLUSIVE, f"recorder unreadable: {str(exc)[:200]}")
+        return _check(None, settings.max_false_accept_increase, INCONCLUSIVE,
+                      f"recorder unreadable: {str(exc)[:200]}")
     return judge(settings, report, model, stable_version, canary_version)

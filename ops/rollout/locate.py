@@ -21,32 +21,39 @@ def store_root(explicit: str | None, from_uri: str) -> str:
         return from_uri
     if os.environ.get("DON_STORE"):
         return os.environ["DON_STORE"]
-    raise GoldenError(f"cannot read the model store of {from_uri}: set "
-                      "spec.store.root or DON_STORE in the operator's environment")
+    where = f" of {from_uri}" if from_uri else ""
+    raise GoldenError(f"cannot read the model store{where}: set spec.store.root or DON_STORE in "
+                      "the operator's environment")
 
 
-def candidate_set(spec: RolloutSpec, status: dict) -> tuple[str, str, int]:
-    """(store root, model, version) of the candidate; GoldenError naming what is missing."""
-    try:
-        root, model, version = parse_storage_uri(status.get("candidateStorageUri"))
-    except ValueError as exc:
-        raise GoldenError(str(exc)) from None
-    store = spec.raw["store"]
-    return (store_root(store.get("root"), root), store.get("model") or model,
-            int(status.get("candidateVersion") or version))
+def location(spec: RolloutSpec, uri: str | None) -> tuple[str, str]:
+    """(store root, model) of the model's versions: spec.store first, else the InferenceService's
+    storageUri `uri` (<root>/<model>/<N>; None in Deployment mode, whose objects name versions
+    only), else the target (Deployment mode) or the served model name; GoldenError when no root
+    can be opened."""
+    store = spec.store
+    root, model = "", None
+    if uri:
+        try:
+            root, model, _ = parse_storage_uri(uri)
+        except ValueError as exc:
+            if not store.root:
+                raise GoldenError(str(exc)) from None
+    model = store.model or model or (spec.target if spec.mode == "Deployment" else spec.model_name)
+    return store_root(store.root, root), model
+
+
+def candidate_set(spec: RolloutSpec, version: int, uri: str | None) -> tuple[str, str, int]:
+    """(store root, model, version) of the candidate `version` (published at `uri`, when an
+    InferenceService serves it); GoldenError naming what is missing."""
+    return (*location(spec, uri), int(version))
 
 
 def not_in_store(spec: RolloutSpec, uri: str | None, version: int) -> str | None:
     """Why `version` cannot be delivered yet because it is not published (None when it is, or when
     the operator cannot see the store: the serving check then stands alone)."""
-    store = spec.raw["store"]
     try:
-        root, model, _ = parse_storage_uri(uri) if uri else (None, None, None)
-    except ValueError:
-        root, model = None, None
-    model = store.get("model") or model or spec.model_name
-    try:
-        root = store_root(store.get("root"), root or "")
+        root, model = location(spec, uri)
         versions = open_store(root).list_versions(model)
     except (GoldenError, StoreError, OSError, ValueError):
         return None

@@ -4,8 +4,9 @@ loop (controller.py) never asks which engine it drives.
 A router acts on one ModelRollout's target in one namespace:
 - `ensure(owner)`: the live version; first creates the serving object the operator owns when a
   `delivery: Desired` object needs it (Flagger's initialisation);
-- `read_state()`: the status fields a rollout starts from (stable and candidate storage URIs and
-  versions, and what the engine needs later, e.g. the replica total to split);
+- `read_state()`: the status fields a rollout starts from (the stable and candidate versions, the
+  storage URIs where an InferenceService serves them, and what the engine needs later, e.g. the
+  replica total to split);
 - `set_weights(status, weight)`: `weight` % to the candidate; `promote(status)`: the candidate
   serves everything; `rollback(status)`: the stable serves everything and nothing runs the
   candidate; `settle(status)`: a delivered version (no rollout) keeps all traffic.
@@ -23,15 +24,16 @@ from don_core.contract import parse_storage_uri, storage_uri
 from ops.rollout import traffic
 from ops.rollout.kube import ApiException, Kube
 from ops.rollout.spec import RolloutSpec
-from ops.rollout.traffic import TrafficError
+from ops.rollout.traffic import Served, TrafficError
 
 
-def version_of(uri: str | None) -> int | None:
-    """N of a `<root>/<model>/<N>` storage URI, None for any other URI."""
+def served_at(uri: str) -> Served:
+    """A storage URI an InferenceService (or spec.candidate.storageUri) names, with its version:
+    the one place a version is read from a URI (None outside the <root>/<model>/<N> layout)."""
     try:
-        return parse_storage_uri(uri)[2]
+        return Served(uri, parse_storage_uri(uri)[2])
     except ValueError:
-        return None
+        return Served(uri, None)
 
 
 class Router:
@@ -89,32 +91,35 @@ class InferenceServiceRouter(Router):
         try:
             isvc = self.kube.get_isvc(self.ns, self.spec.target)
         except ApiException as exc:
-            template = self.spec.raw.get("inferenceService")
+            template = self.spec.inference_service
             if exc.status != 404 or not template:
                 raise
             isvc = self.kube.create_isvc(self.ns, traffic.isvc_from_template(template, self.spec.target, owner))
             created = f"InferenceService {self.spec.target} created serving {traffic.stable_storage_uri(isvc)}"
-        return version_of(traffic.stable_storage_uri(isvc)), created
+        return served_at(traffic.stable_storage_uri(isvc)).version, created
 
     def read_state(self) -> dict:
         candidate = self.spec.candidate
-        stable_uri = traffic.stable_storage_uri(self.kube.get_isvc(self.ns, self.spec.target))
-        if candidate.get("storageUri"):
-            candidate_uri = candidate["storageUri"]
+        stable = served_at(traffic.stable_storage_uri(self.kube.get_isvc(self.ns, self.spec.target)))
+        if candidate.storage_uri:
+            found = served_at(candidate.storage_uri)
+            candidate_served = Served(found.uri, candidate.version or found.version)
         else:
+            # the candidate is published beside the stable: <root>/<model>/<candidate version>
             try:
-                root, model, _ = parse_storage_uri(stable_uri)
+                root, model, _ = parse_storage_uri(stable.uri)
             except ValueError as exc:
                 raise TrafficError(str(exc)) from None
-            candidate_uri = storage_uri(root, model, candidate["version"])
-        return {"stableStorageUri": stable_uri, "candidateStorageUri": candidate_uri,
-                "stableVersion": version_of(stable_uri),
-                "candidateVersion": candidate.get("version") or version_of(candidate_uri)}
+            candidate_served = Served(storage_uri(root, model, candidate.version), candidate.version)
+        return {"stableStorageUri": stable.uri, "candidateStorageUri": candidate_served.uri,
+                "stableVersion": stable.version, "candidateVersion": candidate_served.version}
 
     def _patch(self, status: dict, phase: str, weight: int) -> bool:
         isvc = self.kube.get_isvc(self.ns, self.spec.target)
         self.kube.patch_isvc(self.ns, self.spec.target, traffic.isvc_patch(
-            self.mode, isvc, phase, weight, status["stableStorageUri"], status["candidateStorageUri"]))
+            self.mode, isvc, phase, weight,
+            Served(status["stableStorageUri"], status.get("stableVersion")),
+            Served(status["candidateStorageUri"], status.get("candidateVersion"))))
         return True
 
     def set_weights(self, status: dict, weight: int) -> bool:
@@ -158,16 +163,14 @@ class DeploymentRouter(Router):
 
     def __init__(self, kube: Kube, ns: str, spec: RolloutSpec):
         super().__init__(kube, ns, spec)
-        self.settings = spec.raw["deployment"]
-        self.stable_name = self.settings.get("stable") or spec.target
-        self.canary_name = self.settings.get("canary") or f"{spec.target}-canary"
+        self.settings = spec.deployment
+        self.stable_name, self.canary_name = self.settings.stable, self.settings.canary
 
     def services(self) -> tuple[str, str]:
-        return (self.settings.get("stableService") or f"{self.spec.target}-stable",
-                self.settings.get("canaryService") or f"{self.spec.target}-canary")
+        return self.settings.stable_service, self.settings.canary_service
 
     def _version(self, deployment: dict) -> int | None:
-        version = traffic.deployment_version(deployment, self.settings["versionEnv"])
+        version = traffic.deployment_version(deployment, self.settings.version_env)
         return int(version) if str(version).isdigit() else None
 
     def ensure(self, owner: dict) -> tuple[int | None, str | None]:
@@ -178,7 +181,7 @@ class DeploymentRouter(Router):
             if exc.status != 404:
                 raise
             canary = self.kube.raw_deployment(self.ns, self.canary_name)
-            total = int(self.settings.get("replicas") or 1)
+            total = self.settings.replicas or 1
             stable = self.kube.create_deployment(self.ns, traffic.stable_from_canary(
                 canary, self.stable_name, total, owner))
             created = (f"Deployment {self.stable_name} created from {canary['metadata']['name']} "
@@ -189,7 +192,7 @@ class DeploymentRouter(Router):
     def _ensure_autoscaler(self, owner: dict) -> str | None:
         """Keeps the HPA of spec.deployment.autoscaling on the stable Deployment (it survives
         promotions: they change the stable's pod template, not the Deployment)."""
-        autoscaling = self.settings.get("autoscaling")
+        autoscaling = self.settings.autoscaling
         if not autoscaling:
             return None
         wanted = traffic.hpa_spec(self.stable_name, autoscaling)
@@ -208,36 +211,31 @@ class DeploymentRouter(Router):
         return None
 
     def read_state(self) -> dict:
-        candidate, env = self.spec.candidate, self.settings["versionEnv"]
+        candidate, env = self.spec.candidate, self.settings.version_env
         stable = self.kube.raw_deployment(self.ns, self.stable_name)
         canary = self.kube.raw_deployment(self.ns, self.canary_name)
-        if not candidate.get("version"):
+        if not candidate.version:
             raise TrafficError("Deployment mode needs spec.candidate.version")
-        stable_version = traffic.deployment_version(stable, env)
         served = traffic.deployment_version(canary, env)
-        if served is not None and str(served) != str(candidate["version"]):
+        if served is not None and str(served) != str(candidate.version):
             raise TrafficError(
                 f"Deployment {self.canary_name} runs version {served} ({env}), not the candidate "
-                f"{candidate['version']}: deploy the candidate as the canary first "
+                f"{candidate.version}: deploy the candidate as the canary first "
                 "(chart value models.<rf|tf>.canary.version)")
-        # The Deployments name versions, not store locations: these URIs say where the versions
-        # are published (spec.store) for the status; the golden sets are found by locate.py.
-        model = self.spec.raw["store"].get("model") or self.spec.target
-        root = self.spec.raw["store"].get("root") or "store"
-        return {"stableStorageUri": storage_uri(root, model, stable_version),
-                "candidateStorageUri": storage_uri(root, model, candidate["version"]),
-                "stableVersion": self._version(stable), "candidateVersion": int(candidate["version"]),
+        # The Deployments name versions, not store locations: no storage URI (locate.py finds
+        # the golden sets from spec.store and the version).
+        return {"stableVersion": self._version(stable), "candidateVersion": candidate.version,
                 # the replica total to split, as found at the start
                 "replicas": int(stable.get("spec", {}).get("replicas") or 1)}
 
     def _total(self, status: dict | None = None) -> int:
         """The stable's replicas to split against: the HPA's current choice when one owns them."""
-        if self.settings.get("autoscaling"):
+        if self.settings.autoscaling:
             stable = self.kube.raw_deployment(self.ns, self.stable_name)
             current = int((stable.get("spec") or {}).get("replicas") or 0)
             # none at the 100 % step: then the count found when the rollout started
             return current or max(1, int((status or {}).get("replicas") or 1))
-        return int(self.settings.get("replicas") or (status or {}).get("replicas") or 1)
+        return self.settings.replicas or int((status or {}).get("replicas") or 1)
 
     def share(self, weight: int, status: dict | None = None) -> int:
         return traffic.replica_share(*self._split(self._total(status), weight, canary_running=True))
@@ -254,9 +252,9 @@ class DeploymentRouter(Router):
         """(stable, canary) replicas carrying `weight` % on the canary."""
         if not canary_running:
             return total, 0
-        autoscaling = self.settings.get("autoscaling")
+        autoscaling = self.settings.autoscaling
         if autoscaling:  # the HPA owns the stable's count; only the canary's is ours
-            return traffic.autoscaled_split(total, weight, int(autoscaling["maxReplicas"]))
+            return traffic.autoscaled_split(total, weight, autoscaling.max_replicas)
         return traffic.replica_split(total, weight)
 
     def _move(self, status: dict, weight: int, canary_running: bool) -> bool:
@@ -322,7 +320,7 @@ class HttpRouteRouter(DeploymentRouter):
         return int(weight)
 
     def _split(self, total: int, weight: int, canary_running: bool) -> tuple[int, int]:
-        name = self.settings["httpRoute"]
+        name = self.settings.http_route
         stable_service, canary_service = self.services()
         route = self.kube.get_route(self.ns, name)
         self.kube.patch_route(self.ns, name, {"spec": {"rules": traffic.route_rules(
@@ -333,7 +331,7 @@ class HttpRouteRouter(DeploymentRouter):
 def for_spec(kube: Kube, ns: str, spec: RolloutSpec) -> Router:
     """The router of `spec.mode` (and, for Deployment mode, of how traffic is split)."""
     if spec.mode == "Deployment":
-        cls = HttpRouteRouter if spec.raw["deployment"].get("httpRoute") else DeploymentRouter
+        cls = HttpRouteRouter if spec.deployment.http_route else DeploymentRouter
     else:
         cls = {"Knative": KnativeRouter, "Standard": StandardRouter}[spec.mode]
     return cls(kube, ns, spec)

@@ -74,16 +74,16 @@ class Shadow:
         self.kube, self.ns, self.spec = kube, ns, spec
         self.name = spec.target + SHADOW_SUFFIX
         self.mirror_name = spec.target + MIRROR_CONFIGMAP_SUFFIX
-        self.canary_name = spec.raw["deployment"].get("canary") or f"{spec.target}-canary"
+        self.canary_name = spec.deployment.canary
 
     @property
     def url(self) -> str:
         """What the stable's servers send copies to: spec.endpoints.shadowUrl, else the Service."""
-        return self.spec.endpoints.get("shadowUrl") or f"http://{self.name}.{self.ns}.svc"
+        return self.spec.endpoints.shadow_url or f"http://{self.name}.{self.ns}.svc"
 
     def analysis_url(self) -> str:
         """Where the operator calls the shadow: its Service by ClusterIP (no cluster DNS needed)."""
-        if self.spec.endpoints.get("shadowUrl"):
+        if self.spec.endpoints.shadow_url:
             return self.url
         try:
             return self.kube.service_url(self.ns, self.name) or self.url
@@ -109,7 +109,7 @@ class Shadow:
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-        body = mirror_configmap(self.mirror_name, self.url, self.spec.raw["shadow"]["percent"], owner)
+        body = mirror_configmap(self.mirror_name, self.url, self.spec.shadow.percent, owner)
         try:
             if self.kube.get_configmap(self.ns, self.mirror_name).get("data") != body["data"]:
                 self.kube.replace_configmap(self.ns, self.mirror_name, body)
@@ -122,7 +122,7 @@ class Shadow:
 
     def not_ready(self) -> str | None:
         """Why the shadow cannot answer yet (None once its pods are ready, or with shadowUrl)."""
-        if self.spec.endpoints.get("shadowUrl"):
+        if self.spec.endpoints.shadow_url:
             return None
         try:
             found = self.kube.raw_deployment(self.ns, self.name)
@@ -145,8 +145,8 @@ def analyse(kube: Kube, router, spec, status: dict, golden, reference) -> tuple[
     controller's served-correctly (`golden(spec, status, url)`) and reference-set checks
     (`reference(spec, status, stable_url, url)`) on the shadow; no traffic figures (callers send
     the shadow nothing)."""
-    figures = lab.look(spec.raw["labGate"], spec.model_name, status.get("stableVersion"),
-                       status.get("candidateVersion"), spec.endpoints["timeoutSeconds"])
+    figures = lab.look(spec.lab_gate, spec.model_name, status.get("stableVersion"),
+                       status.get("candidateVersion"), spec.endpoints.timeout_s)
     shadow = Shadow(kube, router.ns, spec)
     waiting = shadow.not_ready()
     if waiting:
@@ -158,8 +158,8 @@ def analyse(kube: Kube, router, spec, status: dict, golden, reference) -> tuple[
     stable_url = endpoints.direct_urls(kube, router, endpoints.base_urls(router))[0]
     result = analysis.judge(
         spec.analysis, {"error": "not measured on a shadow"}, None,
-        golden(spec, status, url) if spec.analysis["goldenSet"] else None,
+        golden(spec, status, url) if spec.analysis.golden_set else None,
         status.get("candidateVersion"),
-        reference(spec, status, stable_url, url) if spec.analysis["referenceSet"] else None)
+        reference(spec, status, stable_url, url) if spec.analysis.reference_set else None)
     kept = [c for c in result["checks"] if c["name"] != "metrics"]
     return analysis.add_checks(dict(result, checks=kept), [lab.check(figures)]), figures

@@ -27,10 +27,10 @@ def active(status: dict) -> bool:
 
 def first_step(spec, moment: dt.datetime) -> dict:
     """The start fields of a rollout whose first step is the shadow."""
-    deadline = moment + dt.timedelta(seconds=spec.shadow_deadline_s)
+    deadline = moment + dt.timedelta(seconds=spec.shadow.deadline_s)
     return {"step": 0, "stepLabel": SHADOW_STEP, "weight": 0, "stepWeight": 0,
             "shadowDeadlineAt": state.stamp(deadline),
-            "message": (f"shadowing {spec.raw['shadow']['percent']}% of requests to the candidate "
+            "message": (f"shadowing {spec.shadow.percent}% of requests to the candidate "
                         f"(callers get none of its answers) until the lab gate decides, at most "
                         f"until {state.stamp(deadline)}")}
 
@@ -61,19 +61,19 @@ def decide(status: dict, spec, result: dict, figures: dict, moment: dt.datetime,
         decision, changes = state.decide(status, spec, result, moment, share)
         return decision, _look(changes, figures, moment)
     if late:
-        short = (figures.get("pairs") or 0) < int(spec.raw["labGate"]["minPairs"])
-        proceed = short and spec.raw["shadow"]["onNoLabels"] == "Proceed" and others <= {PASS}
+        short = (figures.get("pairs") or 0) < spec.lab_gate.min_pairs
+        proceed = short and spec.shadow.on_no_labels == "Proceed" and others <= {PASS}
         if proceed:
             decision, changes = state.decide(status, spec, dict(result, verdict=PASS), moment, share)
-            changes["message"] = (f"shadow deadline {spec.raw['shadow']['deadline']} reached, proceeding "
+            changes["message"] = (f"shadow deadline {spec.shadow.deadline} reached, proceeding "
                                   f"without a lab verdict (onNoLabels: Proceed); {changes['message']}")
             return decision, _look(changes, figures, moment)
         why = ("too few lab pairs (onNoLabels: RollBack)" if short and others <= {PASS} else
                "too few lab pairs" if short else "the lab gate is still undecided")
-        changes = state.rollback(status, moment, f"shadow deadline {spec.raw['shadow']['deadline']} "
+        changes = state.rollback(status, moment, f"shadow deadline {spec.shadow.deadline} "
                                                  f"reached, {why}: {result['summary']}; {said}")
         return "RollBack", _look(dict(changes, lastAnalysis=analysis,
-                                              deadlineExceeded=True), figures, moment)
+                                              shadowDeadlineExceeded=True), figures, moment)
     changes = state.transition(status, phase="Progressing", event="Held", moment=moment,
                                message=f"shadowing, holding: {result['summary']}",
                                nextCheckAt=state.stamp(moment + dt.timedelta(seconds=spec.interval_s)))

@@ -19,9 +19,9 @@ class DirectSource:
         self.kube, self.router, self.spec = kube, router, router.spec
 
     def _scrape(self, side: str, base_url: str) -> dict:
-        metrics, timeout = self.spec.metrics, self.spec.endpoints["timeoutSeconds"]
-        return {url: metrics_mod.scrape(url, self.spec.model_name, metrics["requestsMetric"],
-                                        metrics["latencyMetric"], timeout)
+        metrics, timeout = self.spec.metrics, self.spec.endpoints.timeout_s
+        return {url: metrics_mod.scrape(url, self.spec.model_name, metrics.requests_metric,
+                                        metrics.latency_metric, timeout)
                 for url in endpoints.metrics_urls(self.kube, self.router, side, base_url)}
 
     def baseline(self, urls: tuple[str, str]) -> dict:
@@ -47,8 +47,8 @@ class PrometheusSource:
         spec = router.spec
         self.spec = spec
         self.source = metrics_mod.PrometheusSource(
-            spec.metrics["prometheusUrl"], spec.metrics["requestsMetric"],
-            spec.metrics["latencyMetric"], spec.endpoints["timeoutSeconds"])
+            spec.metrics.prometheus_url, spec.metrics.requests_metric,
+            spec.metrics.latency_metric, spec.endpoints.timeout_s)
 
     def baseline(self, urls: tuple[str, str]) -> dict:
         return {}  # Prometheus keeps the history
@@ -58,6 +58,6 @@ class PrometheusSource:
 
 
 def for_spec(kube: Kube, router: Router):
-    if router.spec.metrics["source"] == "Prometheus":
+    if router.spec.metrics.source == "Prometheus":
         return PrometheusSource(router)
     return DirectSource(kube, router)

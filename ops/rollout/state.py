@@ -81,10 +81,11 @@ def sending(step_weight: int, share: int) -> str:
     return f"sending {share}% of traffic to the candidate (step {step_weight}%: the nearest share the replicas allow)"
 
 
-def start(spec, moment: dt.datetime, stable_uri: str, candidate_uri: str,
-          stable_version, candidate_version, previous: dict | None = None,
+def start(spec, moment: dt.datetime, found: dict, previous: dict | None = None,
           share: Callable[[int], int] = _same, first_step: dict | None = None) -> dict:
-    """A fresh rollout; `previous` (a Desired object's last status) only lends its history.
+    """A fresh rollout from what the router found (`Router.read_state`: the stable and candidate
+    versions, their storage URIs where an InferenceService serves them, ...); `previous` (a
+    Desired object's last status) only lends its history.
     `share(step)`: the percent the engine really sends for a step (status.weight); the step's own
     percent is status.stepWeight, which the routers apply. `first_step`: other fields of the first
     step (shadow_step.first_step: step 0, the candidate as a shadow)."""
@@ -95,9 +96,7 @@ def start(spec, moment: dt.datetime, stable_uri: str, candidate_uri: str,
     return transition({"history": (previous or {}).get("history")}, phase="Progressing",
                       event="Started", moment=moment, lastAnalysis=None, inconclusiveSince=None,
                       goldenStable=None, referenceStable=None, labGate=None, failedChecks=0,
-                      stableStorageUri=stable_uri, candidateStorageUri=candidate_uri,
-                      stableVersion=stable_version, candidateVersion=candidate_version,
-                      stepStartedAt=stamp(moment),
+                      **found, stepStartedAt=stamp(moment),
                       nextCheckAt=stamp(moment + dt.timedelta(seconds=spec.interval_s)),
                       trafficApplied=False, **step)
 
@@ -188,7 +187,7 @@ def _decide(status, spec, result, moment, verdict, summary, step, next_check, an
         return "Advance", dict(changes, lastAnalysis=analysis)
     if verdict == FAIL:
         failed = int(status.get("failedChecks") or 0) + 1
-        limit = int(spec.analysis["failureLimit"])
+        limit = spec.analysis.failure_limit
         if failed > limit:
             changes = rollback(status, moment, f"rolled back after {failed} failed "
                                                f"analyses: {summary}")
@@ -205,7 +204,7 @@ def _decide(status, spec, result, moment, verdict, summary, step, next_check, an
     since = parse_stamp(since_text) or moment
     stuck = (moment - since).total_seconds()
     if stuck >= spec.progress_deadline_s:
-        changes = rollback(status, moment, f"progress deadline {spec.raw['progressDeadline']} "
+        changes = rollback(status, moment, f"progress deadline {spec.progress_deadline} "
                                            f"exceeded (inconclusive for {stuck:.0f}s): {summary}")
         return "RollBack", dict(changes, lastAnalysis=analysis, deadlineExceeded=True)
     changes = transition(status, phase="Progressing", event="Held", moment=moment,

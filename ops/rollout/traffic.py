@@ -21,8 +21,10 @@ Every function here is idempotent: applying it twice gives the same object.
 from __future__ import annotations
 
 import copy
+from typing import NamedTuple
 
-from don_core.contract import MODEL_VERSION_ENV, MODEL_VERSION_LABEL, TRACK_LABEL, parse_storage_uri
+from don_core.contract import MODEL_VERSION_ENV, MODEL_VERSION_LABEL, TRACK_LABEL
+from ops.rollout.spec import AutoscalingSpec
 
 # Where a predictor may keep its storageUri, in KServe's order of preference.
 _FRAMEWORK_KEYS = ("model", "sklearn", "onnx", "tensorflow", "triton", "xgboost", "lightgbm",
@@ -31,6 +33,13 @@ _FRAMEWORK_KEYS = ("model", "sklearn", "onnx", "tensorflow", "triton", "xgboost"
 
 class TrafficError(RuntimeError):
     """The target object cannot carry this rollout; the message says what is missing."""
+
+
+class Served(NamedTuple):
+    """What an InferenceService predictor serves: its storageUri and the version published there
+    (None for a URI outside the store's <root>/<model>/<N> layout)."""
+    uri: str
+    version: int | None
 
 
 def storage_key(predictor: dict) -> str:
@@ -49,18 +58,15 @@ def stable_storage_uri(isvc: dict) -> str:
 VERSION_ENV, VERSION_LABEL = MODEL_VERSION_ENV, MODEL_VERSION_LABEL
 
 
-def retarget(predictor: dict, uri: str) -> dict:
-    """A copy of `predictor` serving `uri`: the storageUri, and where the chart put them, the
+def retarget(predictor: dict, served: Served) -> dict:
+    """A copy of `predictor` serving `served`: the storageUri, and where the chart put them, the
     version env (the model server's X-Model-Version) and the pod label, so they never lie."""
     out = copy.deepcopy(predictor)
     out.pop("canaryTrafficPercent", None)
     key = storage_key(out)
-    out[key]["storageUri"] = uri
-    try:
-        version = str(parse_storage_uri(uri)[2])
-    except ValueError:
-        version = None
-    if version:
+    out[key]["storageUri"] = served.uri
+    if served.version is not None:
+        version = str(served.version)
         for env in out[key].get("env") or []:
             if env.get("name") == VERSION_ENV:
                 env["value"] = version
@@ -69,14 +75,9 @@ def retarget(predictor: dict, uri: str) -> dict:
     return out
 
 
-def canary_predictor(predictor: dict, candidate_uri: str) -> dict:
-    """A copy of the stable predictor that serves the candidate."""
-    return retarget(predictor, candidate_uri)
-
-
-def _serving(predictor: dict, uri: str, **extra) -> dict:
-    """Merge-patch body of spec.predictor that makes it serve `uri`."""
-    new = retarget(predictor, uri)
+def _serving(predictor: dict, served: Served, **extra) -> dict:
+    """Merge-patch body of spec.predictor that makes it serve `served`."""
+    new = retarget(predictor, served)
     key = storage_key(new)
     body = {key: new[key], **extra}
     if "labels" in new:
@@ -84,25 +85,25 @@ def _serving(predictor: dict, uri: str, **extra) -> dict:
     return body
 
 
-def isvc_patch(mode: str, isvc: dict, phase: str, weight: int, stable_uri: str,
-               candidate_uri: str) -> dict:
+def isvc_patch(mode: str, isvc: dict, phase: str, weight: int, stable: Served,
+               candidate: Served) -> dict:
     """JSON merge patch that makes `isvc` carry `phase` at `weight` percent on the candidate."""
     predictor = isvc.get("spec", {}).get("predictor") or {}
     if mode == "Knative":
         if phase == "Promoted":
-            return {"spec": {"predictor": _serving(predictor, candidate_uri,
-                                                   canaryTrafficPercent=None)}}
+            return {"spec": {"predictor": _serving(predictor, candidate, canaryTrafficPercent=None)}}
         if phase in ("RolledBack", "Failed"):
-            return {"spec": {"predictor": _serving(predictor, stable_uri, canaryTrafficPercent=0)}}
-        return {"spec": {"predictor": _serving(predictor, candidate_uri,
+            return {"spec": {"predictor": _serving(predictor, stable, canaryTrafficPercent=0)}}
+        return {"spec": {"predictor": _serving(predictor, candidate,
                                                canaryTrafficPercent=int(weight))}}
     if mode == "Standard":
         if phase == "Promoted":
-            return {"spec": {"predictor": _serving(predictor, candidate_uri), "canary": None}}
+            return {"spec": {"predictor": _serving(predictor, candidate), "canary": None}}
         if phase in ("RolledBack", "Failed"):
             return {"spec": {"canary": None}}
+        # the canary: a copy of the stable predictor that serves the candidate
         return {"spec": {"canary": [{"trafficPercent": int(weight),
-                                     "predictor": canary_predictor(predictor, candidate_uri)}]}}
+                                     "predictor": retarget(predictor, candidate)}]}}
     raise TrafficError(f"mode {mode!r} does not patch an InferenceService")
 
 
@@ -212,15 +213,14 @@ def deployment_ready(deployment: dict, replicas: int) -> bool:
             and int(status.get("replicas") or 0) == replicas)
 
 
-def hpa_spec(deployment: str, autoscaling: dict) -> dict:
+def hpa_spec(deployment: str, autoscaling: AutoscalingSpec) -> dict:
     """The spec of the HorizontalPodAutoscaler the operator keeps on the stable Deployment
     (spec.deployment.autoscaling, from the chart's serving.autoscaling)."""
     return {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
-            "minReplicas": int(autoscaling["minReplicas"]),
-            "maxReplicas": int(autoscaling["maxReplicas"]),
+            "minReplicas": autoscaling.min_replicas, "maxReplicas": autoscaling.max_replicas,
             "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
                 "type": "Utilization",
-                "averageUtilization": int(autoscaling["targetCPUUtilizationPercentage"])}}}]}
+                "averageUtilization": autoscaling.target_cpu_percent}}}]}
 
 
 def autoscaled_split(stable: int, weight: int, most: int) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from don_core.records import (KSERVE_REQUEST_EVENT_TYPE, KSERVE_RESPONSE_EVENT_T
 from ops.recorder import accuracy, db, pairs
 from ops.recorder.server import Settings, make_server
 from ops.rollout import live_accuracy
+from ops.rollout.spec import LiveAccuracySpec
 from tests.conftest import REPO
 from tests.net import free_port, wait_for_http
 
@@ -309,9 +310,10 @@ def test_lab_results_join_predictions_into_live_accuracy(recorder, tmp_path):
     assert (v3["matched"], v3["r2Log1p"], v3["thresholds"]["1000"]["balancedAccuracy"]) == (1, None, None)
 
     # The rollout operator's optional gate reads the same JSON.
-    gate = live_accuracy.check({"recorderUrl": recorder.url, "window": "1d", "minMatched": 1}, "don-rf", 2, 3, 10)
+    settings = LiveAccuracySpec.parse({"recorderUrl": recorder.url, "window": "1d", "minMatched": 1})
+    gate = live_accuracy.check(settings, "don-rf", 2, 3, 10)
     assert gate["result"] == "Pass" and "no matched sample above 1000 ppb" in gate["note"]
-    gate = live_accuracy.check({"recorderUrl": recorder.url, "window": "1d", "minMatched": 1}, "don-rf", 2, 2, 10)
+    gate = live_accuracy.check(settings, "don-rf", 2, 2, 10)
     assert (gate["result"], gate["value"]) == ("Pass", 0.0)
 
     metrics = urllib.request.urlopen(recorder.url + "/metrics").read().decode()

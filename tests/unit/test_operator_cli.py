@@ -16,8 +16,8 @@ def test_start_builds_a_valid_rollout():
     assert body["metadata"]["name"] == "don-v3"
     spec = parse_spec(body["spec"])
     assert spec.steps == (5, 50, 100) and spec.interval_s == 30 and spec.mode == "Knative"
-    assert spec.analysis["maxP99LatencyMs"] == 250 and spec.analysis["minSuccessRate"] == 0.99
-    assert spec.metrics["source"] == "Prometheus"
+    assert spec.analysis.max_p99_latency_ms == 250 and spec.analysis.min_success_rate == 0.99
+    assert spec.metrics.source == "Prometheus"
 
 
 def test_status_table_lines_up():

@@ -10,7 +10,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from ops.rollout import analysis, metrics, state, traffic
-from ops.rollout.spec import SpecError, parse_interval, parse_spec
+from ops.rollout.spec import AutoscalingSpec, SpecError, parse_interval, parse_spec
 from tests.conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,9 +39,23 @@ def test_crd_uses_no_cel_so_kubernetes_1_20_accepts_it():
 def test_spec_defaults_and_errors():
     spec = parse_spec({"target": "don", "candidate": {"version": 2}})
     assert spec.steps == (10, 25, 50, 100) and spec.interval_s == 60 and spec.mode == "Standard"
-    assert spec.analysis["failureLimit"] == 1 and spec.model_name == "don"
+    assert spec.analysis.failure_limit == 1 and spec.model_name == "don"
     assert parse_spec({"target": "don", "candidate": {"version": 2},
-                       "analysis": {"failureLimit": 3}}).analysis["minSuccessRate"] == 0.99
+                       "analysis": {"failureLimit": 3}}).analysis.min_success_rate == 0.99
+    assert spec.analysis.live_accuracy is None and spec.deployment.stable_service == "don-stable"
+    live = parse_spec({"target": "don", "candidate": {"version": 2},
+                       "analysis": {"liveAccuracy": {"recorderUrl": "http://r"}}}).analysis.live_accuracy
+    assert (live.recorder_url, live.min_matched, live.window) == ("http://r", 30, "7d")
+    # a value of the wrong type is refused naming its field
+    for body, field in ((dict(analysis={"minSuccessRate": "high"}), "spec.analysis.minSuccessRate"),
+                        (dict(endpoints={"timeoutSeconds": True}), "spec.endpoints.timeoutSeconds"),
+                        (dict(analysis={"liveAccuracy": {"window": "7d"}}),
+                         "spec.analysis.liveAccuracy.recorderUrl"),
+                        (dict(deployment={"autoscaling": {"minReplicas": 1}}),
+                         "spec.deployment.autoscaling.maxReplicas"),
+                        (dict(interval="often"), "spec.interval")):
+        with pytest.raises(SpecError, match=field):
+            parse_spec({"target": "don", "candidate": {"version": 2}, **body})
     with pytest.raises(SpecError, match="candidate"):
         parse_spec({"target": "don", "candidate": {}})
     with pytest.raises(SpecError, match="increasing"):
@@ -94,6 +108,12 @@ def test_quantile_interpolates_like_promql():
 THRESHOLDS = parse_spec({"target": "don", "candidate": {"version": 2}}).analysis
 
 
+def found(stable: int, candidate: int) -> dict:
+    """What a router reads at the start of a rollout of `candidate` over `stable` (KServe)."""
+    return {"stableStorageUri": f"s3://m/don/{stable}", "candidateStorageUri": f"s3://m/don/{candidate}",
+            "stableVersion": stable, "candidateVersion": candidate}
+
+
 def good(**over):
     return dict({"requests": 50, "successRate": 1.0, "p99LatencyMs": 20.0}, **over)
 
@@ -132,7 +152,7 @@ def test_judge(canary, gold, verdict, failing):
 def run_to_end(verdicts, failure_limit=1, steps=(10, 25, 50, 100)):
     spec = parse_spec({"target": "don", "candidate": {"version": 2}, "steps": list(steps),
                        "interval": "5s", "analysis": {"failureLimit": failure_limit}})
-    status = state.start(spec, T0, "s3://b/don/1", "s3://b/don/2", 1, 2)
+    status = state.start(spec, T0, found(1, 2))
     trail = [(status["step"], status["weight"])]
     moment = T0
     for verdict in verdicts:
@@ -159,7 +179,7 @@ def test_each_analysis_keeps_its_figures_in_the_history():
     """lastAnalysis holds only the latest; the history entry of every analysis keeps its numbers
     (the console's rollout timeline)."""
     spec = parse_spec({"target": "don", "candidate": {"version": 2}, "steps": [10, 100], "interval": "5s"})
-    status = state.start(spec, T0, "s3://b/don/1", "s3://b/don/2", 1, 2)
+    status = state.start(spec, T0, found(1, 2))
     checks = [{"name": "successRate", "value": 0.99, "threshold": 0.95, "result": analysis.PASS},
               {"name": "p99LatencyMs", "value": 40, "threshold": 500, "result": analysis.PASS},
               {"name": "metrics", "value": None, "threshold": None, "result": analysis.PASS}]
@@ -183,6 +203,7 @@ def test_decide_holds_when_inconclusive():
     assert status["failedChecks"] == 0 and status["step"] == 2
 
 
+STABLE, CANDIDATE = traffic.Served("s3://models/don-rf/1", 1), traffic.Served("s3://models/don-rf/2", 2)
 ISVC = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
         "metadata": {"name": "don"},
         "spec": {"predictor": {"minReplicas": 1, "model": {
@@ -205,34 +226,34 @@ def merge(target, patch):
 
 def test_knative_patches_follow_kserve_canary_semantics():
     progressing = merge(ISVC, traffic.isvc_patch("Knative", ISVC, "Progressing", 25,
-                                                 "s3://models/don-rf/1", "s3://models/don-rf/2"))
+                                                 STABLE, CANDIDATE))
     assert progressing["spec"]["predictor"]["canaryTrafficPercent"] == 25
     assert progressing["spec"]["predictor"]["model"]["storageUri"] == "s3://models/don-rf/2"
     assert traffic.isvc_weight("Knative", progressing) == 25
     promoted = merge(progressing, traffic.isvc_patch("Knative", progressing, "Promoted", 100,
-                                                     "s3://models/don-rf/1", "s3://models/don-rf/2"))
+                                                     STABLE, CANDIDATE))
     assert "canaryTrafficPercent" not in promoted["spec"]["predictor"]
     assert promoted["spec"]["predictor"]["model"]["storageUri"] == "s3://models/don-rf/2"
     rolled = merge(progressing, traffic.isvc_patch("Knative", progressing, "RolledBack", 0,
-                                                   "s3://models/don-rf/1", "s3://models/don-rf/2"))
+                                                   STABLE, CANDIDATE))
     assert rolled["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert rolled["spec"]["predictor"]["model"]["storageUri"] == "s3://models/don-rf/1"
 
 
 def test_standard_patches_use_spec_canary():
     progressing = merge(ISVC, traffic.isvc_patch("Standard", ISVC, "Progressing", 10,
-                                                 "s3://models/don-rf/1", "s3://models/don-rf/2"))
+                                                 STABLE, CANDIDATE))
     (canary,) = progressing["spec"]["canary"]
     assert canary["trafficPercent"] == 10
     assert canary["predictor"]["model"]["storageUri"] == "s3://models/don-rf/2"
     assert canary["predictor"]["minReplicas"] == 1  # the rest of the stable predictor is kept
     assert progressing["spec"]["predictor"] == ISVC["spec"]["predictor"]
     promoted = merge(progressing, traffic.isvc_patch("Standard", progressing, "Promoted", 100,
-                                                     "s3://models/don-rf/1", "s3://models/don-rf/2"))
+                                                     STABLE, CANDIDATE))
     assert "canary" not in promoted["spec"]
     assert promoted["spec"]["predictor"]["model"]["storageUri"] == "s3://models/don-rf/2"
     rolled = merge(progressing, traffic.isvc_patch("Standard", progressing, "RolledBack", 0,
-                                                   "s3://models/don-rf/1", "s3://models/don-rf/2"))
+                                                   STABLE, CANDIDATE))
     assert rolled == ISVC
 
 
@@ -247,7 +268,7 @@ def test_standard_patch_is_valid_against_the_real_kserve_schema(kserve_crd_dir):
     validator = jsonschema.Draft4Validator(schema)  # skips the slow meta-schema check of 2 MB
     for mode in ("Standard", "Knative"):
         patched = merge(ISVC, traffic.isvc_patch(mode, ISVC, "Progressing", 10,
-                                                 "s3://models/don-rf/1", "s3://models/don-rf/2"))
+                                                 STABLE, CANDIDATE))
         validator.validate(patched)
 
 
@@ -312,7 +333,7 @@ def test_desired_delivery_spec():
 def test_inconclusive_past_the_progress_deadline_rolls_back():
     spec = parse_spec({"target": "don", "candidate": {"version": 2}, "interval": "30s",
                        "progressDeadline": "2m"})
-    status = state.start(spec, T0, "s3://m/don/1", "s3://m/don/2", 1, 2)
+    status = state.start(spec, T0, found(1, 2))
     inconclusive = {"verdict": analysis.INCONCLUSIVE, "summary": "canaryReady: no traffic reached the canary",
                     "checks": []}
     decisions = []
@@ -324,7 +345,7 @@ def test_inconclusive_past_the_progress_deadline_rolls_back():
     assert status["phase"] == "RolledBack" and status["deadlineExceeded"]
     assert status["message"].startswith("progress deadline 2m exceeded (inconclusive for 120s): canaryReady")
     # a decisive analysis restarts the clock
-    status = state.start(spec, T0, "s3://m/don/1", "s3://m/don/2", 1, 2)
+    status = state.start(spec, T0, found(1, 2))
     fail = {"verdict": analysis.FAIL, "summary": "x", "checks": []}
     _, changes = state.decide(status, spec, fail, T0 + dt.timedelta(minutes=1.5))
     status = dict(status, **changes)
@@ -334,9 +355,9 @@ def test_inconclusive_past_the_progress_deadline_rolls_back():
 
 def test_a_new_desired_rollout_keeps_the_history_and_clears_the_last_analysis():
     spec = parse_spec({"target": "don", "delivery": "Desired", "candidate": {"version": 3}})
-    previous = state.rollback(state.start(spec, T0, "a/1", "a/2", 1, 2), T0, "bad")
+    previous = state.rollback(state.start(spec, T0, found(1, 2)), T0, "bad")
     previous["lastAnalysis"] = {"verdict": "Fail"}
-    fresh = state.start(spec, T0, "a/2", "a/3", 2, 3, previous)
+    fresh = state.start(spec, T0, found(2, 3), previous)
     assert [h["event"] for h in fresh["history"]] == ["Started", "RolledBack", "Started"]
     assert fresh["lastAnalysis"] is None and fresh["candidateVersion"] == 3
     delivered = state.delivered(fresh, T0, 2, "version 2 serves all traffic")
@@ -351,14 +372,14 @@ def test_retargeting_a_predictor_keeps_its_version_env_and_label_true():
     predictor["model"]["env"] = [{"name": "DON_MODEL_VERSION", "value": "1"}, {"name": "OTHER", "value": "x"}]
     for mode in ("Knative", "Standard"):
         progressing = merge(isvc, traffic.isvc_patch(mode, isvc, "Progressing", 10,
-                                                     "s3://models/don-rf/1", "s3://models/don-rf/2"))
+                                                     STABLE, CANDIDATE))
         canary = progressing["spec"]["canary"][0]["predictor"] if mode == "Standard" \
             else progressing["spec"]["predictor"]
         assert canary["model"]["env"] == [{"name": "DON_MODEL_VERSION", "value": "2"},
                                           {"name": "OTHER", "value": "x"}]
         assert canary["labels"] == {"app": "don", "don-predictor.io/model-version": "2"}
         rolled = merge(progressing, traffic.isvc_patch(mode, progressing, "RolledBack", 0,
-                                                       "s3://models/don-rf/1", "s3://models/don-rf/2"))
+                                                       STABLE, CANDIDATE))
         assert rolled["spec"]["predictor"]["model"]["env"][0] == {"name": "DON_MODEL_VERSION", "value": "1"}
         assert rolled["spec"]["predictor"]["labels"]["don-predictor.io/model-version"] == "1"
 
@@ -404,8 +425,7 @@ def test_autoscaled_split_leaves_the_stable_to_its_hpa():
     assert traffic.autoscaled_split(2, 75, most=4) == (2, 4)   # capped by the HPA's maximum
     assert traffic.autoscaled_split(3, 100, most=5) == (0, 3)  # the last step: the canary alone
     assert traffic.autoscaled_split(3, 0, most=5) == (3, 0)
-    assert traffic.hpa_spec("don", {"minReplicas": 1, "maxReplicas": 4,
-                                    "targetCPUUtilizationPercentage": 70})["scaleTargetRef"]["name"] == "don"
+    assert traffic.hpa_spec("don", AutoscalingSpec(1, 4, 70))["scaleTargetRef"]["name"] == "don"
 
 
 def test_status_reports_the_share_given_and_the_step_asked():
@@ -413,7 +433,7 @@ def test_status_reports_the_share_given_and_the_step_asked():
 
     spec = parse_spec({"target": "don", "candidate": {"version": 2}, "steps": [10, 50, 100]})
     moment = state.now_utc()
-    started = state.start(spec, moment, "s/don/1", "s/don/2", 1, 2, share=lambda w: 33 if w < 50 else w)
+    started = state.start(spec, moment, found(1, 2), share=lambda w: 33 if w < 50 else w)
     assert (started["weight"], started["stepWeight"]) == (33, 10)
     assert "sending 33% of traffic" in started["message"] and "step 10%" in started["message"]
     result = {"verdict": "Pass", "summary": "ok", "checks": [], "canary": {}, "stable": {},

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from don_core import lab_gate
-from don_core.contract import MODEL_LABEL_KEY, ROLLOUT_DEFAULTS, TRACK_LABEL
+from don_core.contract import MODEL_LABEL_KEY, TRACK_LABEL
 from model_server.mirror import read_target
 from ops.rollout import analysis, lab, shadow, shadow_step, state
-from ops.rollout.spec import SpecError, parse_spec
+from ops.rollout.spec import LabGateSpec, SpecError, parse_spec
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 RECORDER = "http://recorder:8080"
@@ -29,11 +29,12 @@ def shadow_spec(**over):
 
 def test_the_shadow_step_comes_first_and_says_what_it_needs():
     spec = shadow_spec()
-    assert spec.shadow and spec.steps == (10, 100) and spec.shadow_deadline_s == 3600
-    assert spec.raw["labGate"] == dict(ROLLOUT_DEFAULTS["labGate"], recorderUrl=RECORDER)
-    assert spec.raw["labGate"]["margin"] == lab_gate.DEFAULT_MARGIN  # one definition
-    assert spec.raw["shadow"]["onNoLabels"] == "RollBack"  # no lab evidence is no evidence
-    assert not parse_spec({"target": "don", "candidate": {"version": 2}}).shadow
+    assert spec.shadow and spec.steps == (10, 100) and spec.shadow.deadline_s == 3600
+    assert spec.lab_gate == LabGateSpec(RECORDER, 30, 0.02, 0.05)
+    assert spec.lab_gate.margin == lab_gate.DEFAULT_MARGIN  # one definition
+    assert spec.shadow.on_no_labels == "RollBack"  # no lab evidence is no evidence
+    assert spec.shadow.percent == 100
+    assert parse_spec({"target": "don", "candidate": {"version": 2}}).shadow is None
     for body, match in (({"steps": [10, "shadow", 100]}, "only be the first"),
                         ({"mode": "Standard"}, "needs mode Deployment"),
                         ({"labGate": {"recorderUrl": ""}}, "recorderUrl"),
@@ -61,7 +62,8 @@ def look(status, spec, verdict, pairs=40, other=analysis.PASS, after=5):
 
 
 def started(spec):
-    return state.start(spec, T0, "s/don/1", "s/don/2", 1, 2, first_step=shadow_step.first_step(spec, T0))
+    return state.start(spec, T0, {"stableVersion": 1, "candidateVersion": 2},
+                       first_step=shadow_step.first_step(spec, T0))
 
 
 def test_a_rollout_with_a_shadow_starts_in_it_at_weight_zero():
@@ -157,7 +159,7 @@ def test_the_lab_gate_judges_the_pairs_and_reverses_for_the_watch():
     truth = np.expm1(rng.uniform(5, 9, 200))
     good = truth * np.exp(rng.normal(0, 0.1, 200))
     bad = truth * 2.5
-    settings = dict(ROLLOUT_DEFAULTS["labGate"])
+    settings = shadow_spec().lab_gate
     passed = lab.judge(settings, pairs_doc(good, good * np.exp(rng.normal(0, 0.01, 200)), truth))
     assert passed["verdict"] == lab.PASS and passed["pairs"] == 200
     failed = lab.judge(settings, pairs_doc(good, bad, truth))
@@ -173,7 +175,7 @@ def test_the_lab_gate_judges_the_pairs_and_reverses_for_the_watch():
 
 def test_a_recorder_that_cannot_be_read_holds_naming_why():
     from tests.net import free_port
-    seen = lab.look({"recorderUrl": f"http://127.0.0.1:{free_port()}", **ROLLOUT_DEFAULTS["labGate"]},
-                    "don", 1, 2, timeout=2)
+    gate = LabGateSpec(f"http://127.0.0.1:{free_port()}", 30, 0.02, 0.05)
+    seen = lab.look(gate, "don", 1, 2, timeout=2)
     assert seen["verdict"] == lab.HOLD and "recorder unreadable" in seen["reason"]
     assert json.dumps(seen)  # goes into the status as it is
