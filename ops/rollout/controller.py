@@ -20,9 +20,15 @@ from ops.rollout import reference as reference_mod
 from ops.rollout import shadow as shadow_mod
 from ops.rollout.kube import ApiException, Kube
 from ops.rollout.spec import RolloutSpec, SpecError, parse_spec
+from ops.rollout.status import RolloutStatus
 
 log = logging.getLogger("ops.rollout")
 Emit = Callable[[dict, str, str, str], None]  # (object, Normal|Warning, reason, message)
+
+
+def current(obj: dict) -> RolloutStatus:
+    """The status of `obj` as last read or written."""
+    return RolloutStatus.from_wire(obj.get("status"))
 
 
 def owner_reference(obj: dict) -> dict:
@@ -76,8 +82,8 @@ class Engine:
             if exc.status == 404:
                 return None
             raise
-        status = obj.get("status") or {}
-        phase = status.get("phase")
+        status = RolloutStatus.from_wire(obj.get("status"))
+        phase = status.phase
         try:
             spec = parse_spec(obj.get("spec") or {})
         except SpecError as exc:
@@ -88,87 +94,87 @@ class Engine:
         if spec.desired:
             return self._deliver(obj, spec, status)
         if not phase:
-            return self._start(obj, spec)
-        if not status.get("trafficApplied", True):
+            return self._start(obj, spec, status)
+        if not status.applied:
             self._apply(obj, spec, status)
-            status = obj["status"]
+            status = current(obj)
         if phase in state.TERMINAL:
             return None
         return self._progress(obj, spec, status)
 
     # ---- Desired delivery (the chart's objects: models.<m>.version is the desired version) ----
-    def _deliver(self, obj: dict, spec: RolloutSpec, status: dict) -> str | None:
+    def _deliver(self, obj: dict, spec: RolloutSpec, status: RolloutStatus) -> str | None:
         """Flagger's model: a rollout starts when the desired version changes (status.desiredVersion
         is the last one acted on) and differs from the live one; a rolled-back version is not
         retried until the desired version changes; between rollouts the serving objects are left
         as they are."""
-        phase, desired = status.get("phase"), spec.candidate.version
+        phase, desired = status.phase, spec.candidate.version
         if phase in state.ACTIVE:
-            if status.get("candidateVersion") not in (None, desired) and spec.action != "Promote":
+            if status.candidate_version not in (None, desired) and spec.action != "Promote":
                 # The desired version changed mid-rollout: give up on the old candidate first.
-                changes = state.rollback(status, self.clock(), (
+                status = self._write(obj, state.rollback(status, self.clock(), (
                     f"superseded: the desired version is now {desired}; version "
-                    f"{status.get('candidateVersion')} was not delivered"))
-                status = self._write(obj, changes)
-                self.emit(obj, "Warning", "RolledBack", changes["message"])
+                    f"{status.candidate_version} was not delivered")))
+                self.emit(obj, "Warning", "RolledBack", status.message)
                 self._apply(obj, spec, status)
                 return "RollBack"
-            if not status.get("trafficApplied", True):
+            if not status.applied:
                 self._apply(obj, spec, status)
-                status = obj["status"]
+                status = current(obj)
             return self._progress(obj, spec, status)
-        if not status.get("trafficApplied", True):
+        if not status.applied:
             if not self._apply(obj, spec, status):
                 return None  # still moving traffic (e.g. waiting for the stable pods)
-            status = obj["status"]
+            status = current(obj)
         try:
             live = self._ensure(obj, spec)
         except (ApiException, routers.TrafficError) as exc:
             reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
             message = f"cannot deliver version {desired} on {spec.mode} target {spec.target}: {reason}"
-            if status.get("message") != message:
+            if status.message != message:
                 # No desiredVersion: once the objects can be found, delivery goes on.
-                self._write(obj, dict(state.fail(status, self.clock(), message), trafficApplied=True))
+                self._write(obj, state.fail(status, self.clock(), message).but(traffic_applied=True))
                 self.emit(obj, "Warning", "Failed", message)
             return "Fail"
-        if phase and phase != state.WAITING and status.get("desiredVersion") == desired:
+        if phase and phase != state.WAITING and status.desired_version == desired:
             # This desired version was acted on already (delivered, promoted, rolled back or
             # failed): nothing is retried, and a version made live by a one-off rollout
             # (`python -m ops rollout start`) is left alone, until the desired version changes.
-            if status.get("liveVersion") != live:
-                self._write(obj, {"liveVersion": live})
+            if status.live_version != live:
+                self._write(obj, status.but(live_version=live))
             return None
-        if live is not None and int(live) == desired:
+        if live == desired:
             return self._verify_delivery(obj, spec, status, desired)
-        missing = locate.not_in_store(spec, status.get("stableStorageUri"), desired)
+        missing = locate.not_in_store(spec, status.stable_storage_uri, desired)
         if missing:  # no rollout (and no deadline) until the version is published
             return self._wait(obj, status, f"{missing}: the rollout starts once it is published",
-                              liveVersion=live)
-        return self._start(obj, spec, previous=status, live=live)
+                              live_version=live)
+        return self._start(obj, spec, status, live=live)
 
-    def _wait(self, obj: dict, status: dict, message: str, **fields) -> str:
+    def _wait(self, obj: dict, status: RolloutStatus, message: str, **fields) -> str:
         """Phase Waiting with the reason; an Event only when the reason changes."""
-        if status.get("phase") != state.WAITING or status.get("message") != message:
-            self._write(obj, dict(state.waiting(status, self.clock(), message), **fields))
+        if status.phase != state.WAITING or status.message != message:
+            self._write(obj, state.waiting(status, self.clock(), message).but(**fields))
             self.emit(obj, "Normal", state.WAITING, message)
         return "Wait"
 
-    def _verify_delivery(self, obj: dict, spec: RolloutSpec, status: dict, desired: int) -> str:
+    def _verify_delivery(self, obj: dict, spec: RolloutSpec, status: RolloutStatus,
+                         desired: int) -> str:
         """Delivered only once verified: the version is in the store, the engine's wanted replicas
         are ready, and every ready server answers as that version; Waiting with the reason until
         then. Traffic is settled meanwhile (the stable serves everything, no canary pods)."""
         router = self.router(obj["metadata"]["namespace"], spec)
-        uri = status.get("stableStorageUri") or status.get("candidateStorageUri")
+        uri = status.stable_storage_uri or status.candidate_storage_uri
         problem = locate.not_in_store(spec, uri, desired)
         router.settle(status)  # idempotent; scales down only what ready pods replace
         problem = problem or endpoints.not_serving(self.kube, router, desired,
                                                    spec.endpoints.timeout_s)
         if problem:
             return self._wait(obj, status, f"version {desired} is not verified yet: {problem}",
-                              liveVersion=desired)
+                              live_version=desired)
         message = f"version {desired} serves all traffic (verified: ready servers answer as it)"
-        self._write(obj, dict(state.delivered(status, self.clock(), desired, message),
-                              desiredVersion=desired))
+        self._write(obj, state.delivered(status, self.clock(), desired, message).but(
+            desired_version=desired))
         self.emit(obj, "Normal", "Delivered", message)
         return "Delivered"
 
@@ -183,61 +189,62 @@ class Engine:
     def router(self, ns: str, spec: RolloutSpec) -> routers.Router:
         return routers.for_spec(self.kube, ns, spec)
 
-    def _write(self, obj: dict, changes: dict) -> dict:
+    def _write(self, obj: dict, status: RolloutStatus) -> RolloutStatus:
+        """Writes `status` (every field: what it leaves unset is removed) and returns it as the
+        API server stored it."""
         meta = obj["metadata"]
-        changes = dict(changes, observedGeneration=meta.get("generation"))
-        updated = self.kube.patch_rollout_status(meta["namespace"], meta["name"], changes)
+        updated = self.kube.patch_rollout_status(meta["namespace"], meta["name"], status.but(
+            observed_generation=meta.get("generation")).to_wire())
         obj["status"] = updated.get("status") or {}
-        return obj["status"]
+        return current(obj)
 
     # ---- start ----------------------------------------------------------------------------
-    def _start(self, obj: dict, spec: RolloutSpec, previous: dict | None = None,
-               live=None) -> str:
-        meta, moment = obj["metadata"], self.clock()
-        desired = {"desiredVersion": spec.candidate.version, "liveVersion": live} \
+    def _start(self, obj: dict, spec: RolloutSpec, status: RolloutStatus, live=None) -> str | None:
+        """A new rollout over `status` (a Desired object's last one lends its history)."""
+        moment = self.clock()
+        desired = {"desired_version": spec.candidate.version, "live_version": live} \
             if spec.desired else {}
-        ns = meta["namespace"]
         rival = self._rival(obj, spec)
         if rival:
             message = (f"ModelRollout {rival} is already rolling out {spec.target}; "
                        "two rollouts on one target are refused")
             if spec.desired:  # it starts once the other one has finished
-                if (previous or {}).get("message") != message:
-                    self._write(obj, {"message": message})
+                if status.message != message:
+                    self._write(obj, status.but(message=message))
                     self.emit(obj, "Warning", "Refused", message)
                 return None
-            self._write(obj, state.fail({}, moment, message))
+            self._write(obj, state.fail(status, moment, message))
             self.emit(obj, "Warning", "Refused", message)
             return "Fail"
-        router = self.router(ns, spec)
+        router = self.router(obj["metadata"]["namespace"], spec)
         try:
             found = router.read_state()
         except (ApiException, routers.TrafficError) as exc:
             reason = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else str(exc)
-            return self._not_started(obj, spec, previous, desired,
+            return self._not_started(obj, spec, status, desired,
                                      f"cannot start on {spec.mode} target {spec.target}: {reason}")
         # The storage URIs where an InferenceService serves the versions, else the versions.
-        candidate = found.get("candidateStorageUri") or f"version {found['candidateVersion']}"
-        if found.get("candidateStorageUri", found["candidateVersion"]) == \
-                found.get("stableStorageUri", found["stableVersion"]):
-            return self._not_started(obj, spec, previous, desired,
+        candidate = found.get("candidate_storage_uri") or f"version {found['candidate_version']}"
+        if found.get("candidate_storage_uri", found["candidate_version"]) == \
+                found.get("stable_storage_uri", found["stable_version"]):
+            return self._not_started(obj, spec, status, desired,
                                      f"candidate {candidate} is already the stable version")
         snapshot = sources.for_spec(self.kube, router).baseline(endpoints.base_urls(router))
-        status = self._write(obj, dict(state.start(
-            spec, moment, found, previous, share=lambda weight: router.share(weight, found),
-            first_step=shadow_step.first_step(spec, moment) if spec.shadow else None),
-            **desired, snapshot=snapshot))
-        first = status["message"] if spec.shadow else f"{status['weight']}% to the candidate"
+        share = lambda weight: router.share(weight, found.get("replicas"))  # noqa: E731
+        first = shadow_step.first_step(spec, moment) if spec.shadow else None
+        status = self._write(obj, state.start(spec, moment, found, status, share=share,
+                                              first_step=first).but(**desired, snapshot=snapshot))
+        said = status.message if spec.shadow else f"{status.weight}% to the candidate"
         self.emit(obj, "Normal", "Started", f"rolling out {candidate} on {spec.target} ({spec.mode}): "
-                                            f"{first}, steps {['shadow'] * bool(spec.shadow) + list(spec.steps)}")
+                                            f"{said}, steps {['shadow'] * bool(spec.shadow) + list(spec.steps)}")
         self._apply(obj, spec, status)
         return "Start"
 
-    def _not_started(self, obj: dict, spec: RolloutSpec, previous: dict | None, desired: dict,
+    def _not_started(self, obj: dict, spec: RolloutSpec, status: RolloutStatus, desired: dict,
                      message: str) -> str:
         """Failed before any traffic moved: the serving objects stay as they are."""
-        self._write(obj, dict(state.fail(previous or {}, self.clock(), message), **desired,
-                              candidateVersion=spec.candidate.version, trafficApplied=True))
+        self._write(obj, state.fail(status, self.clock(), message).but(
+            **desired, candidate_version=spec.candidate.version, traffic_applied=True))
         self.emit(obj, "Warning", "Failed", message)
         return "Fail"
 
@@ -258,10 +265,10 @@ class Engine:
         return None
 
     # ---- traffic --------------------------------------------------------------------------
-    def _apply(self, obj: dict, spec: RolloutSpec, status: dict) -> bool:
+    def _apply(self, obj: dict, spec: RolloutSpec, status: RolloutStatus) -> bool:
         """Make the serving objects match the status, then record that they do. False while a
         change has to wait (pods that must be ready before others go); the next tick goes on."""
-        router, phase = self.router(obj["metadata"]["namespace"], spec), status["phase"]
+        router, phase = self.router(obj["metadata"]["namespace"], spec), status.phase
         if spec.shadow:
             self._shadow(obj, spec, status)
         if shadow_step.active(status):  # callers get the stable alone; copies go to the shadow
@@ -273,103 +280,100 @@ class Engine:
         elif phase in state.TERMINAL:  # rolled back or failed
             done = router.rollback(status)
         else:
-            done = router.set_weights(status, int(status.get("stepWeight", status.get("weight")) or 0))
+            weight = status.weight if status.step_weight is None else status.step_weight
+            done = router.set_weights(status, int(weight or 0))
         if not done:
             return False
-        changes: dict = {"trafficApplied": True}
+        status = status.but(traffic_applied=True)
         if phase in state.ACTIVE:
             # The next analysis window starts once this step's split is in place (its pods
             # ready): what the canary answers in it is the share the step really gives.
-            changes["snapshot"] = sources.for_spec(self.kube, router).baseline(
-                endpoints.base_urls(router))
-            changes["nextCheckAt"] = state.stamp(self.clock() + dt.timedelta(seconds=spec.interval_s))
-        self._write(obj, changes)
+            status = status.but(
+                snapshot=sources.for_spec(self.kube, router).baseline(endpoints.base_urls(router)),
+                next_check_at=state.stamp(self.clock() + dt.timedelta(seconds=spec.interval_s)))
+        self._write(obj, status)
         return True
 
-    def _shadow(self, obj: dict, spec: RolloutSpec, status: dict) -> None:
+    def _shadow(self, obj: dict, spec: RolloutSpec, status: RolloutStatus) -> None:
         """The shadow and the mirror setting exist exactly while the status is in the shadow step
         (shadow.py); an Event says what was created or removed."""
         shadow = shadow_mod.Shadow(self.kube, obj["metadata"]["namespace"], spec)
         if shadow_step.active(status):
-            changed = shadow.ensure(int(status.get("replicas") or 1), owner_reference(obj))
-            verb = "created"
+            changed, verb = shadow.ensure(status.replicas or 1, owner_reference(obj)), "created"
         else:
             changed, verb = shadow.remove(), "removed"
         if changed:
-            self.emit(obj, "Normal", "Shadow", f"shadow of version {status.get('candidateVersion')}: "
+            self.emit(obj, "Normal", "Shadow", f"shadow of version {status.candidate_version}: "
                                                f"{verb} {', '.join(changed)}")
 
     # ---- progress -------------------------------------------------------------------------
-    def _progress(self, obj: dict, spec: RolloutSpec, status: dict) -> str | None:
+    def _progress(self, obj: dict, spec: RolloutSpec, status: RolloutStatus) -> str | None:
         moment = self.clock()
         if spec.action in ("Promote", "Abort"):
             if spec.action == "Promote":
-                changes = state.promote(status, moment, "promoted by hand (spec.action: Promote)")
+                status = state.promote(status, moment, "promoted by hand (spec.action: Promote)")
                 kind, reason = "Normal", "Promoted"
             else:
-                changes = state.rollback(status, moment, "rolled back by hand (spec.action: Abort)")
+                status = state.rollback(status, moment, "rolled back by hand (spec.action: Abort)")
                 kind, reason = "Warning", "RolledBack"
-            status = self._write(obj, changes)
-            self.emit(obj, kind, reason, changes["message"])
+            status = self._write(obj, status)
+            self.emit(obj, kind, reason, status.message)
             self._apply(obj, spec, status)
             return spec.action
         if spec.paused:
-            if status["phase"] != "Paused":
-                changes = state.pause(status, moment)
-                self._write(obj, changes)
-                self.emit(obj, "Normal", "Paused", changes["message"])
+            if status.phase != "Paused":
+                status = self._write(obj, state.pause(status, moment))
+                self.emit(obj, "Normal", "Paused", status.message)
             return None
-        if status["phase"] == "Paused":
-            changes = state.resume(status, spec, moment)
-            self._write(obj, changes)
-            self.emit(obj, "Normal", "Resumed", changes["message"])
+        if status.phase == "Paused":
+            status = self._write(obj, state.resume(status, spec, moment))
+            self.emit(obj, "Normal", "Resumed", status.message)
             return "Resume"
         if not state.due(status, moment):
             return None
         router = self.router(obj["metadata"]["namespace"], spec)
-        share = lambda weight: router.share(weight, status)  # noqa: E731
+        before, share = status, lambda weight: router.share(weight, status.replicas)
         if shadow_step.active(status):
             result, figures = shadow_mod.analyse(self.kube, router, spec, status, self._golden,
                                                  self._reference)
-            snapshot = dict(status.get("snapshot") or {})
-            decision, changes = shadow_step.decide(status, spec, result, figures, self.clock(), share)
+            snapshot = status.snapshot
+            decision, after = shadow_step.decide(status, spec, result, figures, self.clock(), share)
         else:
             result, snapshot = self.analyse(obj["metadata"]["namespace"], spec, status)
-            decision, changes = state.decide(status, spec, result, self.clock(), share=share)
-        status = self._write(obj, dict(changes, snapshot=snapshot,
-                                       **{key: result[key] for key in ("referenceStable",)
-                                          if result.get(key)}))
+            decision, after = state.decide(status, spec, result, self.clock(), share=share)
+        status = self._write(obj, after.but(
+            snapshot=snapshot, reference_stable=result.get("referenceStable") or after.reference_stable))
         kind = "Warning" if decision == "RollBack" or result["verdict"] == judge_mod.FAIL else "Normal"
         reason = {"Advance": "Advanced", "Promote": "Promoted", "RollBack": "RolledBack"}.get(
             decision, "Held")
-        if changes.get("deadlineExceeded"):
+        if after.deadline_exceeded and not before.deadline_exceeded:
             reason = "ProgressDeadlineExceeded"
-        elif changes.get("shadowDeadlineExceeded"):
+        elif after.shadow_deadline_exceeded and not before.shadow_deadline_exceeded:
             reason = "ShadowDeadlineExceeded"
-        self.emit(obj, kind, reason, changes["message"])
+        self.emit(obj, kind, reason, status.message)
         log.info("%s/%s: %s (%s)", obj["metadata"]["namespace"], obj["metadata"]["name"],
-                 decision, changes["message"])
-        if not status.get("trafficApplied", True):
+                 decision, status.message)
+        if not status.applied:
             self._apply(obj, spec, status)
         return decision
 
     # ---- analysis -------------------------------------------------------------------------
-    def analyse(self, ns: str, spec: RolloutSpec, status: dict) -> tuple[dict, dict]:
+    def analyse(self, ns: str, spec: RolloutSpec, status: RolloutStatus) -> tuple[dict, dict]:
         """(judged analysis, new metrics snapshot) for the window since the last analysis."""
         router = self.router(ns, spec)
         stable_url, canary_url = endpoints.base_urls(router)
         waiting = endpoints.canary_not_ready(self.kube, router, canary_url)
-        if not waiting and not status.get("trafficApplied", True):
+        if not waiting and not status.applied:
             # A window that began before this step's pods were ready would judge (and measure
             # the share of) a split the step does not give; the deadline still counts.
-            waiting = (f"the step's split ({status.get('weight')}% to the candidate) is not in "
+            waiting = (f"the step's split ({status.weight}% to the candidate) is not in "
                        "place yet: its pods are starting")
         if waiting:
             check = {"name": "canaryReady", "value": None, "threshold": None,
                      "result": judge_mod.INCONCLUSIVE, "note": waiting}
             return ({"verdict": judge_mod.INCONCLUSIVE, "checks": [check],
                      "summary": f"canaryReady: {waiting}", "canary": {}, "stable": {}},
-                    dict(status.get("snapshot") or {}))
+                    dict(status.snapshot or {}))
         golden_urls = endpoints.direct_urls(self.kube, router, (stable_url, canary_url))
         golden = self._golden(spec, status, golden_urls[1]) if spec.analysis.golden_set else None
         reference = self._reference(spec, status, *golden_urls) \
@@ -377,23 +381,23 @@ class Engine:
         remembered = {}
         if reference is not None and not reference.get("unavailable"):
             reference, remembered["referenceStable"] = _stable_reference(
-                reference, status.get("referenceStable"))
-        snapshot = dict(status.get("snapshot") or {})
+                reference, status.reference_stable)
+        snapshot = dict(status.snapshot or {})
         source, figures = sources.for_spec(self.kube, router), {}
-        for side, url, version in (("stable", stable_url, status.get("stableVersion")),
-                                   ("canary", canary_url, status.get("candidateVersion"))):
+        for side, url, version in (("stable", stable_url, status.stable_version),
+                                   ("canary", canary_url, status.candidate_version)):
             try:
                 figures[side] = source.figures(side, url, version, snapshot)
             except sources.FAULTS as exc:
                 figures[side] = {"error": str(exc)[:300]}
         result = judge_mod.judge(spec.analysis, figures["canary"], figures["stable"], golden,
-                                 status.get("candidateVersion"), reference)
+                                 status.candidate_version, reference)
         result.update(_canary_share(figures) or {})  # what the canary really answered
         result.update({key: value for key, value in remembered.items() if value})
         if spec.analysis.live_accuracy:
             result = judge_mod.add_checks(result, [live_accuracy.check(
-                spec.analysis.live_accuracy, spec.model_name, status.get("stableVersion"),
-                status.get("candidateVersion"), spec.endpoints.timeout_s)])
+                spec.analysis.live_accuracy, spec.model_name, status.stable_version,
+                status.candidate_version, spec.endpoints.timeout_s)])
         return result, snapshot
 
     def _reference(self, spec, status, stable_url, canary_url) -> dict:
@@ -401,8 +405,7 @@ class Engine:
         golden set) answered by both versions."""
         try:
             try:
-                root, model, _ = locate.candidate_set(
-                    spec, status.get("candidateVersion"), status.get("candidateStorageUri"))
+                root, model, _ = locate.candidate_set(spec, status)
             except golden_mod.GoldenError as exc:
                 raise reference_mod.ReferenceUnavailable(
                     f"reference set unreadable: {exc}") from None
@@ -416,8 +419,7 @@ class Engine:
         """Served correctly: the canary answers the rows its golden.json recorded predictions on
         (the stable is not involved; golden.py says why)."""
         try:
-            data = golden_mod.load_golden(*locate.candidate_set(
-                spec, status.get("candidateVersion"), status.get("candidateStorageUri")))
+            data = golden_mod.load_golden(*locate.candidate_set(spec, status))
         except golden_mod.GoldenError as exc:
             return {"canary": {"version": None, "error": str(exc)}, "unavailable": True}
         try:

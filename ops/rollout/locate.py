@@ -8,6 +8,7 @@ from don_core.contract import parse_storage_uri
 from don_core.store import StoreError, open_store
 from ops.rollout.golden import GoldenError
 from ops.rollout.spec import RolloutSpec
+from ops.rollout.status import RolloutStatus
 
 
 def store_root(explicit: str | None, from_uri: str) -> str:
@@ -43,10 +44,12 @@ def location(spec: RolloutSpec, uri: str | None) -> tuple[str, str]:
     return store_root(store.root, root), model
 
 
-def candidate_set(spec: RolloutSpec, version: int, uri: str | None) -> tuple[str, str, int]:
-    """(store root, model, version) of the candidate `version` (published at `uri`, when an
-    InferenceService serves it); GoldenError naming what is missing."""
-    return (*location(spec, uri), int(version))
+def candidate_set(spec: RolloutSpec, status: RolloutStatus) -> tuple[str, str, int]:
+    """(store root, model, version) of the rollout's candidate; GoldenError naming what is
+    missing."""
+    if status.candidate_version is None:
+        raise GoldenError("the rollout's status names no candidate version")
+    return (*location(spec, status.candidate_storage_uri), status.candidate_version)
 
 
 def not_in_store(spec: RolloutSpec, uri: str | None, version: int) -> str | None:

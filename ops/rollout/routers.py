@@ -4,9 +4,9 @@ loop (controller.py) never asks which engine it drives.
 A router acts on one ModelRollout's target in one namespace:
 - `ensure(owner)`: the live version; first creates the serving object the operator owns when a
   `delivery: Desired` object needs it (Flagger's initialisation);
-- `read_state()`: the status fields a rollout starts from (the stable and candidate versions, the
-  storage URIs where an InferenceService serves them, and what the engine needs later, e.g. the
-  replica total to split);
+- `read_state()`: the status fields (RolloutStatus attributes) a rollout starts from: the stable
+  and candidate versions, the storage URIs where an InferenceService serves them, and what the
+  engine needs later, e.g. the replica total to split;
 - `set_weights(status, weight)`: `weight` % to the candidate; `promote(status)`: the candidate
   serves everything; `rollback(status)`: the stable serves everything and nothing runs the
   candidate; `settle(status)`: a delivered version (no rollout) keeps all traffic.
@@ -24,6 +24,7 @@ from don_core.contract import parse_storage_uri, storage_uri
 from ops.rollout import traffic
 from ops.rollout.kube import ApiException, Kube
 from ops.rollout.spec import RolloutSpec
+from ops.rollout.status import RolloutStatus
 from ops.rollout.traffic import Served, TrafficError
 
 
@@ -52,9 +53,9 @@ class Router:
         """The Service whose pods serve the live version when no rollout runs."""
         return self.services()[0]
 
-    def share(self, weight: int, status: dict | None = None) -> int:
+    def share(self, weight: int, replicas: int | None = None) -> int:
         """The percent of requests the candidate really answers when a step asks for `weight`
-        (`status`: the rollout's, for what it found at the start)."""
+        (`replicas`: the replica total found at the start, status.replicas)."""
         return int(weight)
 
     def replicas_not_ready(self) -> str | None:
@@ -69,16 +70,16 @@ class Router:
     def read_state(self) -> dict:
         raise NotImplementedError
 
-    def set_weights(self, status: dict, weight: int) -> bool:
+    def set_weights(self, status: RolloutStatus, weight: int) -> bool:
         raise NotImplementedError
 
-    def promote(self, status: dict) -> bool:
+    def promote(self, status: RolloutStatus) -> bool:
         raise NotImplementedError
 
-    def rollback(self, status: dict) -> bool:
+    def rollback(self, status: RolloutStatus) -> bool:
         raise NotImplementedError
 
-    def settle(self, status: dict) -> bool:
+    def settle(self, status: RolloutStatus) -> bool:
         raise NotImplementedError
 
 
@@ -111,27 +112,27 @@ class InferenceServiceRouter(Router):
             except ValueError as exc:
                 raise TrafficError(str(exc)) from None
             candidate_served = Served(storage_uri(root, model, candidate.version), candidate.version)
-        return {"stableStorageUri": stable.uri, "candidateStorageUri": candidate_served.uri,
-                "stableVersion": stable.version, "candidateVersion": candidate_served.version}
+        return {"stable_storage_uri": stable.uri, "candidate_storage_uri": candidate_served.uri,
+                "stable_version": stable.version, "candidate_version": candidate_served.version}
 
-    def _patch(self, status: dict, phase: str, weight: int) -> bool:
+    def _patch(self, status: RolloutStatus, phase: str, weight: int) -> bool:
         isvc = self.kube.get_isvc(self.ns, self.spec.target)
         self.kube.patch_isvc(self.ns, self.spec.target, traffic.isvc_patch(
             self.mode, isvc, phase, weight,
-            Served(status["stableStorageUri"], status.get("stableVersion")),
-            Served(status["candidateStorageUri"], status.get("candidateVersion"))))
+            Served(status.stable_storage_uri, status.stable_version),
+            Served(status.candidate_storage_uri, status.candidate_version)))
         return True
 
-    def set_weights(self, status: dict, weight: int) -> bool:
+    def set_weights(self, status: RolloutStatus, weight: int) -> bool:
         return self._patch(status, "Progressing", weight)
 
-    def promote(self, status: dict) -> bool:
+    def promote(self, status: RolloutStatus) -> bool:
         return self._patch(status, "Promoted", 100)
 
-    def rollback(self, status: dict) -> bool:
+    def rollback(self, status: RolloutStatus) -> bool:
         return self._patch(status, "RolledBack", 0)
 
-    def settle(self, status: dict) -> bool:
+    def settle(self, status: RolloutStatus) -> bool:
         return True  # the live version already serves all traffic; nothing to change
 
 
@@ -224,21 +225,22 @@ class DeploymentRouter(Router):
                 "(chart value models.<rf|tf>.canary.version)")
         # The Deployments name versions, not store locations: no storage URI (locate.py finds
         # the golden sets from spec.store and the version).
-        return {"stableVersion": self._version(stable), "candidateVersion": candidate.version,
+        return {"stable_version": self._version(stable), "candidate_version": candidate.version,
                 # the replica total to split, as found at the start
                 "replicas": int(stable.get("spec", {}).get("replicas") or 1)}
 
-    def _total(self, status: dict | None = None) -> int:
-        """The stable's replicas to split against: the HPA's current choice when one owns them."""
+    def _total(self, replicas: int | None = None) -> int:
+        """The stable's replicas to split against: the HPA's current choice when one owns them
+        (`replicas`: the total found when the rollout started)."""
         if self.settings.autoscaling:
             stable = self.kube.raw_deployment(self.ns, self.stable_name)
             current = int((stable.get("spec") or {}).get("replicas") or 0)
             # none at the 100 % step: then the count found when the rollout started
-            return current or max(1, int((status or {}).get("replicas") or 1))
-        return self.settings.replicas or int((status or {}).get("replicas") or 1)
+            return current or max(1, replicas or 1)
+        return self.settings.replicas or replicas or 1
 
-    def share(self, weight: int, status: dict | None = None) -> int:
-        return traffic.replica_share(*self._split(self._total(status), weight, canary_running=True))
+    def share(self, weight: int, replicas: int | None = None) -> int:
+        return traffic.replica_share(*self._split(self._total(replicas), weight, canary_running=True))
 
     def replicas_not_ready(self) -> str | None:
         stable = self.kube.raw_deployment(self.ns, self.stable_name)
@@ -257,8 +259,8 @@ class DeploymentRouter(Router):
             return traffic.autoscaled_split(total, weight, autoscaling.max_replicas)
         return traffic.replica_split(total, weight)
 
-    def _move(self, status: dict, weight: int, canary_running: bool) -> bool:
-        total = self._total(status)
+    def _move(self, status: RolloutStatus, weight: int, canary_running: bool) -> bool:
+        total = self._total(status.replicas)
         stable_replicas, canary_replicas = self._split(total, weight, canary_running)
         # Scale up first; scale down only once what stays has its pods ready (on the current
         # template), so that callers of the model's Service always find a ready pod.
@@ -295,20 +297,20 @@ class DeploymentRouter(Router):
                 return False
         return True
 
-    def set_weights(self, status: dict, weight: int) -> bool:
+    def set_weights(self, status: RolloutStatus, weight: int) -> bool:
         return self._move(status, weight, canary_running=True)
 
-    def promote(self, status: dict) -> bool:
+    def promote(self, status: RolloutStatus) -> bool:
         canary = self.kube.raw_deployment(self.ns, self.canary_name)
         self.kube.patch_deployment(self.ns, self.stable_name, traffic.promotion_patch(canary),
                                    strategic=False)
         # the stable Deployment now runs the candidate and serves everything
         return self._move(status, 0, canary_running=False)
 
-    def rollback(self, status: dict) -> bool:
+    def rollback(self, status: RolloutStatus) -> bool:
         return self._move(status, 0, canary_running=False)
 
-    def settle(self, status: dict) -> bool:
+    def settle(self, status: RolloutStatus) -> bool:
         return self._move(status, 0, canary_running=False)
 
 
@@ -316,7 +318,7 @@ class HttpRouteRouter(DeploymentRouter):
     """The Deployment engine behind a Gateway API HTTPRoute: backend weights carry the split;
     both Deployments run the whole replica total while a canary is in progress."""
 
-    def share(self, weight: int, status: dict | None = None) -> int:
+    def share(self, weight: int, replicas: int | None = None) -> int:
         return int(weight)
 
     def _split(self, total: int, weight: int, canary_running: bool) -> tuple[int, int]:

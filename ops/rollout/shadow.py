@@ -140,13 +140,13 @@ class Shadow:
                 if self.kube.delete(kind, self.ns, name)]
 
 
-def analyse(kube: Kube, router, spec, status: dict, golden, reference) -> tuple[dict, dict]:
+def analyse(kube: Kube, router, spec, status, golden, reference) -> tuple[dict, dict]:
     """(judged checks, the lab gate's figures) of one look at the shadow: the lab gate, and the
     controller's served-correctly (`golden(spec, status, url)`) and reference-set checks
     (`reference(spec, status, stable_url, url)`) on the shadow; no traffic figures (callers send
     the shadow nothing)."""
-    figures = lab.look(spec.lab_gate, spec.model_name, status.get("stableVersion"),
-                       status.get("candidateVersion"), spec.endpoints.timeout_s)
+    figures = lab.look(spec.lab_gate, spec.model_name, status.stable_version,
+                       status.candidate_version, spec.endpoints.timeout_s)
     shadow = Shadow(kube, router.ns, spec)
     waiting = shadow.not_ready()
     if waiting:
@@ -159,7 +159,7 @@ def analyse(kube: Kube, router, spec, status: dict, golden, reference) -> tuple[
     result = analysis.judge(
         spec.analysis, {"error": "not measured on a shadow"}, None,
         golden(spec, status, url) if spec.analysis.golden_set else None,
-        status.get("candidateVersion"),
+        status.candidate_version,
         reference(spec, status, stable_url, url) if spec.analysis.reference_set else None)
     kept = [c for c in result["checks"] if c["name"] != "metrics"]
     return analysis.add_checks(dict(result, checks=kept), [lab.check(figures)]), figures

@@ -232,14 +232,6 @@ class CandidateSpec:
     version: int | None
     storage_uri: str | None
 
-    @classmethod
-    def parse(cls, values: dict) -> CandidateSpec:
-        f = _Fields(values, "spec.candidate")
-        spec = cls(version=f.integer("version"), storage_uri=f.text("storageUri"))
-        if not spec.version and not spec.storage_uri:
-            raise SpecError("spec.candidate needs a version or a storageUri")
-        return spec
-
 
 @dataclass(frozen=True)
 class LabGateSpec:
@@ -315,7 +307,10 @@ def parse_spec(spec: dict) -> RolloutSpec:
         raise SpecError(f"spec.mode {raw['mode']!r} is not one of {', '.join(MODES)}")
     if raw["delivery"] not in DELIVERIES:
         raise SpecError(f"spec.delivery {raw['delivery']!r} is not one of {', '.join(DELIVERIES)}")
-    candidate = CandidateSpec.parse(raw.get("candidate"))
+    fields = _Fields(raw.get("candidate"), "spec.candidate")
+    candidate = CandidateSpec(version=fields.integer("version"), storage_uri=fields.text("storageUri"))
+    if not candidate.version and not candidate.storage_uri:
+        raise SpecError("spec.candidate needs a version or a storageUri")
     if raw["delivery"] == "Desired" and not candidate.version:
         raise SpecError("spec.delivery Desired needs spec.candidate.version (the desired version)")
     shadow = _shadow(raw)

@@ -111,6 +111,7 @@ def nobody() -> str:
 def analyse(root: Path, stable: str, canary: str, version: int, **analysis):
     from ops.rollout.controller import Engine
     from ops.rollout.spec import parse_spec
+    from ops.rollout.status import RolloutStatus
     body = {"target": MODEL, "candidate": {"version": version},
             "endpoints": {"stableUrl": stable, "canaryUrl": canary,
                           "modelName": MODEL, "timeoutSeconds": 30},
@@ -119,7 +120,8 @@ def analyse(root: Path, stable: str, canary: str, version: int, **analysis):
                              **analysis)}
     status = {"candidateStorageUri": f"{root}/{MODEL}/{version}", "candidateVersion": version,
               "stableVersion": 1}
-    result, _ = Engine(kube=None, emit=None).analyse("default", parse_spec(body), status)
+    result, _ = Engine(kube=None, emit=None).analyse("default", parse_spec(body),
+                                                     RolloutStatus.from_wire(status))
     return result, {c["name"]: c for c in result["checks"]}
 
 

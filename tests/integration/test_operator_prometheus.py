@@ -14,6 +14,7 @@ import requests
 from tests.cluster import binaries
 from ops.rollout.controller import Engine
 from ops.rollout.spec import parse_spec
+from ops.rollout.status import RolloutStatus
 from tests.conftest import unavailable
 from tests.fixtures_server import ServerProcess
 from tests.net import free_port, wait_for_http
@@ -82,7 +83,7 @@ def test_prometheus_source_judges_the_erroring_canary(servers, prometheus, rollo
                        "endpoints": {"stableUrl": stable.base, "canaryUrl": canary.base,
                                      "modelName": "don"},
                        "store": {"root": str(rollout_store), "model": "don"}})
-    status = {"stableVersion": 1, "candidateVersion": 2, "candidateStorageUri": "pvc://m/don/2"}
+    status = RolloutStatus(stable_version=1, candidate_version=2, candidate_storage_uri="pvc://m/don/2")
     session = requests.Session()
     deadline = time.monotonic() + 6  # several scrapes of steady traffic
     while time.monotonic() < deadline:

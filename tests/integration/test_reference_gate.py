@@ -65,6 +65,7 @@ def gate(tmp_path_factory):
 def analyse(root: Path, stable: ServerProcess, canary: ServerProcess, version: int, **spec):
     from ops.rollout.controller import Engine
     from ops.rollout.spec import parse_spec
+    from ops.rollout.status import RolloutStatus
     body = {"target": MODEL, "candidate": {"version": version},
             "endpoints": {"stableUrl": stable.base, "canaryUrl": canary.base,
                           "modelName": MODEL, "timeoutSeconds": 30},
@@ -72,7 +73,8 @@ def analyse(root: Path, stable: ServerProcess, canary: ServerProcess, version: i
     body.update(spec)                                                     # under test here
     status = {"candidateStorageUri": f"{root}/{MODEL}/{version}", "candidateVersion": version,
               "stableVersion": 1}
-    result, _ = Engine(kube=None, emit=None).analyse("default", parse_spec(body), status)
+    result, _ = Engine(kube=None, emit=None).analyse("default", parse_spec(body),
+                                                     RolloutStatus.from_wire(status))
     return result, {c["name"]: c for c in result["checks"]}
 
 

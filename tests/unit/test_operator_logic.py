@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from ops.rollout import analysis, metrics, state, traffic
 from ops.rollout.spec import AutoscalingSpec, SpecError, parse_interval, parse_spec
+from ops.rollout.status import RolloutStatus
 from tests.conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,9 +19,9 @@ CRD = REPO / "charts" / "don-predictor" / "crds" / "modelrollouts.yaml"
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def crd_spec_schema() -> dict:
+def crd_spec_schema(part: str = "spec") -> dict:
     doc = yaml.safe_load(CRD.read_text())
-    return doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][part]
 
 
 # The CRD's defaults against the operator's: tests/unit/test_contract.py (both CRD copies).
@@ -110,8 +111,8 @@ THRESHOLDS = parse_spec({"target": "don", "candidate": {"version": 2}}).analysis
 
 def found(stable: int, candidate: int) -> dict:
     """What a router reads at the start of a rollout of `candidate` over `stable` (KServe)."""
-    return {"stableStorageUri": f"s3://m/don/{stable}", "candidateStorageUri": f"s3://m/don/{candidate}",
-            "stableVersion": stable, "candidateVersion": candidate}
+    return {"stable_storage_uri": f"s3://m/don/{stable}", "candidate_storage_uri": f"s3://m/don/{candidate}",
+            "stable_version": stable, "candidate_version": candidate}
 
 
 def good(**over):
@@ -153,18 +154,17 @@ def run_to_end(verdicts, failure_limit=1, steps=(10, 25, 50, 100)):
     spec = parse_spec({"target": "don", "candidate": {"version": 2}, "steps": list(steps),
                        "interval": "5s", "analysis": {"failureLimit": failure_limit}})
     status = state.start(spec, T0, found(1, 2))
-    trail = [(status["step"], status["weight"])]
+    trail = [(status.step, status.weight)]
     moment = T0
     for verdict in verdicts:
         moment += dt.timedelta(seconds=5)
         assert state.due(status, moment)
         assert not state.due(status, moment - dt.timedelta(seconds=1))
-        decision, changes = state.decide(status, spec, {"verdict": verdict, "summary": "x", "checks": []}, moment)
-        status = dict(status, **changes)
-        trail.append((decision, status["phase"], status["step"], status["weight"]))
-        if status["phase"] in state.TERMINAL:
+        decision, status = state.decide(status, spec, {"verdict": verdict, "summary": "x", "checks": []}, moment)
+        trail.append((decision, status.phase, status.step, status.weight))
+        if status.phase in state.TERMINAL:
             break
-    return trail, status
+    return trail, status.to_wire()
 
 
 def test_decide_promotes_through_every_step():
@@ -183,9 +183,9 @@ def test_each_analysis_keeps_its_figures_in_the_history():
     checks = [{"name": "successRate", "value": 0.99, "threshold": 0.95, "result": analysis.PASS},
               {"name": "p99LatencyMs", "value": 40, "threshold": 500, "result": analysis.PASS},
               {"name": "metrics", "value": None, "threshold": None, "result": analysis.PASS}]
-    _, changes = state.decide(status, spec, {"verdict": analysis.PASS, "summary": "ok", "checks": checks},
-                              T0 + dt.timedelta(seconds=5))
-    entry = changes["history"][-1]
+    _, after = state.decide(status, spec, {"verdict": analysis.PASS, "summary": "ok", "checks": checks},
+                            T0 + dt.timedelta(seconds=5))
+    entry = after.history[-1]
     assert entry["event"] == "Advanced" and entry["verdict"] == analysis.PASS
     assert entry["figures"] == {"successRate": 0.99, "p99LatencyMs": 40}
 
@@ -338,31 +338,29 @@ def test_inconclusive_past_the_progress_deadline_rolls_back():
                     "checks": []}
     decisions = []
     for minutes in (0.5, 1, 1.5, 2):
-        decision, changes = state.decide(status, spec, inconclusive, T0 + dt.timedelta(minutes=minutes))
-        status = dict(status, **changes)
+        decision, status = state.decide(status, spec, inconclusive, T0 + dt.timedelta(minutes=minutes))
         decisions.append(decision)
     assert decisions == ["Hold", "Hold", "Hold", "RollBack"]
-    assert status["phase"] == "RolledBack" and status["deadlineExceeded"]
-    assert status["message"].startswith("progress deadline 2m exceeded (inconclusive for 120s): canaryReady")
+    assert status.to_wire()["phase"] == "RolledBack" and status.to_wire()["deadlineExceeded"]
+    assert status.message.startswith("progress deadline 2m exceeded (inconclusive for 120s): canaryReady")
     # a decisive analysis restarts the clock
     status = state.start(spec, T0, found(1, 2))
     fail = {"verdict": analysis.FAIL, "summary": "x", "checks": []}
-    _, changes = state.decide(status, spec, fail, T0 + dt.timedelta(minutes=1.5))
-    status = dict(status, **changes)
+    _, status = state.decide(status, spec, fail, T0 + dt.timedelta(minutes=1.5))
     decision, _ = state.decide(status, spec, inconclusive, T0 + dt.timedelta(minutes=2.5))
     assert decision == "Hold"
 
 
 def test_a_new_desired_rollout_keeps_the_history_and_clears_the_last_analysis():
     spec = parse_spec({"target": "don", "delivery": "Desired", "candidate": {"version": 3}})
-    previous = state.rollback(state.start(spec, T0, found(1, 2)), T0, "bad")
-    previous["lastAnalysis"] = {"verdict": "Fail"}
+    previous = state.rollback(state.start(spec, T0, found(1, 2)), T0, "bad").but(
+        last_analysis={"verdict": "Fail"})
     fresh = state.start(spec, T0, found(2, 3), previous)
-    assert [h["event"] for h in fresh["history"]] == ["Started", "RolledBack", "Started"]
-    assert fresh["lastAnalysis"] is None and fresh["candidateVersion"] == 3
+    assert [h["event"] for h in fresh.history] == ["Started", "RolledBack", "Started"]
+    assert fresh.last_analysis is None and fresh.candidate_version == 3
     delivered = state.delivered(fresh, T0, 2, "version 2 serves all traffic")
-    assert delivered["phase"] == "Delivered" and "Delivered" in state.TERMINAL
-    assert {c["type"]: c["status"] for c in delivered["conditions"]}["Succeeded"] == "True"
+    assert delivered.phase == "Delivered" and "Delivered" in state.TERMINAL
+    assert {c["type"]: c["status"] for c in delivered.conditions}["Succeeded"] == "True"
 
 
 def test_retargeting_a_predictor_keeps_its_version_env_and_label_true():
@@ -434,15 +432,29 @@ def test_status_reports_the_share_given_and_the_step_asked():
     spec = parse_spec({"target": "don", "candidate": {"version": 2}, "steps": [10, 50, 100]})
     moment = state.now_utc()
     started = state.start(spec, moment, found(1, 2), share=lambda w: 33 if w < 50 else w)
-    assert (started["weight"], started["stepWeight"]) == (33, 10)
-    assert "sending 33% of traffic" in started["message"] and "step 10%" in started["message"]
+    assert (started.weight, started.step_weight) == (33, 10)
+    assert "sending 33% of traffic" in started.message and "step 10%" in started.message
     result = {"verdict": "Pass", "summary": "ok", "checks": [], "canary": {}, "stable": {},
               "canaryShare": 31.5}
-    decision, changes = state.decide(dict(started, step=1), spec, result, moment,
-                                     share=lambda w: 33 if w < 50 else w)
-    assert decision == "Advance" and (changes["weight"], changes["stepWeight"]) == (50, 50)
-    assert changes["history"][-1]["figures"]["canaryShare"] == 31.5
-    assert changes["history"][-1]["analysedWeight"] == 33  # the window's step, not the next one
-    waiting = state.waiting({}, moment, "version 2 of don is not in the store s yet")
-    assert waiting["phase"] == "Waiting" and waiting["phase"] not in state.TERMINAL + state.ACTIVE
-    assert {c["type"]: c["status"] for c in waiting["conditions"]}["Succeeded"] == "Unknown"
+    decision, after = state.decide(started.but(step=1), spec, result, moment,
+                                   share=lambda w: 33 if w < 50 else w)
+    assert decision == "Advance" and (after.weight, after.step_weight) == (50, 50)
+    assert after.history[-1]["figures"]["canaryShare"] == 31.5
+    assert after.history[-1]["analysedWeight"] == 33  # the window's step, not the next one
+    waiting = state.waiting(RolloutStatus(), moment, "version 2 of don is not in the store s yet")
+    assert waiting.phase == "Waiting" and waiting.phase not in state.TERMINAL + state.ACTIVE
+    assert {c["type"]: c["status"] for c in waiting.conditions}["Succeeded"] == "Unknown"
+
+
+def test_the_status_keeps_its_wire_names():
+    """The typed status reads and writes exactly the CRD's field names (kubectl columns, the
+    console and the CLI read them); a field left unset is sent as null, which removes it."""
+    spec = parse_spec({"target": "don", "candidate": {"version": 2}})
+    wire = state.start(spec, T0, found(1, 2)).to_wire()
+    declared = set(crd_spec_schema(part="status")["properties"])
+    kept_unknown = {"deadlineExceeded", "referenceStable"}  # under x-kubernetes-preserve-unknown-fields
+    assert set(wire) <= declared | kept_unknown and declared <= set(wire)
+    assert (wire["stableVersion"], wire["candidateVersion"], wire["stepWeight"]) == (1, 2, 10)
+    assert wire["desiredVersion"] is None and wire["trafficApplied"] is False
+    assert RolloutStatus.from_wire(dict(wire, unknownField=1)).to_wire() == wire
+    assert RolloutStatus.from_wire({}).applied  # a status written before trafficApplied existed

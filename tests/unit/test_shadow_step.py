@@ -56,48 +56,48 @@ def look(status, spec, verdict, pairs=40, other=analysis.PASS, after=5):
     checks = [{"name": "servedCorrectly", "value": 1.0, "threshold": 0.99, "result": other},
               lab.check(seen)]
     result = analysis.add_checks({"checks": [], "canary": {}, "stable": {}}, checks)
-    decision, changes = shadow_step.decide(status, spec, result, seen,
-                                           T0 + dt.timedelta(seconds=after), share=lambda w: w)
-    return decision, dict(status, **changes)
+    return shadow_step.decide(status, spec, result, seen, T0 + dt.timedelta(seconds=after),
+                              share=lambda w: w)
 
 
 def started(spec):
-    return state.start(spec, T0, {"stableVersion": 1, "candidateVersion": 2},
+    return state.start(spec, T0, {"stable_version": 1, "candidate_version": 2},
                        first_step=shadow_step.first_step(spec, T0))
 
 
 def test_a_rollout_with_a_shadow_starts_in_it_at_weight_zero():
     status = started(shadow_spec())
-    assert (status["step"], status["stepLabel"], status["weight"], status["stepWeight"]) == (0, "shadow", 0, 0)
-    assert shadow_step.active(status) and status["phase"] == "Progressing"
-    assert status["shadowDeadlineAt"] == state.stamp(T0 + dt.timedelta(hours=1))
-    assert "shadowing 100% of requests" in status["message"]
+    assert (status.step, status.step_label, status.weight, status.step_weight) == (0, "shadow", 0, 0)
+    assert shadow_step.active(status) and status.phase == "Progressing"
+    assert status.shadow_deadline_at == state.stamp(T0 + dt.timedelta(hours=1))
+    assert "shadowing 100% of requests" in status.message
+    assert status.to_wire()["stepLabel"] == "shadow"  # what `kubectl get mro` shows
 
 
 def test_lab_pass_leaves_the_shadow_for_the_first_canary_step():
     spec = shadow_spec()
     decision, status = look(started(spec), spec, lab.HOLD, pairs=12)
-    assert decision == "Hold" and shadow_step.active(status) and status["labGate"]["pairs"] == 12
+    assert decision == "Hold" and shadow_step.active(status) and status.lab_gate["pairs"] == 12
     decision, status = look(status, spec, lab.PASS)
     assert decision == "Advance" and not shadow_step.active(status)
-    assert (status["step"], status["weight"], status["stepLabel"]) == (1, 10, "1/2")
-    entry = status["history"][-1]
+    assert (status.step, status.weight, status.step_label) == (1, 10, "1/2")
+    entry = status.history[-1]
     assert entry["event"] == "Advanced" and entry["lab"]["verdict"] == "Pass"
-    assert "lab gate Pass on 40 pairs" in status["message"]  # the Event names the figures
+    assert "lab gate Pass on 40 pairs" in status.message  # the Event names the figures
 
 
 def test_lab_fail_rolls_back_at_once_naming_the_figures():
     spec = shadow_spec(analysis={"failureLimit": 3})
     decision, status = look(started(spec), spec, lab.FAIL)
-    assert decision == "RollBack" and status["phase"] == "RolledBack" and status["weight"] == 0
-    assert "rolled back in shadow: lab gate Fail on 40 pairs" in status["message"]
-    assert "false accepts at 1000 ppb stable 1, candidate 2" in status["message"]
+    assert decision == "RollBack" and status.phase == "RolledBack" and status.weight == 0
+    assert "rolled back in shadow: lab gate Fail on 40 pairs" in status.message
+    assert "false accepts at 1000 ppb stable 1, candidate 2" in status.message
 
 
 def test_another_check_failing_in_the_shadow_counts_against_the_failure_limit():
     spec = shadow_spec()
     decision, status = look(started(spec), spec, lab.HOLD, other=analysis.FAIL)
-    assert decision == "Hold" and status["failedChecks"] == 1
+    assert decision == "Hold" and status.failed_checks == 1
     decision, status = look(status, spec, lab.HOLD, other=analysis.FAIL, after=10)
     assert decision == "RollBack"
 
@@ -113,9 +113,10 @@ def test_the_shadow_deadline(on_no_labels, pairs, other, decision, phrase):
     status = started(spec)
     assert look(status, spec, lab.HOLD, pairs, other, after=3599)[0] == "Hold"  # the deadline holds off
     got, status = look(status, spec, lab.HOLD, pairs, other, after=3600)
-    assert got == decision and phrase in status["message"], status["message"]
+    assert got == decision and phrase in status.message, status.message
+    assert status.shadow_deadline_exceeded is (True if decision == "RollBack" else None)
     if decision == "Advance":
-        assert status["step"] == 1 and status["weight"] == 10
+        assert status.step == 1 and status.weight == 10
 
 
 def test_the_shadow_deployment_is_off_the_models_service_and_never_mirrors():
