@@ -21,10 +21,10 @@ NAME = "labNonInferiority"  # its analysis check's name
 PASS, FAIL, HOLD = lab_gate.PASS, lab_gate.FAIL, lab_gate.HOLD
 
 
-def fetch(recorder_url: str, model: str, served: int, shadow: int, timeout: float) -> dict:
-    """The pairs document of (served version, its shadow), with the per-lot lists."""
+def fetch(recorder_url: str, model: str, stable: int, candidate: int, timeout: float) -> dict:
+    """The pairs document of (the served stable, the candidate in shadow), with the per-lot lists."""
     response = requests.get(recorder_url.rstrip("/") + PAIRS_PATH, timeout=timeout, params={
-        "model": model, "stable": served, "candidate": shadow, "detail": 1})
+        "model": model, "stable": stable, "candidate": candidate, "detail": 1})
     response.raise_for_status()
     return response.json()
 
@@ -34,34 +34,29 @@ def _rounded(value) -> float | None:
         else round(float(value), 4)
 
 
-def judge(gate, doc: dict, reverse: bool = False) -> dict:
-    """The figures of one look at the pairs. `reverse`: the shadow is the version under watch's
-    predecessor (the post-promotion watch), so the served version is the one judged."""
+def judge(gate, doc: dict) -> dict:
+    """The figures of one look at the pairs (`gate`: spec.LabGateSpec)."""
     detail = doc["detail"]
-    served, shadow = detail["stable_ppb"], detail["candidate_ppb"]
-    base, judged = (shadow, served) if reverse else (served, shadow)
-    result = lab_gate.judge(base, judged, detail["truth_ppb"], margin=gate.margin,
-                            alpha=gate.alpha, min_pairs=gate.min_pairs, limit_ppb=FALSE_ACCEPT_LIMIT_PPB)
+    result = lab_gate.judge(detail["stable_ppb"], detail["candidate_ppb"], detail["truth_ppb"],
+                            margin=gate.margin, alpha=gate.alpha, min_pairs=gate.min_pairs,
+                            limit_ppb=FALSE_ACCEPT_LIMIT_PPB)
     at_limit = doc.get("decisions", {}).get(str(FALSE_ACCEPT_LIMIT_PPB), {})
-    sides = {"stable": "candidate", "candidate": "stable"} if reverse else \
-        {"stable": "stable", "candidate": "candidate"}
     figures = {"verdict": result.verdict, "pairs": result.pairs, "margin": gate.margin,
                "minPairs": gate.min_pairs, "meanScore": _rounded(result.statistic),
                "lower": _rounded(result.lower), "upper": _rounded(result.upper),
                "reason": result.reason}
-    for role, side in sides.items():
+    for side in ("stable", "candidate"):
         counts = at_limit.get(side) or {}
-        figures[f"{role}FalseAccepts"] = counts.get("falseAccepts")
-        figures[f"{role}FalseRejects"] = counts.get("falseRejects")
+        figures[f"{side}FalseAccepts"] = counts.get("falseAccepts")
+        figures[f"{side}FalseRejects"] = counts.get("falseRejects")
     return figures
 
 
-def look(gate, model: str, served: int, shadow: int, timeout: float,
-         reverse: bool = False) -> dict:
+def look(gate, model: str, stable: int, candidate: int, timeout: float) -> dict:
     """Fetch and judge; a recorder that cannot be read is a Hold naming why."""
     try:
-        doc = fetch(gate.recorder_url, model, served, shadow, timeout)
-        return judge(gate, doc, reverse)
+        doc = fetch(gate.recorder_url, model, stable, candidate, timeout)
+        return judge(gate, doc)
     except (requests.RequestException, ValueError, KeyError) as exc:
         return {"verdict": HOLD, "pairs": None, "reason": f"recorder unreadable: {str(exc)[:200]}"}
 
