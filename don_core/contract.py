@@ -123,8 +123,8 @@ LIVE_ACCURACY_DEFAULTS: dict = {"thresholdPpb": 1000, "window": "7d", "maxFalseA
 LAB_GATE_MIN_PAIRS, LAB_GATE_MARGIN, LAB_GATE_ALPHA = 30, 0.02, 0.05
 # The first step "shadow": the candidate answers mirrored copies only, until the lab gate decides.
 SHADOW_STEP = "shadow"
-# A shadow with fewer than minPairs lab pairs at its deadline is rolled back by default: no lab
-# evidence is no evidence. 72h: lab results arrive hours to days after the predictions.
+# What a shadow with fewer than minPairs lab pairs at its deadline does; the default (first) rolls
+# back: no lab evidence is no evidence.
 ON_NO_LABELS = ("RollBack", "Proceed")
 ROLLOUT_DEFAULTS: dict = {
     "delivery": "Once",
@@ -142,6 +142,7 @@ ROLLOUT_DEFAULTS: dict = {
     "endpoints": {"timeoutSeconds": 10},
     "store": {},
     "deployment": {"versionEnv": MODEL_VERSION_ENV},
+    # 72h: lab results arrive hours to days after the predictions
     "shadow": {"percent": 100, "deadline": "72h", "onNoLabels": ON_NO_LABELS[0]},
     "labGate": {"minPairs": LAB_GATE_MIN_PAIRS, "margin": LAB_GATE_MARGIN, "alpha": LAB_GATE_ALPHA},
 }

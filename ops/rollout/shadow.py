@@ -94,21 +94,20 @@ class Shadow:
         """Creates what is missing and writes the mirror setting; what was created, for the Event."""
         created = []
         try:
-            self.kube.raw_deployment(self.ns, self.name)
+            found = self.kube.raw_deployment(self.ns, self.name)
         except ApiException as exc:
             if exc.status != 404:
                 raise
             canary = self.kube.raw_deployment(self.ns, self.canary_name)
-            body = shadow_deployment(canary, self.name, replicas, owner)
-            self.kube.create_deployment(self.ns, body)
+            found = self.kube.create_deployment(self.ns, shadow_deployment(canary, self.name, replicas, owner))
             created.append(f"Deployment {self.name}")
-            try:
-                self.kube.create_service(self.ns, shadow_service(
-                    self.name, body["spec"]["selector"]["matchLabels"], owner))
-                created.append(f"Service {self.name}")
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
+        try:  # on its own: an operator stopped between the two creates finishes here
+            self.kube.create_service(self.ns, shadow_service(
+                self.name, found["spec"]["selector"]["matchLabels"], owner))
+            created.append(f"Service {self.name}")
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
         body = mirror_configmap(self.mirror_name, self.url, self.spec.shadow.percent, owner)
         try:
             if self.kube.get_configmap(self.ns, self.mirror_name).get("data") != body["data"]:

@@ -236,16 +236,15 @@ class CandidateSpec:
 @dataclass(frozen=True)
 class LabGateSpec:
     """spec.labGate: the paired lab gate on the recorder's pairs (lab.py, don_core.lab_gate)."""
-    recorder_url: str | None
     min_pairs: int
     margin: float
     alpha: float
+    recorder_url: str | None = None  # required by the shadow step (GET /v1/pairs)
 
     @classmethod
     def parse(cls, values: dict) -> LabGateSpec:
         f = _Fields(values, "spec.labGate")
-        return cls(recorder_url=f.text("recorderUrl"), min_pairs=f.integer("minPairs"),
-                   margin=f.number("margin"), alpha=f.number("alpha"))
+        return cls(f.integer("minPairs"), f.number("margin"), f.number("alpha"), f.text("recorderUrl"))
 
 
 @dataclass(frozen=True)

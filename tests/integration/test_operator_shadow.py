@@ -65,66 +65,20 @@ def servers(rollout_store, lab_recorder, tmp_path_factory):
             server.stop()
 
 
-class Kubelet:
-    """Stands in for the kubelet's ConfigMap volume: the stable's mirror file follows ConfigMap
-    `don-mirror` (its mirror.json; no file while there is no ConfigMap)."""
+class Loop:
+    """`step()` every `every` seconds in a background thread while the `with` block runs."""
+    every = 0.2
 
-    def __init__(self, kube, ns: str, path):
-        self.kube, self.ns, self.path, self.seen = kube, ns, path, []
+    def __init__(self):
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        while not self._stop.wait(0.2):
-            try:
-                data = self.kube.get_configmap(self.ns, "don-mirror")["data"]["mirror.json"]
-            except Exception:  # gone (404), or not yet
-                data = None
-            if data is None:
-                self.path.unlink(missing_ok=True)
-            elif not self.path.exists() or self.path.read_text() != data:
-                self.path.write_text(data)
-                self.seen.append(data)
+        while not self._stop.wait(self.every):
+            self.step()
 
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.thread.join(5)
-        self.path.unlink(missing_ok=True)
-
-
-class Lots:
-    """Callers: the reference set's rows, one request per lot carrying its sample id, to the stable
-    alone; and the lab's results for those lots."""
-
-    def __init__(self, store, stable_url: str, recorder: str):
-        reference = open_store(str(store)).read_reference("don")
-        self.rows, self.truth = reference["instances"], reference["targets_ppb"]
-        self.ids = [f"lot-{key}" for key in reference["keys"]]
-        self.url, self.recorder = f"{stable_url}/v1/models/don:predict", recorder
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        session = requests.Session()
-        while not self._stop.is_set():
-            for row, sample in zip(self.rows, self.ids):
-                try:
-                    session.post(self.url, json={"instances": [row], "sample_ids": [sample]}, timeout=5)
-                except requests.RequestException:
-                    pass
-            self._stop.wait(0.5)
-
-    def measured(self) -> None:
-        csv = ["sample_id,vomitoxin_ppb,method,measured_at"] + [
-            f"{sample},{truth},HPLC,2026-01-01T00:00:00Z" for sample, truth in zip(self.ids, self.truth)]
-        stored = requests.post(self.recorder + "/v1/labresults", data="\r\n".join(csv) + "\r\n",
-                               timeout=10, headers={"Authorization": f"Bearer {TOKEN}",
-                                                    "Content-Type": "text/csv"})
-        assert stored.status_code == 200, stored.text
+    def step(self):
+        raise NotImplementedError
 
     def __enter__(self):
         self.thread.start()
@@ -133,6 +87,59 @@ class Lots:
     def __exit__(self, *exc):
         self._stop.set()
         self.thread.join(10)
+
+
+class Kubelet(Loop):
+    """Stands in for the kubelet's ConfigMap volume: the stable's mirror file follows ConfigMap
+    `don-mirror` (its mirror.json; no file while there is no ConfigMap)."""
+
+    def __init__(self, kube, ns: str, path):
+        super().__init__()
+        self.kube, self.ns, self.path, self.seen = kube, ns, path, []
+
+    def step(self):
+        try:
+            data = self.kube.get_configmap(self.ns, "don-mirror")["data"]["mirror.json"]
+        except Exception:  # gone (404), or not yet
+            data = None
+        if data is None:
+            self.path.unlink(missing_ok=True)
+        elif not self.path.exists() or self.path.read_text() != data:
+            self.path.write_text(data)
+            self.seen.append(data)
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        self.path.unlink(missing_ok=True)
+
+
+class Lots(Loop):
+    """Callers: the reference set's rows, one request per lot carrying its sample id, to the stable
+    alone; and the lab's results for those lots."""
+    every = 0.5
+
+    def __init__(self, store, stable_url: str, recorder: str):
+        super().__init__()
+        reference = open_store(str(store)).read_reference("don")
+        self.rows, self.truth = reference["instances"], reference["targets_ppb"]
+        self.ids = [f"lot-{key}" for key in reference["keys"]]
+        self.url, self.recorder = f"{stable_url}/v1/models/don:predict", recorder
+        self.session = requests.Session()
+
+    def step(self):
+        for row, sample in zip(self.rows, self.ids):
+            try:
+                self.session.post(self.url, json={"instances": [row], "sample_ids": [sample]}, timeout=5)
+            except requests.RequestException:
+                pass
+
+    def measured(self) -> None:
+        csv = ["sample_id,vomitoxin_ppb,method,measured_at"] + [
+            f"{sample},{truth},HPLC,2026-01-01T00:00:00Z" for sample, truth in zip(self.ids, self.truth)]
+        stored = requests.post(self.recorder + "/v1/labresults", data="\r\n".join(csv) + "\r\n",
+                               timeout=10, headers={"Authorization": f"Bearer {TOKEN}",
+                                                    "Content-Type": "text/csv"})
+        assert stored.status_code == 200, stored.text
 
 
 def with_model_label(body: dict) -> dict:
@@ -151,9 +158,11 @@ def shadowed(name: str, version: int, stable, shadow_url: str, store, recorder: 
     return body
 
 
-def create_tracks(kube, ns: str, candidate: int) -> None:
+def create_tracks(kube, ns: str, candidate: int) -> Watcher:
+    """The stable (v1, 2 replicas) and the canary Deployment of the candidate; a watcher on don-v<N>."""
     kube.apps.create_namespaced_deployment(ns, with_model_label(deployment("don", "stable", "1", 2)))
     kube.apps.create_namespaced_deployment(ns, with_model_label(deployment("don-canary", "canary", str(candidate), 0)))
+    return Watcher(kube, ns, f"don-v{candidate}", "Deployment")
 
 
 def nothing_of_the_shadow_left(kube, ns: str) -> None:
@@ -169,8 +178,7 @@ def nothing_of_the_shadow_left(kube, ns: str) -> None:
 def test_a_healthy_candidate_is_shadowed_passes_the_lab_gate_and_is_promoted(
         kube, namespace, operator_cluster, servers, rollout_store, lab_recorder):
     stable, good = servers["stable"], servers["good"]
-    create_tracks(kube, namespace, 2)
-    watcher = Watcher(kube, namespace, "don-v2", "Deployment")
+    watcher = create_tracks(kube, namespace, 2)
     lots = Lots(rollout_store, stable.base, lab_recorder)
     with ReadyDeployments(kube, namespace), Kubelet(kube, namespace, servers["mirror_file"]) as kubelet:
         kube.create_rollout(namespace, shadowed("don-v2", 2, stable, good.base, rollout_store, lab_recorder))
@@ -209,8 +217,7 @@ def test_a_healthy_candidate_is_shadowed_passes_the_lab_gate_and_is_promoted(
 def test_a_broken_candidate_fails_in_shadow_and_no_caller_ever_saw_it(
         kube, namespace, operator_cluster, servers, rollout_store, lab_recorder):
     stable, worse = servers["stable"], servers["worse"]
-    create_tracks(kube, namespace, 3)
-    watcher = Watcher(kube, namespace, "don-v3", "Deployment")
+    watcher = create_tracks(kube, namespace, 3)
     lots = Lots(rollout_store, stable.base, lab_recorder)
     body = shadowed("don-v3", 3, stable, worse.base, rollout_store, lab_recorder)
     # the reference set would catch this one too: off, so that the lab's verdict alone decides
@@ -234,8 +241,7 @@ def test_a_broken_candidate_fails_in_shadow_and_no_caller_ever_saw_it(
 def test_the_shadow_deadline_without_lab_results(kube, namespace, operator_cluster, servers,
                                                  rollout_store, tmp_path, on_no_labels, phase):
     stable, good = servers["stable"], servers["good"]
-    create_tracks(kube, namespace, 2)
-    watcher = Watcher(kube, namespace, "don-v2", "Deployment")
+    watcher = create_tracks(kube, namespace, 2)
     with running_recorder(tmp_path, TOKEN) as empty, ReadyDeployments(kube, namespace), \
             Traffic(stable.base, good.base, golden_rows(rollout_store, 2)):
         kube.create_rollout(namespace, shadowed("don-v2", 2, stable, good.base, rollout_store, empty,

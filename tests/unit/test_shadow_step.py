@@ -30,7 +30,7 @@ def shadow_spec(**over):
 def test_the_shadow_step_comes_first_and_says_what_it_needs():
     spec = shadow_spec()
     assert spec.shadow and spec.steps == (10, 100) and spec.shadow.deadline_s == 3600
-    assert spec.lab_gate == LabGateSpec(RECORDER, 30, 0.02, 0.05)
+    assert spec.lab_gate == LabGateSpec(30, 0.02, 0.05, RECORDER)
     assert spec.lab_gate.margin == lab_gate.DEFAULT_MARGIN  # one definition
     assert spec.shadow.on_no_labels == "RollBack"  # no lab evidence is no evidence
     assert spec.shadow.percent == 100
@@ -173,7 +173,7 @@ def test_the_lab_gate_judges_the_recorders_pairs():
 
 def test_a_recorder_that_cannot_be_read_holds_naming_why():
     from tests.net import free_port
-    gate = LabGateSpec(f"http://127.0.0.1:{free_port()}", 30, 0.02, 0.05)
+    gate = LabGateSpec(30, 0.02, 0.05, f"http://127.0.0.1:{free_port()}")
     seen = lab.look(gate, "don", 1, 2, timeout=2)
     assert seen["verdict"] == lab.HOLD and "recorder unreadable" in seen["reason"]
     assert json.dumps(seen)  # goes into the status as it is
