@@ -9,6 +9,7 @@ golden and reference sets (locate.py, golden.py, reference.py), the state machin
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from typing import Callable
 
@@ -230,7 +231,7 @@ class Engine:
             return self._not_started(obj, spec, status, desired,
                                      f"candidate {candidate} is already the stable version")
         snapshot = sources.for_spec(self.kube, router).baseline(endpoints.base_urls(router))
-        share = lambda weight: router.share(weight, found.get("replicas"))  # noqa: E731
+        share = functools.partial(router.share, replicas=found.get("replicas"))
         first = shadow_step.first_step(spec, moment) if spec.shadow else None
         status = self._write(obj, state.start(spec, moment, found, status, share=share,
                                               first_step=first).but(**desired, snapshot=snapshot))
@@ -332,7 +333,7 @@ class Engine:
         if not state.due(status, moment):
             return None
         router = self.router(obj["metadata"]["namespace"], spec)
-        before, share = status, lambda weight: router.share(weight, status.replicas)
+        before, share = status, functools.partial(router.share, replicas=status.replicas)
         if shadow_step.active(status):
             result, figures = shadow_mod.analyse(self.kube, router, spec, status, self._golden,
                                                  self._reference)

@@ -50,10 +50,10 @@ class _Fields:
     """Reads one sub-object's fields by type; a value of the wrong type is a SpecError naming
     spec.<path>.<key>."""
 
-    def __init__(self, values: dict | None, path: str):
+    def __init__(self, values: dict | None, path: str, defaults: dict | None = None):
         if values is not None and not isinstance(values, dict):
             raise SpecError(f"{path} must be an object")
-        self.values, self.path = values or {}, path
+        self.values, self.path = {**(defaults or {}), **(values or {})}, path
 
     def _get(self, key: str):
         value = self.values.get(key)
@@ -104,8 +104,8 @@ class LiveAccuracySpec:
     min_matched: int
 
     @classmethod
-    def parse(cls, values: dict, path: str = "spec.analysis.liveAccuracy") -> LiveAccuracySpec:
-        f = _Fields({**LIVE_ACCURACY_DEFAULTS, **values}, path)
+    def parse(cls, values: dict) -> LiveAccuracySpec:
+        f = _Fields(values, "spec.analysis.liveAccuracy", LIVE_ACCURACY_DEFAULTS)
         return cls(recorder_url=f.required(f.text("recorderUrl"), "recorderUrl"),
                    threshold_ppb=f.integer("thresholdPpb"), window=f.text("window"),
                    max_false_accept_increase=f.number("maxFalseAcceptIncrease"),
@@ -137,8 +137,7 @@ class AnalysisSpec:
                    golden_set=f.flag("goldenSet"), reference_set=f.flag("referenceSet"),
                    max_reference_error_increase=f.number("maxReferenceErrorIncrease"),
                    max_reference_false_accept_increase=f.number("maxReferenceFalseAcceptIncrease"),
-                   live_accuracy=LiveAccuracySpec.parse(_Fields(live, "spec.analysis.liveAccuracy").values)
-                   if live else None)
+                   live_accuracy=LiveAccuracySpec.parse(live) if live else None)
 
 
 @dataclass(frozen=True)

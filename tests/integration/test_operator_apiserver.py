@@ -390,6 +390,9 @@ def test_deployment_engine_splits_replicas_and_promotes(kube, namespace, operato
         kube.create_rollout(namespace, body)
         final = Watcher(kube, namespace, "don-v2", "Deployment").until(record)
     assert final["status"]["phase"] == "Promoted", final["status"]["message"]
+    # the Deployments name versions: the status carries them as integers and no storage URI
+    assert (final["status"]["stableVersion"], final["status"]["candidateVersion"]) == (1, 2)
+    assert "stableStorageUri" not in final["status"] and "candidateStorageUri" not in final["status"]
     # in order, each step's split in whole pods (transient pairs between the scale calls may
     # appear too): 25 % asks for 4 stable + 1 canary, which the status reports as the 20 % it is
     expected = iter([(4, 1), (4, 4), (0, 4), (4, 0)])
