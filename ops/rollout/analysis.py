@@ -1,4 +1,5 @@
-"""Judge one analysis window: each figure against its threshold, then one verdict.
+"""Judge one analysis window: each figure against its threshold, then one verdict. The thresholds
+are decided in one place, spec.AnalysisSpec (from spec.analysis and the contract's defaults).
 
 Verdicts: Pass (every check passed), Fail (some check failed), Inconclusive (no check failed but
 some could not be made: too few requests, canary not serving the candidate yet, stable down).
