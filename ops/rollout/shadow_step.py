@@ -1,4 +1,4 @@
-"""The shadow step of the state machine, free of I/O: status in, one decision and status changes out.
+"""The shadow step of the state machine, free of I/O: a status in, one decision and the status after it out.
 
 While status.stepLabel is "shadow" (status.step 0, weight 0) the candidate answers mirrored copies
 only. Each analysis looks at the lab gate (ops/rollout/lab.py) and at the checks that apply to a
