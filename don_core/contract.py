@@ -68,6 +68,11 @@ MIRROR_OUTCOMES = (MIRROR_SENT, MIRROR_DROPPED, MIRROR_FAILED)
 # The file the stable's server re-reads for its mirror setting ({"url", "percent", "model"}): a
 # ConfigMap mounted at this path, updated in place, so a shadow starts or stops without a restart.
 MIRROR_CONFIG_PATH = "/etc/don-predictor/mirror/mirror.json"
+# The operator's ConfigMap <target>-mirror carries that file (key mirror.json); its shadow
+# Deployment and Service are <target>-shadow, their pods on track "shadow" without the model
+# label, so the model's Service (which selects by model) never sends them callers' requests.
+MIRROR_CONFIGMAP_SUFFIX, SHADOW_SUFFIX, SHADOW_TRACK = "-mirror", "-shadow", "shadow"
+MODEL_LABEL_KEY = "don-predictor.io/model"
 # The operator's Event counter (the RolledBack alert): don_rollout_events_total{namespace,rollout,reason}.
 ROLLOUT_EVENTS_METRIC = "don_rollout_events"
 
@@ -114,6 +119,13 @@ def parse_storage_uri(uri: str) -> tuple[str, str, int]:
 # existed; tests keep the YAML in step with these.
 LIVE_ACCURACY_DEFAULTS: dict = {"thresholdPpb": 1000, "window": "7d", "maxFalseAcceptIncrease": 0.05,
                                 "minMatched": 30}
+# The paired lab gate (don_core.lab_gate reads its defaults here; benchmarks/gates.py chose them).
+LAB_GATE_MIN_PAIRS, LAB_GATE_MARGIN, LAB_GATE_ALPHA = 30, 0.02, 0.05
+# The first step "shadow": the candidate answers mirrored copies only, until the lab gate decides.
+SHADOW_STEP = "shadow"
+# What a shadow with fewer than minPairs lab pairs at its deadline does; the default (first) rolls
+# back: no lab evidence is no evidence.
+ON_NO_LABELS = ("RollBack", "Proceed")
 ROLLOUT_DEFAULTS: dict = {
     "delivery": "Once",
     "mode": "Standard",
@@ -130,6 +142,9 @@ ROLLOUT_DEFAULTS: dict = {
     "endpoints": {"timeoutSeconds": 10},
     "store": {},
     "deployment": {"versionEnv": MODEL_VERSION_ENV},
+    # 72h: lab results arrive hours to days after the predictions
+    "shadow": {"percent": 100, "deadline": "72h", "onNoLabels": ON_NO_LABELS[0]},
+    "labGate": {"minPairs": LAB_GATE_MIN_PAIRS, "margin": LAB_GATE_MARGIN, "alpha": LAB_GATE_ALPHA},
 }
 
 # ---- the recorder's paired figures (GET /v1/pairs): a stable version against its shadow ----------

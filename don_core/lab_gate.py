@@ -40,14 +40,16 @@ from statistics import NormalDist
 import numpy as np
 
 from don_core.artifact import ACCEPT, LAB, REJECT
+from don_core.contract import LAB_GATE_ALPHA, LAB_GATE_MARGIN, LAB_GATE_MIN_PAIRS
 from don_core.reference import FALSE_ACCEPT_LIMIT_PPB
 
 PASS, FAIL, HOLD = "Pass", "Fail", "Hold"
 SEQUENTIAL, FIXED = "sequential", "fixed"
 # Defaults chosen by benchmarks/gates.py on its selection seeds (its README section says how).
-DEFAULT_MARGIN = 0.02
-DEFAULT_ALPHA = 0.05
-DEFAULT_MIN_PAIRS = 30
+# (margin, alpha and minPairs live in don_core.contract: the ModelRollout's labGate defaults too)
+DEFAULT_MARGIN = LAB_GATE_MARGIN
+DEFAULT_ALPHA = LAB_GATE_ALPHA
+DEFAULT_MIN_PAIRS = LAB_GATE_MIN_PAIRS
 DEFAULT_FALSE_ACCEPT_WEIGHT = 0.0  # a false accept's extra charge, in log1p units: off (measured)
 # Below the floor every value counts as the floor: whether a clean lot reads 0 or 40 ppb changes
 # no decision, yet in log1p it is the largest error there is, and the noisiest.

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -77,6 +78,27 @@ def publish_tiny_version(root: Path, model: str = "don-rf", seed: int = 0,
         return store.publish(model, staging, metadata)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_recorder(directory: Path, token: str):
+    """A real prediction recorder (ops/recorder) on loopback with a SQLite file in `directory`;
+    yields its base URL."""
+    import threading
+
+    from ops.recorder.server import Settings, make_server
+    (directory / "token").write_text(token)
+    server, rec = make_server(Settings(db_url=f"sqlite:///{directory / 'recorder.db'}", port=0,
+                                       token_file=str(directory / "token"), metrics_cache_seconds=0,
+                                       retention_interval=3600))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        rec.engine.dispose()
 
 
 @pytest.fixture

@@ -16,8 +16,9 @@ from typing import Callable
 from ops.rollout import analysis as judge_mod
 from ops.rollout import endpoints
 from ops.rollout import golden as golden_mod
-from ops.rollout import live_accuracy, locate, routers, sources, state
+from ops.rollout import live_accuracy, locate, routers, shadow_step, sources, state
 from ops.rollout import reference as reference_mod
+from ops.rollout import shadow as shadow_mod
 from ops.rollout.kube import ApiException, Kube
 from ops.rollout.spec import RolloutSpec, SpecError, parse_spec
 from ops.rollout.status import RolloutStatus
@@ -233,11 +234,12 @@ class Engine:
                                      f"candidate {candidate} is already the stable version")
         snapshot = sources.for_spec(self.kube, router).baseline(endpoints.base_urls(router))
         share = functools.partial(router.share, replicas=found.get("replicas"))
-        status = self._write(obj, state.start(spec, moment, found, status, share=share).but(
-            **desired, snapshot=snapshot))
-        self.emit(obj, "Normal", "Started",
-                  f"rolling out {candidate} on {spec.target} ({spec.mode}): "
-                  f"{status.weight}% to the candidate, steps {list(spec.steps)}")
+        first = shadow_step.first_step(spec, moment) if spec.shadow else None
+        status = self._write(obj, state.start(spec, moment, found, status, share=share,
+                                              first_step=first).but(**desired, snapshot=snapshot))
+        said = status.message if spec.shadow else f"{status.weight}% to the candidate"
+        self.emit(obj, "Normal", "Started", f"rolling out {candidate} on {spec.target} ({spec.mode}): "
+                                            f"{said}, steps {['shadow'] * bool(spec.shadow) + list(spec.steps)}")
         self._apply(obj, spec, status)
         return "Start"
 
@@ -270,7 +272,11 @@ class Engine:
         """Make the serving objects match the status, then record that they do. False while a
         change has to wait (pods that must be ready before others go); the next tick goes on."""
         router, phase = self.router(obj["metadata"]["namespace"], spec), status.phase
-        if phase == "Promoted":
+        if spec.shadow:
+            self._shadow(obj, spec, status)
+        if shadow_step.active(status):  # callers get the stable alone; copies go to the shadow
+            done = router.settle(status)
+        elif phase == "Promoted":
             done = router.promote(status)
         elif phase in ("Delivered", state.WAITING):  # the live version serves 100 %
             done = router.settle(status)
@@ -290,6 +296,18 @@ class Engine:
                 next_check_at=state.stamp(self.clock() + dt.timedelta(seconds=spec.interval_s)))
         self._write(obj, status)
         return True
+
+    def _shadow(self, obj: dict, spec: RolloutSpec, status: RolloutStatus) -> None:
+        """The shadow and the mirror setting exist exactly while the status is in the shadow step
+        (shadow.py); an Event says what was created or removed."""
+        shadow = shadow_mod.Shadow(self.kube, obj["metadata"]["namespace"], spec)
+        if shadow_step.active(status):
+            changed, verb = shadow.ensure(status.replicas or 1, owner_reference(obj)), "created"
+        else:
+            changed, verb = shadow.remove(), "removed"
+        if changed:
+            self.emit(obj, "Normal", "Shadow", f"shadow of version {status.candidate_version}: "
+                                               f"{verb} {', '.join(changed)}")
 
     # ---- progress -------------------------------------------------------------------------
     def _progress(self, obj: dict, spec: RolloutSpec, status: RolloutStatus) -> str | None:
@@ -316,11 +334,16 @@ class Engine:
             return "Resume"
         if not state.due(status, moment):
             return None
-        result, snapshot = self.analyse(obj["metadata"]["namespace"], spec, status)
         router = self.router(obj["metadata"]["namespace"], spec)
-        before = status
-        decision, after = state.decide(status, spec, result, self.clock(),
-                                       share=functools.partial(router.share, replicas=status.replicas))
+        before, share = status, functools.partial(router.share, replicas=status.replicas)
+        if shadow_step.active(status):
+            result, figures = shadow_mod.analyse(self.kube, router, spec, status, self._golden,
+                                                 self._reference)
+            snapshot = status.snapshot
+            decision, after = shadow_step.decide(status, spec, result, figures, self.clock(), share)
+        else:
+            result, snapshot = self.analyse(obj["metadata"]["namespace"], spec, status)
+            decision, after = state.decide(status, spec, result, self.clock(), share=share)
         status = self._write(obj, after.but(
             snapshot=snapshot, reference_stable=result.get("referenceStable") or after.reference_stable))
         kind = "Warning" if decision == "RollBack" or result["verdict"] == judge_mod.FAIL else "Normal"
@@ -328,6 +351,8 @@ class Engine:
             decision, "Held")
         if after.deadline_exceeded and not before.deadline_exceeded:
             reason = "ProgressDeadlineExceeded"
+        elif after.shadow_deadline_exceeded and not before.shadow_deadline_exceeded:
+            reason = "ShadowDeadlineExceeded"
         self.emit(obj, kind, reason, status.message)
         log.info("%s/%s: %s (%s)", obj["metadata"]["namespace"], obj["metadata"]["name"],
                  decision, status.message)

@@ -159,6 +159,34 @@ class Kube:
         self.custom.patch_namespaced_custom_object(group, version, ns, plural, name, patch,
                                                    _content_type=MERGE)
 
+    # The shadow step's objects (ops/rollout/shadow.py): created, replaced and deleted whole
+    def create_configmap(self, ns: str, body: dict) -> None:
+        self.core.create_namespaced_config_map(ns, body)
+
+    def replace_configmap(self, ns: str, name: str, body: dict) -> None:
+        self.core.replace_namespaced_config_map(name, ns, body)
+
+    def get_configmap(self, ns: str, name: str) -> dict:
+        return self.core.api_client.sanitize_for_serialization(
+            self.core.read_namespaced_config_map(name, ns))
+
+    def create_service(self, ns: str, body: dict) -> None:
+        self.core.create_namespaced_service(ns, body)
+
+    def delete(self, kind: str, ns: str, name: str) -> bool:
+        """Deletes a ConfigMap, Service or Deployment (dependents in the background); False when
+        there was none."""
+        delete = {"ConfigMap": self.core.delete_namespaced_config_map,
+                  "Service": self.core.delete_namespaced_service,
+                  "Deployment": self.apps.delete_namespaced_deployment}[kind]
+        try:
+            delete(name, ns, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     # Service discovery for direct scraping
     def service_url(self, ns: str, service: str) -> str | None:
         """http://<clusterIP>:<http port> of a Service (None when it has no ClusterIP)."""

@@ -11,7 +11,7 @@ import copy
 import re
 from dataclasses import dataclass
 
-from don_core.contract import LIVE_ACCURACY_DEFAULTS, ONNX_MIN_AGREEMENT
+from don_core.contract import LIVE_ACCURACY_DEFAULTS, ON_NO_LABELS, ONNX_MIN_AGREEMENT, SHADOW_STEP
 from don_core.contract import ROLLOUT_DEFAULTS as DEFAULTS
 
 MODES = ("Knative", "Standard", "Deployment")
@@ -164,6 +164,7 @@ class EndpointsSpec:
     timeout_s: float
     urls: dict  # side (stable|canary) -> base URL, only those given
     metrics_urls: dict  # side -> /metrics URL, only those given
+    shadow_url: str | None = None  # the shadow step's shadow (shadow.py), when not its Service
 
     @classmethod
     def parse(cls, values: dict) -> EndpointsSpec:
@@ -171,7 +172,8 @@ class EndpointsSpec:
         return cls(model_name=f.text("modelName"), timeout_s=f.number("timeoutSeconds"),
                    urls={side: f.text(f"{side}Url") for side in SIDES if f.text(f"{side}Url")},
                    metrics_urls={side: f.text(f"{side}MetricsUrl") for side in SIDES
-                                 if f.text(f"{side}MetricsUrl")})
+                                 if f.text(f"{side}MetricsUrl")},
+                   shadow_url=f.text("shadowUrl"))
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,40 @@ class CandidateSpec:
 
 
 @dataclass(frozen=True)
+class LabGateSpec:
+    """spec.labGate: the paired lab gate on the recorder's pairs (lab.py, don_core.lab_gate)."""
+    min_pairs: int
+    margin: float
+    alpha: float
+    recorder_url: str | None = None  # required by the shadow step (GET /v1/pairs)
+
+    @classmethod
+    def parse(cls, values: dict) -> LabGateSpec:
+        f = _Fields(values, "spec.labGate")
+        return cls(f.integer("minPairs"), f.number("margin"), f.number("alpha"), f.text("recorderUrl"))
+
+
+@dataclass(frozen=True)
+class ShadowSpec:
+    """spec.shadow: the shadow step, when spec.steps begins with it (shadow_step.py)."""
+    percent: float
+    deadline: str  # as written, for messages
+    deadline_s: int
+    on_no_labels: str  # RollBack | Proceed
+
+    @classmethod
+    def parse(cls, values: dict) -> ShadowSpec:
+        f = _Fields(values, "spec.shadow")
+        spec = cls(percent=f.number("percent"), deadline=f.text("deadline"),
+                   deadline_s=parse_interval(f.text("deadline"), "spec.shadow.deadline"),
+                   on_no_labels=f.text("onNoLabels"))
+        if spec.on_no_labels not in ON_NO_LABELS:
+            raise SpecError(f"spec.shadow.onNoLabels {spec.on_no_labels!r} is not one of "
+                            f"{', '.join(ON_NO_LABELS)}")
+        return spec
+
+
+@dataclass(frozen=True)
 class RolloutSpec:
     target: str
     mode: str
@@ -248,6 +284,8 @@ class RolloutSpec:
     store: StoreSpec
     deployment: DeploymentSpec
     inference_service: dict | None  # the template of the InferenceService the operator creates
+    lab_gate: LabGateSpec
+    shadow: ShadowSpec | None = None  # steps began with "shadow" (then `steps` are the rest)
 
     @property
     def desired(self) -> bool:
@@ -273,10 +311,12 @@ def parse_spec(spec: dict) -> RolloutSpec:
         raise SpecError("spec.candidate needs a version or a storageUri")
     if raw["delivery"] == "Desired" and not candidate.version:
         raise SpecError("spec.delivery Desired needs spec.candidate.version (the desired version)")
+    shadow = _shadow(raw)
     try:
-        steps = tuple(int(s) for s in raw["steps"])
+        steps = tuple(int(s) for s in raw["steps"][1 if shadow else 0:])
     except (TypeError, ValueError):
-        raise SpecError(f"spec.steps {raw['steps']!r} must be a list of percentages") from None
+        raise SpecError(f"spec.steps {raw['steps']!r} must be a list of percentages, after an "
+                        f"optional first {SHADOW_STEP!r}") from None
     if not steps or any(not 1 <= s <= 100 for s in steps):
         raise SpecError(f"spec.steps {list(steps)} must be percentages between 1 and 100")
     if list(steps) != sorted(set(steps)):
@@ -290,4 +330,21 @@ def parse_spec(spec: dict) -> RolloutSpec:
         analysis=AnalysisSpec.parse(raw["analysis"]), metrics=MetricsSpec.parse(raw["metrics"]),
         endpoints=EndpointsSpec.parse(raw["endpoints"]), store=StoreSpec.parse(raw["store"]),
         deployment=DeploymentSpec.parse(raw["deployment"], target),
-        inference_service=raw.get("inferenceService") or None)
+        inference_service=raw.get("inferenceService") or None,
+        lab_gate=LabGateSpec.parse(raw["labGate"]), shadow=shadow)
+
+
+def _shadow(raw: dict) -> ShadowSpec | None:
+    """The shadow step's settings when the steps begin with it, checking what it needs."""
+    steps = list(raw["steps"] or [])
+    if SHADOW_STEP in steps[1:]:
+        raise SpecError(f"spec.steps {steps}: {SHADOW_STEP!r} may only be the first step")
+    if steps[:1] != [SHADOW_STEP]:
+        return None
+    if raw["mode"] != "Deployment":
+        raise SpecError(f"spec.steps: the {SHADOW_STEP} step needs mode Deployment (a KServe "
+                        "InferenceService has no shadow of its own yet)")
+    if not LabGateSpec.parse(raw["labGate"]).recorder_url:
+        raise SpecError("spec.steps: the shadow step needs spec.labGate.recorderUrl (the "
+                        "prediction recorder that pairs the stable's answers with the shadow's)")
+    return ShadowSpec.parse(raw["shadow"])

@@ -84,21 +84,24 @@ def sending(step_weight: int, share: int) -> str:
 
 
 def start(spec, moment: dt.datetime, found: dict, previous: RolloutStatus | None = None,
-          share: Callable[[int], int] = _same) -> RolloutStatus:
+          share: Callable[[int], int] = _same, first_step: dict | None = None) -> RolloutStatus:
     """A fresh rollout from what the router found (`Router.read_state`: the stable and candidate
     versions, their storage URIs where an InferenceService serves them, ...) over `previous` (a
     Desired object's last status: its history goes on).
     `share(step)`: the percent the engine really sends for a step (status.weight); the step's own
-    percent is status.stepWeight, which the routers apply."""
+    percent is status.stepWeight, which the routers apply. `first_step`: other fields of the first
+    step (shadow_step.first_step: step 0, the candidate as a shadow)."""
     first = spec.steps[0]
+    step = dict(message=sending(first, share(first)), step_weight=first, step=1,
+                weight=share(first), step_label=step_label(1, spec.steps), shadow_deadline_at=None)
+    step.update(first_step or {})
     return transition(previous or RolloutStatus(), phase="Progressing", event="Started",
                       moment=moment, last_analysis=None, inconclusive_since=None,
-                      reference_stable=None, deadline_exceeded=None, message=sending(first, share(first)),
-                      step_weight=first, step=1, weight=share(first),
-                      step_label=step_label(1, spec.steps), failed_checks=0, **found,
-                      step_started_at=stamp(moment),
+                      reference_stable=None, deadline_exceeded=None, lab_gate=None,
+                      shadow_deadline_exceeded=None, failed_checks=0,
+                      **found, step_started_at=stamp(moment),
                       next_check_at=stamp(moment + dt.timedelta(seconds=spec.interval_s)),
-                      traffic_applied=False)
+                      traffic_applied=False, **step)
 
 
 def fail(status: RolloutStatus, moment: dt.datetime, message: str) -> RolloutStatus:
@@ -151,7 +154,7 @@ def decide(status: RolloutStatus, spec, result: dict, moment: dt.datetime,
            share: Callable[[int], int] = _same) -> tuple[str, RolloutStatus]:
     """(decision, the status after it) after an analysis: Advance, Promote, Hold or RollBack."""
     verdict, summary = result["verdict"], result["summary"]
-    step = int(status.step or 1)
+    step = 1 if status.step is None else int(status.step)  # 0: the shadow step
     next_check = stamp(moment + dt.timedelta(seconds=spec.interval_s))
     analysis = dict(result, time=stamp(moment), step=step, weight=status.weight)
     decision, after = _decide(status, spec, result, moment, verdict, summary, step, next_check,

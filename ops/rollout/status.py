@@ -41,6 +41,10 @@ class RolloutStatus:
     next_check_at: str | None = None
     inconclusive_since: str | None = None
     deadline_exceeded: bool | None = None
+    # the shadow step (shadow_step.py): its deadline, and the lab gate's last look (lab.py figures)
+    shadow_deadline_at: str | None = None
+    shadow_deadline_exceeded: bool | None = None
+    lab_gate: dict | None = None
     observed_generation: int | None = None
     last_analysis: dict | None = None
     reference_stable: dict | None = None  # the stable's reference figures, once measured

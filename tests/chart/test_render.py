@@ -512,7 +512,8 @@ def test_manual_canary_values_are_refused_with_the_operator(helm, chart_dir):
 def test_rollout_values_are_the_operator_defaults(chart_dir):
     from ops.rollout.spec import DEFAULTS
     values = yaml.safe_load((chart_dir / "values.yaml").read_text())["operator"]["rollout"]
-    assert values == {key: DEFAULTS[key] for key in ("steps", "interval", "progressDeadline", "analysis")}
+    assert values == {key: DEFAULTS[key] for key in ("steps", "interval", "progressDeadline", "shadow",
+                                                     "labGate", "analysis")}
 
 
 def test_replica_split_rule_is_the_operators(helm, chart_dir):
@@ -559,7 +560,10 @@ def test_operator_rbac_is_least_privilege(renders):
     assert rules[("rollouts.don-predictor.io", "modelrollouts/status")] == {"get", "list", "watch", "patch", "update"}
     assert rules[("serving.kserve.io", "inferenceservices")] == {"get", "list", "watch", "create", "patch",
                                                                  "update"}
-    assert rules[("apps", "deployments")] == {"get", "list", "create", "patch", "update"}
+    # deletes only what the shadow step creates: the shadow Deployment and Service, the mirror ConfigMap
+    assert rules[("apps", "deployments")] == {"get", "list", "create", "patch", "update", "delete"}
+    assert rules[("", "services")] == {"get", "list", "create", "delete"}
+    assert rules[("", "configmaps")] == {"get", "create", "update", "delete"}
     assert rules[("", "pods")] == {"get", "list"}
     assert all("*" not in verbs for verbs in rules.values()) and all("*" not in k[1] for k in rules)
     assert not any(r == "secrets" for _, r in rules), "the operator never reads Secrets"
@@ -691,3 +695,42 @@ def test_serving_pods_drain_before_sigterm(renders, case):
     for container in servers:
         assert container["lifecycle"]["preStop"]["exec"]["command"] == [
             "python", "-m", "model_server.drain", "10"]
+
+
+# ---------- the operator's shadow step ----------
+
+@pytest.mark.parametrize("case", ["deployment-s3-everything", "knative-canary", "deployment-pvc"])
+def test_predictors_mount_the_mirror_configmap_optionally_where_the_server_reads_it(renders, case):
+    """The operator's `<target>-mirror` ConfigMap reaches every predictor pod (updates in place:
+    no subPath), and a pod starts without it (optional)."""
+    from pathlib import PurePosixPath
+
+    from don_core.contract import MIRROR_CONFIG_PATH, MIRROR_CONFIGMAP_SUFFIX
+    render = renders[case]
+    predictors = [obj for kind in ("Deployment", "InferenceService") for obj in render.of_kind(kind)
+                  if obj["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "predictor"]
+    assert predictors, case
+    for obj in predictors:
+        for pod in pod_specs(obj) + kserve_pod_specs(obj):
+            [volume] = [v for v in pod["volumes"] if v.get("configMap", {}).get("name", "").endswith(MIRROR_CONFIGMAP_SUFFIX)]
+            assert volume["configMap"]["optional"] is True
+            assert volume["configMap"]["name"] == obj["metadata"]["name"].removesuffix("-canary") + MIRROR_CONFIGMAP_SUFFIX
+            containers = pod.get("containers") or [pod["model"]]  # KServe: the predictor's model
+            mounts = [m for c in containers for m in c.get("volumeMounts", []) if m["name"] == volume["name"]]
+            assert mounts and all(m["mountPath"] == str(PurePosixPath(MIRROR_CONFIG_PATH).parent)
+                                  and "subPath" not in m for m in mounts)
+
+
+def test_stable_predictors_may_reach_a_shadow_and_the_operator_knows_the_recorder(renders):
+    render = renders["kube-1.20-deployment"]
+    policy = render.named("NetworkPolicy", "don-don-predictor-predictor")
+    predictor = {"app.kubernetes.io/component": "predictor"}
+    peers = lambda rules, key: [p.get("podSelector", {}).get("matchLabels", {})  # noqa: E731
+                                for rule in rules if {"port": 8080, "protocol": "TCP"} in rule.get("ports", [])
+                                for p in rule.get(key, [])]
+    assert any(predictor.items() <= m.items() for m in peers(policy["spec"]["ingress"], "from"))
+    assert any(predictor.items() <= m.items() for m in peers(policy["spec"]["egress"], "to"))
+    for rollout in render.of_kind("ModelRollout"):
+        assert rollout["spec"]["labGate"]["recorderUrl"] == \
+            "http://don-don-predictor-recorder.don.svc.cluster.local:8080"
+        assert rollout["spec"]["shadow"]["onNoLabels"] == "RollBack"

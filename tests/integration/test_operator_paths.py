@@ -10,7 +10,6 @@ the wording of intermediate phases.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 import time
 
 import pytest
@@ -18,6 +17,7 @@ import requests
 import yaml
 
 from tests.fixtures_cluster import install_crds
+from tests.fixtures_operator import running_recorder
 from tests.integration import test_operator_apiserver as apiserver
 from tests.integration.test_operator_apiserver import (
     STABLE_URI, ReadyDeployments, Traffic, Watcher, create_isvc, desired_rollout, events,
@@ -248,21 +248,8 @@ TOKEN = "paths-token"
 
 @pytest.fixture
 def recorder(tmp_path):
-    from ops.recorder.server import Settings, make_server
-    token = tmp_path / "token"
-    token.write_text(TOKEN)
-    server, rec = make_server(Settings(db_url=f"sqlite:///{tmp_path / 'recorder.db'}", port=0,
-                                       token_file=str(token), metrics_cache_seconds=0,
-                                       retention_interval=3600))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with running_recorder(tmp_path, TOKEN) as url:
         yield url
-    finally:
-        server.shutdown()
-        server.server_close()
-        rec.engine.dispose()
 
 
 def feed(url: str, predicted: dict[int, float], lots: int = 3, truth_ppb: float = 2000.0) -> None:

@@ -51,9 +51,11 @@ model:
     - {name: tmp, mountPath: /tmp}
     {{- with include "don.apiTokenMount" $ctx }}{{ . | trim | nindent 4 }}{{ end }}
     {{- with include "don.recordsMount" $ctx }}{{ . | trim | nindent 4 }}{{ end }}
+    {{- include "don.mirrorMount" $ctx | nindent 4 }}
 volumes:
   - name: tmp
     emptyDir: {sizeLimit: 256Mi}
   {{- with include "don.apiTokenVolume" $ctx }}{{ . | trim | nindent 2 }}{{ end }}
   {{- with include "don.recordsVolume" $ctx }}{{ . | trim | nindent 2 }}{{ end }}
+  {{- include "don.mirrorVolume" . | nindent 2 }}
 {{- end -}}

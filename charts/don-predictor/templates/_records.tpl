@@ -4,6 +4,11 @@
 {{- printf "%s-recorder" (include "don.fullname" .) -}}
 {{- end -}}
 
+{{/* The recorder's in-cluster base URL (no trailing slash): records, the console, the lab gate. */}}
+{{- define "don.recorderUrl" -}}
+{{- printf "http://%s.%s.svc.cluster.local:%d" (include "don.recorderName" .) .Release.Namespace (int .Values.recorder.port) -}}
+{{- end -}}
+
 {{/* The Secret (key `token`) the recorder checks and the model servers send: never a value in a pod spec. */}}
 {{- define "don.recorderTokenSecretName" -}}
 {{- .Values.recorder.token.existingSecret | default (printf "%s-token" (include "don.recorderName" .)) -}}
@@ -14,7 +19,7 @@
 {{- $r := .Values.recorder -}}
 {{- if $r.enabled }}
 - name: DON_RECORDS_URL
-  value: {{ $r.recordsUrl | default (printf "http://%s.%s.svc.cluster.local:%d/" (include "don.recorderName" .) .Release.Namespace (int $r.port)) | quote }}
+  value: {{ $r.recordsUrl | default (printf "%s/" (include "don.recorderUrl" .)) | quote }}
 - name: DON_RECORDS_TOKEN_FILE
   value: /var/run/secrets/don-records/token
 - name: DON_RECORDS_SAMPLE_RATE

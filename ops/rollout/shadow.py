@@ -1,0 +1,164 @@
+"""The shadow step's objects (Deployment engine): the candidate running beside the stable on
+mirrored copies only, and the mirror setting the stable's servers read.
+
+- Deployment and Service `<target>-shadow`: the canary Deployment's pod template (the candidate as
+  the chart deploys it) on track "shadow" and WITHOUT the model label, so that the model's Service,
+  which selects by model, never sends it a caller's request; DON_MIRROR_CONFIG is emptied so that
+  it never mirrors what it answers (the operator's golden and reference calls) to itself.
+- ConfigMap `<target>-mirror`: `mirror.json` {"url", "percent"}, which the chart mounts into the
+  stable's pods at MIRROR_CONFIG_PATH (optional, no subPath: the kubelet updates it in place and the
+  server re-reads it, model_server/mirror.py), so a shadow starts and stops with no restart.
+The stable's own server sends the copies on every Deployment engine, the HTTPRoute one included: a
+Gateway's RequestMirror copy cannot carry X-Don-Shadow, so its answer would be recorded as served
+and never pair up with the stable's (ops/recorder/pairs.py).
+
+Every object carries an ownerReference to its ModelRollout (garbage-collected with it); `ensure` and
+`remove` are idempotent, so a restarted operator finishes what the status asks for, and one owner
+(the operator) removes them on every way out of the shadow step.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import PurePosixPath
+
+from don_core.contract import (MIRROR_CONFIG_PATH, MIRROR_CONFIGMAP_SUFFIX, MODEL_LABEL_KEY,
+                               SHADOW_SUFFIX, SHADOW_TRACK, TRACK_LABEL)
+from ops.rollout import analysis, endpoints, lab, traffic
+from ops.rollout.kube import ApiException, Kube
+
+MIRROR_KEY = PurePosixPath(MIRROR_CONFIG_PATH).name  # mirror.json, the ConfigMap's one key
+NO_MIRROR = {"name": "DON_MIRROR_CONFIG", "value": ""}  # model_server/mirror.py: no config file
+
+
+def _shadow_labels(labels: dict | None) -> dict:
+    out = {k: v for k, v in (labels or {}).items() if k != MODEL_LABEL_KEY}
+    out[TRACK_LABEL] = SHADOW_TRACK
+    return out
+
+
+def shadow_deployment(canary: dict, name: str, replicas: int, owner: dict) -> dict:
+    """The shadow Deployment: a copy of the canary's, relabelled off the model's Service."""
+    spec = copy.deepcopy(canary.get("spec") or {})
+    spec["replicas"] = int(replicas)
+    spec["selector"] = {"matchLabels": _shadow_labels((spec.get("selector") or {}).get("matchLabels"))}
+    template = spec.setdefault("template", {})
+    meta = template.setdefault("metadata", {})
+    meta["labels"] = _shadow_labels(meta.get("labels"))
+    for container in (template.get("spec") or {}).get("containers") or []:
+        env = [e for e in container.get("env") or [] if e.get("name") != NO_MIRROR["name"]]
+        container["env"] = env + [dict(NO_MIRROR)]
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "labels": _shadow_labels((canary.get("metadata") or {}).get("labels")),
+                         "ownerReferences": [owner]},
+            "spec": spec}
+
+
+def shadow_service(name: str, selector: dict, owner: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "labels": dict(selector), "ownerReferences": [owner]},
+            "spec": {"type": "ClusterIP", "selector": dict(selector),
+                     "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def mirror_configmap(name: str, url: str, percent: float, owner: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "ownerReferences": [owner]},
+            "data": {MIRROR_KEY: json.dumps({"url": url, "percent": percent}, sort_keys=True)}}
+
+
+class Shadow:
+    """The shadow of one ModelRollout's target (spec.deployment names the canary to copy)."""
+
+    def __init__(self, kube: Kube, ns: str, spec):
+        self.kube, self.ns, self.spec = kube, ns, spec
+        self.name = spec.target + SHADOW_SUFFIX
+        self.mirror_name = spec.target + MIRROR_CONFIGMAP_SUFFIX
+        self.canary_name = spec.deployment.canary
+
+    @property
+    def url(self) -> str:
+        """What the stable's servers send copies to: spec.endpoints.shadowUrl, else the Service."""
+        return self.spec.endpoints.shadow_url or f"http://{self.name}.{self.ns}.svc"
+
+    def analysis_url(self) -> str:
+        """Where the operator calls the shadow: its Service by ClusterIP (no cluster DNS needed)."""
+        if self.spec.endpoints.shadow_url:
+            return self.url
+        try:
+            return self.kube.service_url(self.ns, self.name) or self.url
+        except ApiException:
+            return self.url
+
+    def ensure(self, replicas: int, owner: dict) -> list[str]:
+        """Creates what is missing and writes the mirror setting; what was created, for the Event."""
+        created = []
+        try:
+            found = self.kube.raw_deployment(self.ns, self.name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            canary = self.kube.raw_deployment(self.ns, self.canary_name)
+            found = self.kube.create_deployment(self.ns, shadow_deployment(canary, self.name, replicas, owner))
+            created.append(f"Deployment {self.name}")
+        try:  # on its own: an operator stopped between the two creates finishes here
+            self.kube.create_service(self.ns, shadow_service(
+                self.name, found["spec"]["selector"]["matchLabels"], owner))
+            created.append(f"Service {self.name}")
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        body = mirror_configmap(self.mirror_name, self.url, self.spec.shadow.percent, owner)
+        try:
+            if self.kube.get_configmap(self.ns, self.mirror_name).get("data") != body["data"]:
+                self.kube.replace_configmap(self.ns, self.mirror_name, body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.kube.create_configmap(self.ns, body)
+            created.append(f"ConfigMap {self.mirror_name}")
+        return created
+
+    def not_ready(self) -> str | None:
+        """Why the shadow cannot answer yet (None once its pods are ready, or with shadowUrl)."""
+        if self.spec.endpoints.shadow_url:
+            return None
+        try:
+            found = self.kube.raw_deployment(self.ns, self.name)
+        except ApiException as exc:
+            return f"Deployment {self.name}: {exc.status} {exc.reason}"
+        wanted = int((found.get("spec") or {}).get("replicas") or 0)
+        if traffic.deployment_ready(found, wanted):
+            return None
+        return f"the shadow's pods are starting (Deployment {self.name})"
+
+    def remove(self) -> list[str]:
+        """Clears the mirror setting first (the stable stops copying), then the shadow itself."""
+        return [f"{kind} {name}" for kind, name in (("ConfigMap", self.mirror_name),
+                                                    ("Deployment", self.name), ("Service", self.name))
+                if self.kube.delete(kind, self.ns, name)]
+
+
+def analyse(kube: Kube, router, spec, status, golden, reference) -> tuple[dict, dict]:
+    """(judged checks, the lab gate's figures) of one look at the shadow: the lab gate, and the
+    controller's served-correctly (`golden(spec, status, url)`) and reference-set checks
+    (`reference(spec, status, stable_url, url)`) on the shadow; no traffic figures (callers send
+    the shadow nothing)."""
+    figures = lab.look(spec.lab_gate, spec.model_name, status.stable_version,
+                       status.candidate_version, spec.endpoints.timeout_s)
+    shadow = Shadow(kube, router.ns, spec)
+    waiting = shadow.not_ready()
+    if waiting:
+        ready = {"name": "shadowReady", "value": None, "threshold": None,
+                 "result": analysis.INCONCLUSIVE, "note": waiting}
+        return analysis.add_checks({"checks": [], "canary": {}, "stable": {}},
+                                   [ready, lab.check(figures)]), figures
+    url = shadow.analysis_url()
+    stable_url = endpoints.direct_urls(kube, router, endpoints.base_urls(router))[0]
+    result = analysis.judge(
+        spec.analysis, {"error": "not measured on a shadow"}, None,
+        golden(spec, status, url) if spec.analysis.golden_set else None,
+        status.candidate_version,
+        reference(spec, status, stable_url, url) if spec.analysis.reference_set else None)
+    kept = [c for c in result["checks"] if c["name"] != "metrics"]
+    return analysis.add_checks(dict(result, checks=kept), [lab.check(figures)]), figures
