@@ -79,12 +79,13 @@ def _walk(lines: list[str]):
 
 
 def _split_top(text: str, separator: str) -> list[str]:
-    """`text` split at `separator` outside brackets and quotes."""
+    """`text` split at `separator` outside brackets and quotes (a quote opens a scalar only at
+    its start: the apostrophe in `the stable's requests` is text)."""
     parts, depth, quote, start = [], 0, None, 0
     for i, char in enumerate(text):
         if quote:
             quote = None if char == quote else quote
-        elif char in "\"'":
+        elif char in "\"'" and text[:i].rstrip()[-1:] in ("", ",", "{", "[", ":"):
             quote = char
         elif char in "[{":
             depth += 1

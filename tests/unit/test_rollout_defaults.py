@@ -23,7 +23,11 @@ def test_a_changed_or_new_default_is_written_and_the_layout_kept():
     defaults["action"] = "Abort"                           # a property that has no default yet
     defaults["analysis"]["liveAccuracy"]["window"] = "30d"
     defaults["notInTheCrd"] = 3                            # a field the CRD lacks yet: left alone
-    props = _spec_props(gen.crd_text(crd, defaults))
+    defaults["shadow"]["percent"] = 50                     # a flow mapping whose text has an apostrophe
+    written = gen.crd_text(crd, defaults)
+    props = _spec_props(written)
+    assert props["shadow"]["properties"]["percent"]["default"] == 50
+    assert all(line.count("default:") <= 1 for line in written.splitlines()), "a default written twice"
     assert props["analysis"]["properties"]["minSuccessRate"]["default"] == 0.95
     assert props["steps"]["default"] == [5, 100] and props["action"]["default"] == "Abort"
     assert props["analysis"]["properties"]["liveAccuracy"]["properties"]["window"]["default"] == "30d"
