@@ -76,19 +76,16 @@ class Shadow:
         self.mirror_name = spec.target + MIRROR_CONFIGMAP_SUFFIX
         self.canary_name = spec.deployment.canary
 
-    @property
     def url(self) -> str:
-        """What the stable's servers send copies to: spec.endpoints.shadowUrl, else the Service."""
-        return self.spec.endpoints.shadow_url or f"http://{self.name}.{self.ns}.svc"
-
-    def analysis_url(self) -> str:
-        """Where the operator calls the shadow: its Service by ClusterIP (no cluster DNS needed)."""
+        """Where the stable's servers send copies and the operator calls the shadow:
+        spec.endpoints.shadowUrl, else the shadow Service by its ClusterIP (clusters without
+        cluster DNS too), else its DNS name."""
         if self.spec.endpoints.shadow_url:
-            return self.url
+            return self.spec.endpoints.shadow_url
         try:
-            return self.kube.service_url(self.ns, self.name) or self.url
+            return self.kube.service_url(self.ns, self.name) or f"http://{self.name}.{self.ns}.svc"
         except ApiException:
-            return self.url
+            return f"http://{self.name}.{self.ns}.svc"
 
     def ensure(self, replicas: int, owner: dict) -> list[str]:
         """Creates what is missing and writes the mirror setting; what was created, for the Event."""
@@ -108,7 +105,7 @@ class Shadow:
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        body = mirror_configmap(self.mirror_name, self.url, self.spec.shadow.percent, owner)
+        body = mirror_configmap(self.mirror_name, self.url(), self.spec.shadow.percent, owner)
         try:
             if self.kube.get_configmap(self.ns, self.mirror_name).get("data") != body["data"]:
                 self.kube.replace_configmap(self.ns, self.mirror_name, body)
@@ -153,7 +150,7 @@ def analyse(kube: Kube, router, spec, status, golden, reference) -> tuple[dict, 
                  "result": analysis.INCONCLUSIVE, "note": waiting}
         return analysis.add_checks({"checks": [], "canary": {}, "stable": {}},
                                    [ready, lab.check(figures)]), figures
-    url = shadow.analysis_url()
+    url = shadow.url()
     stable_url = endpoints.direct_urls(kube, router, endpoints.base_urls(router))[0]
     result = analysis.judge(
         spec.analysis, {"error": "not measured on a shadow"}, None,
