@@ -369,3 +369,19 @@ def test_promtool_checks_and_unit_tests_every_alert(rules, promtool, tmp_path):
     (tmp_path / "tests.yaml").write_text(yaml.safe_dump({"rule_files": ["rules.yaml"], "tests": tests[:1]}))
     assert subprocess.run([promtool, "test", "rules", "tests.yaml"], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path).returncode != 0
+
+
+def test_the_operator_reaches_the_recorder_at_the_records_url():
+    """The lab gate (and live accuracy) read the recorder: the ModelRollouts carry the URL the
+    model servers send to (recorder.recordsUrl: clusters without cluster DNS), and the policies let
+    the operator through to the recorder's port, both ways."""
+    render = render_case(Case("recorder-operator-deployment", (
+        "--set", "serving.engine=deployment", "--set", "operator.enabled=true", "--set", "recorder.enabled=true",
+        "--set", "recorder.token.value=t", "--set", "recorder.port=9000",
+        "--set", "recorder.recordsUrl=http://10.96.0.9:9000/")))
+    for rollout in render.of_kind("ModelRollout"):
+        assert rollout["spec"]["labGate"]["recorderUrl"] == "http://10.96.0.9:9000"
+    operator_labels = render.named("Deployment", f"{FULL}-operator")["spec"]["template"]["metadata"]["labels"]
+    recorder_labels = render.named("Deployment", f"{FULL}-recorder")["spec"]["template"]["metadata"]["labels"]
+    assert _allows(render.named("NetworkPolicy", f"{FULL}-operator")["spec"]["egress"], "to", recorder_labels, 9000)
+    assert _allows(render.named("NetworkPolicy", f"{FULL}-recorder")["spec"]["ingress"], "from", operator_labels, 9000)

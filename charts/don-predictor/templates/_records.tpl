@@ -4,9 +4,14 @@
 {{- printf "%s-recorder" (include "don.fullname" .) -}}
 {{- end -}}
 
-{{/* The recorder's in-cluster base URL (no trailing slash): records, the console, the lab gate. */}}
+{{/* The recorder's in-cluster base URL (no trailing slash): records, the console, the lab gate;
+recorder.recordsUrl when set (clusters without cluster DNS), else the Service's DNS name. */}}
 {{- define "don.recorderUrl" -}}
+{{- with .Values.recorder.recordsUrl -}}
+{{- trimSuffix "/" . -}}
+{{- else -}}
 {{- printf "http://%s.%s.svc.cluster.local:%d" (include "don.recorderName" .) .Release.Namespace (int .Values.recorder.port) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The Secret (key `token`) the recorder checks and the model servers send: never a value in a pod spec. */}}
@@ -19,7 +24,7 @@
 {{- $r := .Values.recorder -}}
 {{- if $r.enabled }}
 - name: DON_RECORDS_URL
-  value: {{ $r.recordsUrl | default (printf "%s/" (include "don.recorderUrl" .)) | quote }}
+  value: {{ printf "%s/" (include "don.recorderUrl" .) | quote }}
 - name: DON_RECORDS_TOKEN_FILE
   value: /var/run/secrets/don-records/token
 - name: DON_RECORDS_SAMPLE_RATE
