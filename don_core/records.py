@@ -169,8 +169,3 @@ def spectra_sha256(matrix: np.ndarray) -> list[str]:
     view, sha256 = memoryview(data).cast("B"), hashlib.sha256
     return [sha256(view[at:at + step]).hexdigest() for at in range(0, len(view), step)]
 
-
-# Counters the model server exports about records and input drift (Prometheus appends _total).
-# The chart's alerts and dashboard (charts/don-predictor/templates/monitoring.yaml) query them.
-RECORDS_DROPPED_METRIC = "don_records_dropped"  # records that could not be delivered to the recorder
-OUT_OF_DISTRIBUTION_METRIC = "don_out_of_distribution_rows"  # {model, version}: rows flagged out of distribution

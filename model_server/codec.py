@@ -11,26 +11,18 @@ from typing import Mapping, NamedTuple
 import numpy as np
 import orjson
 
-from don_core.contract import INPUT_NAME, OUTPUT_NAME, SAMPLE_ID_INPUT, V1_SAMPLE_IDS
-from don_core.schema import N_BANDS, REFLECTANCE_RANGE
+from don_core.contract import (INPUT_NAME, OUT_OF_DISTRIBUTION_OUTPUT, OUTLIER_SCORE_OUTPUT,
+                               OUTPUT_NAME, PPB_LOWER_OUTPUT, PPB_UPPER_OUTPUT, SAMPLE_ID_INPUT,
+                               V1_OUTPUTS_PARAMETER, V1_SAMPLE_IDS, decision_output)
+from don_core.schema import DECISION_THRESHOLDS_PPB, N_BANDS, REFLECTANCE_RANGE
 
-# Outputs served only when a request names them (V2 "outputs", V1 parameters.outputs); a request
-# that names none gets exactly the ppb response KServe clients know. The calibrated ones exist
-# when the version has a calibration, the drift ones when it has a drift reference.
-PPB_LOWER, PPB_UPPER = "ppb_lower", "ppb_upper"
-OUTLIER_SCORE, OUT_OF_DISTRIBUTION = "outlier_score", "out_of_distribution"
-DRIFT_OUTPUTS = (OUTLIER_SCORE, OUT_OF_DISTRIBUTION)
-V1_OUTPUTS_PARAMETER = "outputs"
-HEADER_LENGTH = "inference-header-content-length"
+# The optional outputs (names in don_core.contract): the calibrated ones exist when the version
+# has a calibration, the drift ones when it has a drift reference.
+DRIFT_OUTPUTS = (OUTLIER_SCORE_OUTPUT, OUT_OF_DISTRIBUTION_OUTPUT)
 # The input datatypes a spectra tensor may have (REST JSON, REST binary and gRPC alike; the
 # OpenAPI body schema lists the same, see request_schemas)
 V2_DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 MAX_SAMPLE_ID_CHARS = 256
-
-
-def decision_output(limit_ppb: int) -> str:
-    """accept | reject | lab at one calibrated limit, e.g. decision_1000."""
-    return f"decision_{limit_ppb}"
 
 
 class ClientError(Exception):
@@ -170,7 +162,8 @@ def _v1_outputs(doc: dict) -> list[RequestedOutput]:
     names = params[V1_OUTPUTS_PARAMETER]
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise ClientError(400, f'parameters.{V1_OUTPUTS_PARAMETER} must be a list of output '
-                               'names, e.g. ["decision_1000", "ppb_lower", "ppb_upper"]')
+                               f'names, e.g. ["{decision_output(DECISION_THRESHOLDS_PPB[0])}", '
+                               f'"{PPB_LOWER_OUTPUT}", "{PPB_UPPER_OUTPUT}"]')
     return _unique([RequestedOutput(n) for n in names if n != OUTPUT_NAME])
 
 
@@ -485,7 +478,7 @@ def check_outputs(outputs: list[RequestedOutput], available: Mapping[str, str]) 
             if out.name in DRIFT_OUTPUTS:
                 hint = (" (this version has no drift reference: it was published before "
                         "outlier scores existed)")
-            elif PPB_LOWER not in available:
+            elif PPB_LOWER_OUTPUT not in available:
                 hint = " (decisions and intervals need a version trained with calibration)"
             raise ClientError(400, f"unknown output {out.name!r}; this model version has "
                                    f"outputs {', '.join(available)}{hint}")
@@ -569,8 +562,9 @@ def v1_body_schema(valid_range: tuple[float, float] = REFLECTANCE_RANGE,
         "instances": instances,
         "parameters": {"type": "object", "properties": {V1_OUTPUTS_PARAMETER: {
             "type": "array", "items": names,
-            "description": "extra outputs: decision_<limit>, ppb_lower, ppb_upper, "
-                           f"{OUTLIER_SCORE}, {OUT_OF_DISTRIBUTION}"}}}}}
+            "description": f"extra outputs: {decision_output('<limit>')}, {PPB_LOWER_OUTPUT}, "
+                           f"{PPB_UPPER_OUTPUT}, {OUTLIER_SCORE_OUTPUT}, "
+                           f"{OUT_OF_DISTRIBUTION_OUTPUT}"}}}}}
 
 
 def v2_body_schema(valid_range: tuple[float, float] = REFLECTANCE_RANGE,
