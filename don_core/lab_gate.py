@@ -39,7 +39,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from don_core.artifact import ACCEPT, LAB, REJECT
+from don_core.calibration import ACCEPT, LAB, REJECT
 from don_core.accuracy import FALSE_ACCEPT_LIMIT_PPB, log1p_errors
 
 PASS, FAIL, HOLD = "Pass", "Fail", "Hold"

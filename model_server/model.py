@@ -15,9 +15,9 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from don_core.artifact import (DECISION_FILE, GOLDEN_FILE, LEGACY_DECISION_SCORE,
-                               NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY, SCORE_HEAD,
-                               ArtifactError, Calibration, decision_score, read_golden,
-                               reference_rows, verify_version_dir)
+                               NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY, ArtifactError,
+                               decision_score, read_golden, reference_rows, verify_version_dir)
+from don_core.calibration import SCORE_HEAD, Calibration
 from don_core.drift import SCORE_LIMIT, DriftReference, DriftWindow, read_reference
 from don_core.contract import (CLIENT_ERROR, INPUT_NAME, MAX_BATCH_ROWS, ONNX_ATOL_PPB,
                                ONNX_MIN_AGREEMENT, ONNX_RTOL, OUT_OF_DISTRIBUTION_OUTPUT,
