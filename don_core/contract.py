@@ -39,7 +39,7 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # answer with shadow=True and never mirrors it further.
 SHADOW_HEADER = "X-Don-Shadow"
 # V2 binary tensors (KServe's extension): the length of the JSON part before the tensor bytes.
-BINARY_HEADER_LENGTH_HEADER = "inference-header-content-length"
+BINARY_HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
 
 # ---- the server's Prometheus metrics the operator and the alerts query -------------------------
 REQUESTS_METRIC = "don_requests"  # a Counter: exposed and queried as don_requests_total

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from kserve import Model
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest
 
 from don_core.artifact import (DECISION_FILE, GOLDEN_FILE, LEGACY_DECISION_SCORE,
                                NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY, ArtifactError,
@@ -390,20 +390,10 @@ class DonModel(Model):
         except codec.ClientError as exc:
             self.metrics.request("grpc", CLIENT_ERROR, time.perf_counter() - started)
             raise InvalidInput(exc.message) from None
-        infer_outputs = []
-        # gRPC answers every output as raw bytes (raw_output_contents is all or nothing)
-        for name, values in outputs.items():
-            datatype = self.output_types[name]
-            out = InferOutput(name=name, shape=[len(values)], datatype=datatype)
-            if datatype == "BYTES":
-                out.set_data_from_numpy(np.array([v.encode() for v in values], dtype=object))
-            else:
-                out.set_data_from_numpy(values.astype(np.bool_ if datatype == "BOOL"
-                                                      else np.float32))
-            infer_outputs.append(out)
+        response = codec.encode_infer_response(outputs, self.output_types, payload.id or "",
+                                               self.name, self.version)
         self.metrics.request("grpc", SUCCESS, time.perf_counter() - started)
-        return InferResponse(response_id=payload.id or "", model_name=self.name,
-                             model_version=self.version, infer_outputs=infer_outputs)
+        return response
 
     def get_input_types(self):
         return [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, N_BANDS]}]
