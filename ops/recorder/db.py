@@ -55,12 +55,15 @@ predictions = sa.Table(
     sa.Index("ix_predictions_request_row", "request_id", "row"),
 )
 
+# The longest text of a lab result (its columns' widths; labresults checks imports against them).
+LAB_TEXT_LIMITS = {"sample_id": TEXT_LIMITS["sample_id"], "method": 100}
+
 lab_results = sa.Table(
     "lab_results", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("sample_id", sa.String(TEXT_LIMITS["sample_id"]), nullable=False),
+    sa.Column("sample_id", sa.String(LAB_TEXT_LIMITS["sample_id"]), nullable=False),
     sa.Column("vomitoxin_ppb", sa.Float(), nullable=False),
-    sa.Column("method", sa.String(100), nullable=False),
+    sa.Column("method", sa.String(LAB_TEXT_LIMITS["method"]), nullable=False),
     sa.Column("measured_at", sa.DateTime(), nullable=False),
     sa.Column("imported_at", sa.DateTime(), nullable=False),
     sa.UniqueConstraint("sample_id", "method", "measured_at", name="uq_lab_results_measurement"),
