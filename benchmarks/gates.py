@@ -46,8 +46,8 @@ from sklearn.metrics import r2_score  # noqa: E402
 from sklearn.model_selection import RepeatedStratifiedKFold  # noqa: E402
 
 from don_core import lab_gate  # noqa: E402
-from don_core.reference import (DEFAULT_FRACTION, false_accept_rate, in_reference,  # noqa: E402
-                                log1p_mae)
+from don_core.accuracy import false_accept_rate, log1p_mae  # noqa: E402
+from don_core.reference import DEFAULT_FRACTION, in_reference  # noqa: E402
 from ops.rollout.golden import relative_increase  # noqa: E402
 from training_job.data import load_dataset  # noqa: E402
 from training_job.evaluate import strata  # noqa: E402

@@ -40,7 +40,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.serve import REAL_DATA, BenchError, Server, free_port  # noqa: E402
+from benchmarks.loopback import BenchError, Server  # noqa: E402
+from benchmarks.serve import REAL_DATA  # noqa: E402
+from tests.net import free_port  # noqa: E402
 from don_core.contract import MIRROR_REQUESTS_METRIC  # noqa: E402
 
 GOAL = 0.05  # mirroring adds at most 5 % to CPU per request (and, beside it, to p50 / p99)

@@ -12,7 +12,7 @@ import streamlit as st
 
 from console.services import models, monitoring, predict, rollouts
 from console.services.common import ConsoleError, Settings
-from don_core.artifact import ACCEPT, LAB, REJECT
+from don_core.calibration import ACCEPT, LAB, REJECT
 from don_core.contract import OUT_OF_DISTRIBUTION_OUTPUT, decision_output
 from don_core.schema import DECISION_THRESHOLDS_PPB
 from ops.rollout.client import ACTIONS

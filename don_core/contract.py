@@ -15,6 +15,8 @@ OUTPUT_NAME = "ppb"     # float32 [n], predictions clipped at 0
 # V2 an optional BYTES input tensor of this name, shape [n]; V1 a list beside "instances".
 SAMPLE_ID_INPUT = "sample_id"
 V1_SAMPLE_IDS = "sample_ids"
+# V1: the request parameter that names the optional outputs below (V2 names them in "outputs").
+V1_OUTPUTS_PARAMETER = "outputs"
 
 # ---- outputs ----------------------------------------------------------------------------------
 # Outputs served only when a request names them (V2 "outputs", V1 parameters.outputs); a request
@@ -36,6 +38,8 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # Marks a request as the stable's mirrored copy to a shadow (value "1"): the shadow records its
 # answer with shadow=True and never mirrors it further.
 SHADOW_HEADER = "X-Don-Shadow"
+# V2 binary tensors (KServe's extension): the length of the JSON part before the tensor bytes.
+BINARY_HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
 
 # ---- the server's Prometheus metrics the operator and the alerts query -------------------------
 REQUESTS_METRIC = "don_requests"  # a Counter: exposed and queried as don_requests_total

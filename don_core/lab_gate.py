@@ -8,7 +8,7 @@ error, in the scale the models are trained on, plus a charge for each false acce
             + false_accept_weight * (candidate accepts - stable accepts), on lots above the limit
 
 (a lot is accepted when its served decision is "accept", or without decisions when its
-prediction is at or below the limit, as don_core.reference.false_accept_rate counts it). The gate
+prediction is at or below the limit, as don_core.accuracy.false_accept_rate counts it). The gate
 bounds the mean score: Fail when its lower bound is above `margin` (the candidate is worse by more
 than the margin), Pass when its upper bound is at or below it (worse by at most the margin),
 otherwise Hold; below `min_pairs` pairs it always holds.
@@ -39,9 +39,9 @@ from statistics import NormalDist
 
 import numpy as np
 
-from don_core.artifact import ACCEPT, LAB, REJECT
+from don_core.accuracy import FALSE_ACCEPT_LIMIT_PPB, log1p_errors
+from don_core.calibration import ACCEPT, LAB, REJECT
 from don_core.contract import LAB_GATE_ALPHA, LAB_GATE_MARGIN, LAB_GATE_MIN_PAIRS
-from don_core.reference import FALSE_ACCEPT_LIMIT_PPB
 
 PASS, FAIL, HOLD = "Pass", "Fail", "Hold"
 SEQUENTIAL, FIXED = "sequential", "fixed"
@@ -93,9 +93,9 @@ def lot_scores(stable, candidate, truth, *, limit_ppb: float = FALSE_ACCEPT_LIMI
     else:
         s_acc, c_acc = (_accepts(d, name, len(t)) for d, name in
                         ((stable_decisions, "stable"), (candidate_decisions, "candidate")))
-    lt = np.log1p(np.maximum(t, floor_ppb))
-    extra = (np.abs(np.log1p(np.maximum(c, floor_ppb)) - lt)
-             - np.abs(np.log1p(np.maximum(s, floor_ppb)) - lt))
+    floored = np.maximum(t, floor_ppb)
+    extra = (log1p_errors(np.maximum(c, floor_ppb), floored)
+             - log1p_errors(np.maximum(s, floor_ppb), floored))
     added = (t > limit_ppb) * (c_acc.astype(float) - s_acc.astype(float))
     return extra + false_accept_weight * added
 
@@ -146,9 +146,8 @@ def judge(stable, candidate, truth, *, margin: float = DEFAULT_MARGIN,
     sd = float(scores.std(ddof=1)) if n > 1 else 0.0
     width = float(half_width(sd, n, alpha, method, horizon))
     lower, upper = mean - width, mean + width
-    figures["meanExtraLog1pError"] = float(np.mean(
-        np.abs(np.log1p(np.asarray(candidate, float)) - np.log1p(t))
-        - np.abs(np.log1p(np.asarray(stable, float)) - np.log1p(t))))
+    figures["meanExtraLog1pError"] = float(np.mean(log1p_errors(candidate, t)
+                                                   - log1p_errors(stable, t)))
     bound = f"mean score {mean:+.4f} (bounds {lower:+.4f} .. {upper:+.4f}) on {n} pairs"
     if n < min_pairs:
         return GateResult(HOLD, n, mean, lower, upper,

@@ -17,6 +17,8 @@ one of two bodies, both read by `record_dicts` (the one reader):
 from __future__ import annotations
 
 import hashlib
+import types
+import typing
 from dataclasses import MISSING, dataclass, fields
 
 import numpy as np
@@ -53,7 +55,7 @@ class PredictionRecord:
     def to_dict(self) -> dict:
         # getattr, not dataclasses.asdict: asdict deep-copies every value (about 20 us a record
         # against 1 us)
-        return {name: value for name in _FIELD_NAMES if (value := getattr(self, name)) is not None}
+        return {name: value for name in RECORD_FIELDS if (value := getattr(self, name)) is not None}
 
     @classmethod
     def from_dict(cls, data: dict) -> PredictionRecord:
@@ -70,16 +72,35 @@ class PredictionRecord:
         return cls(**data)
 
 
-_FIELD_NAMES = tuple(f.name for f in fields(PredictionRecord))
+# The record schema, one home: the server writes it, the recorder checks it and stores it as the
+# columns of its `predictions` table (ops/recorder/db.py), in this order.
+RECORD_FIELDS = tuple(f.name for f in fields(PredictionRecord))
+REQUIRED_FIELDS = tuple(f.name for f in fields(PredictionRecord) if f.default is MISSING)
+
+
+def _base_type(hint) -> type:
+    """str for `str | None`, list for `list[float] | None`."""
+    if isinstance(hint, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return typing.get_origin(hint) or hint
+
+
+FIELD_TYPES: dict[str, type] = {name: _base_type(hint) for name, hint in
+                                typing.get_type_hints(PredictionRecord).items()}
+# The most characters a text field may hold (the recorder's column widths and its checks; a
+# model is a Kubernetes object name).
+TEXT_LIMITS = {"model": 253, "request_id": 200, "spectrum_sha256": 64, "trace_id": 64,
+               "caller": 200, "sample_id": 200}
+assert {name for name, kind in FIELD_TYPES.items() if kind is str} - {"time"} == set(TEXT_LIMITS)
 
 # The column form: which record fields are given once per request, which once per row (the rest,
-# model and version, once per event; `row` is implicit: the index within the request).
+# EVENT_FIELDS, once per event; `row` is implicit: the index within the request).
+EVENT_FIELDS = ("model", "version")
 REQUEST_COLUMNS = ("time", "request_id", "trace_id", "caller", "shadow")
-ROW_COLUMNS = ("predicted_ppb", "spectrum_sha256", "sample_id", "outlier_score",
-               "out_of_distribution", "spectrum")
+ROW_COLUMNS = tuple(name for name in RECORD_FIELDS
+                    if name not in EVENT_FIELDS + REQUEST_COLUMNS + ("row",))
 _ROWS_PER_REQUEST = "rows"
-_REQUIRED_COLUMNS = {"time", "request_id", "predicted_ppb", "spectrum_sha256"}
-assert set(REQUEST_COLUMNS + ROW_COLUMNS) | {"model", "version", "row"} == set(_FIELD_NAMES)
+_REQUIRED_COLUMNS = set(REQUIRED_FIELDS) - set(EVENT_FIELDS) - {"row"}
 
 
 def records_body(model: str, version: int, requests: dict, rows: dict) -> dict:
@@ -143,7 +164,7 @@ def record_dicts(doc) -> list:
             columns[name] = values
     per_request = [name for name in REQUEST_COLUMNS if name in columns]
     per_row = [name for name in ROW_COLUMNS if name in columns]
-    head = {"model": doc.get("model"), "version": doc.get("version")}
+    head = {name: doc.get(name) for name in EVENT_FIELDS}
     out, at = [], 0
     for r, n in enumerate(sizes):
         shared = {**head, **{name: columns[name][r] for name in per_request}}
@@ -169,8 +190,3 @@ def spectra_sha256(matrix: np.ndarray) -> list[str]:
     view, sha256 = memoryview(data).cast("B"), hashlib.sha256
     return [sha256(view[at:at + step]).hexdigest() for at in range(0, len(view), step)]
 
-
-# Counters the model server exports about records and input drift (Prometheus appends _total).
-# The chart's alerts and dashboard (charts/don-predictor/templates/monitoring.yaml) query them.
-RECORDS_DROPPED_METRIC = "don_records_dropped"  # records that could not be delivered to the recorder
-OUT_OF_DISTRIBUTION_METRIC = "don_out_of_distribution_rows"  # {model, version}: rows flagged out of distribution

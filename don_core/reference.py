@@ -16,7 +16,7 @@ import json
 import numpy as np
 
 from don_core.records import spectrum_sha256
-from don_core.schema import DECISION_THRESHOLDS_PPB, ID_COLUMN, N_BANDS
+from don_core.schema import ID_COLUMN, N_BANDS
 
 REFERENCE_FILE = "reference.json"
 FORMAT_VERSION = 1
@@ -24,7 +24,6 @@ DEFAULT_FRACTION = 0.10
 MAX_FRACTION = 0.5
 HASH = "sha256"
 SPECTRUM_KEY = "spectrum_sha256"  # the key of rows without an id column
-FALSE_ACCEPT_LIMIT_PPB = DECISION_THRESHOLDS_PPB[0]
 _SCALE = float(1 << 64)
 
 
@@ -111,17 +110,3 @@ def fingerprint(doc: dict) -> str:
 def dump_reference(doc: dict) -> bytes:
     return (json.dumps(doc) + "\n").encode()
 
-
-def log1p_mae(predictions, targets) -> float:
-    """Mean absolute error in log1p(ppb), the scale the models are trained on."""
-    p = np.clip(np.asarray(predictions, dtype=float), 0.0, None)
-    t = np.clip(np.asarray(targets, dtype=float), 0.0, None)
-    return float(np.mean(np.abs(np.log1p(p) - np.log1p(t))))
-
-
-def false_accept_rate(targets, predictions, limit: float = FALSE_ACCEPT_LIMIT_PPB) -> float:
-    """Share of contaminated samples (true above `limit`) predicted at or below it (accepted);
-    NaN when no sample is above the limit."""
-    t, p = np.asarray(targets, dtype=float), np.asarray(predictions, dtype=float)
-    truth = t > limit
-    return float(np.mean(p[truth] <= limit)) if truth.any() else float("nan")

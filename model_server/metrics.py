@@ -19,9 +19,14 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client import exposition as prometheus_exposition
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from don_core.contract import (CLIENT_ERROR, LATENCY_METRIC, MIRROR_OUTCOMES,
-                               MIRROR_REQUESTS_METRIC, MODEL_LABEL, OUTCOME_LABEL, OUTCOMES,
-                               PROTOCOL_LABEL, REQUESTS_METRIC, SERVER_ERROR, SUCCESS, VERSION_LABEL)
+from don_core.contract import (BATCH_ROWS_METRIC, CLIENT_ERROR, DRIFT_WINDOW_SCORE_METRIC,
+                               LATENCY_METRIC, MIRROR_OUTCOMES, MIRROR_REQUESTS_METRIC,
+                               MODEL_INFO_METRIC, MODEL_LABEL, MODEL_READY_METRIC, OUTCOME_LABEL,
+                               OUTCOMES, OUT_OF_DISTRIBUTION_METRIC, OUTLIER_SCORE_METRIC,
+                               PREDICTED_PPB_METRIC, PROTOCOL_LABEL, RECORDS_DROPPED_METRIC,
+                               RECORDS_SENDER_CPU_METRIC, RECORDS_SENT_METRIC, REFUSED_METRIC,
+                               REQUESTS_METRIC, SCORED_ROWS_METRIC, SERVER_ERROR, SUCCESS,
+                               VERSION_LABEL)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # ppb: dense around the 1,000 and 5,000 ppb decision thresholds
@@ -35,40 +40,40 @@ REQUESTS = Counter(REQUESTS_METRIC, "Inference requests by outcome",
                    [MODEL_LABEL, VERSION_LABEL, PROTOCOL_LABEL, OUTCOME_LABEL])
 LATENCY = Histogram(LATENCY_METRIC, "Inference request latency (server side)",
                     [MODEL_LABEL, VERSION_LABEL, PROTOCOL_LABEL], buckets=LATENCY_BUCKETS)
-BATCH_ROWS = Histogram("don_batch_rows", "Spectra per inference request",
-                       ["model", "version"], buckets=ROW_BUCKETS)
+BATCH_ROWS = Histogram(BATCH_ROWS_METRIC, "Spectra per inference request",
+                       [MODEL_LABEL, VERSION_LABEL], buckets=ROW_BUCKETS)
 # Gauges across workers: the highest value of any worker (every worker serves the same version)
-MODEL_INFO = Gauge("don_model_info", "The model version this process serves (value 1)",
-                   ["model", "version", "family", "backend"], multiprocess_mode="max")
+MODEL_INFO = Gauge(MODEL_INFO_METRIC, "The model version this process serves (value 1)",
+                   [MODEL_LABEL, VERSION_LABEL, "family", "backend"], multiprocess_mode="max")
 # Refused before reaching the model (no model/version labels: the guard answers for the process).
-REFUSED = Counter("don_requests_refused", "Requests refused by auth or rate limit, by outcome "
+REFUSED = Counter(REFUSED_METRIC, "Requests refused by auth or rate limit, by outcome "
                   "(unauthenticated, auth_throttled, rate_limited, unavailable)",
-                  ["protocol", "outcome"])
-MODEL_READY = Gauge("don_model_ready", "1 when the model is loaded, verified and warmed up",
-                    ["model", "version"], multiprocess_mode="max")
-OUT_OF_DISTRIBUTION = Counter("don_out_of_distribution_rows",
+                  [PROTOCOL_LABEL, OUTCOME_LABEL])
+MODEL_READY = Gauge(MODEL_READY_METRIC, "1 when the model is loaded, verified and warmed up",
+                    [MODEL_LABEL, VERSION_LABEL], multiprocess_mode="max")
+OUT_OF_DISTRIBUTION = Counter(OUT_OF_DISTRIBUTION_METRIC,
                               "Spectra whose outlier score is above 1 (far from the training data)",
-                              ["model", "version"])
-SCORED_ROWS = Counter("don_drift_scored_rows", "Spectra given an outlier score",
-                      ["model", "version"])
-RECORDS_SENT = Counter("don_records_sent", "Prediction records delivered to the recorder",
-                       ["model", "version"])
-PREDICTED_PPB = Histogram("don_prediction_ppb", "Predicted DON (ppb), for drift",
-                          ["model", "version"], buckets=PPB_BUCKETS)
-OUTLIER_SCORE = Histogram("don_outlier_score",
+                              [MODEL_LABEL, VERSION_LABEL])
+SCORED_ROWS = Counter(SCORED_ROWS_METRIC, "Spectra given an outlier score",
+                      [MODEL_LABEL, VERSION_LABEL])
+RECORDS_SENT = Counter(RECORDS_SENT_METRIC, "Prediction records delivered to the recorder",
+                       [MODEL_LABEL, VERSION_LABEL])
+PREDICTED_PPB = Histogram(PREDICTED_PPB_METRIC, "Predicted DON (ppb), for drift",
+                          [MODEL_LABEL, VERSION_LABEL], buckets=PPB_BUCKETS)
+OUTLIER_SCORE = Histogram(OUTLIER_SCORE_METRIC,
                           "Input outlier score per spectrum (above 1: out of distribution)",
-                          ["model", "version"], buckets=OUTLIER_BUCKETS)
-RECORDS_SENDER_CPU = Counter("don_records_sender_cpu_seconds",
+                          [MODEL_LABEL, VERSION_LABEL], buckets=OUTLIER_BUCKETS)
+RECORDS_SENDER_CPU = Counter(RECORDS_SENDER_CPU_METRIC,
                              "CPU time of the records sender thread (hashing, encoding, sending): "
-                             "what recording costs beside the requests", ["model", "version"])
+                             "what recording costs beside the requests", [MODEL_LABEL, VERSION_LABEL])
 # Per worker process (each keeps its own window); across workers the highest, like the alert wants.
-DRIFT_WINDOW_SCORE = Gauge("don_drift_window_score",
+DRIFT_WINDOW_SCORE = Gauge(DRIFT_WINDOW_SCORE_METRIC,
                            "Mean ln(Q / Q_limit) of the last rows against the training data's "
                            "(|shift| / limit; above 1 the inputs as a whole have moved)",
-                           ["model", "version"], multiprocess_mode="max")
-RECORDS_DROPPED = Counter("don_records_dropped",
+                           [MODEL_LABEL, VERSION_LABEL], multiprocess_mode="max")
+RECORDS_DROPPED = Counter(RECORDS_DROPPED_METRIC,
                           "Prediction records lost (queue full, recorder down or refusing)",
-                          ["model", "version", "reason"])
+                          [MODEL_LABEL, VERSION_LABEL, "reason"])
 
 MIRROR_REQUESTS = Counter(MIRROR_REQUESTS_METRIC,
                           "Copies of requests mirrored to a shadow, by outcome (sent, dropped: "

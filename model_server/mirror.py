@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from don_core.contract import (MIRROR_CONFIG_PATH, MIRROR_DROPPED, MIRROR_FAILED, MIRROR_SENT,
                                REQUEST_ID_HEADER, SHADOW_HEADER)
-from model_server.codec import HEADER_LENGTH
+from don_core.contract import BINARY_HEADER_LENGTH_HEADER
 from model_server.metrics import mirror_counters
 from model_server.security import process_guard
 
@@ -221,7 +221,7 @@ class Mirror:
         name = target.model or self.model
         path = f"/v1/models/{name}:predict" if protocol == "v1" else f"/v2/models/{name}/infer"
         headers = {"Content-Type": "application/octet-stream" if header_length else
-                   "application/json", HEADER_LENGTH: header_length, "traceparent": traceparent}
+                   "application/json", BINARY_HEADER_LENGTH_HEADER: header_length, "traceparent": traceparent}
         _, host, port = target.endpoint
         line = f"POST {target.prefix}{path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode("latin-1")
         self._pending.append(_Copy(target, line + _head(headers, request_id, len(body)) + body))

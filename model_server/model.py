@@ -12,15 +12,17 @@ from pathlib import Path
 import numpy as np
 from kserve import Model
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferRequest
 
 from don_core.artifact import (DECISION_FILE, GOLDEN_FILE, LEGACY_DECISION_SCORE,
-                               NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY, SCORE_HEAD,
-                               ArtifactError, Calibration, decision_score, read_golden,
-                               reference_rows, verify_version_dir)
+                               NATIVE_ARTIFACT, ONNX_FILE, REFERENCE_KEY, ArtifactError,
+                               decision_score, read_golden, reference_rows, verify_version_dir)
+from don_core.calibration import SCORE_HEAD, Calibration
 from don_core.drift import SCORE_LIMIT, DriftReference, DriftWindow, read_reference
-from don_core.contract import (CLIENT_ERROR, MAX_BATCH_ROWS, ONNX_ATOL_PPB, ONNX_MIN_AGREEMENT,
-                               ONNX_RTOL, SUCCESS)
+from don_core.contract import (CLIENT_ERROR, INPUT_NAME, MAX_BATCH_ROWS, ONNX_ATOL_PPB,
+                               ONNX_MIN_AGREEMENT, ONNX_RTOL, OUT_OF_DISTRIBUTION_OUTPUT,
+                               OUTLIER_SCORE_OUTPUT, OUTPUT_NAME, PPB_LOWER_OUTPUT,
+                               PPB_UPPER_OUTPUT, REQUEST_ID_HEADER, SUCCESS, decision_output)
 from don_core.export_check import agreement, serve_probe
 from don_core.schema import N_BANDS, REFLECTANCE_RANGE
 from model_server import codec
@@ -89,7 +91,7 @@ class DonModel(Model):
         self.decision_head: OnnxScores | None = None  # scores [N, limits] of the calibration
         self._decision_names: tuple[str, ...] = ()    # decision_<limit>, calibration order
         # output name -> V2 datatype; a request may name any of them, ppb alone is the default
-        self.output_types: dict[str, str] = {codec.OUTPUT_NAME: "FP32"}
+        self.output_types: dict[str, str] = {OUTPUT_NAME: "FP32"}
         self.drift: DriftReference | None = None
         # The last rows' mean ln(Q / Q_limit) (None: no reference, or a format-1 one without it)
         self.drift_window: DriftWindow | None = None
@@ -173,7 +175,7 @@ class DonModel(Model):
                              if self.drift is not None and self.drift.window is not None else None)
         self.decision_head = self._decision_head(artifacts)
         self._decision_names = () if self.calibration is None else tuple(
-            codec.decision_output(limit) for limit in self.calibration.limits)
+            decision_output(limit) for limit in self.calibration.limits)
         self.output_types = self._output_types()
         mark = self._phase("backend", mark)  # load, ONNX agreement check, drift reference
         self._warm_up(rows)
@@ -211,26 +213,26 @@ class DonModel(Model):
                            for limit in self.calibration.limits])
 
     def _output_types(self) -> dict[str, str]:
-        types = {codec.OUTPUT_NAME: "FP32"}
+        types = {OUTPUT_NAME: "FP32"}
         if self.calibration is not None:
-            types.update({codec.decision_output(limit): "BYTES"
+            types.update({decision_output(limit): "BYTES"
                           for limit in self.calibration.limits})
-            types.update({codec.PPB_LOWER: "FP32", codec.PPB_UPPER: "FP32"})
+            types.update({PPB_LOWER_OUTPUT: "FP32", PPB_UPPER_OUTPUT: "FP32"})
         if self.drift is not None:
-            types.update({codec.OUTLIER_SCORE: "FP32", codec.OUT_OF_DISTRIBUTION: "BOOL"})
+            types.update({OUTLIER_SCORE_OUTPUT: "FP32", OUT_OF_DISTRIBUTION_OUTPUT: "BOOL"})
         return types
 
     def outputs(self, x: np.ndarray, ppb: np.ndarray, names,
                 outliers: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """The named outputs (checked by codec.check_outputs) for a batch and its ppb; only
         what is asked for is computed (`outliers`: this batch's `self.outliers(x)`, if known)."""
-        out = {codec.OUTPUT_NAME: ppb}
+        out = {OUTPUT_NAME: ppb}
         wanted = set(names)
         if not wanted.isdisjoint(codec.DRIFT_OUTPUTS):
-            out[codec.OUTLIER_SCORE], out[codec.OUT_OF_DISTRIBUTION] = \
+            out[OUTLIER_SCORE_OUTPUT], out[OUT_OF_DISTRIBUTION_OUTPUT] = \
                 outliers if outliers is not None else self.outliers(x)
-        if codec.PPB_LOWER in wanted or codec.PPB_UPPER in wanted:
-            out[codec.PPB_LOWER], out[codec.PPB_UPPER] = self.calibration.interval(ppb)
+        if PPB_LOWER_OUTPUT in wanted or PPB_UPPER_OUTPUT in wanted:
+            out[PPB_LOWER_OUTPUT], out[PPB_UPPER_OUTPUT] = self.calibration.interval(ppb)
         if not wanted.isdisjoint(self._decision_names):
             # one head run and one pass over every limit, whichever limits are named
             decided = self.calibration.decide(
@@ -241,11 +243,11 @@ class DonModel(Model):
     def _recorded_reference(self, golden: dict) -> tuple[np.ndarray, np.ndarray]:
         """The reference rows and the native predictions training recorded on them."""
         recorded = golden.get(REFERENCE_KEY)
-        if not isinstance(recorded, dict) or codec.OUTPUT_NAME not in recorded:
+        if not isinstance(recorded, dict) or OUTPUT_NAME not in recorded:
             raise ArtifactError(f"{self.model_dir}: golden.json records no reference predictions "
                                 "of the trained model; retrain it with this release")
         try:
-            expected = np.asarray(recorded[codec.OUTPUT_NAME], dtype=np.float64).reshape(-1)
+            expected = np.asarray(recorded[OUTPUT_NAME], dtype=np.float64).reshape(-1)
             rows = reference_rows(golden["instances"], recorded["probe"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{self.model_dir}: golden.json reference predictions are "
@@ -384,27 +386,17 @@ class DonModel(Model):
                 raise codec.ClientError(400, f"unsupported payload {type(payload).__name__}")
             req = codec.decode_infer_request(payload, self.options.max_batch_rows,
                                              self.options.reflectance_range)
-            _, outputs = self.answer(req, (headers or {}).get("x-request-id"))
+            _, outputs = self.answer(req, (headers or {}).get(REQUEST_ID_HEADER.lower()))
         except codec.ClientError as exc:
             self.metrics.request("grpc", CLIENT_ERROR, time.perf_counter() - started)
             raise InvalidInput(exc.message) from None
-        infer_outputs = []
-        # gRPC answers every output as raw bytes (raw_output_contents is all or nothing)
-        for name, values in outputs.items():
-            datatype = self.output_types[name]
-            out = InferOutput(name=name, shape=[len(values)], datatype=datatype)
-            if datatype == "BYTES":
-                out.set_data_from_numpy(np.array([v.encode() for v in values], dtype=object))
-            else:
-                out.set_data_from_numpy(values.astype(np.bool_ if datatype == "BOOL"
-                                                      else np.float32))
-            infer_outputs.append(out)
+        response = codec.encode_infer_response(outputs, self.output_types, payload.id or "",
+                                               self.name, self.version)
         self.metrics.request("grpc", SUCCESS, time.perf_counter() - started)
-        return InferResponse(response_id=payload.id or "", model_name=self.name,
-                             model_version=self.version, infer_outputs=infer_outputs)
+        return response
 
     def get_input_types(self):
-        return [{"name": codec.INPUT_NAME, "datatype": "FP32", "shape": [-1, N_BANDS]}]
+        return [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, N_BANDS]}]
 
     def get_output_types(self):
         return [{"name": name, "datatype": datatype, "shape": [-1]}

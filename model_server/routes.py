@@ -22,7 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.responses import Response
 
 from don_core import telemetry
-from don_core.contract import REQUEST_ID_HEADER, SHADOW_HEADER, VERSION_HEADER
+from don_core.contract import BINARY_HEADER_LENGTH_HEADER, REQUEST_ID_HEADER, SHADOW_HEADER, VERSION_HEADER
 from model_server import codec
 from model_server.metrics import exposition, outcome_of
 from model_server.drain import DRAINING, DrainMiddleware
@@ -198,7 +198,7 @@ async def _answer(request: Request, model, protocol: str, tracer) -> Response:
     headers = request.headers
     limit = model.options.max_batch_rows
     with _span(tracer, "decode"):
-        header_length = headers.get(codec.HEADER_LENGTH) if protocol == "v2" else None
+        header_length = headers.get(BINARY_HEADER_LENGTH_HEADER) if protocol == "v2" else None
         if header_length is None:
             codec.check_json_content_type(headers.get("content-type"))
         elif codec.media_type(headers.get("content-type")) not in ("", JSON,

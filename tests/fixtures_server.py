@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from don_core.artifact import dump_metadata, hash_tree
-from tests.net import free_port, wait_for_http
+from tests.net import free_port, stop_group, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,13 +87,7 @@ class ServerProcess:
             os.killpg(self.proc.pid, signal.SIGTERM)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, 20)
 
 
 @pytest.fixture(scope="session")

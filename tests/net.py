@@ -2,6 +2,8 @@
 server process held for the length of a block."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -42,3 +44,15 @@ def running(command: list[str], health_url: str, timeout: float, **popen):
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to the process group of `process` (started with start_new_session), SIGKILL after
+    `grace` seconds."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -28,8 +28,8 @@ import math
 
 import numpy as np
 
-from don_core.artifact import (ACCEPT, LAB, REJECT, SCORE_HEAD, SCORE_PPB, Calibration,
-                               INTERVAL_TRANSFORMS, LimitRule)
+from don_core.calibration import (ACCEPT, INTERVAL_TRANSFORMS, LAB, REJECT, SCORE_HEAD, SCORE_PPB,
+                                  Calibration, LimitRule)
 from don_core.schema import (DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, FALSE_REJECT_TARGET,
                              INTERVAL_LEVEL)
 

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import spearmanr
-from sklearn.metrics import (balanced_accuracy_score, mean_absolute_error, mean_squared_error,
-                             r2_score, roc_auc_score)
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
 
-from don_core.reference import false_accept_rate
+from don_core.accuracy import balanced_accuracy, false_accept_rate
 from don_core.schema import DECISION_THRESHOLDS_PPB
 
 LIMIT = DECISION_THRESHOLDS_PPB[0]
@@ -24,8 +23,7 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "spearman": _spearman(y_true, y_pred),
     }
     for limit in DECISION_THRESHOLDS_PPB:
-        truth, decision = y_true > limit, y_pred > limit
-        out[f"balanced_accuracy_{limit}"] = _balanced_accuracy(truth, decision)
+        out[f"balanced_accuracy_{limit}"] = balanced_accuracy(y_true, y_pred, limit)
     truth = y_true > LIMIT
     out[f"auc_{LIMIT}"] = roc_auc_score(truth, y_pred) if 0 < truth.sum() < len(truth) else \
         float("nan")
@@ -49,12 +47,6 @@ def summarise(folds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
                         "min": float(values.min()), "max": float(values.max()),
                         "n": int(len(values))}
     return summary
-
-
-def _balanced_accuracy(truth: np.ndarray, decision: np.ndarray) -> float:
-    if truth.all() or not truth.any():
-        return float("nan")  # one class only: undefined, not a perfect score
-    return balanced_accuracy_score(truth, decision)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:

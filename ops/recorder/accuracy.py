@@ -1,10 +1,10 @@
 """Live accuracy: lab results joined to recorded predictions by sample_id, per model and version.
 
-Definitions follow the training evaluation (training_job/metrics.py): errors in log1p(ppb) space;
-at each decision limit a sample is contaminated when the lab measured more than the limit;
-false accept = contaminated but predicted at or below the limit (share of contaminated samples),
-false reject = clean but predicted above it (share of clean samples); balanced accuracy is
-undefined (None) while only one class has been seen. A sample measured several times counts with
+The formulas are training's (don_core.accuracy): errors in log1p(ppb) space; at each decision
+limit a sample is contaminated when the lab measured more than the limit; false accept =
+contaminated but predicted at or below the limit (share of contaminated samples), false reject =
+clean but predicted above it (share of clean samples); a figure whose class has not been seen is
+undefined (None). A sample measured several times counts with
 the mean of its lab results; a sample predicted several times by one version counts once, with the
 latest prediction. Windows select predictions by their time.
 
@@ -24,6 +24,8 @@ import datetime as dt
 import numpy as np
 import sqlalchemy as sa
 
+from don_core.accuracy import (balanced_accuracy, false_accept_rate, false_reject_rate, log1p_mae,
+                               or_none)
 from don_core.schema import DECISION_THRESHOLDS_PPB
 from ops.recorder.db import lab_results, predictions, utcnow
 
@@ -37,17 +39,16 @@ def figures(truth_ppb, predicted_ppb) -> dict:
     out = {"matched": int(len(truth)), "maeLog1p": None, "r2Log1p": None, "thresholds": {}}
     if len(truth):
         lt, lp = np.log1p(truth), np.log1p(pred)
-        out["maeLog1p"] = float(np.mean(np.abs(lt - lp)))
+        out["maeLog1p"] = log1p_mae(pred, truth)
         total = float(np.sum((lt - lt.mean()) ** 2))
         out["r2Log1p"] = 1.0 - float(np.sum((lt - lp) ** 2)) / total if len(truth) > 1 and total > 0 else None
     for limit in DECISION_THRESHOLDS_PPB:
-        positive, flagged = truth > limit, pred > limit
-        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-        far = float(np.mean(~flagged[positive])) if n_pos else None
-        frr = float(np.mean(flagged[~positive])) if n_neg else None
-        balanced = (1 - far + 1 - frr) / 2 if far is not None and frr is not None else None
-        out["thresholds"][str(limit)] = {"contaminated": n_pos, "clean": n_neg, "falseAcceptRate": far,
-                                         "falseRejectRate": frr, "balancedAccuracy": balanced}
+        n_pos = int((truth > limit).sum())
+        out["thresholds"][str(limit)] = {
+            "contaminated": n_pos, "clean": len(truth) - n_pos,
+            **{name: or_none(rate(truth, pred, limit)) for name, rate in (
+                ("falseAcceptRate", false_accept_rate), ("falseRejectRate", false_reject_rate),
+                ("balancedAccuracy", balanced_accuracy))}}
     return out
 
 

@@ -2,7 +2,8 @@
 
 PostgreSQL in a cluster, SQLite as the embedded default. Times are stored as naive UTC. The
 schema is owned by the Alembic migrations in `migrations/` (the tables below mirror them; a test
-checks that a migrated database matches these definitions).
+checks that a migrated database matches these definitions). The `predictions` columns are the
+prediction record's fields (don_core.records), plus an id and the time of arrival.
 """
 from __future__ import annotations
 
@@ -14,31 +15,38 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from don_core.records import FIELD_TYPES, RECORD_FIELDS, REQUIRED_FIELDS, TEXT_LIMITS
+
 DEFAULT_URL = "sqlite:///don-recorder.db"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 HEAD = "0002"  # the newest migration (a test checks it is Alembic's head)
 
 metadata = sa.MetaData()
 
+_SQL_TYPES = {int: sa.Integer, float: sa.Float, bool: sa.Boolean, list: sa.JSON}
+
+
+def _record_column(name: str) -> sa.Column:
+    """A prediction record field's column (don_core.records): text as wide as its limit, the
+    record's RFC 3339 time as a DateTime, NOT NULL where the record requires the field."""
+    kind = FIELD_TYPES[name]
+    if name == "time":
+        type_ = sa.DateTime()
+    elif kind is str:
+        type_ = sa.String(TEXT_LIMITS[name])
+    else:
+        type_ = _SQL_TYPES[kind]()
+    if name == "shadow":
+        # A shadow's answer to a mirrored copy (never returned to the caller): kept apart from
+        # what was served (migration 0002); a record without the field is a served answer.
+        return sa.Column(name, type_, nullable=False, server_default=sa.false())
+    return sa.Column(name, type_, nullable=name not in REQUIRED_FIELDS)
+
+
 predictions = sa.Table(
     "predictions", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("time", sa.DateTime(), nullable=False),
-    sa.Column("model", sa.String(253), nullable=False),
-    sa.Column("version", sa.Integer(), nullable=False),
-    sa.Column("request_id", sa.String(200), nullable=False),
-    sa.Column("row", sa.Integer(), nullable=False),
-    sa.Column("predicted_ppb", sa.Float(), nullable=False),
-    sa.Column("spectrum_sha256", sa.String(64), nullable=False),
-    sa.Column("trace_id", sa.String(64)),
-    sa.Column("caller", sa.String(200)),
-    # A shadow's answer to a mirrored copy (never returned to the caller): kept apart from what was
-    # served (migration 0002).
-    sa.Column("shadow", sa.Boolean(), nullable=False, server_default=sa.false()),
-    sa.Column("sample_id", sa.String(200)),
-    sa.Column("outlier_score", sa.Float()),
-    sa.Column("out_of_distribution", sa.Boolean()),
-    sa.Column("spectrum", sa.JSON()),
+    *(_record_column(name) for name in RECORD_FIELDS),
     sa.Column("received_at", sa.DateTime(), nullable=False),
     # A retried event (CloudEvents delivery is at-least-once) must not count twice.
     sa.UniqueConstraint("model", "version", "request_id", "row", name="uq_predictions_request_row"),
@@ -47,12 +55,15 @@ predictions = sa.Table(
     sa.Index("ix_predictions_request_row", "request_id", "row"),
 )
 
+# The longest text of a lab result (its columns' widths; labresults checks imports against them).
+LAB_TEXT_LIMITS = {"sample_id": TEXT_LIMITS["sample_id"], "method": 100}
+
 lab_results = sa.Table(
     "lab_results", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("sample_id", sa.String(200), nullable=False),
+    sa.Column("sample_id", sa.String(LAB_TEXT_LIMITS["sample_id"]), nullable=False),
     sa.Column("vomitoxin_ppb", sa.Float(), nullable=False),
-    sa.Column("method", sa.String(100), nullable=False),
+    sa.Column("method", sa.String(LAB_TEXT_LIMITS["method"]), nullable=False),
     sa.Column("measured_at", sa.DateTime(), nullable=False),
     sa.Column("imported_at", sa.DateTime(), nullable=False),
     sa.UniqueConstraint("sample_id", "method", "measured_at", name="uq_lab_results_measurement"),
@@ -99,26 +110,24 @@ def current_revision(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def _insert_ignoring_duplicates(engine: sa.Engine, table: sa.Table):
+def _insert_new(engine: sa.Engine, table: sa.Table, rows: list[dict]) -> int:
+    """Insert rows, ignoring those already there (the table's unique constraint); returns how
+    many were new."""
+    if not rows:
+        return 0
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
+    with engine.begin() as conn:
+        result = conn.execute(dialect.insert(table).on_conflict_do_nothing().returning(table.c.id), rows)
+        return len(result.all())
 
 
 def insert_predictions(engine: sa.Engine, rows: list[dict]) -> int:
     """Insert validated prediction rows; returns how many were new (duplicates are ignored)."""
-    if not rows:
-        return 0
-    with engine.begin() as conn:
-        result = conn.execute(_insert_ignoring_duplicates(engine, predictions).returning(predictions.c.id), rows)
-        return len(result.all())
+    return _insert_new(engine, predictions, rows)
 
 
 def insert_lab_results(engine: sa.Engine, rows: list[dict]) -> int:
-    if not rows:
-        return 0
-    with engine.begin() as conn:
-        result = conn.execute(_insert_ignoring_duplicates(engine, lab_results).returning(lab_results.c.id), rows)
-        return len(result.all())
+    return _insert_new(engine, lab_results, rows)
 
 
 @dataclass(frozen=True)

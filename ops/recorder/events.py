@@ -19,9 +19,10 @@ import numpy as np
 
 from don_core.contract import SAMPLE_ID_INPUT
 from don_core.contract import V1_SAMPLE_IDS as SAMPLE_IDS_KEY
-from don_core.records import (CLOUDEVENTS_SPEC_VERSION, KSERVE_REQUEST_EVENT_TYPE,
-                              KSERVE_RESPONSE_EVENT_TYPE, RECORDS_EVENT_TYPE, PredictionRecord,
-                              record_count, record_dicts, spectra_sha256)
+from don_core.records import (CLOUDEVENTS_SPEC_VERSION, FIELD_TYPES, KSERVE_REQUEST_EVENT_TYPE,
+                              KSERVE_RESPONSE_EVENT_TYPE, RECORD_FIELDS, RECORDS_EVENT_TYPE,
+                              REQUIRED_FIELDS, TEXT_LIMITS, PredictionRecord, record_count,
+                              record_dicts, spectra_sha256)
 from don_core.schema import N_BANDS
 from ops.recorder.db import utcnow
 
@@ -29,7 +30,6 @@ from ops.recorder.db import utcnow
 # top-level list (SAMPLE_IDS_KEY), V2 a request parameter or a BYTES input tensor (one id per row,
 # in row order).
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-MAX_TEXT = {"model": 253, "request_id": 200, "trace_id": 64, "caller": 200, "sample_id": 200}
 INT32_MAX = 2**31 - 1
 
 
@@ -75,14 +75,14 @@ def _text(data: dict, field: str, required: bool) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise ValueError(f"{field} must be a non-empty string")
-    if len(value) > MAX_TEXT[field]:
-        raise ValueError(f"{field} is longer than {MAX_TEXT[field]} characters")
+    if len(value) > TEXT_LIMITS[field]:
+        raise ValueError(f"{field} is longer than {TEXT_LIMITS[field]} characters")
     if "\x00" in value:
         raise ValueError(f"{field} contains a NUL character")
     return value
 
 
-def _int(data: dict, field: str) -> int:
+def _int(data: dict, field: str, required: bool = True) -> int:
     value = data.get(field)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT32_MAX:
         raise ValueError(f"{field} must be an integer between 0 and {INT32_MAX}")
@@ -98,31 +98,45 @@ def _number(data: dict, field: str, required: bool) -> float | None:
     return float(value)
 
 
+def _flag(data: dict, field: str, required: bool) -> bool | None:
+    value = data.get(field)
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{field} must be true or false")
+    return value
+
+
+def _time(data: dict, field: str, required: bool) -> dt.datetime:
+    return parse_time(data.get(field), field)
+
+
+def _sha256(data: dict, field: str, required: bool) -> str:
+    value = data.get(field)
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise ValueError(f"{field} must be 64 lower-case hex digits")
+    return value
+
+
+def _spectrum(data: dict, field: str, required: bool) -> list | None:
+    value = data.get(field)
+    if value is not None and (not isinstance(value, list) or len(value) != N_BANDS or not all(
+            not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v) for v in value)):
+        raise ValueError(f"{field} must be a list of {N_BANDS} finite numbers")
+    return value
+
+
+# Each record field is checked by its type in the record schema, a few by their own rule.
+_CHECK_BY_TYPE = {str: _text, int: _int, float: _number, bool: _flag}
+_CHECK_BY_FIELD = {"time": _time, "spectrum_sha256": _sha256, "spectrum": _spectrum}
+
+
 def record_row(data: dict, received_at: dt.datetime) -> dict:
     """One record (as decoded JSON) checked field by field and shaped as a `predictions` row."""
-    record = PredictionRecord.from_dict(data)  # unknown / missing fields
-    sha = record.spectrum_sha256
-    if not isinstance(sha, str) or not _SHA256.match(sha):
-        raise ValueError("spectrum_sha256 must be 64 lower-case hex digits")
-    ood = record.out_of_distribution
-    if ood is not None and not isinstance(ood, bool):
-        raise ValueError("out_of_distribution must be true or false")
-    spectrum = record.spectrum
-    if spectrum is not None:
-        if not isinstance(spectrum, list) or len(spectrum) != N_BANDS or not all(
-                not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v) for v in spectrum):
-            raise ValueError(f"spectrum must be a list of {N_BANDS} finite numbers")
-    shadow = record.shadow
-    if shadow is not None and not isinstance(shadow, bool):
-        raise ValueError("shadow must be true or false")
-    return {"time": parse_time(record.time, "time"), "model": _text(data, "model", True),
-            "version": _int(data, "version"), "request_id": _text(data, "request_id", True),
-            "row": _int(data, "row"), "predicted_ppb": _number(data, "predicted_ppb", True),
-            "spectrum_sha256": sha, "trace_id": _text(data, "trace_id", False),
-            "caller": _text(data, "caller", False), "shadow": bool(shadow),
-            "sample_id": _text(data, "sample_id", False),
-            "outlier_score": _number(data, "outlier_score", False), "out_of_distribution": ood,
-            "spectrum": spectrum, "received_at": received_at}
+    PredictionRecord.from_dict(data)  # unknown / missing fields
+    row = {name: (_CHECK_BY_FIELD.get(name) or _CHECK_BY_TYPE[FIELD_TYPES[name]])(
+        data, name, name in REQUIRED_FIELDS) for name in RECORD_FIELDS}
+    row["shadow"] = bool(row["shadow"])  # a record without it is a served answer
+    row["received_at"] = received_at
+    return row
 
 
 def records_rows(body: bytes, max_records: int) -> list[dict]:
@@ -157,8 +171,8 @@ def ce_headers(headers) -> dict[str, str]:
                        "ce-type, ce-id, ce-source)")
     if attrs["specversion"] != CLOUDEVENTS_SPEC_VERSION:
         raise _bad(f"ce-specversion {attrs['specversion']!r} is not supported; use {CLOUDEVENTS_SPEC_VERSION}")
-    if len(attrs["id"]) > MAX_TEXT["request_id"]:
-        raise _bad(f"ce-id is longer than {MAX_TEXT['request_id']} characters")
+    if len(attrs["id"]) > TEXT_LIMITS["request_id"]:
+        raise _bad(f"ce-id is longer than {TEXT_LIMITS['request_id']} characters")
     return attrs
 
 
@@ -307,11 +321,11 @@ def _pair_rows(attrs: dict, other_attrs: dict, request: dict, response: dict) ->
     sample_ids = request["sample_ids"] or [None] * len(hashes)
     now = utcnow()
     # A V1 response does not carry the version: such rows are recorded as version 0 (unknown).
-    return [{"time": when, "model": model, "version": response["version"] or 0, "request_id": attrs["id"],
-             "row": i, "predicted_ppb": ppb[i], "spectrum_sha256": hashes[i], "trace_id": None,
-             "caller": None, "shadow": False, "sample_id": sample_ids[i], "outlier_score": None,
-             "out_of_distribution": None,
-             "spectrum": None, "received_at": now} for i in range(len(hashes))]
+    empty = dict.fromkeys(RECORD_FIELDS)  # what KServe's events do not carry stays empty
+    return [{**empty, "time": when, "model": model, "version": response["version"] or 0,
+             "request_id": attrs["id"], "row": i, "predicted_ppb": ppb[i],
+             "spectrum_sha256": hashes[i], "shadow": False, "sample_id": sample_ids[i],
+             "received_at": now} for i in range(len(hashes))]
 
 
 EVENT_TYPES = (RECORDS_EVENT_TYPE, KSERVE_REQUEST_EVENT_TYPE, KSERVE_RESPONSE_EVENT_TYPE)

@@ -15,14 +15,13 @@ import io
 import math
 from dataclasses import dataclass, field
 
-from ops.recorder.db import utcnow
+from ops.recorder.db import LAB_TEXT_LIMITS, utcnow
 from ops.recorder.events import parse_time
 
 COLUMNS = ("sample_id", "vomitoxin_ppb", "method", "measured_at")
 REQUIRED = ("sample_id", "vomitoxin_ppb")
 DEFAULT_METHOD = "unspecified"
 MAX_ROWS = 100_000
-_LIMITS = {"sample_id": 200, "method": 100}
 
 
 class LabResultsError(ValueError):
@@ -85,8 +84,8 @@ def _row(number: int, cells: list[str], index: dict, width: int, errors: list[st
         if column not in values:
             continue
         text = values[column]
-        problem = ("is empty" if not text else f"is longer than {_LIMITS[column]} characters"
-                   if len(text) > _LIMITS[column] else "contains a NUL character" if "\x00" in text else "")
+        problem = ("is empty" if not text else f"is longer than {LAB_TEXT_LIMITS[column]} characters"
+                   if len(text) > LAB_TEXT_LIMITS[column] else "contains a NUL character" if "\x00" in text else "")
         if problem:
             errors.append(f"row {number}, column {column}: {problem}")
             bad = True

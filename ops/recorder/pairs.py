@@ -8,7 +8,7 @@ times counts with the mean of its results; a sample predicted several times coun
 latest pair (as in accuracy.py), so the pairs are distinct lots.
 
 Figures on the pairs:
-- log1p MAE of each version (don_core.reference.log1p_mae, the gates' formula) and the mean paired
+- log1p MAE of each version (don_core.accuracy.log1p_mae, the gates' formula) and the mean paired
   difference of |log1p error|, B minus A (positive: the candidate is worse), with a 95 % Student t
   confidence interval on the per-lot differences (mean +- t(0.975, n-1) * sd / sqrt(n); None below 2
   pairs). The t interval is the textbook paired interval; it leans on the mean of the differences
@@ -29,7 +29,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from don_core.contract import PAIRS_DETAIL_FIELDS
-from don_core.reference import false_accept_rate, log1p_mae
+from don_core.accuracy import (false_accept_rate, false_reject_rate, log1p_errors, log1p_mae,
+                               or_none)
 from don_core.schema import DECISION_THRESHOLDS_PPB
 from ops.recorder.db import lab_results, predictions
 
@@ -82,16 +83,9 @@ def load(engine: sa.Engine, model: str, stable: int, candidate: int) -> dict[str
     return out
 
 
-def _optional(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
-
-
 def difference(stable_ppb, candidate_ppb, truth_ppb) -> dict:
     """Mean paired difference of |log1p error| (candidate minus stable) and its 95 % interval."""
-    truth = np.log1p(np.clip(np.asarray(truth_ppb, dtype=float), 0.0, None))
-    errors = {side: np.abs(np.log1p(np.clip(np.asarray(ppb, dtype=float), 0.0, None)) - truth)
-              for side, ppb in (("stable", stable_ppb), ("candidate", candidate_ppb))}
-    diffs = errors["candidate"] - errors["stable"]
+    diffs = log1p_errors(candidate_ppb, truth_ppb) - log1p_errors(stable_ppb, truth_ppb)
     n = len(diffs)
     out = {"mean": None, "sd": None, "ci95": None, "method": CI_METHOD}
     if n:
@@ -111,9 +105,8 @@ def decisions(ppb, truth_ppb) -> dict:
         contaminated, rejected = truth > limit, pred > limit
         out[str(limit)] = {"falseAccepts": int((contaminated & ~rejected).sum()),
                            "falseRejects": int((~contaminated & rejected).sum()),
-                           "falseAcceptRate": _optional(false_accept_rate(truth, pred, limit)),
-                           "falseRejectRate": float(rejected[~contaminated].mean())
-                           if (~contaminated).any() else None}
+                           "falseAcceptRate": or_none(false_accept_rate(truth, pred, limit)),
+                           "falseRejectRate": or_none(false_reject_rate(truth, pred, limit))}
     return out
 
 

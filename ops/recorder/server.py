@@ -293,7 +293,7 @@ def _whole(text: str) -> bool:
 def _model_version(query: dict) -> tuple[str | None, int | None]:
     model = query.get("model", [None])[0]
     version = query.get("version", [None])[0]
-    longest = events.MAX_TEXT["model"]  # the column's limits, as records are checked against
+    longest = events.TEXT_LIMITS["model"]  # the column's limits, as records are checked against
     if model is not None and (len(model) > longest or "\x00" in model):
         raise QueryError(f"model {model[:40]!r} must be a model name (at most {longest} characters, no NUL)")
     if version is not None and not (_whole(version) and int(version) <= events.INT32_MAX):

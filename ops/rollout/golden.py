@@ -20,7 +20,7 @@ import requests
 from don_core.artifact import GOLDEN_FILE, REFERENCE_KEY, read_golden, reference_rows
 from don_core.contract import OUTPUT_NAME, VERSION_HEADER
 from don_core.export_check import agreement
-from don_core.reference import false_accept_rate, log1p_mae
+from don_core.accuracy import false_accept_rate, log1p_mae
 from don_core.store import open_store
 
 _cache: dict[tuple[str, str, int], dict] = {}

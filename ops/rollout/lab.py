@@ -15,7 +15,7 @@ import requests
 
 from don_core import lab_gate
 from don_core.contract import PAIRS_PATH
-from don_core.reference import FALSE_ACCEPT_LIMIT_PPB
+from don_core.accuracy import FALSE_ACCEPT_LIMIT_PPB
 
 NAME = "labNonInferiority"  # its analysis check's name
 PASS, FAIL, HOLD = lab_gate.PASS, lab_gate.FAIL, lab_gate.HOLD

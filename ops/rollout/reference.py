@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from don_core.reference import FALSE_ACCEPT_LIMIT_PPB
+from don_core.accuracy import FALSE_ACCEPT_LIMIT_PPB
 from don_core.store import open_store
 from ops.rollout import golden as golden_mod
 

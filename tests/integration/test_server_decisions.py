@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import requests
 
-from don_core.artifact import Calibration
+from don_core.calibration import Calibration
 
 EXTRA = ["decision_1000", "decision_5000", "ppb_lower", "ppb_upper"]
 

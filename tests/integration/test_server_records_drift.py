@@ -110,7 +110,8 @@ def test_drift_outputs_and_decisions_in_one_request(rf_server, golden_rows):
     """The drift outputs are entries of the one output list the decisions use (V1 and V2)."""
     import tritonclient.http as httpclient
 
-    from don_core.artifact import DECISION_FILE, Calibration, decision_score
+    from don_core.artifact import DECISION_FILE, decision_score
+    from don_core.calibration import Calibration
 
     rows = np.vstack([np.asarray(golden_rows[:2]), far_rows(np.asarray(golden_rows[:1]))])
     calibration = Calibration.from_metadata(

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from don_core.artifact import Calibration, read_golden, verify_version_dir
+from don_core.artifact import read_golden, verify_version_dir
+from don_core.calibration import Calibration
 from don_core.schema import (DECISION_THRESHOLDS_PPB, FALSE_ACCEPT_TARGET, INTERVAL_LEVEL,
                              N_BANDS)
 from tests.conftest import REPO, run_training

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from don_core.artifact import ACCEPT, LAB, REJECT, ArtifactError, Calibration, LimitRule
+from don_core.artifact import ArtifactError
+from don_core.calibration import ACCEPT, LAB, REJECT, Calibration, LimitRule
 from training_job import calibration
 
 

@@ -69,7 +69,7 @@ def test_t_quantiles_of_the_paired_interval_match_scipy():
 
 
 def test_paired_difference_is_the_difference_of_the_log1p_maes():
-    from don_core.reference import log1p_mae
+    from don_core.accuracy import log1p_mae
     from ops.recorder import pairs
     rng = np.random.default_rng(7)
     truth = rng.gamma(0.5, 4000, 200)

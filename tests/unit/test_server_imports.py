@@ -9,19 +9,31 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "model_server"
 
 
+def _modules():
+    """(name, its files): a module, or a package (model_server/codec/) as one."""
+    for path in PACKAGE.glob("*.py"):
+        yield path.stem, [path]
+    for init in PACKAGE.glob("*/__init__.py"):
+        yield init.parent.name, sorted(init.parent.glob("*.py"))
+
+
+def _ours(name: str) -> bool:
+    return (PACKAGE / f"{name}.py").exists() or (PACKAGE / name / "__init__.py").exists()
+
+
 def imports() -> dict[str, set[str]]:
     graph = {}
-    for path in PACKAGE.glob("*.py"):
+    for module, paths in _modules():
         found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in (n for path in paths for n in ast.walk(ast.parse(path.read_text()))):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             found |= {n.split(".")[1] for n in names
-                      if n.startswith("model_server.") and (PACKAGE / f"{n.split('.')[1]}.py").exists()}
-        graph[path.stem] = found - {path.stem}
+                      if n.startswith("model_server.") and _ours(n.split(".")[1])}
+        graph[module] = found - {module}
     return graph
 
 

@@ -279,7 +279,7 @@ def _publish_stuck(root: str, work: Path, ready: str) -> None:
     """A publisher that hangs after staging its files (then the test kills it with SIGKILL)."""
     import time
 
-    import don_core.store as store_module
+    import don_core.store.local as store_module
 
     def hang(directory):
         Path(ready).write_text(str(directory))
