@@ -142,8 +142,11 @@ ROLLOUT_DEFAULTS: dict = {
     "endpoints": {"timeoutSeconds": 10},
     "store": {},
     "deployment": {"versionEnv": MODEL_VERSION_ENV},
-    # 72h: lab results arrive hours to days after the predictions
-    "shadow": {"percent": 100, "deadline": "72h", "onNoLabels": ON_NO_LABELS[0]},
+    # deadline 72h: lab results arrive hours to days after the predictions. watch: after a shadowed
+    # candidate is promoted, how long the lab gate keeps judging it against the previous version
+    # (which runs on as the shadow); "0s", off by default: it costs the previous version's pods
+    # for that long, and only lab results that arrive within it count.
+    "shadow": {"percent": 100, "deadline": "72h", "onNoLabels": ON_NO_LABELS[0], "watch": "0s"},
     "labGate": {"minPairs": LAB_GATE_MIN_PAIRS, "margin": LAB_GATE_MARGIN, "alpha": LAB_GATE_ALPHA},
 }
 

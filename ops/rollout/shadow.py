@@ -29,6 +29,16 @@ from ops.rollout.kube import ApiException, Kube
 
 MIRROR_KEY = PurePosixPath(MIRROR_CONFIG_PATH).name  # mirror.json, the ConfigMap's one key
 NO_MIRROR = {"name": "DON_MIRROR_CONFIG", "value": ""}  # model_server/mirror.py: no config file
+# On the watch's shadow: the stable's pod template before the promotion, restored on a Fail.
+PREVIOUS_TEMPLATE = "rollouts.don-predictor.io/previous-template"
+
+
+class ShadowLost(Exception):
+    """The watch's shadow cannot be made: the stable no longer runs the previous version."""
+
+
+def _annotations(deployment: dict) -> dict:
+    return (deployment.get("metadata") or {}).get("annotations") or {}
 
 
 def _shadow_labels(labels: dict | None) -> dict:
@@ -37,8 +47,10 @@ def _shadow_labels(labels: dict | None) -> dict:
     return out
 
 
-def shadow_deployment(canary: dict, name: str, replicas: int, owner: dict) -> dict:
-    """The shadow Deployment: a copy of the canary's, relabelled off the model's Service."""
+def shadow_deployment(canary: dict, name: str, replicas: int, owner: dict,
+                      annotations: dict | None = None) -> dict:
+    """The shadow Deployment: a copy of the canary's (the watch's: the stable's), relabelled off
+    the model's Service."""
     spec = copy.deepcopy(canary.get("spec") or {})
     spec["replicas"] = int(replicas)
     spec["selector"] = {"matchLabels": _shadow_labels((spec.get("selector") or {}).get("matchLabels"))}
@@ -50,7 +62,7 @@ def shadow_deployment(canary: dict, name: str, replicas: int, owner: dict) -> di
         container["env"] = env + [dict(NO_MIRROR)]
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "labels": _shadow_labels((canary.get("metadata") or {}).get("labels")),
-                         "ownerReferences": [owner]},
+                         "annotations": dict(annotations or {}), "ownerReferences": [owner]},
             "spec": spec}
 
 
@@ -88,15 +100,29 @@ class Shadow:
             return f"http://{self.name}.{self.ns}.svc"
 
     def ensure(self, replicas: int, owner: dict) -> list[str]:
-        """Creates what is missing and writes the mirror setting; what was created, for the Event."""
-        created = []
-        try:
-            found = self.kube.raw_deployment(self.ns, self.name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            canary = self.kube.raw_deployment(self.ns, self.canary_name)
-            found = self.kube.create_deployment(self.ns, shadow_deployment(canary, self.name, replicas, owner))
+        """The candidate's shadow with the mirror setting; what was created, for the Event."""
+        return self.ensure_pods(replicas, owner, self.canary_name) + self.ensure_mirror(owner)
+
+    def ensure_pods(self, replicas: int, owner: dict, source: str,
+                    previous: int | None = None) -> list[str]:
+        """The shadow Deployment (a copy of Deployment `source`) and Service, when missing.
+        `previous`: the post-promotion watch's shadow, the stable Deployment's copy while it
+        still runs that version (its template kept verbatim in PREVIOUS_TEMPLATE; raises
+        ShadowLost once the stable runs another); a shadow of the other kind is replaced."""
+        created, found = [], self._found()
+        if found and (PREVIOUS_TEMPLATE in _annotations(found)) != (previous is not None):
+            self.kube.delete("Deployment", self.ns, self.name)
+            found = None
+        if found is None:
+            body = self.kube.raw_deployment(self.ns, source)
+            annotations = {}
+            if previous is not None:
+                runs = traffic.deployment_version(body, self.spec.deployment.version_env)
+                if str(runs) != str(previous):
+                    raise ShadowLost(f"Deployment {source} runs version {runs}, not {previous}")
+                annotations[PREVIOUS_TEMPLATE] = json.dumps(body["spec"]["template"], sort_keys=True)
+            found = self.kube.create_deployment(self.ns, shadow_deployment(
+                body, self.name, replicas, owner, annotations))
             created.append(f"Deployment {self.name}")
         try:  # on its own: an operator stopped between the two creates finishes here
             self.kube.create_service(self.ns, shadow_service(
@@ -105,6 +131,10 @@ class Shadow:
         except ApiException as exc:
             if exc.status != 409:
                 raise
+        return created
+
+    def ensure_mirror(self, owner: dict) -> list[str]:
+        """The mirror setting the stable's servers read."""
         body = mirror_configmap(self.mirror_name, self.url(), self.spec.shadow.percent, owner)
         try:
             if self.kube.get_configmap(self.ns, self.mirror_name).get("data") != body["data"]:
@@ -113,8 +143,21 @@ class Shadow:
             if exc.status != 404:
                 raise
             self.kube.create_configmap(self.ns, body)
-            created.append(f"ConfigMap {self.mirror_name}")
-        return created
+            return [f"ConfigMap {self.mirror_name}"]
+        return []
+
+    def _found(self) -> dict | None:
+        try:
+            return self.kube.raw_deployment(self.ns, self.name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            return None
+
+    def previous_template(self) -> dict | None:
+        """The stable's pod template kept by the watch's shadow (None without one)."""
+        kept = _annotations(self._found() or {}).get(PREVIOUS_TEMPLATE)
+        return json.loads(kept) if kept else None
 
     def not_ready(self) -> str | None:
         """Why the shadow cannot answer yet (None once its pods are ready, or with shadowUrl)."""
