@@ -36,6 +36,10 @@ REQUEST_ID_HEADER = "X-Request-Id"
 # Marks a request as the stable's mirrored copy to a shadow (value "1"): the shadow records its
 # answer with shadow=True and never mirrors it further.
 SHADOW_HEADER = "X-Don-Shadow"
+# A server started as a shadow (env DON_SHADOW=1 or flag --shadow; the operator's shadow pods)
+# records every answer as the shadow's and never mirrors: a copy that arrives without
+# SHADOW_HEADER (a Gateway API RequestMirror copy) pairs up with the stable's answer all the same.
+SHADOW_ENV = "DON_SHADOW"
 
 # ---- the server's Prometheus metrics the operator and the alerts query -------------------------
 REQUESTS_METRIC = "don_requests"  # a Counter: exposed and queried as don_requests_total

@@ -31,10 +31,12 @@ from tests.fixtures_server import ServerProcess
 from tests.integration import test_operator_apiserver as apiserver
 from tests.integration.test_operator_apiserver import (
     ReadyDeployments, Traffic, Watcher, events, golden_rows, rollout, terminal)
-from tests.integration.test_operator_paths import deployment
+from tests.integration import test_operator_paths as paths
+from tests.integration.test_operator_paths import ROUTE, deployment
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 kube, namespace = apiserver.kube, apiserver.namespace
+httproute_crd = paths.httproute_crd  # that module's fixture, by name
 TOKEN = "shadow-token"
 GATE = {"minPairs": 20, "margin": 0.1}
 
@@ -306,3 +308,40 @@ def test_a_promoted_version_failing_the_watch_is_rolled_back_to_the_previous_one
     assert restored[MODEL_VERSION_LABEL] == "1"
     nothing_of_the_shadow_left(kube, namespace)
     assert {"Shadow", "Promoted", "RolledBack"} <= set(events(kube, namespace, "don-v3"))
+
+
+def test_on_the_httproute_engine_the_gateway_mirrors_and_the_filter_goes(
+        kube, namespace, operator_cluster, httproute_crd, servers, rollout_store, tmp_path):
+    from kubernetes.client.rest import ApiException
+    stable, good = servers["stable"], servers["good"]
+    watcher = create_tracks(kube, namespace, 2)
+    kube.custom.create_namespaced_custom_object(*ROUTE[:2], namespace, ROUTE[2], {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "don"},
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{
+            "backendRefs": [{"name": "don-stable", "port": 80, "weight": 100},
+                            {"name": "don-canary", "port": 80, "weight": 0}]}]}})
+    seen, configmaps = [], []
+
+    def record(status):
+        route = kube.custom.get_namespaced_custom_object(*ROUTE[:2], namespace, ROUTE[2], "don")
+        filters = route["spec"]["rules"][0].get("filters") or []
+        if seen[-1:] != [filters]:
+            seen.append(filters)
+        try:
+            configmaps.append(kube.get_configmap(namespace, "don-mirror"))
+        except ApiException:
+            pass
+        return terminal(status) and status.get("trafficApplied")
+
+    with running_recorder(tmp_path, TOKEN) as empty, ReadyDeployments(kube, namespace):
+        body = shadowed("don-v2", 2, stable, good.base, rollout_store, empty, deadline="3s", percent=50)
+        body["spec"]["deployment"] = {"httpRoute": "don"}
+        kube.create_rollout(namespace, body)
+        final = watcher.until(record, timeout=90)
+    status = final["status"]
+    assert status["phase"] == "RolledBack", status["message"]  # no lab results: onNoLabels RollBack
+    mirror = {"type": "RequestMirror",
+              "requestMirror": {"backendRef": {"name": "don-shadow", "port": 80}, "percent": 50}}
+    assert [mirror] in seen and seen[-1] == [], seen  # the Gateway copied, then stopped
+    assert not configmaps  # the stable's servers were never told to mirror
+    nothing_of_the_shadow_left(kube, namespace)
