@@ -40,6 +40,10 @@ REQUEST_ID_HEADER = "X-Request-Id"
 SHADOW_HEADER = "X-Don-Shadow"
 # V2 binary tensors (KServe's extension): the length of the JSON part before the tensor bytes.
 BINARY_HEADER_LENGTH_HEADER = "Inference-Header-Content-Length"
+# A server started as a shadow (env DON_SHADOW=1 or flag --shadow; the operator's shadow pods)
+# records every answer as the shadow's and never mirrors: a copy that arrives without
+# SHADOW_HEADER (a Gateway API RequestMirror copy) pairs up with the stable's answer all the same.
+SHADOW_ENV = "DON_SHADOW"
 
 # ---- the server's Prometheus metrics the operator and the alerts query -------------------------
 REQUESTS_METRIC = "don_requests"  # a Counter: exposed and queried as don_requests_total
@@ -146,8 +150,11 @@ ROLLOUT_DEFAULTS: dict = {
     "endpoints": {"timeoutSeconds": 10},
     "store": {},
     "deployment": {"versionEnv": MODEL_VERSION_ENV},
-    # 72h: lab results arrive hours to days after the predictions
-    "shadow": {"percent": 100, "deadline": "72h", "onNoLabels": ON_NO_LABELS[0]},
+    # deadline 72h: lab results arrive hours to days after the predictions. watch: after a shadowed
+    # candidate is promoted, how long the lab gate keeps judging it against the previous version
+    # (which runs on as the shadow); "0s", off by default: it costs the previous version's pods
+    # for that long, and only lab results that arrive within it count.
+    "shadow": {"percent": 100, "deadline": "72h", "onNoLabels": ON_NO_LABELS[0], "watch": "0s"},
     "labGate": {"minPairs": LAB_GATE_MIN_PAIRS, "margin": LAB_GATE_MARGIN, "alpha": LAB_GATE_ALPHA},
 }
 

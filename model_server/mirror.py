@@ -30,9 +30,8 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from don_core.contract import (MIRROR_CONFIG_PATH, MIRROR_DROPPED, MIRROR_FAILED, MIRROR_SENT,
-                               REQUEST_ID_HEADER, SHADOW_HEADER)
-from don_core.contract import BINARY_HEADER_LENGTH_HEADER
+from don_core.contract import (BINARY_HEADER_LENGTH_HEADER, MIRROR_CONFIG_PATH, MIRROR_DROPPED, MIRROR_FAILED,
+                               MIRROR_SENT, REQUEST_ID_HEADER, SHADOW_ENV, SHADOW_HEADER)
 from model_server.metrics import mirror_counters
 from model_server.security import process_guard
 
@@ -97,6 +96,7 @@ class MirrorOptions:
     model: str | None = None
     config_file: str | None = None
     queue_size: int = 1000
+    shadow: bool = False  # this server is a shadow: every answer recorded as one, none mirrored
 
     def __post_init__(self):
         if self.url is not None:
@@ -442,9 +442,15 @@ def add_arguments(parser, environ=os.environ) -> None:
                              "exists it overrides the flags (default %(default)s)")
     parser.add_argument("--mirror_queue", type=int, default=int(env("DON_MIRROR_QUEUE") or 1000),
                         help="copies waiting to be sent; beyond that they are dropped and counted")
+    parser.add_argument("--shadow", action="store_true",
+                        default=(env(SHADOW_ENV) or "").lower() in ("1", "true"),
+                        help=f"run as a shadow: record every answer as the shadow's (with or "
+                             f"without {SHADOW_HEADER}, e.g. a Gateway's mirror copy) and never "
+                             f"mirror (env {SHADOW_ENV}=1)")
 
 
 def options_from_args(args) -> MirrorOptions:
     """ValueError naming the bad flag."""
     return MirrorOptions(url=args.mirror_url, percent=args.mirror_percent, model=args.mirror_model,
-                         config_file=args.mirror_config or None, queue_size=args.mirror_queue)
+                         config_file=args.mirror_config or None, queue_size=args.mirror_queue,
+                         shadow=args.shadow)

@@ -214,7 +214,8 @@ async def _answer(request: Request, model, protocol: str, tracer) -> Response:
             req = codec.decode_v2(body, header_length, limit, valid)
     # one id in the records here and, when mirrored, in the shadow's (generated if none came)
     request_id = req.id or headers.get(_REQUEST_ID) or new_request_id()
-    shadow = _SHADOW in headers  # a copy from a stable: record as a shadow, never mirror again
+    # a copy from a stable, or any request to a shadow server: record as a shadow, never mirror
+    shadow = _SHADOW in headers or bool(model.options.mirror and model.options.mirror.shadow)
     with _span(tracer, "predict", attributes={"batch.rows": int(req.x.shape[0])}):
         ppb, values = model.answer(req, request_id, _trace_id(headers), _caller(request), shadow)
     out_headers = {VERSION_HEADER: model.version}

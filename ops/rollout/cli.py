@@ -2,8 +2,10 @@
 themselves are ops/rollout/client.py's, which the web console uses too."""
 from __future__ import annotations
 
+from don_core.contract import SHADOW_STEP
 from ops.rollout import GROUP, KIND, VERSION
 from ops.rollout.client import SUMMARY_COLUMNS, RolloutClient, RolloutError, summary
+from ops.rollout.spec import SpecError, parse_spec
 
 
 def table(rows: list[list], headers: list[str]) -> str:
@@ -12,14 +14,24 @@ def table(rows: list[list], headers: list[str]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
+def _step(text: str) -> int | str:
+    text = text.strip()
+    if text == SHADOW_STEP:
+        return text
+    if text.isdigit():
+        return int(text)
+    raise RolloutError(f"--steps: {text!r} is neither a percent nor {SHADOW_STEP!r}")
+
+
 def rollout_body(args) -> dict:
+    """The ModelRollout to create; RolloutError, one line, when the operator would refuse it."""
     spec: dict = {"target": args.target, "mode": args.mode, "candidate": {}}
     if args.version:
         spec["candidate"]["version"] = args.version
     if args.storage_uri:
         spec["candidate"]["storageUri"] = args.storage_uri
     if args.steps:
-        spec["steps"] = [int(s) for s in args.steps.split(",")]
+        spec["steps"] = [_step(s) for s in args.steps.split(",")]
     if args.interval:
         spec["interval"] = args.interval
     if args.paused:
@@ -40,6 +52,14 @@ def rollout_body(args) -> dict:
         spec["metrics"] = {"source": "Prometheus", "prometheusUrl": args.prometheus_url}
     if args.store_root:
         spec["store"] = {"root": args.store_root}
+    if args.recorder_url:
+        spec["labGate"] = {"recorderUrl": args.recorder_url}
+    if args.shadow_watch:
+        spec["shadow"] = {"watch": args.shadow_watch}
+    try:
+        parse_spec(spec)
+    except SpecError as exc:
+        raise RolloutError(str(exc)) from None
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
             "metadata": {"name": args.name or f"{args.target}-v{args.version or 'x'}"}, "spec": spec}
 
@@ -82,7 +102,8 @@ def _fmt(value) -> str:
 def run(args, client: RolloutClient, say=print) -> int:
     try:
         if args.rollout_command == "start":
-            created = client.create(rollout_body(args))
+            body = rollout_body(args)  # refused here, one line, before any call
+            created = client.create(body)
             say(f"modelrollout {created['metadata']['name']} created in {client.namespace}")
         elif args.rollout_command == "status" and args.name:
             say(detail(client.get(args.name)))

@@ -16,7 +16,7 @@ from typing import Callable
 from ops.rollout import analysis as judge_mod
 from ops.rollout import endpoints
 from ops.rollout import golden as golden_mod
-from ops.rollout import live_accuracy, locate, routers, shadow_step, sources, state
+from ops.rollout import live_accuracy, locate, routers, shadow_step, sources, state, watch
 from ops.rollout import reference as reference_mod
 from ops.rollout import shadow as shadow_mod
 from ops.rollout.kube import ApiException, Kube
@@ -99,6 +99,8 @@ class Engine:
         if not status.applied:
             self._apply(obj, spec, status)
             status = current(obj)
+        if watch.active(status):
+            return self._watch(obj, spec, status)
         if phase in state.TERMINAL:
             return None
         return self._progress(obj, spec, status)
@@ -126,6 +128,15 @@ class Engine:
         if not status.applied:
             if not self._apply(obj, spec, status):
                 return None  # still moving traffic (e.g. waiting for the stable pods)
+            status = current(obj)
+        if watch.active(status):
+            if status.candidate_version == desired:
+                return self._watch(obj, spec, status)
+            status = self._write(obj, watch.end(status, self.clock(),
+                                                f"the desired version is now {desired}"))
+            self.emit(obj, "Normal", "WatchEnded", status.message)
+            if not self._apply(obj, spec, status):
+                return None
             status = current(obj)
         try:
             live = self._ensure(obj, spec)
@@ -272,12 +283,15 @@ class Engine:
         """Make the serving objects match the status, then record that they do. False while a
         change has to wait (pods that must be ready before others go); the next tick goes on."""
         router, phase = self.router(obj["metadata"]["namespace"], spec), status.phase
-        if spec.shadow:
+        watching = watch.active(status) or watch.rolled_back(status)
+        if spec.shadow and not watching:
             self._shadow(obj, spec, status)
-        if shadow_step.active(status):  # callers get the stable alone; copies go to the shadow
+        if watching:
+            done = self._watch_objects(obj, spec, status, router)
+        elif shadow_step.active(status):  # callers get the stable alone; copies go to the shadow
             done = router.settle(status)
-        elif phase == "Promoted":
-            done = router.promote(status)
+        elif phase == "Promoted":  # after a watch the promotion is done: no second patch
+            done = router.settle(status) if status.watch_result else router.promote(status)
         elif phase in ("Delivered", state.WAITING):  # the live version serves 100 %
             done = router.settle(status)
         elif phase in state.TERMINAL:  # rolled back or failed
@@ -299,22 +313,51 @@ class Engine:
 
     def _shadow(self, obj: dict, spec: RolloutSpec, status: RolloutStatus) -> None:
         """The shadow and the mirror setting exist exactly while the status is in the shadow step
-        (shadow.py); an Event says what was created or removed."""
+        (shadow.py) or the watch (watch.py, `_watch_objects`); an Event says what was created or
+        removed."""
         shadow = shadow_mod.Shadow(self.kube, obj["metadata"]["namespace"], spec)
         if shadow_step.active(status):
-            changed, verb = shadow.ensure(status.replicas or 1, owner_reference(obj)), "created"
+            self._shadow_event(obj, status, shadow.ensure(status.replicas or 1, owner_reference(obj)),
+                               "created")
         else:
-            changed, verb = shadow.remove(), "removed"
+            self._shadow_event(obj, status, shadow.remove(), "removed")
+
+    def _shadow_event(self, obj: dict, status: RolloutStatus, changed: list, verb: str) -> None:
+        version = status.candidate_version if shadow_step.active(status) else status.stable_version
         if changed:
-            self.emit(obj, "Normal", "Shadow", f"shadow of version {status.candidate_version}: "
-                                               f"{verb} {', '.join(changed)}")
+            self.emit(obj, "Normal", "Shadow", f"shadow of version {version}: {verb} {', '.join(changed)}")
+
+    def _watch_objects(self, obj: dict, spec: RolloutSpec, status: RolloutStatus, router) -> bool:
+        """The watch's side of `_apply` (watch.Watch); a lost previous template ends the watch,
+        or fails its rollback, saying so."""
+        objects = watch.Watch(shadow_mod.Shadow(self.kube, router.ns, spec), router)
+        try:
+            if watch.rolled_back(status):
+                done = objects.restore(status)
+                if done:  # only now: the shadow keeps the template until it is back
+                    self._shadow(obj, spec, status)
+                return done
+            done, created = objects.promote(status, owner_reference(obj))
+            self._shadow_event(obj, status, created, "created")
+            return done
+        except shadow_mod.ShadowLost as exc:
+            why = f"version {status.stable_version}: {exc}"
+            status = self._write(obj, state.fail(status, self.clock(), f"cannot roll back to {why}")
+                                 if watch.rolled_back(status) else
+                                 watch.end(status, self.clock(), f"no shadow of {why}"))
+            self.emit(obj, "Warning", "WatchEnded", status.message)
+            self._shadow(obj, spec, status)
+            if not status.applied:
+                self._apply(obj, spec, status)
+            return False  # the status this call began with is no longer the one to mark applied
 
     # ---- progress -------------------------------------------------------------------------
     def _progress(self, obj: dict, spec: RolloutSpec, status: RolloutStatus) -> str | None:
         moment = self.clock()
         if spec.action in ("Promote", "Abort"):
             if spec.action == "Promote":
-                status = state.promote(status, moment, "promoted by hand (spec.action: Promote)")
+                status = watch.begin(state.promote(status, moment, "promoted by hand (spec.action: "
+                                                                   "Promote)"), spec, moment)
                 kind, reason = "Normal", "Promoted"
             else:
                 status = state.rollback(status, moment, "rolled back by hand (spec.action: Abort)")
@@ -344,6 +387,7 @@ class Engine:
         else:
             result, snapshot = self.analyse(obj["metadata"]["namespace"], spec, status)
             decision, after = state.decide(status, spec, result, self.clock(), share=share)
+        after = watch.begin(after, spec, self.clock())
         status = self._write(obj, after.but(
             snapshot=snapshot, reference_stable=result.get("referenceStable") or after.reference_stable))
         kind = "Warning" if decision == "RollBack" or result["verdict"] == judge_mod.FAIL else "Normal"
@@ -356,6 +400,28 @@ class Engine:
         self.emit(obj, kind, reason, status.message)
         log.info("%s/%s: %s (%s)", obj["metadata"]["namespace"], obj["metadata"]["name"],
                  decision, status.message)
+        if not status.applied:
+            self._apply(obj, spec, status)
+        return decision
+
+    def _watch(self, obj: dict, spec: RolloutSpec, status: RolloutStatus) -> str | None:
+        """One look of the post-promotion watch (watch.py) when due; Abort rolls back by hand."""
+        moment = self.clock()
+        if not status.applied or (spec.action != "Abort" and not state.due(status, moment)):
+            return None
+        if spec.action == "Abort":
+            decision, after = "RollBack", state.rollback(status, moment, (
+                f"rolled back by hand during the watch (spec.action: Abort); version "
+                f"{status.stable_version} serves again")).but(watch_until=None, watch_result=watch.FAIL)
+        else:
+            decision, after = watch.decide(status, spec, watch.look(spec, status), moment)
+        status = self._write(obj, after)
+        if decision != "Hold":
+            self.emit(obj, "Warning" if decision == "RollBack" else "Normal",
+                      {"RollBack": "RolledBack", watch.PASS: "Watched"}.get(decision, "WatchEnded"),
+                      status.message)
+            log.info("%s/%s: watch %s (%s)", obj["metadata"]["namespace"], obj["metadata"]["name"],
+                     decision, status.message)
         if not status.applied:
             self._apply(obj, spec, status)
         return decision

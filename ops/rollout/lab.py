@@ -52,10 +52,27 @@ def judge(gate, doc: dict) -> dict:
     return figures
 
 
-def look(gate, model: str, stable: int, candidate: int, timeout: float) -> dict:
-    """Fetch and judge; a recorder that cannot be read is a Hold naming why."""
+def turned(doc: dict) -> dict:
+    """The pairs document with its two sides exchanged."""
+    detail = doc["detail"]
+    return dict(doc, detail=dict(detail, stable_ppb=detail["candidate_ppb"],
+                                 candidate_ppb=detail["stable_ppb"]),
+                decisions={limit: dict(sides, stable=sides.get("candidate"),
+                                       candidate=sides.get("stable"))
+                           for limit, sides in (doc.get("decisions") or {}).items()})
+
+
+def look(gate, model: str, stable: int, candidate: int, timeout: float,
+         candidate_serves: bool = False) -> dict:
+    """Fetch and judge; a recorder that cannot be read is a Hold naming why. `candidate_serves`:
+    the post-promotion watch (watch.py), where the candidate serves and the stable answers the
+    copies: the recorder pairs them the other way round, turned back here, so that the figures'
+    stable and candidate stay the status's and the gate still judges the candidate."""
     try:
-        doc = fetch(gate.recorder_url, model, stable, candidate, timeout)
+        if candidate_serves:
+            doc = turned(fetch(gate.recorder_url, model, candidate, stable, timeout))
+        else:
+            doc = fetch(gate.recorder_url, model, stable, candidate, timeout)
         return judge(gate, doc)
     except (requests.RequestException, ValueError, KeyError) as exc:
         return {"verdict": HOLD, "pairs": None, "reason": f"recorder unreadable: {str(exc)[:200]}"}

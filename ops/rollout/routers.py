@@ -301,11 +301,18 @@ class DeploymentRouter(Router):
         return self._move(status, weight, canary_running=True)
 
     def promote(self, status: RolloutStatus) -> bool:
-        canary = self.kube.raw_deployment(self.ns, self.canary_name)
-        self.kube.patch_deployment(self.ns, self.stable_name, traffic.promotion_patch(canary),
-                                   strategic=False)
+        self.restore(self.kube.raw_deployment(self.ns, self.canary_name)["spec"]["template"])
         # the stable Deployment now runs the candidate and serves everything
         return self._move(status, 0, canary_running=False)
+
+    def restore(self, template: dict) -> None:
+        """The stable Deployment runs `template`'s pod spec and version label (a promotion, or
+        the post-promotion watch's rollback to the template it kept)."""
+        self.kube.patch_deployment(self.ns, self.stable_name, traffic.promotion_patch(
+            {"spec": {"template": template}}), strategic=False)
+
+    def stable_version(self) -> int | None:
+        return self._version(self.kube.raw_deployment(self.ns, self.stable_name))
 
     def rollback(self, status: RolloutStatus) -> bool:
         return self._move(status, 0, canary_running=False)

@@ -253,13 +253,16 @@ class ShadowSpec:
     deadline: str  # as written, for messages
     deadline_s: int
     on_no_labels: str  # RollBack | Proceed
+    watch: str = "0s"  # as written, for messages
+    watch_s: int = 0  # the post-promotion watch (watch.py); 0: none
 
     @classmethod
     def parse(cls, values: dict) -> ShadowSpec:
         f = _Fields(values, "spec.shadow")
         spec = cls(percent=f.number("percent"), deadline=f.text("deadline"),
                    deadline_s=parse_interval(f.text("deadline"), "spec.shadow.deadline"),
-                   on_no_labels=f.text("onNoLabels"))
+                   on_no_labels=f.text("onNoLabels"), watch=f.text("watch"),
+                   watch_s=parse_interval(f.text("watch"), "spec.shadow.watch"))
         if spec.on_no_labels not in ON_NO_LABELS:
             raise SpecError(f"spec.shadow.onNoLabels {spec.on_no_labels!r} is not one of "
                             f"{', '.join(ON_NO_LABELS)}")

@@ -98,7 +98,8 @@ def start(spec, moment: dt.datetime, found: dict, previous: RolloutStatus | None
     return transition(previous or RolloutStatus(), phase="Progressing", event="Started",
                       moment=moment, last_analysis=None, inconclusive_since=None,
                       reference_stable=None, deadline_exceeded=None, lab_gate=None,
-                      shadow_deadline_exceeded=None, failed_checks=0,
+                      shadow_deadline_exceeded=None, watch_until=None, watch_result=None,
+                      failed_checks=0,
                       **found, step_started_at=stamp(moment),
                       next_check_at=stamp(moment + dt.timedelta(seconds=spec.interval_s)),
                       traffic_applied=False, **step)

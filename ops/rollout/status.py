@@ -45,6 +45,10 @@ class RolloutStatus:
     shadow_deadline_at: str | None = None
     shadow_deadline_exceeded: bool | None = None
     lab_gate: dict | None = None
+    # the post-promotion watch (watch.py): its end while it runs, then how it ended (Pass, Fail,
+    # Ended: the watch ran out or a new desired version came)
+    watch_until: str | None = None
+    watch_result: str | None = None
     observed_generation: int | None = None
     last_analysis: dict | None = None
     reference_stable: dict | None = None  # the stable's reference figures, once measured

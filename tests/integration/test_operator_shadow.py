@@ -8,7 +8,9 @@ them to the candidate; both servers record to the recorder; the lab's results ar
 reads the recorder's pairs and the lab gate decides. A healthy candidate (v2) passes and goes on
 through the canary steps to Promoted; one trained on shuffled targets (v3) fails in shadow and is
 rolled back before any caller saw an answer of it. Either way no shadow and no mirror setting is
-left. The shadow deadline with each onNoLabels (no lab results at all) closes the module.
+left. The shadow deadline with each onNoLabels (no lab results at all) follows, and the
+post-promotion watch closes the module: the broken v3, promoted by hand, serves and mirrors to v1
+running on as the shadow; the lab gate on those pairs fails it and v1's pod template is restored.
 
 The gate's margin here is 0.1, not the default 0.02: on the 34 reference lots of these tiny models
 the healthy candidate's bound is 0.09 and the broken one's lower bound 0.13 (the default margin
@@ -22,17 +24,19 @@ import time
 import pytest
 import requests
 
-from don_core.contract import MODEL_LABEL_KEY, TRACK_LABEL
+from don_core.contract import MODEL_LABEL_KEY, MODEL_VERSION_LABEL, TRACK_LABEL
 from don_core.store import open_store
 from tests.fixtures_operator import running_recorder
 from tests.fixtures_server import ServerProcess
 from tests.integration import test_operator_apiserver as apiserver
 from tests.integration.test_operator_apiserver import (
     ReadyDeployments, Traffic, Watcher, events, golden_rows, rollout, terminal)
-from tests.integration.test_operator_paths import deployment
+from tests.integration import test_operator_paths as paths
+from tests.integration.test_operator_paths import ROUTE, deployment
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 kube, namespace = apiserver.kube, apiserver.namespace
+httproute_crd = paths.httproute_crd  # that module's fixture, by name
 TOKEN = "shadow-token"
 GATE = {"minPairs": 20, "margin": 0.1}
 
@@ -58,7 +62,7 @@ def servers(rollout_store, lab_recorder, tmp_path_factory):
     try:
         for server in started.values():
             server.wait(timeout=120)
-        yield dict(started, mirror_file=mirror_file)
+        yield dict(started, mirror_file=mirror_file, records=records, logs=logs)
     finally:
         for server in started.values():
             server.terminate()
@@ -257,3 +261,87 @@ def test_the_shadow_deadline_without_lab_results(kube, namespace, operator_clust
         assert all(h["weight"] == 0 for h in status["history"])
     else:
         assert "proceeding without a lab verdict" in left["message"] and left["event"] == "Advanced"
+
+
+def test_a_promoted_version_failing_the_watch_is_rolled_back_to_the_previous_one(
+        kube, namespace, operator_cluster, servers, rollout_store, lab_recorder):
+    from ops.rollout.shadow import PREVIOUS_TEMPLATE
+    previous, logs = servers["stable"], servers["logs"]
+    # v3 as the promoted stable's server: it mirrors as its own mirror file says (the kubelet's
+    # copy of don-mirror), to v1 (shadowUrl), which answers the copies as the shadow
+    mirror_file = logs / "mirror-promoted" / "mirror.json"
+    mirror_file.parent.mkdir()
+    promoted = ServerProcess("don", rollout_store / "don" / "3", logs / "promoted.log",
+                             *servers["records"], "--mirror_config", str(mirror_file))
+    watcher = create_tracks(kube, namespace, 3)
+    body = shadowed("don-v3", 3, previous, previous.base, rollout_store, lab_recorder, watch="5m")
+    body["spec"]["action"] = "Promote"  # promoted by hand straight from the shadow step
+    try:
+        promoted.wait(timeout=120)
+        lots = Lots(rollout_store, promoted.base, lab_recorder)
+        with ReadyDeployments(kube, namespace), Kubelet(kube, namespace, mirror_file):
+            kube.create_rollout(namespace, body)
+            watching = watcher.until(lambda s: s.get("watchUntil") and s.get("trafficApplied"))
+            assert watching["status"]["phase"] == "Promoted", watching["status"]["message"]
+            assert "watching it against version 1" in watching["status"]["message"]
+            stable = kube.raw_deployment(namespace, "don")["spec"]["template"]["metadata"]["labels"]
+            assert stable[MODEL_VERSION_LABEL] == "3"
+            shadow = kube.raw_deployment(namespace, "don-shadow")
+            kept = shadow["metadata"]["annotations"][PREVIOUS_TEMPLATE]
+            assert f'"{MODEL_VERSION_LABEL}": "1"' in kept  # the stable's template before the patch
+            assert kube.get_configmap(namespace, "don-mirror")["data"]["mirror.json"] == \
+                f'{{"percent": 100, "url": "{previous.base}"}}'
+            with lots:
+                lots.measured()
+                final = watcher.until(lambda s: terminal(s) and not s.get("watchUntil")
+                                      and s.get("trafficApplied"), timeout=90)
+    finally:
+        promoted.terminate()
+        promoted.stop()
+    status = final["status"]
+    assert status["phase"] == "RolledBack", status["message"]
+    assert status["watchResult"] == "Fail"
+    assert "rolled back after promotion (watch): lab gate Fail" in status["message"]
+    assert "version 1 serves again" in status["message"]
+    assert status["labGate"]["lower"] > 0.1 and status["labGate"]["pairs"] >= 20
+    restored = kube.raw_deployment(namespace, "don")["spec"]["template"]["metadata"]["labels"]
+    assert restored[MODEL_VERSION_LABEL] == "1"
+    nothing_of_the_shadow_left(kube, namespace)
+    assert {"Shadow", "Promoted", "RolledBack"} <= set(events(kube, namespace, "don-v3"))
+
+
+def test_on_the_httproute_engine_the_gateway_mirrors_and_the_filter_goes(
+        kube, namespace, operator_cluster, httproute_crd, servers, rollout_store, tmp_path):
+    from kubernetes.client.rest import ApiException
+    stable, good = servers["stable"], servers["good"]
+    watcher = create_tracks(kube, namespace, 2)
+    kube.custom.create_namespaced_custom_object(*ROUTE[:2], namespace, ROUTE[2], {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "don"},
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{
+            "backendRefs": [{"name": "don-stable", "port": 80, "weight": 100},
+                            {"name": "don-canary", "port": 80, "weight": 0}]}]}})
+    seen, configmaps = [], []
+
+    def record(status):
+        route = kube.custom.get_namespaced_custom_object(*ROUTE[:2], namespace, ROUTE[2], "don")
+        filters = route["spec"]["rules"][0].get("filters") or []
+        if seen[-1:] != [filters]:
+            seen.append(filters)
+        try:
+            configmaps.append(kube.get_configmap(namespace, "don-mirror"))
+        except ApiException:
+            pass
+        return terminal(status) and status.get("trafficApplied")
+
+    with running_recorder(tmp_path, TOKEN) as empty, ReadyDeployments(kube, namespace):
+        body = shadowed("don-v2", 2, stable, good.base, rollout_store, empty, deadline="3s", percent=50)
+        body["spec"]["deployment"] = {"httpRoute": "don"}
+        kube.create_rollout(namespace, body)
+        final = watcher.until(record, timeout=90)
+    status = final["status"]
+    assert status["phase"] == "RolledBack", status["message"]  # no lab results: onNoLabels RollBack
+    mirror = {"type": "RequestMirror",
+              "requestMirror": {"backendRef": {"name": "don-shadow", "port": 80}, "percent": 50}}
+    assert [mirror] in seen and seen[-1] == [], seen  # the Gateway copied, then stopped
+    assert not configmaps  # the stable's servers were never told to mirror
+    nothing_of_the_shadow_left(kube, namespace)

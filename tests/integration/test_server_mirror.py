@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from don_core.contract import MIRROR_REQUESTS_METRIC, REQUEST_ID_HEADER, SHADOW_HEADER
+from don_core.contract import MIRROR_REQUESTS_METRIC, REQUEST_ID_HEADER, SHADOW_ENV, SHADOW_HEADER
 from don_core.records import PredictionRecord
 from scripts.records_sink import RecordsSink
 from tests.net import free_port
@@ -88,9 +88,10 @@ def config(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shadow(serving_store, start_server, sink, token_file):
+    """Started as the operator's shadow pods are (DON_SHADOW=1)."""
     return start_server("don-rf", serving_store / "don-rf" / "2", "--records_url", sink.url,
                         "--records_flush_seconds", "0.2",
-                        env={"DON_API_TOKEN_FILE": str(token_file)})
+                        env={"DON_API_TOKEN_FILE": str(token_file), SHADOW_ENV: "1"})
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +267,20 @@ def test_the_setting_changes_at_run_time_without_a_restart(stable, shadow, confi
     assert wait_for(lambda: requests.get(stable.url("/status"), headers=AUTH,
                                          timeout=5).json()["mirror"]["url"] is None)
     assert requests.get(stable.url("/status"), headers=AUTH, timeout=5).json()["pid"] == pid
+
+
+def test_a_copy_without_the_mark_is_still_the_shadows(shadow, sink, golden_rows):
+    """A Gateway API RequestMirror copy carries no X-Don-Shadow: a shadow server records it as the
+    shadow's all the same, so it pairs with the stable's answer."""
+    rows = np.asarray(golden_rows[:2])
+    answered = requests.post(shadow.url("/v1/models/don-rf:predict"), timeout=10,
+                             headers=dict(AUTH, **{REQUEST_ID_HEADER: "gateway-copy-1"}),
+                             json={"instances": rows.tolist(), "sample_ids": ["g-1", "g-2"]})
+    assert answered.status_code == 200 and SHADOW_HEADER not in answered.request.headers
+
+    def mine():
+        records = [PredictionRecord.from_dict(r) for r in sink.records()]
+        return [r for r in records if r.request_id == "gateway-copy-1"] or None
+
+    records = wait_for(mine)
+    assert records and len(records) == 2 and all(r.shadow is True for r in records)

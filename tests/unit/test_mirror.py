@@ -10,7 +10,7 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from don_core.contract import MIRROR_REQUESTS_METRIC, REQUEST_ID_HEADER, SHADOW_HEADER
+from don_core.contract import MIRROR_REQUESTS_METRIC, REQUEST_ID_HEADER, SHADOW_ENV, SHADOW_HEADER
 from model_server import mirror
 from model_server.mirror import Mirror, MirrorConfig, MirrorOptions, Target, read_target
 
@@ -207,6 +207,9 @@ def test_flags_come_from_the_environment():
                                     queue_size=7)
     defaults = mirror.options_from_args(_parse([], {}))
     assert defaults.url is None and defaults.config_file == "/etc/don-predictor/mirror/mirror.json"
+    assert not defaults.shadow  # a shadow server: the operator's shadow pods say so
+    assert mirror.options_from_args(_parse([], {SHADOW_ENV: "1"})).shadow
+    assert mirror.options_from_args(_parse(["--shadow"], {})).shadow
     with pytest.raises(ValueError, match="mirror percent 150"):
         mirror.options_from_args(_parse(["--mirror_url", "http://s", "--mirror_percent", "150"], {}))
 

@@ -20,6 +20,23 @@ def test_start_builds_a_valid_rollout():
     assert spec.metrics.source == "Prometheus"
 
 
+def test_start_with_a_shadow_step_and_errors_as_one_line():
+    def start(*extra):
+        return _parser().parse_args(["rollout", "start", "--target", "don", "--version", "3",
+                                     "--mode", "Deployment", *extra])
+    body = cli.rollout_body(start("--steps", "shadow,10,50,100", "--recorder-url",
+                                  "http://recorder:8080", "--shadow-watch", "72h"))
+    spec = parse_spec(body["spec"])
+    assert spec.shadow and spec.steps == (10, 50, 100) and spec.shadow.watch_s == 72 * 3600
+    assert spec.lab_gate.recorder_url == "http://recorder:8080"
+    said = []
+    for extra, match in ((("--steps", "shadow,10,100"), "needs spec.labGate.recorderUrl"),
+                         (("--steps", "10,shade,100"), "'shade' is neither a percent nor 'shadow'"),
+                         (("--steps", "10,shadow"), "may only be the first step")):
+        assert cli.run(start(*extra), client=None, say=said.append) == 1
+        assert said[-1].startswith("error: ") and match in said[-1] and "\n" not in said[-1]
+
+
 def test_status_table_lines_up():
     now = dt.datetime.now(dt.timezone.utc)
     item = {"metadata": {"name": "don-v3", "namespace": "ml",

@@ -133,7 +133,7 @@ def test_the_shadow_deployment_is_off_the_models_service_and_never_mirrors():
     assert labels == {"app": "don", TRACK_LABEL: "shadow"} == body["spec"]["selector"]["matchLabels"]
     assert body["spec"]["replicas"] == 2 and body["metadata"]["ownerReferences"] == [owner]
     env = body["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert {"name": "DON_MODEL_VERSION", "value": "2"} in env and {"name": "DON_MIRROR_CONFIG", "value": ""} in env
+    assert {"name": "DON_MODEL_VERSION", "value": "2"} in env and {"name": "DON_SHADOW", "value": "1"} in env
     assert canary["spec"]["template"]["metadata"]["labels"][MODEL_LABEL_KEY] == "don"  # not mutated
 
 
@@ -177,3 +177,18 @@ def test_a_recorder_that_cannot_be_read_holds_naming_why():
     seen = lab.look(gate, "don", 1, 2, timeout=2)
     assert seen["verdict"] == lab.HOLD and "recorder unreadable" in seen["reason"]
     assert json.dumps(seen)  # goes into the status as it is
+
+
+def test_the_gateway_mirror_filter_is_added_and_removed_on_the_stables_rules_only():
+    other = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "a", "value": "b"}]}}
+    route = {"spec": {"rules": [
+        {"backendRefs": [{"name": "don-stable"}, {"name": "don-canary"}], "filters": [other]},
+        {"backendRefs": [{"name": "elsewhere"}]}]}}
+    rules = shadow.mirrored_rules(route, "don-stable", "don-shadow", 100)
+    assert rules[0]["filters"] == [other, {"type": "RequestMirror",
+                                           "requestMirror": {"backendRef": {"name": "don-shadow", "port": 80}}}]
+    assert "filters" not in rules[1]
+    again = shadow.mirrored_rules({"spec": {"rules": rules}}, "don-stable", "don-shadow", 25)
+    assert again[0]["filters"][1]["requestMirror"]["percent"] == 25 and len(again[0]["filters"]) == 2
+    assert shadow.request_mirror("s", 12.5)["requestMirror"]["fraction"] == {"numerator": 1250, "denominator": 10000}
+    assert shadow.mirrored_rules({"spec": {"rules": again}}, "don-stable", "don-shadow", None)[0]["filters"] == [other]
