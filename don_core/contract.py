@@ -122,9 +122,9 @@ def parse_storage_uri(uri: str) -> tuple[str, str, int]:
     return match["root"], match["model"], int(match["version"])
 
 
-# ---- ModelRollout spec defaults: the CRD's schema defaults (both copies), the chart's
-# operator.rollout values and the operator's own fill-in for objects written before a default
-# existed; tests keep the YAML in step with these.
+# ---- ModelRollout spec defaults: the only hand-written copy. `python -m scripts.gen_rollout_defaults`
+# writes them into the CRD's schema defaults and the chart's operator.rollout values (a test fails
+# when those are stale); the operator fills them in for objects written before a default existed.
 LIVE_ACCURACY_DEFAULTS: dict = {"thresholdPpb": 1000, "window": "7d", "maxFalseAcceptIncrease": 0.05,
                                 "minMatched": 30}
 # The paired lab gate (don_core.lab_gate reads its defaults here; benchmarks/gates.py chose them).
@@ -158,7 +158,11 @@ ROLLOUT_DEFAULTS: dict = {
     "labGate": {"minPairs": LAB_GATE_MIN_PAIRS, "margin": LAB_GATE_MARGIN, "alpha": LAB_GATE_ALPHA},
 }
 
-# ---- the recorder's paired figures (GET /v1/pairs): a stable version against its shadow ----------
+# ---- the recorder's HTTP API (ops/recorder/server.py), as the operator, the CLI and the console call it
+ACCURACY_PATH = "/v1/accuracy"                  # GET live accuracy (?model=&version=)
+ACCURACY_SERIES_PATH = "/v1/accuracy/series"    # GET the same per day
+LAB_RESULTS_PATH = "/v1/labresults"             # POST a lab results CSV (?partial=true)
+# The paired figures (GET /v1/pairs): a stable version against its shadow.
 PAIRS_PATH = "/v1/pairs"
 # With ?detail=1: one list per name, one value per lab-matched lot, what the operator's lab gate reads.
 PAIRS_DETAIL_FIELDS = ("sample_id", "stable_ppb", "candidate_ppb", "truth_ppb")

@@ -7,11 +7,12 @@ import re
 import requests
 
 from console.services.common import TIMEOUT_S, ConsoleError, Settings, bearer, call, recorder_url, refusal
-from don_core.contract import DRIFT_WINDOW_SCORE_METRIC, OUT_OF_DISTRIBUTION_METRIC, SCORED_ROWS_METRIC
+from don_core.contract import (ACCURACY_PATH, ACCURACY_SERIES_PATH, DRIFT_WINDOW_SCORE_METRIC, LAB_RESULTS_PATH,
+                               OUT_OF_DISTRIBUTION_METRIC, SCORED_ROWS_METRIC)
 
 
 def accuracy(settings: Settings) -> dict:
-    return call("GET", recorder_url(settings, "/v1/accuracy"), settings).json()
+    return call("GET", recorder_url(settings, ACCURACY_PATH), settings).json()
 
 
 def accuracy_rows(doc: dict) -> list[dict]:
@@ -41,7 +42,7 @@ def import_lab_results(settings: Settings, raw: bytes, name: str) -> dict:
     """Post a lab CSV (sample_id, vomitoxin_ppb[, method][, measured_at]) to the recorder, which
     checks every row (ops/recorder/labresults.py, the one reader) and stores all of it or nothing.
     Returns its summary {stored, duplicates, rejected}."""
-    url = recorder_url(settings, "/v1/labresults")
+    url = recorder_url(settings, LAB_RESULTS_PATH)
     headers = {"Content-Type": "text/csv", **bearer(settings.recorder_token())}
     try:
         response = requests.post(url, data=raw, headers=headers, timeout=TIMEOUT_S)
@@ -57,7 +58,7 @@ def import_lab_results(settings: Settings, raw: bytes, name: str) -> dict:
 
 def accuracy_series(settings: Settings, days: int) -> dict:
     """The recorder's per-day series (GET /v1/accuracy/series) over the last `days` days."""
-    return call("GET", recorder_url(settings, "/v1/accuracy/series"), settings,
+    return call("GET", recorder_url(settings, ACCURACY_SERIES_PATH), settings,
                 params={"days": days}).json()
 
 

@@ -11,6 +11,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from don_core.contract import LAB_RESULTS_PATH
+
 
 def add_parsers(sub) -> None:
     recorder = sub.add_parser("recorder", help="the prediction recorder service")
@@ -119,7 +121,7 @@ def _import(args) -> int:
     headers = {"Content-Type": "text/csv"}
     if args.token_file:
         headers["Authorization"] = f"Bearer {Path(args.token_file).read_text().strip()}"
-    url = args.url.rstrip("/") + "/v1/labresults" + ("?partial=true" if args.partial else "")
+    url = args.url.rstrip("/") + LAB_RESULTS_PATH + ("?partial=true" if args.partial else "")
     try:
         with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=120) as resp:
             result = json.load(resp)

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from don_core.contract import PAIRS_PATH
+from don_core.contract import ACCURACY_PATH, ACCURACY_SERIES_PATH, LAB_RESULTS_PATH, PAIRS_PATH
 from don_core.records import KSERVE_REQUEST_EVENT_TYPE, KSERVE_RESPONSE_EVENT_TYPE, RECORDS_EVENT_TYPE
 from ops.recorder import accuracy, db, events, labresults, pairs
 from ops.recorder.metrics import RecorderMetrics
@@ -230,10 +230,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._json(200, {"status": "ready", "database": rec.engine.dialect.name})
             elif url.path == "/metrics":
                 self._send(200, generate_latest(rec.metrics.registry), CONTENT_TYPE_LATEST)
-            elif url.path == "/v1/accuracy":
+            elif url.path == ACCURACY_PATH:
                 model, version = _model_version(parse_qs(url.query))
                 self._json(200, accuracy.report(rec.engine, model, version))
-            elif url.path == "/v1/accuracy/series":
+            elif url.path == ACCURACY_SERIES_PATH:
                 query = parse_qs(url.query)
                 model, version = _model_version(query)
                 self._json(200, accuracy.series(rec.engine, _days(query), _last_day(query), model, version))
@@ -250,7 +250,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         url = urlsplit(self.path)
         rec = self.recorder
-        if url.path not in ("/", "/v1/labresults"):
+        if url.path not in ("/", LAB_RESULTS_PATH):
             self._discard()
             return self._error(404, f"no such path {url.path[:100]!r}")
         if not rec.authorised(self.headers.get("Authorization"), self.headers.get("ce-type")):

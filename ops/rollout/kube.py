@@ -180,7 +180,9 @@ class Kube:
                   "Service": self.core.delete_namespaced_service,
                   "Deployment": self.apps.delete_namespaced_deployment}[kind]
         try:
-            delete(name, ns, propagation_policy="Background")
+            # not deserialised: what a delete answers differs by server version (Kubernetes 1.20
+            # answers a Service delete with a Status, which this client cannot read as a Service)
+            delete(name, ns, propagation_policy="Background", _preload_content=False).read()
         except ApiException as exc:
             if exc.status == 404:
                 return False

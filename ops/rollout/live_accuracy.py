@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import requests
 
+from don_core.contract import ACCURACY_PATH
 from ops.rollout.analysis import FAIL, INCONCLUSIVE, PASS
 from ops.rollout.spec import LiveAccuracySpec
 
@@ -21,7 +22,7 @@ def _check(value, limit, result: str, note: str) -> dict:
 
 
 def fetch(recorder_url: str, model: str, timeout: float) -> dict:
-    response = requests.get(recorder_url.rstrip("/") + "/v1/accuracy", params={"model": model}, timeout=timeout)
+    response = requests.get(recorder_url.rstrip("/") + ACCURACY_PATH, params={"model": model}, timeout=timeout)
     response.raise_for_status()
     return response.json()
 
