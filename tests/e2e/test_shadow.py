@@ -1,0 +1,213 @@
+"""Shadow first, lab results decide, on the local cluster: a candidate answers mirrored copies of
+live requests only, until the lab's results for those lots judge it (the paired lab gate).
+
+The README's install (the lifecycle module's values: lower requests, the deployment engine, quick
+training, a 10 s interval) plus what the shadow step needs: the recorder on (the lab gate reads
+its paired figures), `operator.rollout.steps=[shadow, 50, 100]` (the chart's default steps have no
+shadow step yet), one model (don-rf) on the real corn data. A steady client sends lots with sample
+ids through the model's Service; while a candidate shadows, the lab's results for the lots sent so
+far are uploaded every few seconds, as a lab system would: `python -m ops labresults import`
+through the recorder's API, from a pod.
+
+- a good retrain (a new seed): shadow -> lab gate Pass -> 50 % -> 100 % -> Promoted;
+- a retrain on a lab export with 30 % of its targets shuffled (declared a deliberate relabel): it
+  is served correctly and passes the reference set in shadow, the lab gate fails it, and it is
+  rolled back in shadow: the client never got an answer from it, and nothing of the shadow is left;
+- 0 non-2xx answers through all of it.
+Its own namespace, claim and volume (the lifecycle module's are still being deleted when it runs).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from don_core.schema import TARGET_COLUMN
+from tests.cluster.crds import install_crds
+from tests.e2e import test_lifecycle as lifecycle
+from tests.e2e.kube import Kube
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200, func_only=True)]
+
+NS = "don-shadow"
+RELEASE = lifecycle.RELEASE
+CHART = lifecycle.CHART
+RF = f"{RELEASE}-rf"
+CLAIM = lifecycle.CLAIM
+PV = "don-shadow-model-store"
+TOKEN = "e2e-shadow-token"
+LAB_LABEL = ("don-predictor.io/recorder-client", "true")
+STEPS = '["shadow",50,100]'
+
+
+@pytest.fixture(scope="module")
+def life(e2e_cluster, real_data_path):
+    """What the lifecycle helpers need (`kube`, `store`), in this module's own namespace."""
+    if e2e_cluster.engine != "deployment" or e2e_cluster.volumes is None:
+        pytest.skip("the shadow module runs the chart's deployment engine on the local cluster")
+    kube = Kube(e2e_cluster.kubeconfig, NS, env=dict(os.environ))
+    kube.kubectl("create", "namespace", NS, namespaced=False, check=False)
+    store = e2e_cluster.volumes / "shadow-store"
+    shutil.rmtree(store, ignore_errors=True)
+    (store / "data").mkdir(parents=True)
+    shutil.copyfile(real_data_path, store / "data" / "corn_hsi_don.csv")
+    for path in (store, store / "data", store / "data" / "corn_hsi_don.csv"):
+        os.chown(path, 1000, 1000)
+    store.chmod(0o770)
+    kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": PV},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                         "persistentVolumeReclaimPolicy": "Retain",
+                         "hostPath": {"path": str(store), "type": "Directory"},
+                         "claimRef": {"namespace": NS, "name": CLAIM}}})
+    if e2e_cluster.api is not None:
+        install_crds(e2e_cluster.api, sorted((CHART / "crds").glob("*.yaml")))
+    state = {"kube": kube, "store": store, "uploaded": 0, "lab_uploads": 0}
+    yield state
+    kube.kubectl("delete", "pod", "client-don-rf", "lab-upload", "--ignore-not-found", "--wait=false", check=False)
+    kube.helm("uninstall", RELEASE, "--wait", "--timeout", "2m", check=False)
+    kube.kubectl("delete", "pvc", CLAIM, "--ignore-not-found", "--wait=false", check=False)
+    kube.kubectl("delete", "pv", PV, "--ignore-not-found", "--wait=false", namespaced=False, check=False)
+    kube.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=false", namespaced=False, check=False)
+
+
+def _status(life) -> dict:
+    return life["kube"].get("modelrollout", RF).get("status") or {}
+
+
+def _upload_lab_results(life) -> None:
+    """The lab's results for every lot the client has sent since the last upload (lot-<n> is
+    row n % len of version 1's golden set, whose lab values are its targets_ppb)."""
+    kube = life["kube"]
+    sent = len(lifecycle._responses(kube, "don-rf"))
+    if sent <= life["uploaded"]:
+        return
+    truth = json.loads((life["store"] / "don-rf" / "1" / "golden.json").read_text())["targets_ppb"]
+    measured = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    csv = "sample_id,vomitoxin_ppb,method,measured_at\n" + "".join(
+        f"lot-{n},{truth[n % len(truth)]!r},HPLC,{measured}\n" for n in range(life["uploaded"], sent))
+    kube.kubectl("delete", "configmap", "lab-upload", "--ignore-not-found")
+    kube.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                                                       "metadata": {"name": "lab-upload"}, "data": {"results.csv": csv}}))
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "lab-upload", "labels": {LAB_LABEL[0]: LAB_LABEL[1]}},
+           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
+                    "containers": [{
+                        "name": "lab", "image": f"don-predictor/operator:{lifecycle._image_tag()}",
+                        "imagePullPolicy": "Never",
+                        "command": ["python3", "-m", "ops", "labresults", "import", "/lab/results.csv",
+                                    "--url", life["recorder_url"], "--token-file", "/token/token"],
+                        "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False},
+                        "volumeMounts": [{"name": "lab", "mountPath": "/lab", "readOnly": True},
+                                         {"name": "token", "mountPath": "/token", "readOnly": True}]}],
+                    "volumes": [{"name": "lab", "configMap": {"name": "lab-upload"}},
+                                {"name": "token", "secret": {"secretName": f"{RELEASE}-recorder-token"}}]}}
+    kube.kubectl("delete", "pod", "lab-upload", "--ignore-not-found")
+    phase, logs = kube.run_pod(pod, timeout=180)
+    assert phase == "Succeeded" and f"{sent - life['uploaded']} stored" in logs, logs[-2000:]
+    life["uploaded"], life["lab_uploads"] = sent, life["lab_uploads"] + 1
+
+
+def _shadow_until(life, what: str, done, seconds: float = 600) -> dict:
+    """While the candidate shadows, the lab keeps sending its results; until `done(status)`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = _status(life)
+        if done(status):
+            return status
+        if status.get("stepLabel") == "shadow" and status.get("phase") == "Progressing":
+            _upload_lab_results(life)
+        time.sleep(10)
+    raise AssertionError(f"timed out waiting for {what}\n{life['kube'].describe('modelrollout', RF)}")
+
+
+def _train(life, run_id: str, seed: int, *extra: str) -> None:
+    kube = life["kube"]
+    kube.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set-string", f"training.job.runId={run_id}",
+              "--set", f"training.seed={seed}", *extra)
+    published = life["store"] / "don-rf" / run_id / "metadata.json"
+    lifecycle._wait(life, f"version {run_id} published", published.exists, 600)
+
+
+def test_install_with_the_recorder_and_a_shadow_step_serves(life):
+    kube = life["kube"]
+    kube.helm("install", RELEASE, str(CHART), *lifecycle._values(), "--skip-crds",
+              "--set", "training.models={rf}", "--set", "recorder.enabled=true",
+              "--set", f"recorder.token.value={TOKEN}", "--set", "recorder.resources.requests.cpu=50m",
+              "--set-json", f"operator.rollout.steps={STEPS}")
+    recorder = kube.get("service", f"{RELEASE}-recorder")["spec"]
+    life["recorder_url"] = f"http://{recorder['clusterIP']}:{recorder['ports'][0]['port']}/"
+    # no cluster DNS here: the model servers and the operator reach the recorder by its ClusterIP
+    kube.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", f"recorder.recordsUrl={life['recorder_url']}")
+    lifecycle._client(life, "don-rf")
+    lifecycle._wait(life, "version 1 delivered", lifecycle._reached(life, RF, "Delivered", liveVersion=1), 900, RF)
+    life["start"] = time.time()
+
+
+def test_a_good_retrain_is_shadowed_judged_by_lab_results_and_promoted(life):
+    _train(life, "2", 2)
+    life["kube"].helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", "models.rf.version=2")
+    lifecycle._wait(life, "the shadow of version 2", lambda: _status(life).get("stepLabel") == "shadow", 120, RF)
+    status = _shadow_until(life, "version 2 promoted", lambda s: s.get("phase") in ("Promoted", "RolledBack", "Failed")
+                           and s.get("candidateVersion") == 2 and s.get("trafficApplied"), 900)
+    assert status["phase"] == "Promoted" and status["liveVersion"] == 2, status.get("message")
+    gate = status["labGate"]
+    assert gate["verdict"] == "Pass" and gate["pairs"] >= 30, gate
+    history = status["history"][max(i for i, h in enumerate(status["history"]) if h["event"] == "Started"):]
+    assert history[0]["step"] == 0 and history[0]["weight"] == 0, history[0]  # started in shadow
+    advanced = [h for h in history if h["event"] == "Advanced"]
+    assert advanced and advanced[0]["step"] == 1, history  # out of the shadow onto the first canary step
+    life["good"] = gate
+
+
+def _partly_shuffled(life, fraction: float) -> str:
+    """The real data with `fraction` of its targets shuffled among themselves: a partly corrupted
+    lab export (it trains and serves fine, and predicts those lots wrongly)."""
+    frame = pd.read_csv(life["store"] / "data" / "corn_hsi_don.csv")
+    rng = np.random.default_rng(3)
+    rows = rng.choice(len(frame), size=int(fraction * len(frame)), replace=False)
+    frame.loc[rows, TARGET_COLUMN] = rng.permutation(frame.loc[rows, TARGET_COLUMN].to_numpy())
+    path = life["store"] / "data" / "shuffled-30.csv"
+    frame.to_csv(path, index=False)
+    os.chown(path, 1000, 1000)
+    return "/mnt/store/data/shuffled-30.csv"
+
+
+def test_a_partly_shuffled_retrain_is_rolled_back_in_shadow_by_the_lab_gate(life):
+    kube = life["kube"]
+    _train(life, "3", 3, "--set", f"training.data={_partly_shuffled(life, 0.3)}", "--set", "training.acceptRelabel=true")
+    kube.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", "models.rf.version=3")
+    lifecycle._wait(life, "the shadow of version 3", lambda: _status(life).get("candidateVersion") == 3, 120, RF)
+    status = _shadow_until(life, "version 3 judged", lambda s: s.get("candidateVersion") == 3
+                           and s.get("phase") in ("Promoted", "RolledBack", "Failed") and s.get("trafficApplied"), 900)
+    assert status["phase"] == "RolledBack" and status["liveVersion"] == 2, status.get("message")
+    gate = status["labGate"]
+    assert gate["verdict"] == "Fail" and "lab gate Fail" in status["message"], (gate, status["message"])
+    started = max(i for i, h in enumerate(status["history"]) if h.get("event") == "Started")
+    assert all(h.get("weight") in (0, None) for h in status["history"][started:]), status["history"][started:]
+    described = kube.kubectl("describe", "modelrollout", RF).stdout
+    assert "lab gate Fail" in described and "Pairs" in described, described
+    for kind in ("deployment", "service", "configmap"):
+        name = f"{RF}-mirror" if kind == "configmap" else f"{RF}-shadow"
+        assert kube.kubectl("get", kind, name, check=False).returncode != 0, f"{kind} {name} left behind"
+    from tests.fixtures_cluster import E2E_REPORT
+    good = life["good"]
+    E2E_REPORT.setdefault("notes", []).append(
+        f"shadow: good retrain Pass on {good['pairs']} pairs (mean {good['meanScore']:+.4f}); 30 % shuffled "
+        f"retrain Fail on {gate['pairs']} pairs (mean {gate['meanScore']:+.4f}, false accepts "
+        f"{gate['candidateFalseAccepts']} vs {gate['stableFalseAccepts']}); {life['lab_uploads']} lab uploads")
+
+
+def test_no_caller_got_an_answer_from_the_shadow_nor_an_error(life):
+    responses = lifecycle._served(lifecycle._responses(life["kube"], "don-rf"))
+    versions = {}
+    for _, code, version in responses:
+        versions[(code, version)] = versions.get((code, version), 0) + 1
+    assert responses and set(versions) <= {(200, "1"), (200, "2")}, versions
+    assert (200, "2") in versions, versions  # the good retrain answered once promoted
