@@ -60,28 +60,35 @@ def _values() -> list[str]:
     return [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
 
 
-@pytest.fixture(scope="module")
-def life(e2e_cluster, real_data_path):
-    """The namespace, a hostPath PersistentVolume for the chart's claim holding the real data
-    where the chart's training default reads it; removed (claim and volume) at the end."""
-    if e2e_cluster.engine != "deployment" or e2e_cluster.volumes is None:
-        pytest.skip("the lifecycle runs the chart's deployment engine on the local cluster")
-    kube = Kube(e2e_cluster.kubeconfig, NS, env=dict(os.environ))
-    kube.kubectl("create", "namespace", NS, namespaced=False, check=False)
-    store = e2e_cluster.volumes / "lifecycle-store"
+def real_data_claim(e2e_cluster, real_data_path, ns: str, pv: str, store_name: str) -> tuple[Kube, Path]:
+    """The namespace, a hostPath PersistentVolume bound ahead to the chart's claim in it, holding
+    the real data where the chart's training default reads it: (kube for `ns`, the store dir)."""
+    kube = Kube(e2e_cluster.kubeconfig, ns, env=dict(os.environ))
+    kube.kubectl("create", "namespace", ns, namespaced=False, check=False)
+    store = e2e_cluster.volumes / store_name
     shutil.rmtree(store, ignore_errors=True)
     (store / "data").mkdir(parents=True)
     shutil.copyfile(real_data_path, store / "data" / "corn_hsi_don.csv")
     for path in (store, store / "data", store / "data" / "corn_hsi_don.csv"):
         os.chown(path, 1000, 1000)  # what `kubectl cp` as the images' user would leave
     store.chmod(0o770)
-    kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": PV},
+    kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
                 "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
                          "persistentVolumeReclaimPolicy": "Retain",
                          "hostPath": {"path": str(store), "type": "Directory"},
-                         "claimRef": {"namespace": NS, "name": CLAIM}}})
+                         "claimRef": {"namespace": ns, "name": CLAIM}}})
     if e2e_cluster.api is not None:  # Kubernetes 1.20 refuses the CRD's `default: ""` as helm sends it
         install_crds(e2e_cluster.api, sorted((CHART / "crds").glob("*.yaml")))
+    return kube, store
+
+
+@pytest.fixture(scope="module")
+def life(e2e_cluster, real_data_path):
+    """The README's namespace with the real data on the chart's claim; removed (claim and volume)
+    at the end."""
+    if e2e_cluster.engine != "deployment" or e2e_cluster.volumes is None:
+        pytest.skip("the lifecycle runs the chart's deployment engine on the local cluster")
+    kube, store = real_data_claim(e2e_cluster, real_data_path, NS, PV, "lifecycle-store")
     state = {"kube": kube, "store": store, "cluster": e2e_cluster, "violations": [], "samples": 0}
     yield state
     for model in OBJECTS:  # they hold the claim

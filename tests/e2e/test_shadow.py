@@ -7,7 +7,7 @@ its paired figures), `operator.rollout.steps=[shadow, 50, 100]` (the chart's def
 shadow step yet), one model (don-rf) on the real corn data. A steady client sends lots with sample
 ids through the model's Service; while a candidate shadows, the lab's results for the lots sent so
 far are uploaded every few seconds, as a lab system would: `python -m ops labresults import`
-through the recorder's API, from a pod.
+through the recorder's API (from the node).
 
 - a good retrain (a new seed): shadow -> lab gate Pass -> 50 % -> 100 % -> Promoted;
 - a retrain on a lab export with 30 % of its targets shuffled (declared a deliberate relabel): it
@@ -21,7 +21,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -29,9 +30,7 @@ import pandas as pd
 import pytest
 
 from don_core.schema import TARGET_COLUMN
-from tests.cluster.crds import install_crds
 from tests.e2e import test_lifecycle as lifecycle
-from tests.e2e.kube import Kube
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200, func_only=True)]
 
@@ -42,34 +41,20 @@ RF = f"{RELEASE}-rf"
 CLAIM = lifecycle.CLAIM
 PV = "don-shadow-model-store"
 TOKEN = "e2e-shadow-token"
-LAB_LABEL = ("don-predictor.io/recorder-client", "true")
 STEPS = '["shadow",50,100]'
 
 
 @pytest.fixture(scope="module")
-def life(e2e_cluster, real_data_path):
+def life(e2e_cluster, real_data_path, tmp_path_factory):
     """What the lifecycle helpers need (`kube`, `store`), in this module's own namespace."""
     if e2e_cluster.engine != "deployment" or e2e_cluster.volumes is None:
         pytest.skip("the shadow module runs the chart's deployment engine on the local cluster")
-    kube = Kube(e2e_cluster.kubeconfig, NS, env=dict(os.environ))
-    kube.kubectl("create", "namespace", NS, namespaced=False, check=False)
-    store = e2e_cluster.volumes / "shadow-store"
-    shutil.rmtree(store, ignore_errors=True)
-    (store / "data").mkdir(parents=True)
-    shutil.copyfile(real_data_path, store / "data" / "corn_hsi_don.csv")
-    for path in (store, store / "data", store / "data" / "corn_hsi_don.csv"):
-        os.chown(path, 1000, 1000)
-    store.chmod(0o770)
-    kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": PV},
-                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                         "persistentVolumeReclaimPolicy": "Retain",
-                         "hostPath": {"path": str(store), "type": "Directory"},
-                         "claimRef": {"namespace": NS, "name": CLAIM}}})
-    if e2e_cluster.api is not None:
-        install_crds(e2e_cluster.api, sorted((CHART / "crds").glob("*.yaml")))
-    state = {"kube": kube, "store": store, "uploaded": 0, "lab_uploads": 0}
+    kube, store = lifecycle.real_data_claim(e2e_cluster, real_data_path, NS, PV, "shadow-store")
+    lab = tmp_path_factory.mktemp("lab")
+    (lab / "token").write_text(TOKEN)
+    state = {"kube": kube, "store": store, "lab": lab, "uploaded": 0, "lab_uploads": 0}
     yield state
-    kube.kubectl("delete", "pod", "client-don-rf", "lab-upload", "--ignore-not-found", "--wait=false", check=False)
+    kube.kubectl("delete", "pod", "client-don-rf", "--ignore-not-found", "--wait=false", check=False)
     kube.helm("uninstall", RELEASE, "--wait", "--timeout", "2m", check=False)
     kube.kubectl("delete", "pvc", CLAIM, "--ignore-not-found", "--wait=false", check=False)
     kube.kubectl("delete", "pv", PV, "--ignore-not-found", "--wait=false", namespaced=False, check=False)
@@ -82,36 +67,27 @@ def _status(life) -> dict:
 
 def _upload_lab_results(life) -> None:
     """The lab's results for every lot the client has sent since the last upload (lot-<n> is
-    row n % len of version 1's golden set, whose lab values are its targets_ppb)."""
-    kube = life["kube"]
-    sent = len(lifecycle._responses(kube, "don-rf"))
+    row n % len of version 1's golden set, whose lab values are its targets_ppb), imported with
+    the CLI through the recorder's API (from the host: the node, which reaches the pods)."""
+    sent = len(lifecycle._responses(life["kube"], "don-rf"))
     if sent <= life["uploaded"]:
         return
     truth = json.loads((life["store"] / "don-rf" / "1" / "golden.json").read_text())["targets_ppb"]
     measured = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    csv = "sample_id,vomitoxin_ppb,method,measured_at\n" + "".join(
-        f"lot-{n},{truth[n % len(truth)]!r},HPLC,{measured}\n" for n in range(life["uploaded"], sent))
-    kube.kubectl("delete", "configmap", "lab-upload", "--ignore-not-found")
-    kube.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
-                                                       "metadata": {"name": "lab-upload"}, "data": {"results.csv": csv}}))
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "lab-upload", "labels": {LAB_LABEL[0]: LAB_LABEL[1]}},
-           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000},
-                    "containers": [{
-                        "name": "lab", "image": f"don-predictor/operator:{lifecycle._image_tag()}",
-                        "imagePullPolicy": "Never",
-                        "command": ["python3", "-m", "ops", "labresults", "import", "/lab/results.csv",
-                                    "--url", life["recorder_url"], "--token-file", "/token/token"],
-                        "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False},
-                        "volumeMounts": [{"name": "lab", "mountPath": "/lab", "readOnly": True},
-                                         {"name": "token", "mountPath": "/token", "readOnly": True}]}],
-                    "volumes": [{"name": "lab", "configMap": {"name": "lab-upload"}},
-                                {"name": "token", "secret": {"secretName": f"{RELEASE}-recorder-token"}}]}}
-    kube.kubectl("delete", "pod", "lab-upload", "--ignore-not-found")
-    phase, logs = kube.run_pod(pod, timeout=180)
-    assert phase == "Succeeded" and f"{sent - life['uploaded']} stored" in logs, logs[-2000:]
+    results = life["lab"] / f"results-{life['lab_uploads']}.csv"
+    results.write_text("sample_id,vomitoxin_ppb,method,measured_at\n" + "".join(
+        f"lot-{n},{truth[n % len(truth)]!r},HPLC,{measured}\n" for n in range(life["uploaded"], sent)))
+    out = subprocess.run([sys.executable, "-m", "ops", "labresults", "import", str(results),
+                          "--url", _recorder_from_the_node(life), "--token-file", str(life["lab"] / "token")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and f"{sent - life['uploaded']} stored" in out.stdout, out.stdout + out.stderr
     life["uploaded"], life["lab_uploads"] = sent, life["lab_uploads"] + 1
+
+
+def _recorder_from_the_node(life) -> str:
+    """The recorder's URL by its pod's IP: the host is the pod bridge's gateway."""
+    [pod] = life["kube"].get("pods", selector="app.kubernetes.io/component=recorder")["items"]
+    return f"http://{pod['status']['podIP']}:8080/"
 
 
 def _shadow_until(life, what: str, done, seconds: float = 600) -> dict:
