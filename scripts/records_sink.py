@@ -12,6 +12,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from don_core.records import record_count, record_dicts
 
 
+def serve_on_loopback(handler) -> ThreadingHTTPServer:
+    """A threading HTTP server on a free loopback port, serving in a daemon thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class RecordsSink:
     """`keep=True` keeps every event as (lower-cased headers, decoded body) and `records()` reads
     them as record dicts; `keep=False` only counts the records (a benchmark sends far too many to keep)."""
@@ -38,10 +46,8 @@ class RecordsSink:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve_on_loopback(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/records"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def records(self) -> list[dict]:
         with self._lock:

@@ -22,25 +22,28 @@ def wire_name(attribute: str) -> str:
 class RolloutStatus:
     phase: str | None = None
     message: str | None = None
-    # the versions: ints end to end; the storage URIs only where an InferenceService serves them
+    # the versions, ints end to end
     stable_version: int | None = None
     candidate_version: int | None = None
-    stable_storage_uri: str | None = None
-    candidate_storage_uri: str | None = None
     desired_version: int | None = None  # Desired delivery: the version last acted on
     live_version: int | None = None  # Desired delivery: the version serving between rollouts
+    # where an InferenceService serves them (no URI on the Deployment engine)
+    stable_storage_uri: str | None = None
+    candidate_storage_uri: str | None = None
     # the step: status.weight is the share the candidate really answers, stepWeight the step's
     step: int | None = None
     step_label: str | None = None
     step_weight: int | None = None
     weight: int | None = None
-    failed_checks: int | None = None
-    traffic_applied: bool | None = None  # False while the serving objects must still follow
-    replicas: int | None = None  # Deployment engine: the replica total found at the start
+    # its analyses
     step_started_at: str | None = None
     next_check_at: str | None = None
+    failed_checks: int | None = None
     inconclusive_since: str | None = None
     deadline_exceeded: bool | None = None
+    # the serving objects
+    traffic_applied: bool | None = None  # False while the serving objects must still follow
+    replicas: int | None = None  # Deployment engine: the replica total found at the start
     # the shadow step (shadow_step.py): its deadline, and the lab gate's last look (lab.py figures)
     shadow_deadline_at: str | None = None
     shadow_deadline_exceeded: bool | None = None
@@ -49,10 +52,12 @@ class RolloutStatus:
     # Ended: the watch ran out or a new desired version came)
     watch_until: str | None = None
     watch_result: str | None = None
+    # what the operator keeps between ticks
     observed_generation: int | None = None
     last_analysis: dict | None = None
     reference_stable: dict | None = None  # the stable's reference figures, once measured
     snapshot: dict | None = None
+    # for people: kubectl's conditions and the history of the rollout
     conditions: list | None = None
     history: list | None = None
 

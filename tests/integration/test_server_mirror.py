@@ -6,9 +6,8 @@ by request id, a bad shadow is counted and never felt, and the setting is re-rea
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ import requests
 
 from don_core.contract import MIRROR_REQUESTS_METRIC, REQUEST_ID_HEADER, SHADOW_ENV, SHADOW_HEADER
 from don_core.records import PredictionRecord
-from scripts.records_sink import RecordsSink
+from scripts.records_sink import RecordsSink, serve_on_loopback
 from tests.net import free_port
 
 pytestmark = pytest.mark.slow
@@ -50,10 +49,8 @@ class Capture:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = serve_on_loopback(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
         self.server.shutdown()
