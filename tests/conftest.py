@@ -170,6 +170,10 @@ def s3_bucket(s3_env):
     return name
 
 
+# e2e modules that run first, in this order (see pytest_collection_modifyitems)
+E2E_FIRST = {"test_lifecycle.py": 0, "test_shadow.py": 1}
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `kind` need KServe's own controller, which runs only on kind
     (DON_E2E_TARGET=kind, `make kind-e2e`): elsewhere they are deselected, and counted as such,
@@ -179,14 +183,17 @@ def pytest_collection_modifyitems(config, items):
     pods): run those tests last so that it is up only at the end and never slows the others. Under
     `make test` (tests/run.py) the e2e suite is a process of its own; there the `cpu_timed` tests go
     last and wait for it to end (see pytest_runtest_setup). The lifecycle module runs first of the
-    e2e modules: it walks a fresh install on the fresh cluster, from an empty store to uninstall."""
+    e2e modules: it walks a fresh install on the fresh cluster, from an empty store to uninstall;
+    the shadow module next (its release has the lifecycle's name, so it must run before
+    test_e2e_cluster.py installs that name for good in another namespace: cluster-scoped objects
+    such as the operator's ClusterRole would clash)."""
     if os.environ.get("DON_E2E_TARGET", "local") != "kind":
         kind_only = [item for item in items if item.get_closest_marker("kind")]
         if kind_only:
             config.hook.pytest_deselected(items=kind_only)
             items[:] = [item for item in items if not item.get_closest_marker("kind")]
     items.sort(key=lambda item: (item.get_closest_marker("e2e") is not None,
-                                 item.path.name != "test_lifecycle.py",
+                                 E2E_FIRST.get(item.path.name, len(E2E_FIRST)),
                                  item.get_closest_marker("cpu_timed") is not None))
 
 

@@ -14,7 +14,9 @@ through the recorder's API (from the node).
   is served correctly and passes the reference set in shadow, the lab gate fails it, and it is
   rolled back in shadow: the client never got an answer from it, and nothing of the shadow is left;
 - 0 non-2xx answers through all of it.
-Its own namespace, claim and volume (the lifecycle module's are still being deleted when it runs).
+Its own namespace, claim and volume (the lifecycle module's are still being deleted when it runs);
+it runs right after the lifecycle module (tests/conftest.py), before test_e2e_cluster.py installs a
+release of the same name for good.
 """
 from __future__ import annotations
 
