@@ -187,7 +187,8 @@ def pytest_collection_modifyitems(config, items):
     the shadow module next (its release has the lifecycle's name, so it must run before
     test_e2e_cluster.py installs that name for good in another namespace: cluster-scoped objects
     such as the operator's ClusterRole would clash)."""
-    if os.environ.get("DON_E2E_TARGET", "local") != "kind":
+    from tests.fixtures_cluster import E2E_TARGET
+    if E2E_TARGET != "kind":
         kind_only = [item for item in items if item.get_closest_marker("kind")]
         if kind_only:
             config.hook.pytest_deselected(items=kind_only)

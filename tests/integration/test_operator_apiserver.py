@@ -46,34 +46,48 @@ def namespace(kube) -> str:
     return name
 
 
-class Traffic:
-    """Real V1 requests of one spectrum each to stable and canary, about 40 per second in all."""
+class Loop:
+    """`step()` every `every` seconds in a background thread while the `with` block runs."""
+    every = 0.2
 
-    def __init__(self, stable_url: str, canary_url: str, instances: list):
-        self.urls = [f"{stable_url}/v1/models/don:predict", f"{canary_url}/v1/models/don:predict"]
-        self.instances, self.sent = instances, 0
-        self.stop_flag = threading.Event()
+    def __init__(self):
+        self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
-        session = requests.Session()
-        while not self.stop_flag.is_set():
-            for url in self.urls:
-                row = self.instances[self.sent % len(self.instances)]
-                try:
-                    session.post(url, json={"instances": [row]}, timeout=5)
-                except requests.RequestException:
-                    pass
-                self.sent += 1
-            self.stop_flag.wait(0.05)
+        while not self._stop.wait(self.every):
+            self.step()
+
+    def step(self):
+        raise NotImplementedError
 
     def __enter__(self):
         self.thread.start()
         return self
 
     def __exit__(self, *exc):
-        self.stop_flag.set()
+        self._stop.set()
         self.thread.join(10)
+
+
+class Traffic(Loop):
+    """Real V1 requests of one spectrum each to stable and canary, about 40 per second in all."""
+    every = 0.05
+
+    def __init__(self, stable_url: str, canary_url: str, instances: list):
+        super().__init__()
+        self.urls = [f"{stable_url}/v1/models/don:predict", f"{canary_url}/v1/models/don:predict"]
+        self.instances, self.sent = instances, 0
+        self.session = requests.Session()  # used by the loop's thread only
+
+    def step(self):
+        for url in self.urls:
+            row = self.instances[self.sent % len(self.instances)]
+            try:
+                self.session.post(url, json={"instances": [row]}, timeout=5)
+            except requests.RequestException:
+                pass
+            self.sent += 1
 
 
 def golden_rows(store: Path, version: int) -> list:
@@ -332,35 +346,26 @@ def test_cli_start_pause_resume_promote_and_abort(kube, namespace, operator_clus
     assert missing.returncode == 1 and "404" in missing.stdout
 
 
-class ReadyDeployments:
+class ReadyDeployments(Loop):
     """Stands in for what a bare API server lacks (the deployment controller and kubelets): marks
     every Deployment of the namespace as having all its pods on the current template and ready,
     a little after each change, so the operator's scale-up-before-scale-down ordering can proceed."""
 
     def __init__(self, kube: Kube, ns: str):
-        self.kube, self.ns, self._stop = kube, ns, threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__()
+        self.kube, self.ns = kube, ns
 
-    def _run(self):
-        while not self._stop.wait(0.2):
-            for item in self.kube.apps.list_namespaced_deployment(self.ns).items:
-                replicas, generation = item.spec.replicas or 0, item.metadata.generation
-                status = item.status
-                if (status.observed_generation, status.ready_replicas or 0, status.replicas or 0) \
-                        == (generation, replicas, replicas):
-                    continue
-                self.kube.apps.patch_namespaced_deployment_status(item.metadata.name, self.ns, {
-                    "status": {"observedGeneration": generation, "replicas": replicas,
-                               "updatedReplicas": replicas, "readyReplicas": replicas,
-                               "availableReplicas": replicas}})
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.thread.join(5)
+    def step(self):
+        for item in self.kube.apps.list_namespaced_deployment(self.ns).items:
+            replicas, generation = item.spec.replicas or 0, item.metadata.generation
+            status = item.status
+            if (status.observed_generation, status.ready_replicas or 0, status.replicas or 0) \
+                    == (generation, replicas, replicas):
+                continue
+            self.kube.apps.patch_namespaced_deployment_status(item.metadata.name, self.ns, {
+                "status": {"observedGeneration": generation, "replicas": replicas,
+                           "updatedReplicas": replicas, "readyReplicas": replicas,
+                           "availableReplicas": replicas}})
 
 
 def test_deployment_engine_splits_replicas_and_promotes(kube, namespace, operator_cluster,

@@ -18,7 +18,6 @@ needs the hundreds of lots of real data, docs/performance/benchmarks.md).
 """
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -30,7 +29,7 @@ from tests.fixtures_operator import running_recorder
 from tests.fixtures_server import ServerProcess
 from tests.integration import test_operator_apiserver as apiserver
 from tests.integration.test_operator_apiserver import (
-    ReadyDeployments, Traffic, Watcher, events, golden_rows, rollout, terminal)
+    Loop, ReadyDeployments, Traffic, Watcher, events, golden_rows, rollout, terminal)
 from tests.integration import test_operator_paths as paths
 from tests.integration.test_operator_paths import ROUTE, deployment
 
@@ -67,30 +66,6 @@ def servers(rollout_store, lab_recorder, tmp_path_factory):
         for server in started.values():
             server.terminate()
             server.stop()
-
-
-class Loop:
-    """`step()` every `every` seconds in a background thread while the `with` block runs."""
-    every = 0.2
-
-    def __init__(self):
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.wait(self.every):
-            self.step()
-
-    def step(self):
-        raise NotImplementedError
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.thread.join(10)
 
 
 class Kubelet(Loop):
