@@ -121,7 +121,8 @@ def test_the_old_kopf_finalizer_is_removed_when_the_operator_starts(cluster, nam
     assert left == ["example.com/keep"]
     kube.patch_rollout(namespace, "terminating", {"metadata": {"finalizers": None}})
     _until("the terminating object to go", lambda: _gone(kube, namespace, "terminating"))
-    assert (kube.get_rollout(namespace, "live").get("status") or {}).get("phase")  # ticked as well
+    # ticked as well (the status is written after the finalizer goes, maybe a moment later)
+    _until("the live object's first status", lambda: (kube.get_rollout(namespace, "live").get("status") or {}).get("phase"))
     log = (operator.log_dir / f"operator-{operator.starts}.log").read_bytes().decode(errors="replace")
     assert f"{namespace}/live: removed the finalizer {KOPF_FINALIZER}" in log, log[-3000:]
 
