@@ -194,10 +194,11 @@ class Engine:
 
     def _ensure(self, obj: dict, spec: RolloutSpec):
         """The live version of the target; creates the serving object the operator owns when it
-        does not exist yet (first install), serving the desired version."""
-        live, created = self.router(obj["metadata"]["namespace"], spec).ensure(owner_reference(obj))
-        if created:
-            self.emit(obj, "Normal", "Created", created)
+        does not exist yet (first install), serving the desired version, and keeps it in step
+        with the chart (e.g. a new pod template for the same version)."""
+        live, changed = self.router(obj["metadata"]["namespace"], spec).ensure(owner_reference(obj))
+        if changed:
+            self.emit(obj, "Normal", "ServingObjects", changed)
         return live
 
     def router(self, ns: str, spec: RolloutSpec) -> routers.Router:

@@ -64,7 +64,7 @@ class Router:
         return None
 
     def ensure(self, owner: dict) -> tuple[int | None, str | None]:
-        """(live version, what was created or None)."""
+        """(live version, what was created or changed, or None)."""
         raise NotImplementedError
 
     def read_state(self) -> dict:
@@ -187,8 +187,24 @@ class DeploymentRouter(Router):
                 canary, self.stable_name, total, owner))
             created = (f"Deployment {self.stable_name} created from {canary['metadata']['name']} "
                        f"({total} replicas)")
+        followed = None if created else self._follow_chart(stable)
         autoscaled = self._ensure_autoscaler(owner)
-        return self._version(stable), "; ".join(filter(None, (created, autoscaled))) or None
+        return self._version(stable), "; ".join(filter(None, (created, followed, autoscaled))) or None
+
+    def _follow_chart(self, stable: dict) -> str | None:
+        """A chart change that keeps the version (a new image, the recorder turned on, other
+        resources) reaches the stable too: while the canary Deployment (the chart's) runs the
+        version the stable runs, the stable takes its pod template, a rolling update that keeps
+        ready pods until new ones are ready. A new version waits for its rollout instead."""
+        canary = self.kube.raw_deployment(self.ns, self.canary_name)
+        version = self._version(stable)
+        template = (canary.get("spec") or {}).get("template") or {}
+        if version is None or self._version(canary) != version or \
+                template.get("spec") == stable["spec"]["template"].get("spec"):
+            return None
+        self.restore(template)
+        return (f"Deployment {self.stable_name} updated to the pod template of {self.canary_name} "
+                f"(the chart changed it; version {version} unchanged)")
 
     def _ensure_autoscaler(self, owner: dict) -> str | None:
         """Keeps the HPA of spec.deployment.autoscaling on the stable Deployment (it survives
@@ -309,7 +325,7 @@ class DeploymentRouter(Router):
         """The stable Deployment runs `template`'s pod spec and version label (a promotion, or
         the post-promotion watch's rollback to the template it kept)."""
         self.kube.patch_deployment(self.ns, self.stable_name, traffic.promotion_patch(
-            {"spec": {"template": template}}), strategic=False)
+            {"spec": {"template": template}}))
 
     def stable_version(self) -> int | None:
         return self._version(self.kube.raw_deployment(self.ns, self.stable_name))

@@ -155,16 +155,18 @@ def route_rules(route: dict, stable_service: str, canary_service: str, weight: i
     return rules
 
 
-def promotion_patch(canary: dict, version_label: str = MODEL_VERSION_LABEL) -> dict:
-    """JSON merge patch giving the stable Deployment the canary's pod spec (and version label).
+def promotion_patch(canary: dict, version_label: str = MODEL_VERSION_LABEL) -> list[dict]:
+    """JSON Patch (RFC 6902) giving the stable Deployment the canary's pod spec, replaced whole (a
+    field the chart dropped goes too, which a merge patch would keep), and its version label.
 
     Labels other than the version stay the stable's own: the Deployment's selector needs them.
     """
     template = canary.get("spec", {}).get("template", {})
-    patch: dict = {"spec": {"template": {"spec": copy.deepcopy(template.get("spec") or {})}}}
+    patch = [{"op": "replace", "path": "/spec/template/spec", "value": copy.deepcopy(template.get("spec") or {})}]
     labels = (template.get("metadata") or {}).get("labels") or {}
     if version_label in labels:
-        patch["spec"]["template"]["metadata"] = {"labels": {version_label: labels[version_label]}}
+        key = version_label.replace("~", "~0").replace("/", "~1")  # a JSON Pointer token
+        patch.append({"op": "add", "path": f"/spec/template/metadata/labels/{key}", "value": labels[version_label]})
     return patch
 
 

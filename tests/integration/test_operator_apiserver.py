@@ -556,6 +556,20 @@ def test_desired_deployment_mode_creates_the_stable_from_the_chart_canary(kube, 
         assert created["spec"]["selector"]["matchLabels"]["don-predictor.io/track"] == "stable"
         assert created["metadata"]["ownerReferences"][0]["kind"] == "ModelRollout"
         assert kube.get_deployment(namespace, "don-canary")["spec"]["replicas"] == 0
+        # `helm upgrade --set recorder.enabled=true`: a new pod template, the same version. The
+        # stable follows the chart, whole (a field the chart dropped goes too), with no rollout.
+        for change in ({"nodeSelector": {"pool": "models"},
+                        "containers": [{"name": "model-server", "env": [{"name": "DON_RECORDS_URL", "value": "http://rec"}]}]},
+                       {"nodeSelector": None}):
+            kube.patch_deployment(namespace, "don-canary", {"spec": {"template": {"spec": change}}})
+            chart = kube.raw_deployment(namespace, "don-canary")["spec"]["template"]["spec"]
+            deadline = time.monotonic() + 60
+            while kube.raw_deployment(namespace, "don")["spec"]["template"]["spec"] != chart:
+                assert time.monotonic() < deadline, f"the stable never took the chart's pod template {change}"
+                time.sleep(0.2)
+        assert "nodeSelector" not in chart and "DON_RECORDS_URL" in [e["name"] for e in chart["containers"][0]["env"]]
+        assert "ServingObjects" in events(kube, namespace, "don")
+        assert kube.get_rollout(namespace, "don")["status"]["liveVersion"] == 1
         # `helm upgrade --set models.<m>.version=2`: the canary template and the desired version
         kube.patch_deployment(namespace, "don-canary", {"spec": {"template": canary_deployment("2")["spec"]["template"]}})
         with Traffic(stable.base, good.base, golden_rows(rollout_store, 2)):

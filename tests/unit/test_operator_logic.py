@@ -300,10 +300,10 @@ def test_deployment_engine_helpers():
         "spec": {"containers": [{"name": "server", "args": ["--model_dir=/mnt/models/2"],
                                  "env": [{"name": "DON_MODEL_VERSION", "value": "2"}]}]}}}}
     assert traffic.deployment_version(canary, "DON_MODEL_VERSION") == "2"
-    patch = traffic.promotion_patch(canary)
-    # the stable gets the canary's pod spec and version label, but keeps its own track label
-    assert patch["spec"]["template"]["metadata"] == {"labels": {"don-predictor.io/model-version": "2"}}
-    assert patch["spec"]["template"]["spec"] == canary["spec"]["template"]["spec"]
+    # the stable gets the canary's pod spec (whole) and version label, but keeps its own track label
+    assert traffic.promotion_patch(canary) == [
+        {"op": "replace", "path": "/spec/template/spec", "value": canary["spec"]["template"]["spec"]},
+        {"op": "add", "path": "/spec/template/metadata/labels/don-predictor.io~1model-version", "value": "2"}]
 
 
 def test_golden_store_root_resolution(monkeypatch):
