@@ -583,10 +583,19 @@ def test_training_job_environment(renders):
     assert env["DON_MODEL"] == "don-rf" and env["DON_FAMILY"] == "rf"
     assert env["AWS_ENDPOINT_URL"] == "http://minio.storage.svc.cluster.local:9000"
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://don-don-predictor-otel-collector.don.svc.cluster.local:4318"
+    # no TTL by default: Helm would create a deleted Job again on the next upgrade (and train again)
+    assert all("ttlSecondsAfterFinished" not in j["spec"] for j in jobs)
     backup = [c for c in renders["knative-s3-everything"].of_kind("CronJob") if c["metadata"]["name"].endswith("-backup")]
     [backup_container] = pod_specs(backup[0])[0]["containers"]
     assert backup_container["command"] == ["python", "-m", "ops", "backup", "--from", "/mnt/store",
                                            "--to", "s3://don-backup/models"]
+
+
+def test_training_job_ttl_only_when_set():
+    from tests.fixtures_chart import Case, render_case
+    render = render_case(Case("training-ttl", ("--set", "training.job.enabled=true",
+                                               "--set", "training.ttlSecondsAfterFinished=0")))
+    assert [j["spec"]["ttlSecondsAfterFinished"] for j in render.of_kind("Job")] == [0, 0]
 
 
 def _training_env(*args: str) -> list[dict[str, str]]:
