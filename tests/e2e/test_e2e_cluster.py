@@ -446,6 +446,10 @@ def test_an_unrelated_helm_upgrade_moves_no_traffic(e2e_cluster, kube):
     assert _deployment_version(kube, RF) == "2"
     assert kube.get("deployment", RF)["spec"]["replicas"] == 1
     assert kube.get("deployment", f"{RF}-canary")["spec"]["replicas"] == 0
+    # the new pod template reached the operator's stable Deployment too (same version, no rollout)
+    [server] = [c for c in kube.get("deployment", RF)["spec"]["template"]["spec"]["containers"]
+                if c["name"] == "model-server"]
+    assert server["resources"]["limits"]["memory"] == "2100Mi", server["resources"]
     assert set(_window(kube, start)) == {"200 v2"}, _window(kube, start)
 
 
