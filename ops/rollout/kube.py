@@ -104,9 +104,10 @@ class Kube:
     def create_isvc(self, ns: str, body: dict) -> dict:
         return self.custom.create_namespaced_custom_object(*ISVC[:2], ns, ISVC[2], body)
 
-    def patch_isvc(self, ns: str, name: str, patch: dict) -> dict:
-        return self.custom.patch_namespaced_custom_object(*ISVC[:2], ns, ISVC[2], name, patch,
-                                                          _content_type=MERGE)
+    def patch_isvc(self, ns: str, name: str, patch: dict | list) -> dict:
+        """A list is a JSON Patch; a dict a JSON merge patch."""
+        kind = JSON_PATCH if isinstance(patch, list) else MERGE
+        return self.custom.patch_namespaced_custom_object(*ISVC[:2], ns, ISVC[2], name, patch, _content_type=kind)
 
     # Deployment engine
     def get_deployment(self, ns: str, name: str) -> dict:

@@ -97,7 +97,29 @@ class InferenceServiceRouter(Router):
                 raise
             isvc = self.kube.create_isvc(self.ns, traffic.isvc_from_template(template, self.spec.target, owner))
             created = f"InferenceService {self.spec.target} created serving {traffic.stable_storage_uri(isvc)}"
-        return served_at(traffic.stable_storage_uri(isvc)).version, created
+        version = served_at(traffic.stable_storage_uri(isvc)).version
+        if not created and self.spec.inference_service:
+            created = self._follow_chart(isvc, self.spec.inference_service, version)
+        return version, created
+
+    def _follow_chart(self, isvc: dict, template: dict, version: int | None) -> str | None:
+        """A chart change that keeps the version (resources, the recorder turned on, an image)
+        reaches the InferenceService too: while no canary is in flight and the chart's template
+        serves the version the InferenceService serves, it takes the template's predictor (KServe
+        rolls the pods). A new version waits for its rollout instead."""
+        digest = traffic.template_digest(template)
+        if (((isvc.get("metadata") or {}).get("annotations") or {}).get(traffic.TEMPLATE_DIGEST) == digest
+                or version is None or traffic.isvc_weight(self.mode, isvc) is not None):
+            return None
+        predictor = (template.get("spec") or {}).get("predictor") or {}
+        try:
+            if served_at(predictor[traffic.storage_key(predictor)]["storageUri"]).version != version:
+                return None
+        except TrafficError:
+            return None
+        self.kube.patch_isvc(self.ns, self.spec.target, traffic.template_patch(isvc, template))
+        return (f"InferenceService {self.spec.target} updated to the chart's template "
+                f"(version {version} unchanged)")
 
     def read_state(self) -> dict:
         candidate = self.spec.candidate

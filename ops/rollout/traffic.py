@@ -21,6 +21,8 @@ Every function here is idempotent: applying it twice gives the same object.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from typing import NamedTuple
 
 from don_core.contract import MODEL_VERSION_ENV, MODEL_VERSION_LABEL, TRACK_LABEL
@@ -196,14 +198,37 @@ def stable_from_canary(canary: dict, name: str, replicas: int, owner: dict) -> d
             "spec": spec}
 
 
+# On an InferenceService the operator made: the digest of the spec.inferenceService it last took
+# (KServe's webhook adds defaults to the object, so the object itself cannot be compared).
+TEMPLATE_DIGEST = "rollouts.don-predictor.io/template-sha256"
+
+
+def template_digest(template: dict) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+
+
 def isvc_from_template(template: dict, name: str, owner: dict) -> dict:
     """The InferenceService of `spec.inferenceService` (metadata labels/annotations and spec)."""
     meta = template.get("metadata") or {}
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
             "metadata": {"name": name, "labels": dict(meta.get("labels") or {}),
-                         "annotations": dict(meta.get("annotations") or {}),
+                         "annotations": {**(meta.get("annotations") or {}),
+                                         TEMPLATE_DIGEST: template_digest(template)},
                          "ownerReferences": [owner]},
             "spec": copy.deepcopy(template.get("spec") or {})}
+
+
+def template_patch(isvc: dict, template: dict) -> list[dict]:
+    """JSON Patch giving `isvc` the template's predictor, whole (a field the chart dropped goes
+    too), its labels and annotations (others kept) and the template's digest."""
+    meta, found = template.get("metadata") or {}, isvc.get("metadata") or {}
+    labels = {**(found.get("labels") or {}), **(meta.get("labels") or {})}
+    annotations = {**(found.get("annotations") or {}), **(meta.get("annotations") or {}),
+                   TEMPLATE_DIGEST: template_digest(template)}
+    return [{"op": "add", "path": "/metadata/labels", "value": labels},
+            {"op": "add", "path": "/metadata/annotations", "value": annotations},
+            {"op": "replace", "path": "/spec/predictor",
+             "value": copy.deepcopy((template.get("spec") or {}).get("predictor") or {})}]
 
 
 def deployment_ready(deployment: dict, replicas: int) -> bool:

@@ -489,6 +489,21 @@ def test_desired_version_is_delivered_promoted_kept_and_a_bad_one_rolled_back_on
     after = kube.get_rollout(namespace, "don")["status"]
     assert after["phase"] == "Promoted" and after["history"] == promoted["status"]["history"]
     assert watcher.isvc()["spec"]["predictor"]["model"]["storageUri"] == "pvc://models/don/2"
+    # a `helm upgrade` of other serving values for the live version: the InferenceService takes
+    # the chart's template, whole (the old template's minReplicas goes), with no rollout
+    template = desired_rollout(mode, 2, stable.base, stable.base, rollout_store)["spec"]["inferenceService"]
+    template["spec"]["predictor"].pop("minReplicas")
+    template["spec"]["predictor"]["maxReplicas"] = 3
+    kube.patch_rollout(namespace, "don", {"spec": {"inferenceService": {  # a merge patch: None removes
+        **template, "spec": {"predictor": {**template["spec"]["predictor"], "minReplicas": None}}}}})
+    deadline = time.monotonic() + 30
+    while "maxReplicas" not in (predictor := watcher.isvc()["spec"]["predictor"]):
+        assert time.monotonic() < deadline, "the InferenceService never took the chart's new template"
+        time.sleep(0.2)
+    assert predictor == template["spec"]["predictor"]
+    assert "ServingObjects" in events(kube, namespace, "don")
+    after = kube.get_rollout(namespace, "don")["status"]
+    assert after["phase"] == "Promoted" and after["history"] == promoted["status"]["history"]
     # desired 3 predicts badly: rolled back, the status says it was not delivered, never retried
     with Traffic(good.base, worse.base, golden_rows(rollout_store, 3)):
         set_desired(kube, namespace, 3, good.base, worse.base)
