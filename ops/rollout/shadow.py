@@ -1,4 +1,4 @@
-"""The shadow step's objects (Deployment engine): the candidate running beside the stable on
+"""The shadow step's objects (Deployment engine; KServe: shadow_isvc.py): the candidate running beside the stable on
 mirrored copies only, and the mirror setting the stable's servers read.
 
 - Deployment and Service `<target>-shadow`: the canary Deployment's pod template (the candidate as
@@ -14,6 +14,9 @@ mirrored copies only, and the mirror setting the stable's servers read.
   ConfigMap. Such a copy carries no X-Don-Shadow; the shadow's server records it as the shadow's
   all the same (DON_SHADOW=1), and it pairs up with the stable's answer by X-Request-Id, which the
   Gateway must set on the request before mirroring it (Envoy-based Gateways do).
+
+On the KServe engines the shadow is an InferenceService of its own (shadow_isvc.py, the same
+interface); `of` picks by mode.
 
 Every object carries an ownerReference to its ModelRollout (garbage-collected with it); `ensure` and
 `remove` are idempotent, so a restarted operator finishes what the status asks for, and one owner

@@ -11,6 +11,8 @@ rolled back before any caller saw an answer of it. Either way no shadow and no m
 left. The shadow deadline with each onNoLabels (no lab results at all) follows, and the
 post-promotion watch closes the module: the broken v3, promoted by hand, serves and mirrors to v1
 running on as the shadow; the lab gate on those pairs fails it and v1's pod template is restored.
+On KServe (Standard, Knative) the shadow is InferenceService don-shadow: a stand-in for KServe's
+controller reports it Ready at the shadow server's address, which the mirror ConfigMap follows.
 
 The gate's margin here is 0.1, not the default 0.02: on the 34 reference lots of these tiny models
 the healthy candidate's bound is 0.09 and the broken one's lower bound 0.13 (the default margin
