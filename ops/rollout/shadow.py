@@ -1,5 +1,5 @@
-"""The shadow step's objects (Deployment engine; KServe: shadow_isvc.py): the candidate running beside the stable on
-mirrored copies only, and the mirror setting the stable's servers read.
+"""The shadow step's objects (Deployment engine; KServe's: shadow_isvc.py): the candidate running
+beside the stable on mirrored copies only, and the mirror setting the stable's servers read.
 
 - Deployment and Service `<target>-shadow`: the canary Deployment's pod template (the candidate as
   the chart deploys it) on track "shadow" and WITHOUT the model label, so that the model's Service,
