@@ -25,12 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--mode", choices=MODES, default=ROLLOUT_DEFAULTS["mode"])
     start.add_argument("--steps", help="comma-separated traffic percents, e.g. 10,25,50,100; "
                                        "shadow first for the shadow step, e.g. shadow,10,50,100 "
-                                       "(mode Deployment, needs --recorder-url)")
+                                       "(needs --recorder-url)")
     start.add_argument("--recorder-url", help="the prediction recorder whose lab-matched pairs the "
                                               "lab gate judges (spec.labGate.recorderUrl)")
     start.add_argument("--shadow-watch", help="after a shadowed promotion, how long the lab gate "
                                               "keeps judging it against the previous version, "
-                                              f"e.g. 72h (default {ROLLOUT_DEFAULTS['shadow']['watch']})")
+                                              f"e.g. 72h (mode Deployment only; default "
+                                              f"{ROLLOUT_DEFAULTS['shadow']['watch']})")
     start.add_argument("--interval", help="time between analyses, e.g. 30s, 2m")
     start.add_argument("--min-success-rate", type=float)
     start.add_argument("--max-p99-ms", type=float)

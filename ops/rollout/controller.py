@@ -316,10 +316,9 @@ class Engine:
         """The shadow and the mirror setting exist exactly while the status is in the shadow step
         (shadow.py) or the watch (watch.py, `_watch_objects`); an Event says what was created or
         removed."""
-        shadow = shadow_mod.Shadow(self.kube, obj["metadata"]["namespace"], spec)
+        shadow = shadow_mod.of(self.kube, obj["metadata"]["namespace"], spec)
         if shadow_step.active(status):
-            self._shadow_event(obj, status, shadow.ensure(status.replicas or 1, owner_reference(obj)),
-                               "created")
+            self._shadow_event(obj, status, shadow.ensure(status, owner_reference(obj)), "created")
         else:
             self._shadow_event(obj, status, shadow.remove(), "removed")
 

@@ -21,10 +21,15 @@ def service_of(url: str) -> str:
     return url.split("://", 1)[1].split(".", 1)[0].split(":", 1)[0].split("/", 1)[0]
 
 
+def dns_url(ns: str, service: str) -> str:
+    """A Service's base URL by cluster DNS."""
+    return f"http://{service}.{ns}.svc"
+
+
 def base_urls(router: Router) -> tuple[str, str]:
     """Base URLs of the stable and the canary model server for V1 calls."""
     given, ns = router.spec.endpoints.urls, router.ns
-    return tuple(given.get(side) or f"http://{service}.{ns}.svc"
+    return tuple(given.get(side) or dns_url(ns, service)
                  for side, service in zip(SIDES, router.services()))
 
 
@@ -82,7 +87,7 @@ def serving_urls(kube: Kube, router: Router) -> list[str]:
     service = router.live_service()
     if router.own_services:
         return kube.endpoint_urls(router.ns, service, path="")
-    return [f"http://{service}.{router.ns}.svc"]
+    return [dns_url(router.ns, service)]
 
 
 def not_serving(kube: Kube, router: Router, version: int, timeout: float) -> str | None:

@@ -176,11 +176,13 @@ class Kube:
         self.core.create_namespaced_service(ns, body)
 
     def delete(self, kind: str, ns: str, name: str) -> bool:
-        """Deletes a ConfigMap, Service or Deployment (dependents in the background); False when
-        there was none."""
+        """Deletes a ConfigMap, Service, Deployment or InferenceService (dependents in the
+        background); False when there was none."""
         delete = {"ConfigMap": self.core.delete_namespaced_config_map,
                   "Service": self.core.delete_namespaced_service,
-                  "Deployment": self.apps.delete_namespaced_deployment}[kind]
+                  "Deployment": self.apps.delete_namespaced_deployment,
+                  "InferenceService": lambda name, ns, **kw: self.custom.delete_namespaced_custom_object(
+                      *ISVC[:2], ns, ISVC[2], name, **kw)}[kind]
         try:
             # not deserialised: what a delete answers differs by server version (Kubernetes 1.20
             # answers a Service delete with a Status, which this client cannot read as a Service)

@@ -1,5 +1,5 @@
-"""The shadow step's objects (Deployment engine): the candidate running beside the stable on
-mirrored copies only, and the mirror setting the stable's servers read.
+"""The shadow step's objects (Deployment engine; KServe's: shadow_isvc.py): the candidate running
+beside the stable on mirrored copies only, and the mirror setting the stable's servers read.
 
 - Deployment and Service `<target>-shadow`: the canary Deployment's pod template (the candidate as
   the chart deploys it) on track "shadow" and WITHOUT the model label, so that the model's Service,
@@ -14,6 +14,9 @@ mirrored copies only, and the mirror setting the stable's servers read.
   ConfigMap. Such a copy carries no X-Don-Shadow; the shadow's server records it as the shadow's
   all the same (DON_SHADOW=1), and it pairs up with the stable's answer by X-Request-Id, which the
   Gateway must set on the request before mirroring it (Envoy-based Gateways do).
+
+On the KServe engines the shadow is an InferenceService of its own (shadow_isvc.py, the same
+interface); `of` picks by mode.
 
 Every object carries an ownerReference to its ModelRollout (garbage-collected with it); `ensure` and
 `remove` are idempotent, so a restarted operator finishes what the status asks for, and one owner
@@ -46,7 +49,7 @@ def _annotations(deployment: dict) -> dict:
     return (deployment.get("metadata") or {}).get("annotations") or {}
 
 
-def _shadow_labels(labels: dict | None) -> dict:
+def shadow_labels(labels: dict | None) -> dict:
     out = {k: v for k, v in (labels or {}).items() if k != MODEL_LABEL_KEY}
     out[TRACK_LABEL] = SHADOW_TRACK
     return out
@@ -58,15 +61,15 @@ def shadow_deployment(canary: dict, name: str, replicas: int, owner: dict,
     the model's Service."""
     spec = copy.deepcopy(canary.get("spec") or {})
     spec["replicas"] = int(replicas)
-    spec["selector"] = {"matchLabels": _shadow_labels((spec.get("selector") or {}).get("matchLabels"))}
+    spec["selector"] = {"matchLabels": shadow_labels((spec.get("selector") or {}).get("matchLabels"))}
     template = spec.setdefault("template", {})
     meta = template.setdefault("metadata", {})
-    meta["labels"] = _shadow_labels(meta.get("labels"))
+    meta["labels"] = shadow_labels(meta.get("labels"))
     for container in (template.get("spec") or {}).get("containers") or []:
         env = [e for e in container.get("env") or [] if e.get("name") != SHADOW_MARK["name"]]
         container["env"] = env + [dict(SHADOW_MARK)]
     return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "labels": _shadow_labels((canary.get("metadata") or {}).get("labels")),
+            "metadata": {"name": name, "labels": shadow_labels((canary.get("metadata") or {}).get("labels")),
                          "annotations": dict(annotations or {}), "ownerReferences": [owner]},
             "spec": spec}
 
@@ -127,13 +130,13 @@ class Shadow:
         if self.spec.endpoints.shadow_url:
             return self.spec.endpoints.shadow_url
         try:
-            return self.kube.service_url(self.ns, self.name) or f"http://{self.name}.{self.ns}.svc"
+            return self.kube.service_url(self.ns, self.name) or endpoints.dns_url(self.ns, self.name)
         except ApiException:
-            return f"http://{self.name}.{self.ns}.svc"
+            return endpoints.dns_url(self.ns, self.name)
 
-    def ensure(self, replicas: int, owner: dict) -> list[str]:
+    def ensure(self, status, owner: dict) -> list[str]:
         """The candidate's shadow with the mirror setting; what was created, for the Event."""
-        return self.ensure_pods(replicas, owner, self.canary_name) + self.ensure_mirror(owner)
+        return self.ensure_pods(status.replicas or 1, owner, self.canary_name) + self.ensure_mirror(owner)
 
     def ensure_pods(self, replicas: int, owner: dict, source: str,
                     previous: int | None = None) -> list[str]:
@@ -170,7 +173,11 @@ class Shadow:
         else the ConfigMap the stable's servers read."""
         if self.spec.deployment.http_route:
             return self._route_mirror(self.spec.shadow.percent)
-        body = mirror_configmap(self.mirror_name, self.url(), self.spec.shadow.percent, owner)
+        return self._mirror_configmap(self.url(), owner)
+
+    def _mirror_configmap(self, url: str, owner: dict) -> list[str]:
+        """The ConfigMap the stable's servers read, sending copies to `url`; created or replaced."""
+        body = mirror_configmap(self.mirror_name, url, self.spec.shadow.percent, owner)
         try:
             if self.kube.get_configmap(self.ns, self.mirror_name).get("data") != body["data"]:
                 self.kube.replace_configmap(self.ns, self.mirror_name, body)
@@ -225,6 +232,15 @@ class Shadow:
             if self.kube.delete(kind, self.ns, name)]
 
 
+def of(kube: Kube, ns: str, spec) -> Shadow:
+    """The shadow of the spec's engine (the one place that picks): `Shadow` on the Deployment
+    engine, an InferenceService of its own on KServe's (shadow_isvc.py)."""
+    if spec.mode == "Deployment":
+        return Shadow(kube, ns, spec)
+    from ops.rollout.shadow_isvc import IsvcShadow  # imported here: it builds on Shadow
+    return IsvcShadow(kube, ns, spec)
+
+
 def analyse(kube: Kube, router, spec, status, golden, reference) -> tuple[dict, dict]:
     """(judged checks, the lab gate's figures) of one look at the shadow: the lab gate, and the
     controller's served-correctly (`golden(spec, status, url)`) and reference-set checks
@@ -232,7 +248,7 @@ def analyse(kube: Kube, router, spec, status, golden, reference) -> tuple[dict, 
     the shadow nothing)."""
     figures = lab.look(spec.lab_gate, spec.model_name, status.stable_version,
                        status.candidate_version, spec.endpoints.timeout_s)
-    shadow = Shadow(kube, router.ns, spec)
+    shadow = of(kube, router.ns, spec)
     waiting = shadow.not_ready()
     if waiting:
         ready = {"name": "shadowReady", "value": None, "threshold": None,

@@ -344,10 +344,12 @@ def _shadow(raw: dict) -> ShadowSpec | None:
         raise SpecError(f"spec.steps {steps}: {SHADOW_STEP!r} may only be the first step")
     if steps[:1] != [SHADOW_STEP]:
         return None
-    if raw["mode"] != "Deployment":
-        raise SpecError(f"spec.steps: the {SHADOW_STEP} step needs mode Deployment (a KServe "
-                        "InferenceService has no shadow of its own yet)")
     if not LabGateSpec.parse(raw["labGate"]).recorder_url:
         raise SpecError("spec.steps: the shadow step needs spec.labGate.recorderUrl (the "
                         "prediction recorder that pairs the stable's answers with the shadow's)")
-    return ShadowSpec.parse(raw["shadow"])
+    shadow = ShadowSpec.parse(raw["shadow"])
+    if shadow.watch_s and raw["mode"] != "Deployment":
+        raise SpecError(f"spec.shadow.watch {shadow.watch}: the post-promotion watch needs mode "
+                        "Deployment (on KServe the previous version does not run on as a shadow "
+                        "yet); set it to 0s")
+    return shadow

@@ -45,6 +45,10 @@ def test_schema_rejects_bad_values_with_a_readable_message(helm, args, message):
     assert message in out.stderr, out.stderr
 
 
+SHADOW_ON_KSERVE = ("--set", "operator.enabled=true", "--set", "recorder.enabled=true", "--set",
+                    "recorder.token.value=t", "--set-json", 'operator.rollout.steps=["shadow",50,100]')
+
+
 @pytest.mark.parametrize("args, message", [
     (("--set", "modelStore.type=s3"), "modelStore.type=s3 needs modelStore.s3.existingSecret"),
     (("--set", "apiToken.enabled=true"), "apiToken.enabled=true needs apiToken.existingSecret"),
@@ -52,10 +56,17 @@ def test_schema_rejects_bad_values_with_a_readable_message(helm, args, message):
     (("--set", "modelStore.type=s3", "--set", "modelStore.s3.existingSecret=s3", "--set", "training.job.enabled=true"),
      "training.data must be s3://bucket/key (or synthetic[:ROWS]) when modelStore.type=s3"),
     (("--set", "backup.enabled=true", "--set", "backup.to=/mnt/backup"), "backup.to is a path: set backup.targetClaim"),
+    (SHADOW_ON_KSERVE + ("--set", "operator.rollout.shadow.watch=72h"),
+     "operator.rollout.shadow.watch needs serving.engine=deployment"),
 ])
 def test_incomplete_values_fail_with_a_message(helm, args, message):
     out = run_helm("template", "don", str(CHART), *args, check=False)
     assert out.returncode != 0 and message in out.stderr, out.stderr
+
+
+def test_a_shadow_step_renders_on_kserve_without_a_watch(helm):
+    out = run_helm("template", "don", str(CHART), *SHADOW_ON_KSERVE, "--set", "operator.rollout.shadow.watch=0s")
+    assert "steps: [\"shadow\",50,100]" in out.stdout and "mode: Knative" in out.stdout
 
 
 def test_chart_admits_the_local_1_20_test_cluster(helm):

@@ -559,8 +559,9 @@ def test_operator_rbac_is_least_privilege(renders):
              for g in rule["apiGroups"] for r in rule["resources"]}
     assert rules[("rollouts.don-predictor.io", "modelrollouts/status")] == {"get", "list", "watch", "patch", "update"}
     assert rules[("serving.kserve.io", "inferenceservices")] == {"get", "list", "watch", "create", "patch",
-                                                                 "update"}
-    # deletes only what the shadow step creates: the shadow Deployment and Service, the mirror ConfigMap
+                                                                 "update", "delete"}
+    # deletes only what the shadow step creates: the shadow Deployment and Service or
+    # InferenceService, the mirror ConfigMap
     assert rules[("apps", "deployments")] == {"get", "list", "create", "patch", "update", "delete"}
     assert rules[("", "services")] == {"get", "list", "create", "delete"}
     assert rules[("", "configmaps")] == {"get", "create", "update", "delete"}
@@ -732,13 +733,16 @@ def test_predictors_mount_the_mirror_configmap_optionally_where_the_server_reads
 
 def test_stable_predictors_may_reach_a_shadow_and_the_operator_knows_the_recorder(renders):
     render = renders["kube-1.20-deployment"]
-    policy = render.named("NetworkPolicy", "don-don-predictor-predictor")
     predictor = {"app.kubernetes.io/component": "predictor"}
     peers = lambda rules, key: [p.get("podSelector", {}).get("matchLabels", {})  # noqa: E731
                                 for rule in rules if {"port": 8080, "protocol": "TCP"} in rule.get("ports", [])
                                 for p in rule.get(key, [])]
-    assert any(predictor.items() <= m.items() for m in peers(policy["spec"]["ingress"], "from"))
-    assert any(predictor.items() <= m.items() for m in peers(policy["spec"]["egress"], "to"))
+    # pod to pod on the deployment engine and KServe Standard; Knative goes through its gateway
+    for case, reaches in (("kube-1.20-deployment", True), ("standard-operator", True),
+                          ("knative-s3-everything", False)):
+        policy = renders[case].named("NetworkPolicy", "don-don-predictor-predictor")
+        assert any(predictor.items() <= m.items() for m in peers(policy["spec"]["egress"], "to")) == reaches, case
+        assert any(predictor.items() <= m.items() for m in peers(policy["spec"]["ingress"], "from")) == reaches, case
     for rollout in render.of_kind("ModelRollout"):
         assert rollout["spec"]["labGate"]["recorderUrl"] == \
             "http://don-don-predictor-recorder.don.svc.cluster.local:8080"

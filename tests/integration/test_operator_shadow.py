@@ -11,6 +11,8 @@ rolled back before any caller saw an answer of it. Either way no shadow and no m
 left. The shadow deadline with each onNoLabels (no lab results at all) follows, and the
 post-promotion watch closes the module: the broken v3, promoted by hand, serves and mirrors to v1
 running on as the shadow; the lab gate on those pairs fails it and v1's pod template is restored.
+On KServe (Standard, Knative) the shadow is InferenceService don-shadow: a stand-in for KServe's
+controller reports it Ready at the shadow server's address, which the mirror ConfigMap follows.
 
 The gate's margin here is 0.1, not the default 0.02: on the 34 reference lots of these tiny models
 the healthy candidate's bound is 0.09 and the broken one's lower bound 0.13 (the default margin
@@ -29,7 +31,7 @@ from tests.fixtures_operator import running_recorder
 from tests.fixtures_server import ServerProcess
 from tests.integration import test_operator_apiserver as apiserver
 from tests.integration.test_operator_apiserver import (
-    Loop, ReadyDeployments, Traffic, Watcher, events, golden_rows, rollout, terminal)
+    Loop, ReadyDeployments, Traffic, Watcher, create_isvc, events, golden_rows, rollout, terminal)
 from tests.integration import test_operator_paths as paths
 from tests.integration.test_operator_paths import ROUTE, deployment
 
@@ -320,3 +322,112 @@ def test_on_the_httproute_engine_the_gateway_mirrors_and_the_filter_goes(
     assert [mirror] in seen and seen[-1] == [], seen  # the Gateway copied, then stopped
     assert not configmaps  # the stable's servers were never told to mirror
     nothing_of_the_shadow_left(kube, namespace)
+
+
+class KServe(Loop):
+    """Stands in for KServe's controller on the shadow InferenceService don-shadow: reports it
+    Ready at `url` (status.address.url, where the shadow's server answers) and keeps each body it
+    saw (by uid)."""
+
+    def __init__(self, kube, ns: str, url: str):
+        super().__init__()
+        self.kube, self.ns, self.url, self.seen = kube, ns, url, {}
+
+    def step(self):
+        from ops.rollout.kube import ISVC, MERGE
+        try:
+            isvc = self.kube.get_isvc(self.ns, "don-shadow")
+        except Exception:  # not there (404), or gone
+            return
+        self.seen.setdefault(isvc["metadata"]["uid"], isvc)
+        if not (isvc.get("status") or {}).get("conditions"):
+            self.kube.custom.patch_namespaced_custom_object_status(
+                *ISVC[:2], self.ns, ISVC[2], "don-shadow", {"status": {
+                    "address": {"url": self.url}, "observedGeneration": isvc["metadata"]["generation"],
+                    "conditions": [{"type": "Ready", "status": "True"}]}}, _content_type=MERGE)
+
+
+def isvc_shadowed(mode: str, name: str, version: int, stable, shadow_url: str, store,
+                  recorder: str) -> dict:
+    """A shadowed rollout of the InferenceService `don`: no shadowUrl, so the mirror setting
+    follows what KServe (the stand-in) reports."""
+    body = shadowed(name, version, stable, shadow_url, store, recorder)
+    body["spec"]["mode"] = mode
+    del body["spec"]["endpoints"]["shadowUrl"]
+    return body
+
+
+def nothing_of_the_isvc_shadow_left(kube, ns: str) -> None:
+    from kubernetes.client.rest import ApiException
+    for read, name in ((kube.core.read_namespaced_config_map, "don-mirror"),
+                       (lambda n, ns: kube.get_isvc(ns, n), "don-shadow")):
+        with pytest.raises(ApiException) as gone:
+            read(name, ns)
+        assert gone.value.status == 404, name
+
+
+def mirrors_to(kube, ns: str, url: str) -> bool:
+    try:
+        return kube.get_configmap(ns, "don-mirror")["data"]["mirror.json"] == \
+            f'{{"percent": 100, "url": "{url}"}}'
+    except Exception:
+        return False
+
+
+@pytest.mark.parametrize("mode", ["Standard", "Knative"])
+def test_on_kserve_the_shadow_is_an_inference_service_of_its_own(
+        kube, namespace, operator_cluster, servers, rollout_store, lab_recorder, mode):
+    stable, good = servers["stable"], servers["good"]
+    create_isvc(kube, namespace, mode)
+    watcher = Watcher(kube, namespace, "don-v2", mode)
+    lots = Lots(rollout_store, stable.base, lab_recorder)
+    with KServe(kube, namespace, good.base) as kserve, \
+            Kubelet(kube, namespace, servers["mirror_file"]) as kubelet:
+        kube.create_rollout(namespace, isvc_shadowed(mode, "don-v2", 2, stable, good.base,
+                                                     rollout_store, lab_recorder))
+        shadowing = watcher.until(lambda s: s.get("stepLabel") == "shadow" and s.get("trafficApplied"))
+        assert (shadowing["status"]["phase"], shadowing["status"]["weight"]) == ("Progressing", 0)
+        shadow = kube.get_isvc(namespace, "don-shadow")
+        assert shadow["metadata"]["ownerReferences"][0]["name"] == "don-v2"
+        model = shadow["spec"]["predictor"]["model"]
+        assert model["storageUri"] == "pvc://models/don/2" and {"name": "DON_SHADOW", "value": "1"} in model["env"]
+        assert "canaryTrafficPercent" not in shadow["spec"]["predictor"]
+        assert shadow["metadata"]["labels"][TRACK_LABEL] == "shadow"
+        # once KServe reports the shadow Ready, the stable's servers mirror to its address
+        watcher.until(lambda s: mirrors_to(kube, namespace, good.base), timeout=30)
+        assert kube.get_isvc(namespace, "don")["spec"]["predictor"]["model"]["storageUri"] == \
+            "pvc://models/don/1"  # callers' InferenceService untouched while shadowing
+        with lots:
+            lots.measured()
+            watcher.until(lambda s: s.get("step") == 1, timeout=90)
+        with Traffic(stable.base, good.base, golden_rows(rollout_store, 2)):
+            final = watcher.until(lambda s: terminal(s) and s.get("trafficApplied"), timeout=90)
+    status = final["status"]
+    assert status["phase"] == "Promoted", status["message"]
+    assert status["labGate"]["verdict"] == "Pass" and status["labGate"]["pairs"] >= 20, status["labGate"]
+    assert [h["weight"] for h in status["history"] if h["event"] in ("Started", "Advanced")] == [0, 50, 100]
+    assert len(kserve.seen) == 1 and any(good.base in seen for seen in kubelet.seen)
+    nothing_of_the_isvc_shadow_left(kube, namespace)
+    assert kube.get_isvc(namespace, "don")["spec"]["predictor"]["model"]["storageUri"] == "pvc://models/don/2"
+    assert {"Shadow", "Advanced", "Promoted"} <= set(events(kube, namespace, "don-v2"))
+
+
+def test_on_kserve_a_broken_candidate_fails_in_shadow(
+        kube, namespace, operator_cluster, servers, rollout_store, lab_recorder):
+    stable, worse = servers["stable"], servers["worse"]
+    create_isvc(kube, namespace, "Knative")
+    watcher = Watcher(kube, namespace, "don-v3", "Knative")
+    body = isvc_shadowed("Knative", "don-v3", 3, stable, worse.base, rollout_store, lab_recorder)
+    body["spec"]["analysis"]["referenceSet"] = False  # the lab's verdict alone decides
+    with KServe(kube, namespace, worse.base), Kubelet(kube, namespace, servers["mirror_file"]), \
+            Lots(rollout_store, stable.base, lab_recorder) as lots:
+        lots.measured()
+        kube.create_rollout(namespace, body)
+        final = watcher.until(lambda s: terminal(s) and s.get("trafficApplied"), timeout=90)
+    status = final["status"]
+    assert status["phase"] == "RolledBack", status["message"]
+    assert "rolled back in shadow: lab gate Fail" in status["message"]
+    assert all(h["weight"] == 0 for h in status["history"]) and watcher.weights() in ([], [0])
+    nothing_of_the_isvc_shadow_left(kube, namespace)
+    stable_predictor = kube.get_isvc(namespace, "don")["spec"]["predictor"]
+    assert stable_predictor["model"]["storageUri"] == "pvc://models/don/1"

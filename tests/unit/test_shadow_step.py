@@ -35,8 +35,9 @@ def test_the_shadow_step_comes_first_and_says_what_it_needs():
     assert spec.shadow.on_no_labels == "RollBack"  # no lab evidence is no evidence
     assert spec.shadow.percent == 100
     assert parse_spec({"target": "don", "candidate": {"version": 2}}).shadow is None
+    assert all(shadow_spec(mode=mode).shadow for mode in ("Standard", "Knative"))  # shadow_isvc.py
     for body, match in (({"steps": [10, "shadow", 100]}, "only be the first"),
-                        ({"mode": "Standard"}, "needs mode Deployment"),
+                        ({"mode": "Knative", "shadow": {"watch": "1h"}}, "watch needs mode Deployment"),
                         ({"labGate": {"recorderUrl": ""}}, "recorderUrl"),
                         ({"shadow": {"onNoLabels": "Maybe"}}, "onNoLabels"),
                         ({"steps": ["shadow"]}, "between 1 and 100")):
