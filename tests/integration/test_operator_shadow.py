@@ -374,9 +374,11 @@ def mirrors_to(kube, ns: str, url: str) -> bool:
         return False
 
 
-@pytest.mark.parametrize("mode", ["Standard", "Knative"])
 def test_on_kserve_the_shadow_is_an_inference_service_of_its_own(
-        kube, namespace, operator_cluster, servers, rollout_store, lab_recorder, mode):
+        kube, namespace, operator_cluster, servers, rollout_store, lab_recorder):
+    # Standard here, Knative in the broken candidate's test: the recorder keeps the pairs of
+    # (v1, v2) for the module, so a second v2 shadow here would pass the lab gate at once.
+    mode = "Standard"
     stable, good = servers["stable"], servers["good"]
     create_isvc(kube, namespace, mode)
     watcher = Watcher(kube, namespace, "don-v2", mode)
