@@ -221,6 +221,9 @@ def rollouts_page(settings: Settings) -> None:
 def paired_figures(settings: Settings, item: dict) -> None:
     """The stable version against the candidate's shadow answers, on the lots the lab measured."""
     st.subheader("Paired lab figures: stable against the candidate in shadow")
+    verdict = rollouts.lab_gate_summary(item.get("status") or {})
+    if verdict:
+        st.markdown(verdict)
     versions = rollouts.rollout_versions(item)
     if not settings.recorder:
         st.caption("no prediction recorder configured (--recorder URL): no paired figures")

@@ -6,7 +6,8 @@ that cannot import it: the `default:` of each spec property of the CRD and the c
     python -m scripts.gen_rollout_defaults           # rewrite them
     python -m scripts.gen_rollout_defaults --check   # exit 1 naming each stale file
 
-It fills every property that is in both the contract and the file (a CRD property without a
+The chart's `steps` is left empty (automatic) and the contract's steps go to its `canarySteps`
+(VALUES_RENAMED). It fills every property that is in both the contract and the file (a CRD property without a
 `default:` gets one; a contract value the file has no property for is left alone), so a field added
 to both by hand needs one rerun. Lines are edited in place: comments, order and quoting stay.
 The CRD's copy in manifests/ follows with `python -m scripts.render_manifests`.
@@ -31,6 +32,10 @@ VALUES = REPO / "charts" / "don-predictor" / "values.yaml"
 # Where the spec's properties start in the CRD, and the rollout defaults in values.yaml.
 CRD_SPEC = ("openAPIV3Schema", "properties", "spec", "properties")
 VALUES_ROLLOUT = ("operator", "rollout")
+# values.yaml keys under operator.rollout that hold a contract value of another name: the chart's
+# steps are empty (automatic: templates/_rollout.tpl puts the shadow step before canarySteps when
+# the recorder is on), so the contract's steps go to canarySteps; None: written by hand.
+VALUES_RENAMED = {"canarySteps": "steps", "steps": None}
 
 _KEY = re.compile(r"^(?P<indent> *)(?P<dash>- )?(?P<key>[A-Za-z0-9_$.-]+):(?P<rest>.*)$")
 
@@ -168,8 +173,13 @@ def values_text(text: str, defaults: dict | None = None) -> str:
     for i, _, path in _walk(lines):
         if path[:len(VALUES_ROLLOUT)] != VALUES_ROLLOUT or len(path) == len(VALUES_ROLLOUT):
             continue
+        where = path[len(VALUES_ROLLOUT):]
+        if len(where) == 1 and where[0] in VALUES_RENAMED:
+            if VALUES_RENAMED[where[0]] is None:
+                continue
+            where = (VALUES_RENAMED[where[0]],)
         try:
-            value = _lookup(defaults, path[len(VALUES_ROLLOUT):])
+            value = _lookup(defaults, where)
         except KeyError:
             continue
         if not isinstance(value, dict):

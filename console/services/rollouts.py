@@ -84,6 +84,16 @@ def pairs_summary(doc: dict) -> str:
             f"mean {diff['mean']:+.4f}, {interval} (positive: the candidate is worse)")
 
 
+def lab_gate_summary(status: dict) -> str | None:
+    """The operator's last look through the lab gate (status.labGate) in one sentence; None before
+    its first look (no shadow step)."""
+    gate = status.get("labGate") or {}
+    if not gate.get("verdict"):
+        return None
+    return (f"Lab gate (the operator's last look): **{gate['verdict']}** on {gate.get('pairs', 0)} "
+            f"pair(s), margin {gate.get('margin')}: {gate.get('reason') or ''}")
+
+
 def steer(settings: Settings, rollouts: client.RolloutClient, name: str, action: str) -> str:
     """A rollout button: exactly `python -m ops rollout ACTION NAME`."""
     if not settings.control:

@@ -445,7 +445,8 @@ def test_operator_renders_one_desired_rollout_per_model_and_no_traffic_field(ren
         spec = rollout["spec"]
         assert spec["delivery"] == "Desired" and spec["target"] == name
         assert spec["endpoints"]["modelName"] == spec["store"]["model"] == name.replace("don-predictor-", "")
-        assert spec["steps"] == [10, 25, 50, 100] and spec["progressDeadline"] == "10m"
+        shadow = ["shadow"] if "recorder.enabled=true" in render.case.args else []  # tests/chart/test_rollout_steps.py
+        assert spec["steps"] == shadow + [10, 25, 50, 100] and spec["progressDeadline"] == "10m"
         assert spec["analysis"]["goldenSet"] is True
     # Helm renders nothing the operator writes: no InferenceService, no stable Deployment, no
     # replicas, no HPA and no HTTPRoute (a `helm upgrade` would reset them).
@@ -512,8 +513,8 @@ def test_manual_canary_values_are_refused_with_the_operator(helm, chart_dir):
 def test_rollout_values_are_the_operator_defaults(chart_dir):
     from ops.rollout.spec import DEFAULTS
     values = yaml.safe_load((chart_dir / "values.yaml").read_text())["operator"]["rollout"]
-    assert values == {key: DEFAULTS[key] for key in ("steps", "interval", "progressDeadline", "shadow",
-                                                     "labGate", "analysis")}
+    assert values == {key: DEFAULTS[key] for key in ("interval", "progressDeadline", "shadow", "labGate", "analysis")} \
+        | {"steps": [], "canarySteps": DEFAULTS["steps"]}  # steps: automatic (tests/chart/test_rollout_steps.py)
 
 
 def test_replica_split_rule_is_the_operators(helm, chart_dir):

@@ -2,8 +2,8 @@
 the chart's model servers serve them, another pod calls them through their Services, `helm test`
 passes, and a canary split by replica ratio answers with both versions.
 
-Then the operator part (operator.enabled, the chart's rollout defaults with a 10 s interval, golden
-checks on): Helm declares the desired version, the operator delivers it (promotes v2, keeps it
+Then the operator part (operator.enabled, the chart's rollout defaults with a 10 s interval and
+its canary steps without the shadow step, golden checks on): Helm declares the desired version, the operator delivers it (promotes v2, keeps it
 through an unrelated upgrade, rolls back a v3 trained on shuffled targets and a candidate that
 never becomes ready), while a client pod records every response; then the same desired-version
 flow on real InferenceService objects.
@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 
 from don_core.artifact import verify_version_dir
+from don_core.contract import ROLLOUT_DEFAULTS
 from tests.cluster.crds import install_crds
 from tests.conftest import unavailable
 from tests.e2e.kube import Kube
@@ -314,9 +315,12 @@ DELIVERY: dict = {"marks": [], "phases": {}}  # what the operator part saw, for 
 
 
 def _operator_values(cluster) -> list[str]:
+    # The canary steps given as the list: with the recorder on, the chart's default begins with
+    # the shadow step, whose lab gate waits for lab results (tests/e2e/test_shadow.py drives it).
     return _base_values(cluster) + [
         "--set-string", "training.job.runId=2", "--set", "training.models={rf}",
         "--set", "operator.enabled=true", "--set", f"operator.rollout.interval={ROLLOUT_INTERVAL}",
+        "--set-json", f"operator.rollout.steps={json.dumps(ROLLOUT_DEFAULTS['steps'])}",
         "--set", "models.rf.version=1", "--set", "models.rf.canary.version=null"]
 
 

@@ -1,18 +1,21 @@
 """Shadow first, lab results decide, on the local cluster: a candidate answers mirrored copies of
 live requests only, until the lab's results for those lots judge it (the paired lab gate).
 
-The README's install (the lifecycle module's values: lower requests, the deployment engine, quick
-training, a 10 s interval) plus what the shadow step needs: the recorder on (the lab gate reads
-its paired figures), `operator.rollout.steps=[shadow, 50, 100]` (the chart's default steps have no
-shadow step yet), one model (don-rf) on the real corn data. A steady client sends lots with sample
-ids through the model's Service; while a candidate shadows, the lab's results for the lots sent so
-far are uploaded every few seconds, as a lab system would: `python -m ops labresults import`
-through the recorder's API (from the node).
+The chart's rollout defaults: the README's install (the lifecycle module's values: lower requests,
+the deployment engine, quick training, a 10 s interval) with the recorder on, whose release the
+chart rolls out shadow first by default (operator.rollout.steps empty: [shadow, 10, 25, 50, 100],
+the lab gate pointed at the recorder), its records sent to the recorder's ClusterIP (no cluster
+DNS here), one model (don-rf) on the real corn data. A steady client sends lots with sample ids
+through the model's Service; while a candidate shadows, the lab's results for the lots sent so far
+are uploaded every few seconds, as a lab system would: `python -m ops labresults import` through
+the recorder's API (from the node).
 
-- a good retrain (a new seed): shadow -> lab gate Pass -> 50 % -> 100 % -> Promoted;
+- a good retrain (a new seed): shadow -> lab gate Pass -> 10, 25, 50, 100 % -> Promoted;
 - a retrain on a lab export with 30 % of its targets shuffled (declared a deliberate relabel): it
   is served correctly and passes the reference set in shadow, the lab gate fails it, and it is
   rolled back in shadow: the client never got an answer from it, and nothing of the shadow is left;
+  `kubectl describe mro` and the console's Rollouts page (console/app.py under Streamlit's AppTest,
+  on the node, against the API server and the recorder) show the paired figures and the verdict;
 - 0 non-2xx answers through all of it.
 Its own namespace, claim and volume (the lifecycle module's are still being deleted when it runs);
 it runs right after the lifecycle module (tests/conftest.py), before test_e2e_cluster.py installs a
@@ -23,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,6 +35,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from don_core.contract import ROLLOUT_DEFAULTS, SHADOW_STEP
 from don_core.schema import TARGET_COLUMN
 from tests.e2e import test_lifecycle as lifecycle
 
@@ -43,7 +48,6 @@ RF = f"{RELEASE}-rf"
 CLAIM = lifecycle.CLAIM
 PV = "don-shadow-model-store"
 TOKEN = "e2e-shadow-token"
-STEPS = '["shadow",50,100]'
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +58,8 @@ def life(e2e_cluster, real_data_path, tmp_path_factory):
     kube, store = lifecycle.real_data_claim(e2e_cluster, real_data_path, NS, PV, "shadow-store")
     lab = tmp_path_factory.mktemp("lab")
     (lab / "token").write_text(TOKEN)
-    state = {"kube": kube, "store": store, "lab": lab, "uploaded": 0, "lab_uploads": 0}
+    state = {"kube": kube, "store": store, "lab": lab, "uploaded": 0, "lab_uploads": 0,
+             "kubeconfig": e2e_cluster.kubeconfig}
     yield state
     kube.kubectl("delete", "pod", "client-don-rf", "--ignore-not-found", "--wait=false", check=False)
     kube.helm("uninstall", RELEASE, "--wait", "--timeout", "2m", check=False)
@@ -113,16 +118,18 @@ def _train(life, run_id: str, seed: int, *extra: str) -> None:
     lifecycle._wait(life, f"version {run_id} published", published.exists, 600)
 
 
-def test_install_with_the_recorder_and_a_shadow_step_serves(life):
+def test_install_with_the_recorder_rolls_out_shadow_first_by_default(life):
     kube = life["kube"]
     kube.helm("install", RELEASE, str(CHART), *lifecycle._values(), "--skip-crds",
               "--set", "training.models={rf}", "--set", "recorder.enabled=true",
-              "--set", f"recorder.token.value={TOKEN}", "--set", "recorder.resources.requests.cpu=50m",
-              "--set-json", f"operator.rollout.steps={STEPS}")
+              "--set", f"recorder.token.value={TOKEN}", "--set", "recorder.resources.requests.cpu=50m")
+    spec = kube.get("modelrollout", RF)["spec"]
+    assert spec["steps"] == [SHADOW_STEP, *ROLLOUT_DEFAULTS["steps"]], spec["steps"]  # the chart's default
     recorder = kube.get("service", f"{RELEASE}-recorder")["spec"]
     life["recorder_url"] = f"http://{recorder['clusterIP']}:{recorder['ports'][0]['port']}/"
     # no cluster DNS here: the model servers and the operator reach the recorder by its ClusterIP
     kube.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", f"recorder.recordsUrl={life['recorder_url']}")
+    assert kube.get("modelrollout", RF)["spec"]["labGate"]["recorderUrl"] == life["recorder_url"].rstrip("/")
     lifecycle._client(life, "don-rf")
     lifecycle._wait(life, "version 1 delivered", lifecycle._reached(life, RF, "Delivered", liveVersion=1), 900, RF)
     life["start"] = time.time()
@@ -139,8 +146,9 @@ def test_a_good_retrain_is_shadowed_judged_by_lab_results_and_promoted(life):
     assert gate["verdict"] == "Pass" and gate["pairs"] >= 30, gate
     history = status["history"][max(i for i, h in enumerate(status["history"]) if h["event"] == "Started"):]
     assert history[0]["step"] == 0 and history[0]["weight"] == 0, history[0]  # started in shadow
-    advanced = [h for h in history if h["event"] == "Advanced"]
-    assert advanced and advanced[0]["step"] == 1, history  # out of the shadow onto the first canary step
+    advanced = [h["step"] for h in history if h["event"] == "Advanced"]
+    # out of the shadow onto the first canary step, then through every default canary step
+    assert advanced == list(range(1, len(ROLLOUT_DEFAULTS["steps"]) + 1)), history
     life["good"] = gate
 
 
@@ -170,16 +178,53 @@ def test_a_partly_shuffled_retrain_is_rolled_back_in_shadow_by_the_lab_gate(life
     started = max(i for i, h in enumerate(status["history"]) if h.get("event") == "Started")
     assert all(h.get("weight") in (0, None) for h in status["history"][started:]), status["history"][started:]
     described = kube.kubectl("describe", "modelrollout", RF).stdout
-    assert "lab gate Fail" in described and "Pairs" in described, described
+    assert "lab gate Fail" in described, described
+    lab = described[described.rindex("Lab Gate:"):]  # status.labGate (after spec.labGate): the paired figures and the verdict
+    for figure, value in (("Verdict", "Fail"), ("Pairs", gate["pairs"]), ("Mean Score", gate["meanScore"]),
+                          ("Candidate False Accepts", gate["candidateFalseAccepts"]),
+                          ("Stable False Accepts", gate["stableFalseAccepts"])):
+        assert re.search(rf"^\s+{figure}:\s+{re.escape(str(value))}$", lab, re.M), (figure, value, lab)
     for kind in ("deployment", "service", "configmap"):
         name = f"{RF}-mirror" if kind == "configmap" else f"{RF}-shadow"
         assert kube.kubectl("get", kind, name, check=False).returncode != 0, f"{kind} {name} left behind"
+    life["bad"] = gate
     from tests.fixtures_cluster import E2E_REPORT
     good = life["good"]
     E2E_REPORT.setdefault("notes", []).append(
         f"shadow: good retrain Pass on {good['pairs']} pairs (mean {good['meanScore']:+.4f}); 30 % shuffled "
         f"retrain Fail on {gate['pairs']} pairs (mean {gate['meanScore']:+.4f}, false accepts "
         f"{gate['candidateFalseAccepts']} vs {gate['stableFalseAccepts']}); {life['lab_uploads']} lab uploads")
+
+
+def test_the_console_shows_the_paired_figures_and_the_verdict(life, monkeypatch):
+    """The console's Rollouts page (console/app.py under Streamlit's AppTest, in this process on the
+    node) on the rolled-back rollout, from the real API server and the recorder by its pod's IP:
+    the phase and the lab gate's verdict, and the recorder's paired figures of v2 against v3."""
+    import requests
+
+    from don_core.contract import PAIRS_PATH
+    from tests.integration.test_console import app, errors
+    recorder = _recorder_from_the_node(life)
+    doc = requests.get(recorder.rstrip("/") + PAIRS_PATH, params={"model": "don-rf", "stable": 2, "candidate": 3},
+                       timeout=30).json()
+    gate = life["bad"]
+    assert doc["pairs"] >= gate["pairs"] and doc["maeLog1p"]["candidate"] > doc["maeLog1p"]["stable"], doc
+    at = app(monkeypatch, kubeconfig=str(life["kubeconfig"]), namespace=NS, recorder=recorder)
+    at.radio(key="page").set_value("Rollouts").run()
+    at.selectbox(key="rollout").set_value(RF).run()
+    assert errors(at) == [] and not at.exception, (errors(at), at.exception)
+    texts = [m.value for m in at.markdown]
+    assert any(m.startswith(f"**{RF}**: phase RolledBack") and "lab gate Fail" in m for m in texts), texts
+    assert any(m.startswith(f"Lab gate (the operator's last look): **Fail** on {gate['pairs']} pair(s)")
+               for m in texts), texts
+    assert any(m.startswith(f"{doc['pairs']} lab-matched pair(s): the candidate's |log1p error| minus the "
+                            f"stable's, mean {doc['difference']['mean']:+.4f}") for m in texts), texts
+    table = at.dataframe[-1].value.set_index("version")
+    assert list(table.index) == ["v2 (stable)", "v3 (candidate)"], table
+    for side, version in (("stable", 2), ("candidate", 3)):
+        row = table.loc[f"v{version} ({side})"]
+        assert row["pairs"] == doc["pairs"] and row["MAE log1p"] == doc["maeLog1p"][side], (row, doc)
+        assert row["false accepts @1000"] == doc["decisions"]["1000"][side]["falseAccepts"], (row, doc)
 
 
 def test_no_caller_got_an_answer_from_the_shadow_nor_an_error(life):

@@ -384,7 +384,9 @@ def test_rollouts_page_shows_the_paired_figures_of_stable_and_shadow(monkeypatch
     assert requests.post(recorder_url + "/v1/labresults", data=lab, timeout=30).status_code == 200
     ns, name = "default", f"paired-{free_port()}"
     base = make_rollout(kube_apiserver, ns, name, {"target": "don-rf", "mode": "Standard", "candidate": {"version": 2}},
-                        {"phase": "Progressing", "weight": 0, "step": 0, "stableVersion": 1, "candidateVersion": 2})
+                        {"phase": "Progressing", "weight": 0, "step": 0, "stableVersion": 1, "candidateVersion": 2,
+                         "labGate": {"verdict": "Hold", "pairs": 3, "margin": 0.02,
+                                     "reason": "3 pairs, 30 needed before a verdict"}})
     at = app(monkeypatch, kubeconfig=str(kube_apiserver.kubeconfig), namespace=ns, recorder=recorder_url)
     at.radio(key="page").set_value("Rollouts").run()
     at.selectbox(key="rollout").set_value(name).run()
@@ -397,6 +399,9 @@ def test_rollouts_page_shows_the_paired_figures_of_stable_and_shadow(monkeypatch
     table = at.dataframe[-1].value.set_index("version")
     assert table.loc["v1 (stable)", "false accepts @1000"] == 0 and table.loc["v2 (candidate)", "false accepts @1000"] == 1
     assert table.loc["v1 (stable)", "pairs"] == 3
+    # the operator's verdict beside the figures it judged
+    assert "Lab gate (the operator's last look): **Hold** on 3 pair(s), margin 0.02: 3 pairs, 30 needed " \
+        "before a verdict" in [m.value for m in at.markdown]
     # before the operator has found both versions, and without a recorder: a sentence each
     kube_apiserver.request("PATCH", f"{base}/{name}/status", {"status": {"candidateVersion": None}},
                            content_type="application/merge-patch+json")

@@ -34,7 +34,10 @@ def test_a_changed_or_new_default_is_written_and_the_layout_kept():
     assert "notInTheCrd" not in props
     changed = gen.values_text(values, defaults)
     rollout = yaml.safe_load(changed)["operator"]["rollout"]
-    assert rollout["analysis"]["minSuccessRate"] == 0.95 and rollout["steps"] == [5, 100]
+    assert rollout["analysis"]["minSuccessRate"] == 0.95 and rollout["canarySteps"] == [5, 100]
+    assert rollout["steps"] == []                          # the chart's automatic steps stay empty
     assert "action" not in rollout                         # values keep their own set of keys
-    assert "steps: [5, 100]               # candidate traffic percent" in changed
+    [before] = [line for line in values.splitlines() if line.lstrip().startswith("canarySteps:")]
+    [after] = [line for line in changed.splitlines() if line.lstrip().startswith("canarySteps: [5, 100] ")]
+    assert after.index("# candidate traffic percent") == before.index("#")  # the comment keeps its column
     assert len(changed.splitlines()) == len(values.splitlines())
