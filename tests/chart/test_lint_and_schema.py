@@ -58,6 +58,8 @@ SHADOW_ON_KSERVE = ("--set", "operator.enabled=true", "--set", "recorder.enabled
     (("--set", "backup.enabled=true", "--set", "backup.to=/mnt/backup"), "backup.to is a path: set backup.targetClaim"),
     (SHADOW_ON_KSERVE + ("--set", "operator.rollout.shadow.watch=72h"),
      "operator.rollout.shadow.watch needs serving.engine=deployment"),
+    (SHADOW_ON_KSERVE[:-2] + ("--set", "operator.rollout.shadow.watch=72h"),  # the automatic steps
+     "operator.rollout.shadow.watch needs serving.engine=deployment"),
 ])
 def test_incomplete_values_fail_with_a_message(helm, args, message):
     out = run_helm("template", "don", str(CHART), *args, check=False)
