@@ -20,13 +20,15 @@ Usage: python benchmarks/mirror.py [--store ROOT] [--rounds N] [--seconds S] [--
 --store: a model store with don-rf versions (the stable serves the first, the shadow the last);
 without it a RandomForest is trained on the real data (or synthetic data) into a temporary store.
 --pin: the stable on CPU 0, the shadow and this client on CPU 1.
-Exit status 0 when the goal is met, 1 when not, 2 when it cannot run.
+Exit status 0 when the goal is met, 1 when not, 2 when it cannot run. The last lines are the
+run's row of the table in docs/components/model-server.md (markdown, as printed).
 """
 from __future__ import annotations
 
 import argparse
 import http.client
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -211,6 +213,7 @@ def bench(args, store: Path, work: Path) -> dict:
         drive(stable, body, 2, args.rate, args.connections)  # warm-up, both paths
         sides = {side: {"p50": [], "p99": [], "cpu_us": [], "requests": 0, "errors": 0,
                         "sent": 0.0, "dropped": 0.0, "failed": 0.0} for side in ("off", "on")}
+        sides["load"] = [os.getloadavg()[0]]
         for i in range(args.rounds):
             order = ("off", "on") if i % 2 == 0 else ("on", "off")
             for side in order:
@@ -228,6 +231,7 @@ def bench(args, store: Path, work: Path) -> dict:
                 s["errors"] += res["errors"]
                 for outcome in ("sent", "dropped", "failed"):
                     s[outcome] += after[outcome] - copies[outcome]
+                sides["load"].append(os.getloadavg()[0])
                 print(f"  round {i + 1} {side:>3}: {res['requests']} requests, p50 "
                       f"{res['p50']:.2f} ms, p99 {res['p99']:.2f} ms, "
                       f"{s['cpu_us'][-1]:.0f} us CPU a request", flush=True)
@@ -262,7 +266,21 @@ def report(sides: dict, args) -> bool:
     print(f"goal (CPU per request within {100 * GOAL:.0f} %, no errors): "
           f"{'met' if met else 'NOT met'}; p50 {100 * (ratios['p50'] - 1):+.1f} %, "
           f"p99 {100 * (ratios['p99'] - 1):+.1f} %")
+    print("\n" + markdown_row(sides, ratios, args))
     return met
+
+
+def markdown_row(sides: dict, ratios: dict, args) -> str:
+    """This run as a row of the table in docs/components/model-server.md."""
+    off, on = sides["off"], sides["on"]
+    med = {side: {f: float(np.median(sides[side][f])) for f in ("p50", "p99", "cpu_us")} for side in ("off", "on")}
+    load = sides["load"]
+    return (f"| {'stub (answers at once)' if args.shadow == 'stub' else 'real model server'}, "
+            f"{args.rounds}, {min(load):.0f}-{max(load):.0f} | "
+            f"{med['off']['cpu_us']:,.0f} / {med['on']['cpu_us']:,.0f} us (**{100 * ratios['cpu_us']:.1f} %**) | "
+            f"{med['off']['p50']:.1f} / {med['on']['p50']:.1f} ms ({min(off['p50']):.1f}-{max(off['p50']):.1f}) | "
+            f"{med['off']['p99']:.0f} / {med['on']['p99']:.0f} ms | {off['errors']} / {on['errors']} | "
+            f"{on['sent']:,.0f} / {on['dropped']:,.0f} / {on['failed']:,.0f} |")
 
 
 def main() -> int:

@@ -4,9 +4,11 @@ candidate version whose answer is recorded (there, with shadow=True) and discard
 Where no Gateway API mirrors for us (KServe Knative / Standard, the chart's Deployment engine), the
 stable's own server sends the copy. The request path only decides (a hash of the request id, so a
 retried request mirrors the same way) and appends to a bounded queue: O(1), no I/O. A loop
-callback scheduled after the answer writes the copy on one of a few kept-alive connections, an
-asyncio Protocol whose answer's head is parsed by hand (no task, future or http.client parsing
-per copy: each would cost more CPU than the copy itself). A full queue drops the copy; a shadow
+callback FLUSH_SECONDS later writes the copies queued by then, pipelined (HTTP/1.1) in one write
+on one of a few kept-alive connections, an asyncio Protocol whose answers' heads are parsed by
+hand (no task, future or http.client parsing per copy: each would cost more CPU than the copy
+itself). What a copy costs is mostly the kernel's send and receive and the loop's wake-up for the
+answer: a batch pays them once (benchmarks/mirror.py). A full queue drops the copy; a shadow
 that is down, slow or failing is counted, never felt by the caller.
 
 Setting: static (--mirror_url / --mirror_percent) and a JSON file re-read when it changes (a
@@ -38,7 +40,9 @@ from model_server.security import process_guard
 log = logging.getLogger("model_server.mirror")
 
 POLL_SECONDS = 2.0         # how often the config file's stamp is looked at (on a request)
-CONNECTIONS = 4            # copies in flight at once, one kept-alive connection each
+CONNECTIONS = 4            # batches in flight at once, one kept-alive connection each
+FLUSH_SECONDS = 0.02       # how long a copy waits for others to share its write
+BATCH = 16                 # copies in one write at most
 TIMEOUT_SECONDS = 5.0      # a copy's connect + answer; beyond it the copy counts as failed
 LOG_EVERY_SECONDS = 60.0   # a failing shadow logs at most one line a minute
 _MAX_HEAD_BYTES = 64 * 1024
@@ -225,10 +229,15 @@ class Mirror:
         _, host, port = target.endpoint
         line = f"POST {target.prefix}{path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode("latin-1")
         self._pending.append(_Copy(target, line + _head(headers, request_id, len(body)) + body))
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         if not self._scheduled:
-            if self._loop is None:
-                self._loop = asyncio.get_running_loop()
             self._scheduled = True
+            self._loop.call_later(FLUSH_SECONDS, self._pump)
+            if not (self._connections or self._connecting) and time.monotonic() >= self._down_until:
+                self._connecting += 1  # not after the window: it could fill the queue meanwhile
+                self._loop.create_task(self._connect(target))
+        elif len(self._pending) == min(BATCH, self.options.queue_size):  # a full batch goes now
             self._loop.call_soon(self._pump)
 
     def status(self) -> dict:
@@ -262,7 +271,12 @@ class Mirror:
                     self._connecting += 1
                     self._loop.create_task(self._connect(copy.target))
                 return
-            conn.send(self._pending.popleft())
+            batch = [self._pending.popleft()]
+            # a retried copy goes alone (its shadow may close after each answer)
+            while (not copy.retried and self._pending and len(batch) < BATCH
+                   and self._pending[0].target is copy.target and not self._pending[0].retried):
+                batch.append(self._pending.popleft())
+            conn.send(batch)
 
     async def _connect(self, target: Target) -> None:
         scheme, host, port = target.endpoint
@@ -283,23 +297,28 @@ class Mirror:
         self._connections.add(conn)
         self._idle.append(conn)
 
-    def _answered(self, conn: _Connection, copy: _Copy, status: int) -> None:
+    def _answered(self, copy: _Copy, status: int) -> None:
         if 200 <= status < 300:
             self._counters[MIRROR_SENT].inc()
         else:
             self._failed(copy.target.url, f"the shadow answered {status}")
+
+    def _done(self, conn: _Connection) -> None:
+        """`conn` has every answer of its batch: the copies that waited for a connection go now;
+        those in a flush window wait for it."""
         if conn.open:
             self._idle.append(conn)
-        self._pump()
+        if not self._scheduled:
+            self._pump()
 
-    def _lost(self, conn: _Connection, copy: _Copy | None, problem: str) -> None:
+    def _lost(self, conn: _Connection, copies: list[_Copy], problem: str) -> None:
         self._connections.discard(conn)
         if conn in self._idle:
             self._idle.remove(conn)
-        if copy is not None:
+        for copy in reversed(copies):  # unanswered, in order
             if conn.answered and not copy.retried:
                 # a kept-alive connection the shadow closed as the copy went out (its idle
-                # timeout): once more on a fresh one
+                # timeout, or a "Connection: close" before the batch's end): once more on a fresh one
                 copy.retried = True
                 self._pending.appendleft(copy)
             else:
@@ -343,41 +362,49 @@ def _safe(value: str) -> bool:
 
 
 class _Connection(asyncio.Protocol):
-    """One kept-alive HTTP/1.1 connection carrying one copy at a time; the answer's head is
-    parsed by hand (status and Content-Length), its body skipped."""
+    """One kept-alive HTTP/1.1 connection carrying one batch of pipelined copies at a time; the
+    answers' heads are parsed by hand (status and Content-Length), their bodies skipped."""
 
     def __init__(self, mirror: Mirror, endpoint: tuple[str, str, int]):
         self.mirror, self.endpoint = mirror, endpoint
         self.open = False
         self.answered = 0  # answers read on this connection
         self._transport: asyncio.Transport | None = None
-        self._copy: _Copy | None = None
+        self._copies: deque[_Copy] = deque()  # sent, not yet answered, in order
         self._timer: asyncio.TimerHandle | None = None
+        self._progress = 0.0  # when the batch went out or its last answer came
         self._buffer = b""
 
     def connection_made(self, transport) -> None:
         self._transport, self.open = transport, True
         self.mirror._opened(self)
 
-    def send(self, copy: _Copy) -> None:
-        self._copy = copy
+    def send(self, copies: list[_Copy]) -> None:
+        self._copies.extend(copies)
+        self._progress = self.mirror._loop.time()
         self._timer = self.mirror._loop.call_later(TIMEOUT_SECONDS, self._timed_out)
-        self._transport.write(copy.data)
+        self._transport.write(copies[0].data if len(copies) == 1 else b"".join(c.data for c in copies))
 
     def data_received(self, data: bytes) -> None:
-        if self._copy is None:  # nothing was asked: not a server to keep talking to
+        if not self._copies:  # nothing was asked: not a server to keep talking to
             return self.abort()
         self._buffer += data
+        while self._copies and self._answer():
+            pass
+
+    def _answer(self) -> bool:
+        """Reads the first whole answer in the buffer; False when there is none (yet)."""
         end = self._buffer.find(b"\r\n\r\n")
         if end < 0:
             if len(self._buffer) > _MAX_HEAD_BYTES:
                 self._give_up("an answer head above 64 KiB")
-            return
+            return False
         head = self._buffer[:end].lower()
         try:
             status = int(head[9:12])
         except ValueError:
-            return self._give_up("not an HTTP answer")
+            self._give_up("not an HTTP answer")
+            return False
         at = head.find(b"\r\ncontent-length:")
         if at < 0:  # chunked or read-to-close: not worth a parser, start afresh next time
             length, self.open = len(self._buffer) - end - 4, False
@@ -386,27 +413,37 @@ class _Connection(asyncio.Protocol):
             try:
                 length = int(head[at + 17:stop if stop > 0 else len(head)])
             except ValueError:
-                return self._give_up("an unreadable Content-Length")
+                self._give_up("an unreadable Content-Length")
+                return False
             if b"\r\nconnection: close" in head:
                 self.open = False
         if len(self._buffer) < end + 4 + length:
-            return  # the rest of the body is still coming
-        self._buffer = b""
-        copy, self._copy = self._copy, None
+            return False  # the rest of the body is still coming
+        self._buffer = self._buffer[end + 4 + length:]
         self.answered += 1
-        self._timer.cancel()
-        if not self.open:
+        self._progress = self.mirror._loop.time()
+        self.mirror._answered(self._copies.popleft(), status)
+        if not self.open:  # the copies after this one come back through connection_lost
             self._transport.close()
-        if copy is not None:
-            self.mirror._answered(self, copy, status)
+            return False
+        if not self._copies:
+            self._timer.cancel()
+            self.mirror._done(self)
+        return True
 
     def _timed_out(self) -> None:
+        """Each answer of a batch has TIMEOUT_SECONDS from the one before (a slow shadow answers
+        pipelined copies one after the other)."""
+        waited = self.mirror._loop.time() - self._progress
+        if waited < TIMEOUT_SECONDS:
+            self._timer = self.mirror._loop.call_later(TIMEOUT_SECONDS - waited, self._timed_out)
+            return
         self._give_up(f"no answer within {TIMEOUT_SECONDS:g} s")
 
     def _give_up(self, problem: str) -> None:
-        copy, self._copy = self._copy, None
+        copies, self._copies = list(self._copies), deque()
         self.abort()
-        if copy is not None:
+        for copy in copies:
             self.mirror._failed(copy.target.url, problem)
 
     def close(self) -> None:
@@ -422,8 +459,8 @@ class _Connection(asyncio.Protocol):
         self.open = False
         if self._timer is not None:
             self._timer.cancel()
-        copy, self._copy = self._copy, None
-        self.mirror._lost(self, copy, _describe(exc) if exc else "the shadow closed the connection")
+        copies, self._copies = list(self._copies), deque()
+        self.mirror._lost(self, copies, _describe(exc) if exc else "the shadow closed the connection")
 
 
 def add_arguments(parser, environ=os.environ) -> None:

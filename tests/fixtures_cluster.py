@@ -6,6 +6,7 @@ see tests/cluster/binaries.py) on free loopback ports for the whole session; ``.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,11 @@ from tests.progress import say
 
 SHARED = (Path(__file__).resolve().parents[1] / ".." / "shared").resolve()
 KSERVE_CRD_DIR = SHARED / "kserve-crds"
+# Gateway API's HTTPRoute CRD as upstream generates it (config/crd/standard/, v1.3.0 or later: the
+# first standard channel with RequestMirror's percent/fraction). Reference data like the KServe
+# CRDs, never copied into the repository: $DON_GATEWAY_API_CRDS names its folder, else ../shared.
+GATEWAY_API_CRD_DIR = Path(os.environ.get("DON_GATEWAY_API_CRDS") or SHARED / "gateway-api-crds")
+HTTPROUTE_CRD = GATEWAY_API_CRD_DIR / "gateway.networking.k8s.io_httproutes.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +57,6 @@ def kserve_isvc_crd(kube_apiserver) -> str:
 
 # --- end-to-end clusters ------------------------------------------------------------------------
 import json  # noqa: E402
-import os  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402

@@ -83,8 +83,11 @@ def shadow_service(name: str, selector: dict, owner: dict) -> dict:
 
 def request_mirror(service: str, percent: float) -> dict:
     """The Gateway API RequestMirror filter copying `percent` % of a rule's requests to Service
-    `service` (at 100 % without percent/fraction, which need Gateway API v1.2 or later)."""
-    mirror: dict = {"backendRef": {"name": service, "port": 80}}
+    `service` (at 100 % without percent/fraction, which the standard channel has from Gateway API
+    v1.3; an older CRD prunes them, and the Gateway would copy every request). The backendRef
+    spells out the schema's defaults (group "", kind Service): the API server would add them, and
+    the filter read back must equal this one, or `Shadow._route_mirror` rewrites it every pass."""
+    mirror: dict = {"backendRef": {"group": "", "kind": "Service", "name": service, "port": 80}}
     if percent < 100:
         mirror.update({"percent": int(percent)} if float(percent).is_integer() else
                       {"fraction": {"numerator": round(percent * 100), "denominator": 10000}})

@@ -7,14 +7,19 @@ accepts requests above its 1.5 MiB default (``ControlPlane`` raises ``--max-requ
 server still answers 413 / "too large", we retry with ``description`` fields stripped: the schema
 itself (types, required fields, enums) stays the real one.
 
-Kubernetes 1.20 also rejects ``default: ""`` in a CRD schema (it decodes the empty-string default as
-null: "default: Invalid value: \"null\": in body must be of type string"); controller-gen >= 0.16
-emits it for every ``LocalObjectReference.name``. On exactly that error we retry without the
-empty-string defaults: no other schema constraint changes, and omitting the default of an optional
-string is what older controller-gen versions generated anyway.
+Our Kubernetes 1.20 (built with Go >= 1.16: kubernetes/kubernetes#99804, fixed in 1.21) checks an
+empty string against a schema as null, so it rejects ``default: ""`` in a CRD schema ("default:
+Invalid value: \"null\": in body must be of type string"; controller-gen >= 0.16 emits it for every
+``LocalObjectReference.name``) and ``""`` in a custom resource's string field. On exactly that
+error we retry without the empty-string defaults (omitting the default of an optional string is
+what older controller-gen versions generated) and with ``nullable: true`` on the string fields
+whose own schema admits ``""`` (no minLength, an enum or pattern that takes it): the server then
+stores ``""`` as written, as a fixed one does (Gateway API's ``group: ""`` is its core group), and
+still refuses ``""`` where the schema does. No other schema constraint changes.
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -41,6 +46,38 @@ def drop_empty_string_defaults(node: Any) -> Any:
     if isinstance(node, list):
         return [drop_empty_string_defaults(v) for v in node]
     return node
+
+
+def _admits_empty(node: dict) -> bool:
+    if int(node.get("minLength") or 0) > 0 or ("enum" in node and "" not in node["enum"]):
+        return False
+    try:  # CRD patterns are RE2 (Go); those that Python cannot read are left as they are
+        return "pattern" not in node or re.search(node["pattern"], "") is not None
+    except re.error:
+        return False
+
+
+def allow_empty_strings(node: Any, may_be_null: bool = True, keys: tuple = ()) -> Any:
+    """`nullable: true` on each string field whose schema admits "" (see the module's docstring).
+    Only the structural part is walked (properties, items, additionalProperties: anyOf and the
+    like must not carry it), and a structural schema forbids it on the items of a list with
+    x-kubernetes-list-type and on their x-kubernetes-list-map-keys."""
+    if isinstance(node, list):  # the `versions` list of a CRD
+        return [allow_empty_strings(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = dict(node)
+    for key, value in node.items():
+        if key == "items" and isinstance(value, dict):
+            listed = "x-kubernetes-list-type" in node
+            out[key] = allow_empty_strings(value, not listed, tuple(node.get("x-kubernetes-list-map-keys") or ()))
+        elif key == "properties" and isinstance(value, dict):
+            out[key] = {name: allow_empty_strings(prop, name not in keys) for name, prop in value.items()}
+        elif key in ("additionalProperties", "openAPIV3Schema", "schema", "spec", "versions"):
+            out[key] = allow_empty_strings(value)
+    if may_be_null and out.get("type") == "string" and _admits_empty(out):
+        out["nullable"] = True
+    return out
 
 
 def _empty_default_rejected(status: int, body: dict) -> bool:
@@ -85,8 +122,8 @@ def apply_crd(cluster, crd: dict) -> str:
             notes.append("descriptions stripped")
             continue
         if _empty_default_rejected(status, resp) and "empty-string defaults dropped" not in notes:
-            body = drop_empty_string_defaults(body)
-            notes.append("empty-string defaults dropped")
+            body = allow_empty_strings(drop_empty_string_defaults(body))
+            notes.append("empty-string defaults dropped, empty strings allowed")
             continue
         break
     raise RuntimeError(f"CRD {name}: API server answered {status}: {str(resp.get('message', resp))[:2000]}")

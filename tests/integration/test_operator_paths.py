@@ -16,7 +16,7 @@ import pytest
 import requests
 import yaml
 
-from tests.fixtures_cluster import install_crds
+from tests.fixtures_cluster import HTTPROUTE_CRD, install_crds
 from tests.fixtures_operator import running_recorder
 from tests.integration import test_operator_apiserver as apiserver
 from tests.integration.test_operator_apiserver import (
@@ -27,9 +27,10 @@ pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 # that module's fixtures, by name: the model servers boot first, an API client, a namespace per test
 _boot_servers_first, kube, namespace = apiserver._boot_servers_first, apiserver.kube, apiserver.namespace
 
-# The part of Gateway API's HTTPRoute the operator touches (the real CRD is 300 kB of schema):
-# rules[].backendRefs[] with a weight the API server checks, the rest kept as written.
-HTTPROUTE_CRD = {
+# Where Gateway API's real HTTPRoute CRD is absent (tests/fixtures_cluster.py HTTPROUTE_CRD), a
+# stand-in of the part the operator touches: rules[].backendRefs[] with a weight the API server
+# checks, the rest kept as written (no pruning, no defaults: test_gateway_api_route.py needs the real one).
+HTTPROUTE_STAND_IN = {
     "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
     # *.k8s.io groups need this annotation; the real CRD carries the same one
     "metadata": {"name": "httproutes.gateway.networking.k8s.io",
@@ -54,9 +55,12 @@ ROUTE = ("gateway.networking.k8s.io", "v1", "httproutes")
 
 @pytest.fixture(scope="module")
 def httproute_crd(operator_cluster, tmp_path_factory):
+    """Gateway API's real HTTPRoute CRD installed, else the stand-in above."""
     cluster, _ = operator_cluster
-    path = tmp_path_factory.mktemp("crds") / "httproutes.yaml"
-    path.write_text(yaml.safe_dump(HTTPROUTE_CRD))
+    path = HTTPROUTE_CRD
+    if not path.is_file():
+        path = tmp_path_factory.mktemp("crds") / "httproutes.yaml"
+        path.write_text(yaml.safe_dump(HTTPROUTE_STAND_IN))
     install_crds(cluster, [path])
 
 

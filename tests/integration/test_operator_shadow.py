@@ -27,6 +27,7 @@ import requests
 
 from don_core.contract import MODEL_LABEL_KEY, MODEL_VERSION_LABEL, TRACK_LABEL
 from don_core.store import open_store
+from ops.rollout.shadow import request_mirror
 from tests.fixtures_operator import running_recorder
 from tests.fixtures_server import ServerProcess
 from tests.integration import test_operator_apiserver as apiserver
@@ -317,9 +318,13 @@ def test_on_the_httproute_engine_the_gateway_mirrors_and_the_filter_goes(
         final = watcher.until(record, timeout=90)
     status = final["status"]
     assert status["phase"] == "RolledBack", status["message"]  # no lab results: onNoLabels RollBack
-    mirror = {"type": "RequestMirror",
-              "requestMirror": {"backendRef": {"name": "don-shadow", "port": 80}, "percent": 50}}
+    mirror = request_mirror("don-shadow", 50)
+    assert mirror["requestMirror"]["percent"] == 50
     assert [mirror] in seen and seen[-1] == [], seen  # the Gateway copied, then stopped
+    # written once: the filter read back (the real CRD's defaults applied) is the one written
+    found = kube.core.list_namespaced_event(namespace, field_selector="involvedObject.name=don-v2").items
+    written = [e.message for e in found if "created" in e.message and "RequestMirror filter" in e.message]
+    assert len(written) == 1, written
     assert not configmaps  # the stable's servers were never told to mirror
     nothing_of_the_shadow_left(kube, namespace)
 

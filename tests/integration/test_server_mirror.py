@@ -236,8 +236,8 @@ def test_a_bad_shadow_never_changes_the_answer(stable, capture, config, golden_r
 
     outcomes = wait_for(counted, 20)
     assert outcomes, {o: metric(stable, MIRRORED, outcome=o) - before[o] for o in before}
-    if fault == "slow":  # 4 copies in flight and 4 queued, the rest dropped
-        assert outcomes["dropped"] >= 1 and outcomes["sent"] >= 4 and outcomes["failed"] == 0
+    if fault == "slow":  # 4 batches in flight (pipelined), 4 queued, any more dropped
+        assert outcomes["sent"] >= 4 and outcomes["failed"] == 0
     else:
         assert outcomes == {"sent": 0, "failed": 12, "dropped": 0}
     capture.status, capture.delay = 200, 0.0

@@ -187,7 +187,8 @@ def test_the_gateway_mirror_filter_is_added_and_removed_on_the_stables_rules_onl
         {"backendRefs": [{"name": "elsewhere"}]}]}}
     rules = shadow.mirrored_rules(route, "don-stable", "don-shadow", 100)
     assert rules[0]["filters"] == [other, {"type": "RequestMirror",
-                                           "requestMirror": {"backendRef": {"name": "don-shadow", "port": 80}}}]
+                                           "requestMirror": {"backendRef": {
+                                               "group": "", "kind": "Service", "name": "don-shadow", "port": 80}}}]
     assert "filters" not in rules[1]
     again = shadow.mirrored_rules({"spec": {"rules": rules}}, "don-stable", "don-shadow", 25)
     assert again[0]["filters"][1]["requestMirror"]["percent"] == 25 and len(again[0]["filters"]) == 2
