@@ -97,3 +97,19 @@ def test_kind_only_tests_are_deselected_not_skipped_elsewhere(target, collected)
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert ("test_kind_kserve.py::test_rollout_splits_traffic_by_weight_and_promotes" in out.stdout) == collected
     assert ("3 deselected" in out.stdout) != collected, out.stdout
+
+
+@pytest.mark.parametrize("provided", [False, True])
+def test_gateway_api_crd_checks_are_deselected_without_the_crd(tmp_path, provided):
+    """The upstream HTTPRoute CRD is never in the repository (nor in CI's ../shared): where it is
+    absent its checks are deselected, not skipped; where a developer provides it they run."""
+    crds = tmp_path / "crds"
+    crds.mkdir()
+    if provided:
+        (crds / "gateway.networking.k8s.io_httproutes.yaml").write_text("{}\n")
+    env = dict(_env(None), DON_GATEWAY_API_CRDS=str(crds))
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+                          "tests/integration/test_gateway_api_route.py"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert ("test_gateway_api_route.py::" in out.stdout) == provided, out.stdout
+    assert ("deselected" in out.stdout) != provided, out.stdout
