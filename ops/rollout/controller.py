@@ -16,7 +16,7 @@ from typing import Callable
 from ops.rollout import analysis as judge_mod
 from ops.rollout import endpoints
 from ops.rollout import golden as golden_mod
-from ops.rollout import live_accuracy, locate, routers, shadow_step, sources, state, watch
+from ops.rollout import live_accuracy, locate, routers, shadow_step, shadows, sources, state, watch
 from ops.rollout import reference as reference_mod
 from ops.rollout import shadow as shadow_mod
 from ops.rollout.kube import ApiException, Kube
@@ -316,7 +316,7 @@ class Engine:
         """The shadow and the mirror setting exist exactly while the status is in the shadow step
         (shadow.py) or the watch (watch.py, `_watch_objects`); an Event says what was created or
         removed."""
-        shadow = shadow_mod.of(self.kube, obj["metadata"]["namespace"], spec)
+        shadow = shadows.of(self.kube, obj["metadata"]["namespace"], spec)
         if shadow_step.active(status):
             self._shadow_event(obj, status, shadow.ensure(status, owner_reference(obj)), "created")
         else:
@@ -380,7 +380,7 @@ class Engine:
         router = self.router(obj["metadata"]["namespace"], spec)
         before, share = status, functools.partial(router.share, replicas=status.replicas)
         if shadow_step.active(status):
-            result, figures = shadow_mod.analyse(self.kube, router, spec, status, self._golden,
+            result, figures = shadows.analyse(self.kube, router, spec, status, self._golden,
                                                  self._reference)
             snapshot = status.snapshot
             decision, after = shadow_step.decide(status, spec, result, figures, self.clock(), share)

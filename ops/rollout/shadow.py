@@ -30,7 +30,7 @@ from pathlib import PurePosixPath
 
 from don_core.contract import (MIRROR_CONFIG_PATH, MIRROR_CONFIGMAP_SUFFIX, MODEL_LABEL_KEY,
                                SHADOW_ENV, SHADOW_SUFFIX, SHADOW_TRACK, TRACK_LABEL)
-from ops.rollout import analysis, endpoints, lab, traffic
+from ops.rollout import endpoints, traffic
 from ops.rollout.kube import ApiException, Kube
 
 MIRROR_KEY = PurePosixPath(MIRROR_CONFIG_PATH).name  # mirror.json, the ConfigMap's one key
@@ -191,9 +191,14 @@ class Shadow:
             return [f"ConfigMap {self.mirror_name}"]
         return []
 
+    kind = "Deployment"  # of the shadow itself
+
+    def _read(self) -> dict:
+        return self.kube.raw_deployment(self.ns, self.name)
+
     def _found(self) -> dict | None:
         try:
-            return self.kube.raw_deployment(self.ns, self.name)
+            return self._read()
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -205,13 +210,17 @@ class Shadow:
         return json.loads(kept) if kept else None
 
     def not_ready(self) -> str | None:
-        """Why the shadow cannot answer yet (None once its pods are ready, or with shadowUrl)."""
+        """Why the shadow cannot answer yet (None once it can, or with shadowUrl)."""
         if self.spec.endpoints.shadow_url:
             return None
         try:
-            found = self.kube.raw_deployment(self.ns, self.name)
+            found = self._read()
         except ApiException as exc:
-            return f"Deployment {self.name}: {exc.status} {exc.reason}"
+            return f"{self.kind} {self.name}: {exc.status} {exc.reason}"
+        return self._not_ready(found)
+
+    def _not_ready(self, found: dict) -> str | None:
+        """None once the Deployment's pods are ready."""
         wanted = int((found.get("spec") or {}).get("replicas") or 0)
         if traffic.deployment_ready(found, wanted):
             return None
@@ -233,37 +242,3 @@ class Shadow:
         return removed + [f"{kind} {name}" for kind, name in (
             ("ConfigMap", self.mirror_name), ("Deployment", self.name), ("Service", self.name))
             if self.kube.delete(kind, self.ns, name)]
-
-
-def of(kube: Kube, ns: str, spec) -> Shadow:
-    """The shadow of the spec's engine (the one place that picks): `Shadow` on the Deployment
-    engine, an InferenceService of its own on KServe's (shadow_isvc.py)."""
-    if spec.mode == "Deployment":
-        return Shadow(kube, ns, spec)
-    from ops.rollout.shadow_isvc import IsvcShadow  # imported here: it builds on Shadow
-    return IsvcShadow(kube, ns, spec)
-
-
-def analyse(kube: Kube, router, spec, status, golden, reference) -> tuple[dict, dict]:
-    """(judged checks, the lab gate's figures) of one look at the shadow: the lab gate, and the
-    controller's served-correctly (`golden(spec, status, url)`) and reference-set checks
-    (`reference(spec, status, stable_url, url)`) on the shadow; no traffic figures (callers send
-    the shadow nothing)."""
-    figures = lab.look(spec.lab_gate, spec.model_name, status.stable_version,
-                       status.candidate_version, spec.endpoints.timeout_s)
-    shadow = of(kube, router.ns, spec)
-    waiting = shadow.not_ready()
-    if waiting:
-        ready = {"name": "shadowReady", "value": None, "threshold": None,
-                 "result": analysis.INCONCLUSIVE, "note": waiting}
-        return analysis.add_checks({"checks": [], "canary": {}, "stable": {}},
-                                   [ready, lab.check(figures)]), figures
-    url = shadow.url()
-    stable_url = endpoints.direct_urls(kube, router, endpoints.base_urls(router))[0]
-    result = analysis.judge(
-        spec.analysis, {"error": "not measured on a shadow"}, None,
-        golden(spec, status, url) if spec.analysis.golden_set else None,
-        status.candidate_version,
-        reference(spec, status, stable_url, url) if spec.analysis.reference_set else None)
-    kept = [c for c in result["checks"] if c["name"] != "metrics"]
-    return analysis.add_checks(dict(result, checks=kept), [lab.check(figures)]), figures

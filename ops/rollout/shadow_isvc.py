@@ -64,13 +64,10 @@ def ready_condition(isvc: dict) -> str | None:
 class IsvcShadow(Shadow):
     """The shadow of one ModelRollout's KServe target (the same interface as shadow.Shadow)."""
 
-    def _found(self) -> dict | None:
-        try:
-            return self.kube.get_isvc(self.ns, self.name)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            return None
+    kind = "InferenceService"
+
+    def _read(self) -> dict:
+        return self.kube.get_isvc(self.ns, self.name)
 
     def url(self, found: dict | None = None) -> str:
         """spec.endpoints.shadowUrl, else the address KServe reports, else KServe's naming."""
@@ -109,15 +106,9 @@ class IsvcShadow(Shadow):
     def ensure_mirror(self, owner: dict) -> list[str]:
         return self._mirror_configmap(self.url(), owner)
 
-    def not_ready(self) -> str | None:
-        """Why the shadow cannot answer yet (None once KServe reports it Ready, or with
-        shadowUrl); once it is Ready, the mirror setting follows the address KServe reports."""
-        if self.spec.endpoints.shadow_url:
-            return None
-        try:
-            found = self.kube.get_isvc(self.ns, self.name)
-        except ApiException as exc:
-            return f"InferenceService {self.name}: {exc.status} {exc.reason}"
+    def _not_ready(self, found: dict) -> str | None:
+        """None once KServe reports it Ready; then the mirror setting follows the address KServe
+        reports."""
         why = ready_condition(found)
         if why:
             return f"the shadow is starting (InferenceService {self.name}: {why})"

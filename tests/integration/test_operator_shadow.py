@@ -147,6 +147,15 @@ def create_tracks(kube, ns: str, candidate: int) -> Watcher:
     return Watcher(kube, ns, f"don-v{candidate}", "Deployment")
 
 
+def rolled_back_in_shadow(final: dict) -> dict:
+    """The status of a candidate the lab gate failed in shadow: callers never got its answers."""
+    status = final["status"]
+    assert status["phase"] == "RolledBack", status["message"]
+    assert "rolled back in shadow: lab gate Fail" in status["message"]
+    assert all(h["weight"] == 0 for h in status["history"])
+    return status
+
+
 def nothing_of_the_shadow_left(kube, ns: str) -> None:
     from kubernetes.client.rest import ApiException
     for read, name in ((kube.core.read_namespaced_config_map, "don-mirror"),
@@ -208,11 +217,8 @@ def test_a_broken_candidate_fails_in_shadow_and_no_caller_ever_saw_it(
         lots.measured()
         kube.create_rollout(namespace, body)
         final = watcher.until(lambda s: terminal(s) and s.get("trafficApplied"), timeout=90)
-    status = final["status"]
-    assert status["phase"] == "RolledBack", status["message"]
-    assert "rolled back in shadow: lab gate Fail" in status["message"]
+    status = rolled_back_in_shadow(final)
     assert status["labGate"]["lower"] > 0.1 and status["labGate"]["pairs"] >= 20
-    assert all(h["weight"] == 0 for h in status["history"])  # callers never got its answers
     nothing_of_the_shadow_left(kube, namespace)
     assert kube.get_deployment(namespace, "don-canary")["spec"]["replicas"] == 0
     stable_template = kube.raw_deployment(namespace, "don")["spec"]["template"]
@@ -431,10 +437,8 @@ def test_on_kserve_a_broken_candidate_fails_in_shadow(
         lots.measured()
         kube.create_rollout(namespace, body)
         final = watcher.until(lambda s: terminal(s) and s.get("trafficApplied"), timeout=90)
-    status = final["status"]
-    assert status["phase"] == "RolledBack", status["message"]
-    assert "rolled back in shadow: lab gate Fail" in status["message"]
-    assert all(h["weight"] == 0 for h in status["history"]) and watcher.weights() in ([], [0])
+    rolled_back_in_shadow(final)
+    assert watcher.weights() in ([], [0])
     nothing_of_the_isvc_shadow_left(kube, namespace)
     stable_predictor = kube.get_isvc(namespace, "don")["spec"]["predictor"]
     assert stable_predictor["model"]["storageUri"] == "pvc://models/don/1"

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from don_core.contract import MODEL_LABEL_KEY, TRACK_LABEL
-from ops.rollout import shadow, shadow_isvc
+from ops.rollout import shadow, shadow_isvc, shadows
 from ops.rollout.spec import parse_spec
 from ops.rollout.traffic import Served
 
@@ -88,14 +88,14 @@ def test_ready_is_kserves_ready_condition_for_the_current_spec():
 @pytest.mark.parametrize("mode,named", [("Standard", "http://don-shadow-predictor.ns.svc"),
                                         ("Knative", "http://don-shadow.ns.svc")])
 def test_the_mirror_points_at_shadow_url_else_kserves_address_else_its_naming(mode, named):
-    picked = shadow.of(None, "ns", spec(mode))
+    picked = shadows.of(None, "ns", spec(mode))
     assert isinstance(picked, shadow_isvc.IsvcShadow) and picked.name == "don-shadow"
-    assert type(shadow.of(None, "ns", spec("Deployment"))) is shadow.Shadow
+    assert type(shadows.of(None, "ns", spec("Deployment"))) is shadow.Shadow
     assert picked.url({}) == named
     reported = {"status": {"url": "http://don-shadow.ns.example.com",
                            "address": {"url": "http://don-shadow-predictor.ns.svc.cluster.local"}}}
     assert picked.url(reported) == "http://don-shadow-predictor.ns.svc.cluster.local"
     assert picked.url({"status": {"url": "http://don-shadow.ns.example.com"}}) == \
         "http://don-shadow.ns.example.com"
-    given = shadow.of(None, "ns", spec(mode, shadowUrl="http://127.0.0.1:9000"))
+    given = shadows.of(None, "ns", spec(mode, shadowUrl="http://127.0.0.1:9000"))
     assert given.url(reported) == "http://127.0.0.1:9000" and given.not_ready() is None
