@@ -130,13 +130,18 @@ class LocalStore(Store):
                 if idle < older_than_s:
                     continue
                 try:
-                    with _flock(staging, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                    with _flock(staging, fcntl.LOCK_EX | fcntl.LOCK_NB) as held:
+                        # Renames need no lock of the model directory: between the listing and
+                        # the lock a publish may have finished, its directory now a version whose
+                        # lock it has let go. Only what is still named .staging-* is a leftover.
+                        if _inode(os.fstat(held.fd)) != _inode(os.stat(staging)):
+                            continue
                         files = sum(1 for p in staging.rglob("*") if p.is_file())
+                        if not dry_run:
+                            shutil.rmtree(staging)
                         done.append(f"{'would remove' if dry_run else 'removed'} staging directory "
                                     f"{staging} ({files} file{'s' if files != 1 else ''}, idle "
                                     f"{_age(idle)})")
-                        if not dry_run:
-                            shutil.rmtree(staging)
                 except (BlockingIOError, FileNotFoundError):
                     continue  # a live publish (locked), or it just finished (renamed)
         return done
@@ -193,6 +198,10 @@ def _create_exclusive(path: Path, body: bytes) -> bool:
         os.fsync(fh.fileno())
     fsync_dir(path.parent)
     return True
+
+
+def _inode(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 class _flock:

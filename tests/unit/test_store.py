@@ -325,6 +325,27 @@ def test_local_gc_removes_a_killed_publish_never_a_live_one(tmp_path):
     verify_version_dir(root / "don-rf" / "1")
 
 
+def test_local_gc_reports_nothing_for_a_publish_that_finished_under_it(tmp_path, monkeypatch):
+    """The window the concurrent test below once hit on a loaded machine: a publish renames its
+    staging directory into a version (no model-directory lock needed) and lets go of its lock
+    between gc opening the staging path and locking it. gc then holds the VERSION's lock: it must
+    see that the name is gone and report nothing (it reported a removal it never made)."""
+    from don_core.store import local
+    root = tmp_path / "store"
+    staging = root / "don-rf" / ".staging-finished"
+    staging.mkdir(parents=True)
+    real_flock = local.fcntl.flock
+
+    def finish_then_lock(fd, operation):
+        if operation & local.fcntl.LOCK_NB and staging.exists():
+            os.rename(staging, staging.parent / "1")  # the publish's rename, as gc locks
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(local.fcntl, "flock", finish_then_lock)
+    assert open_store(str(root)).collect_garbage("don-rf", 0, dry_run=False) == []
+    assert (root / "don-rf" / "1").is_dir()
+
+
 def _run_gc_until(store, model: str, workers, older_than: float) -> list[str]:
     removed = []
     while any(w.is_alive() for w in workers):
