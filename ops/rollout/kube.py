@@ -122,9 +122,9 @@ class Kube:
         created = self.apps.create_namespaced_deployment(ns, body)
         return self.apps.api_client.sanitize_for_serialization(created)
 
-    def patch_deployment(self, ns: str, name: str, patch: dict | list, strategic: bool = True) -> None:
-        """A list is a JSON Patch; a dict a strategic (or, strategic=False, JSON) merge patch."""
-        kind = JSON_PATCH if isinstance(patch, list) else STRATEGIC if strategic else MERGE
+    def patch_deployment(self, ns: str, name: str, patch: dict | list) -> None:
+        """A list is a JSON Patch; a dict a strategic merge patch."""
+        kind = JSON_PATCH if isinstance(patch, list) else STRATEGIC
         self.apps.patch_namespaced_deployment(name, ns, patch, _content_type=kind)
 
     def scale_deployment(self, ns: str, name: str, replicas: int) -> None:

@@ -16,7 +16,7 @@ beside the stable on mirrored copies only, and the mirror setting the stable's s
   Gateway must set on the request before mirroring it (Envoy-based Gateways do).
 
 On the KServe engines the shadow is an InferenceService of its own (shadow_isvc.py, the same
-interface); `of` picks by mode.
+interface); shadows.of picks by mode.
 
 Every object carries an ownerReference to its ModelRollout (garbage-collected with it); `ensure` and
 `remove` are idempotent, so a restarted operator finishes what the status asks for, and one owner
