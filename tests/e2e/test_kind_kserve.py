@@ -70,9 +70,9 @@ def _count_versions(kube: Kube, cluster, n: int) -> dict:
 
 
 def test_kserve_serves_versions_trained_on_the_pvc(e2e_cluster, kserve):
-    # Predictors stay unschedulable until the Jobs published: on KServe a pvc:// storageUri is
-    # mounted with a per-version subPath, which the kubelet would create root-owned before the Job
-    # writes it (the defect the deployment engine no longer has; open on KServe, see the stop note).
+    # Predictors stay unschedulable until the Jobs published: whether KServe's pvc:// mount (a
+    # per-version path on the claim) lets a predictor started first wait for its version, as the
+    # deployment engine's do, is not verified (kind cannot run here; see the stop note).
     # The operator is enabled only then: it creates each InferenceService once, then follows the
     # chart's template for the live version.
     kserve.helm("upgrade", "--install", RELEASE, str(CHART), *_values(e2e_cluster, "1"),
